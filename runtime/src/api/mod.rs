@@ -1,0 +1,45 @@
+//! The job API: what a job author writes against.
+
+mod functions;
+mod stream;
+mod watermark;
+mod window;
+
+pub use functions::{
+    AggregateFunction, KeyedCoProcessFunction, KeyedProcessFunction,
+    OpenContext, ProcessContext, Timer,
+};
+pub use stream::{
+    AllWindowedStream, ConnectedKeyedStreams, IntervalJoinBuilder, JobBuilder, KeyedStream,
+    OutputTag, Stream, WindowJoinBuilder, WindowedStream,
+};
+pub use watermark::WatermarkStrategy;
+pub use window::{
+    Session, SlidingEventTime, TimeWindow, TumblingEventTime, TumblingProcessingTime,
+    WindowAssigner,
+};
+
+use crate::time::EventTime;
+
+/// A value with the event time it carries. Records without an event time carry
+/// `EventTime::MIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<T> {
+    pub ts: EventTime,
+    pub value: T,
+}
+
+impl<T> Record<T> {
+    pub fn new(ts: EventTime, value: T) -> Self {
+        Record { ts, value }
+    }
+}
+
+/// What can flow between operators.
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}
+
+/// What can partition a stream: hashed stably (the same key lands in the same key group in
+/// every process and every run) and used as a state key.
+pub trait Key: std::hash::Hash + Eq + Clone + Send + std::fmt::Debug + 'static {}
+impl<T: std::hash::Hash + Eq + Clone + Send + std::fmt::Debug + 'static> Key for T {}

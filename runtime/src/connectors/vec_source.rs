@@ -1,0 +1,67 @@
+use super::{Poll, Source, SplitReader};
+use crate::api::Record;
+use crate::error::Error;
+use std::sync::Arc;
+
+/// Records held in memory, one list per split. Useful for tests and examples: a split can
+/// be made to stall (stop producing without ending) to exercise idleness.
+pub struct VecSource<T> {
+    splits: Arc<Vec<Vec<Record<T>>>>,
+    stall_after: Option<(usize, usize)>,
+}
+
+impl<T: Clone + Send + Sync + 'static> VecSource<T> {
+    pub fn new(splits: Vec<Vec<Record<T>>>) -> Self {
+        VecSource {
+            splits: Arc::new(splits),
+            stall_after: None,
+        }
+    }
+
+    /// Split `split` stops producing after `records` records and never ends, like a partition
+    /// that receives no more data.
+    pub fn stall_split_after(mut self, split: usize, records: usize) -> Self {
+        self.stall_after = Some((split, records));
+        self
+    }
+}
+
+struct VecReader<T> {
+    records: Arc<Vec<Vec<Record<T>>>>,
+    split: usize,
+    next: usize,
+    stall_at: Option<usize>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
+    fn split_count(&self) -> usize {
+        self.splits.len()
+    }
+
+    fn open_split(&self, split: usize) -> Result<Box<dyn SplitReader<T>>, Error> {
+        Ok(Box::new(VecReader {
+            records: self.splits.clone(),
+            split,
+            next: 0,
+            stall_at: self
+                .stall_after
+                .filter(|(s, _)| *s == split)
+                .map(|(_, n)| n),
+        }))
+    }
+}
+
+impl<T: Clone> SplitReader<T> for VecReader<T> {
+    fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error> {
+        let all = &self.records[self.split];
+        let limit = self.stall_at.unwrap_or(all.len()).min(all.len());
+        let end = (self.next + max).min(limit);
+        out.extend_from_slice(&all[self.next..end]);
+        self.next = end;
+        if self.next >= all.len() && self.stall_at.is_none() {
+            Ok(Poll::End)
+        } else {
+            Ok(Poll::More)
+        }
+    }
+}

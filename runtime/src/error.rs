@@ -1,0 +1,42 @@
+//! The runtime's error type.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid job graph: {0}")]
+    Graph(String),
+    #[error("operator '{uid}': {message}")]
+    State { uid: String, message: String },
+    #[error("operator '{uid}' subtask {subtask} failed: {message}")]
+    Task {
+        uid: String,
+        subtask: usize,
+        message: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Input { origin: String, message: String },
+    #[error("job config: {0}")]
+    Config(String),
+    #[error("unknown job '{name}'; the bundled jobs are: {known}")]
+    UnknownJob { name: String, known: String },
+    #[error(transparent)]
+    Manifest(#[from] sluice_crds::ManifestError),
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

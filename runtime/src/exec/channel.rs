@@ -1,0 +1,92 @@
+//! Bounded channels between subtasks. Each (producer, consumer) pair has its own bounded
+//! queue of batches, so a consumer can stop reading one input (barrier alignment, a full
+//! downstream) while the others keep flowing, and a full queue blocks only its producer:
+//! that block is the backpressure. Consumers wait on a single doorbell rung by every
+//! producer after a send, so waiting on many inputs costs nothing per input.
+
+use crate::api::Record;
+use crate::exec::metrics::TaskMetrics;
+use crate::time::EventTime;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_utils::sync::Unparker;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What travels between subtasks.
+pub(crate) enum Msg<T> {
+    Data(Vec<Record<T>>),
+    Watermark(EventTime),
+    /// The producer has no data for now (`true`) or has data again (`false`); an idle
+    /// input does not hold back the consumer's watermark.
+    Idle(bool),
+    End,
+}
+
+/// The consumer stopped: the job is failing or cancelled.
+#[derive(Debug)]
+pub(crate) struct Disconnected;
+
+pub(crate) struct ChannelSender<T> {
+    tx: Sender<Msg<T>>,
+    doorbell: Unparker,
+    metrics: Arc<TaskMetrics>,
+}
+
+impl<T> ChannelSender<T> {
+    /// Sends `msg`, blocking while the queue is full; the blocked time is recorded as
+    /// backpressure of the sending task.
+    pub(crate) fn send(&self, msg: Msg<T>) -> Result<(), Disconnected> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                let started = Instant::now();
+                // Ring first so a consumer that is asleep drains while we wait.
+                self.doorbell.unpark();
+                let sent = self.tx.send(msg);
+                self.metrics.add_backpressured(started.elapsed());
+                sent.map_err(|_| Disconnected)?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(Disconnected),
+        }
+        self.doorbell.unpark();
+        Ok(())
+    }
+}
+
+pub(crate) struct ChannelReceiver<T> {
+    rx: Receiver<Msg<T>>,
+}
+
+pub(crate) enum Received<T> {
+    Msg(Msg<T>),
+    Empty,
+    /// The producer went away without sending `End`: it failed.
+    Lost,
+}
+
+impl<T> ChannelReceiver<T> {
+    pub(crate) fn try_recv(&self) -> Received<T> {
+        match self.rx.try_recv() {
+            Ok(m) => Received::Msg(m),
+            Err(TryRecvError::Empty) => Received::Empty,
+            Err(TryRecvError::Disconnected) => Received::Lost,
+        }
+    }
+}
+
+/// A bounded channel holding at most `capacity` messages. The doorbell is the consumer's.
+pub(crate) fn channel<T>(
+    capacity: usize,
+    doorbell: Unparker,
+    producer_metrics: Arc<TaskMetrics>,
+) -> (ChannelSender<T>, ChannelReceiver<T>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    (
+        ChannelSender {
+            tx,
+            doorbell,
+            metrics: producer_metrics,
+        },
+        ChannelReceiver { rx },
+    )
+}

@@ -1,0 +1,335 @@
+//! Embedded execution: every subtask of every chain is a thread of this process.
+
+use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
+use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
+use crate::error::Error;
+use crate::graph::{
+    ErasedRouting, ErasedSend, Erased, JobGraph, NodeKind, Outputs, Partition,
+};
+use crate::state::KeyGroupAssignment;
+use crossbeam_utils::sync::{Parker, Unparker};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tunables of a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Records per batch moved between operators.
+    pub batch_size: usize,
+    /// Batches a channel holds before its producer blocks (backpressure).
+    pub channel_capacity: usize,
+    /// How often sources emit watermarks while data flows.
+    pub watermark_interval: Duration,
+    pub clock: Clock,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_size: 1024,
+            channel_capacity: 8,
+            watermark_interval: Duration::from_millis(50),
+            clock: Clock::System,
+        }
+    }
+}
+
+/// Figures of a finished run.
+#[derive(Clone, Debug)]
+pub struct JobSummary {
+    pub elapsed: Duration,
+    pub tasks: Vec<TaskMetricsSnapshot>,
+}
+
+impl JobSummary {
+    pub fn source_records(&self) -> u64 {
+        self.tasks
+            .iter()
+            .filter(|t| t.is_source)
+            .map(|t| t.records_out)
+            .sum()
+    }
+    pub fn sink_records(&self) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| t.sink_records)
+            .sum()
+    }
+    pub fn late_records(&self) -> u64 {
+        self.tasks.iter().map(|t| t.late_records).sum()
+    }
+}
+
+/// A job whose subtasks are running on threads of this process.
+pub struct RunningJob {
+    threads: Vec<(String, JoinHandle<Result<(), Error>>)>,
+    metrics: Vec<Arc<TaskMetrics>>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl RunningJob {
+    pub fn metrics(&self) -> Vec<TaskMetricsSnapshot> {
+        self.metrics.iter().map(|m| m.snapshot()).collect()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// Asks every subtask to stop; `wait` then returns `Error::Cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every subtask. The error returned is the root cause: the first failure
+    /// that is not merely a consequence of another subtask stopping.
+    pub fn wait(self) -> Result<JobSummary, Error> {
+        let mut root: Option<Error> = None;
+        let mut consequence: Option<Error> = None;
+        for (name, t) in self.threads {
+            let result = t.join().unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Error::Graph(format!("{name} panicked: {message}")))
+            });
+            if let Err(e) = result {
+                let secondary = matches!(e, Error::Cancelled)
+                    || matches!(&e, Error::Task { message, .. } if message.contains("subtask stopped"));
+                if secondary {
+                    consequence.get_or_insert(e);
+                } else {
+                    root.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = root.or(consequence) {
+            return Err(e);
+        }
+        Ok(JobSummary {
+            elapsed: self.started.elapsed(),
+            tasks: self.metrics.iter().map(|m| m.snapshot()).collect(),
+        })
+    }
+}
+
+type EdgeKey = (usize, usize, usize); // (consumer node, input index, producer subtask)
+
+/// Starts every subtask of `graph` on its own thread.
+pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob, Error> {
+    let graph = Arc::new(graph);
+    let heads: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&n| !graph.is_chained(n))
+        .collect();
+
+    // One metrics record and one doorbell per subtask of every chain.
+    let mut metrics: HashMap<(usize, usize), Arc<TaskMetrics>> = HashMap::new();
+    let mut parkers: HashMap<(usize, usize), Parker> = HashMap::new();
+    let mut unparkers: HashMap<(usize, usize), Unparker> = HashMap::new();
+    for &h in &heads {
+        let node = &graph.nodes[h];
+        let is_source = matches!(node.kind, NodeKind::Source(_));
+        let chain_has_sink = (0..graph.nodes.len())
+            .any(|n| graph.nodes[n].is_sink && graph.head_of(n) == h);
+        for s in 0..node.parallelism {
+            let m = TaskMetrics::new(format!("{}[{s}]", node.uid), is_source, chain_has_sink);
+            metrics.insert((h, s), Arc::new(m));
+            let p = Parker::new();
+            unparkers.insert((h, s), p.unparker().clone());
+            parkers.insert((h, s), p);
+        }
+    }
+
+    // Channels for every edge that crosses chains.
+    let mut senders: HashMap<EdgeKey, Vec<ErasedSend>> = HashMap::new();
+    let mut receivers: HashMap<(usize, usize), Vec<(usize, ErasedSend)>> = HashMap::new();
+    for &h in &heads {
+        let node = &graph.nodes[h];
+        for (i, edge) in node.inputs.iter().enumerate() {
+            let from = &graph.nodes[edge.from];
+            let producer_head = graph.head_of(edge.from);
+            let pointwise = matches!(edge.partition, Partition::Forward)
+                && from.parallelism == node.parallelism;
+            let port = from.ports[edge.port];
+            for ps in 0..from.parallelism {
+                let consumers: Vec<usize> = if pointwise {
+                    vec![ps]
+                } else {
+                    (0..node.parallelism).collect()
+                };
+                let mut txs = Vec::with_capacity(consumers.len());
+                for cs in consumers {
+                    let (tx, rx) = (port.channel)(
+                        options.channel_capacity,
+                        unparkers[&(h, cs)].clone(),
+                        metrics[&(producer_head, ps)].clone(),
+                    );
+                    txs.push(tx);
+                    receivers.entry((h, cs)).or_default().push((edge.side, rx));
+                }
+                senders.insert((h, i, ps), txs);
+            }
+        }
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for &h in &heads {
+        for s in 0..graph.nodes[h].parallelism {
+            let mut wiring = Wiring {
+                senders: HashMap::new(),
+            };
+            // The senders this subtask's chain writes to.
+            for (c, consumer) in graph.nodes.iter().enumerate() {
+                if graph.is_chained(c) {
+                    continue;
+                }
+                for (i, edge) in consumer.inputs.iter().enumerate() {
+                    if graph.head_of(edge.from) == h {
+                        if let Some(txs) = senders.remove(&(c, i, s)) {
+                            wiring.senders.insert((c, i), txs);
+                        }
+                    }
+                }
+            }
+            let inputs = receivers.remove(&(h, s)).unwrap_or_default();
+            let parker = parkers.remove(&(h, s)).ok_or_else(|| {
+                Error::Graph(format!("no doorbell for {}[{s}]", graph.nodes[h].uid))
+            })?;
+            let task_metrics = metrics[&(h, s)].clone();
+            let graph = graph.clone();
+            let cancel = cancel.clone();
+            let options = options.clone();
+            let name = format!("{}[{s}]", graph.nodes[h].uid);
+            let thread_name = name.clone();
+            let handle = std::thread::Builder::new()
+                .name(thread_name.chars().take(15).collect())
+                .spawn(move || {
+                    let result = build_task(&graph, h, s, wiring, inputs, parker, task_metrics, &options)
+                        .and_then(|task| task.run(&cancel));
+                    if let Err(e) = &result {
+                        if !matches!(e, Error::Cancelled) {
+                            // Stop the rest of the job: a failed subtask fails the job.
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    result
+                })
+                .map_err(|e| Error::io("thread", e))?;
+            threads.push((name, handle));
+        }
+    }
+
+    let mut all_metrics: Vec<(usize, usize, Arc<TaskMetrics>)> =
+        metrics.into_iter().map(|((h, s), m)| (h, s, m)).collect();
+    all_metrics.sort_by_key(|(h, s, _)| (*h, *s));
+    Ok(RunningJob {
+        threads,
+        metrics: all_metrics.into_iter().map(|(_, _, m)| m).collect(),
+        cancel,
+        started: Instant::now(),
+    })
+}
+
+/// The channel senders one subtask writes to, by (consumer node, input index).
+struct Wiring {
+    senders: HashMap<(usize, usize), Vec<ErasedSend>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_task(
+    graph: &JobGraph,
+    head: usize,
+    subtask: usize,
+    mut wiring: Wiring,
+    inputs: Vec<(usize, ErasedSend)>,
+    parker: Parker,
+    metrics: Arc<TaskMetrics>,
+    options: &RunOptions,
+) -> Result<Box<dyn Task>, Error> {
+    let failure = FailureCell::default();
+    let cx_for = |n: usize| BuildCx {
+        uid: graph.nodes[n].uid.clone(),
+        subtask,
+        parallelism: graph.nodes[n].parallelism,
+        batch_size: options.batch_size,
+        clock: options.clock.clone(),
+        metrics: metrics.clone(),
+        failure: failure.clone(),
+    };
+    let outputs = build_outputs(graph, head, &cx_for, &mut wiring)?;
+    let cx = cx_for(head);
+    match &graph.nodes[head].kind {
+        NodeKind::Source(build) => build(&cx, outputs),
+        NodeKind::OneInput { build, head: make } | NodeKind::TwoInput { build, head: make } => {
+            let op = build(&cx, outputs)?;
+            make(HeadArgs {
+                op,
+                inputs,
+                parker,
+                cx,
+            })
+        }
+    }
+}
+
+/// Builds, for each output port of `node`, the operator that receives it: the chained
+/// operators of this thread and the writers to other chains, joined by a tee when a port
+/// has several consumers.
+fn build_outputs(
+    graph: &JobGraph,
+    node: usize,
+    cx_for: &dyn Fn(usize) -> BuildCx,
+    wiring: &mut Wiring,
+) -> Result<Outputs, Error> {
+    let def = &graph.nodes[node];
+    let mut ports: Vec<Erased> = Vec::with_capacity(def.ports.len());
+    for (p, port) in def.ports.iter().enumerate() {
+        let mut consumers: Vec<Erased> = Vec::new();
+        for (c, consumer) in graph.nodes.iter().enumerate() {
+            for (i, edge) in consumer.inputs.iter().enumerate() {
+                if edge.from != node || edge.port != p {
+                    continue;
+                }
+                if graph.is_chained(c) {
+                    let outputs = build_outputs(graph, c, cx_for, wiring)?;
+                    let NodeKind::OneInput { build, .. } = &consumer.kind else {
+                        return Err(Error::Graph(format!("chained node {} has no single input", consumer.uid)));
+                    };
+                    consumers.push(build(&cx_for(c), outputs)?);
+                } else {
+                    let txs = wiring.senders.remove(&(c, i)).ok_or_else(|| {
+                        Error::Graph(format!("edge {} -> {} has no channels", def.uid, consumer.uid))
+                    })?;
+                    let routing = match &edge.partition {
+                        Partition::Forward if def.parallelism == consumer.parallelism => {
+                            ErasedRouting::Pointwise
+                        }
+                        Partition::Forward | Partition::Rebalance => ErasedRouting::Rebalance,
+                        Partition::Broadcast => ErasedRouting::Broadcast,
+                        Partition::Hash(hasher) => ErasedRouting::Hash(
+                            hasher.clone(),
+                            Arc::new(KeyGroupAssignment::contiguous(
+                                graph.max_parallelism,
+                                consumer.parallelism as u32,
+                            )),
+                        ),
+                    };
+                    consumers.push((port.writer)(txs, routing, &cx_for(node)));
+                }
+            }
+        }
+        ports.push(match consumers.len() {
+            0 => (port.discard)(),
+            1 => consumers.pop().ok_or_else(|| Error::Graph("lost consumer".into()))?,
+            _ => (port.tee)(consumers),
+        });
+    }
+    Ok(Outputs::new(ports))
+}

@@ -1,0 +1,140 @@
+//! The last operator of a chain whose output crosses to another stage: partitions records
+//! into per-consumer buffers and ships full buffers as one message.
+
+use super::channel::{ChannelSender, Msg};
+use super::{BuildCx, Operator};
+use crate::api::Record;
+use crate::graph::KeyHasher;
+use crate::state::KeyGroupAssignment;
+use crate::time::{EventTime, ProcTime};
+use std::sync::Arc;
+
+pub(crate) enum Routing<T> {
+    /// One consumer: the subtask with the producer's index.
+    Pointwise,
+    Rebalance,
+    Broadcast,
+    Hash(KeyHasher<T>, Arc<KeyGroupAssignment>),
+}
+
+pub(crate) struct ExchangeWriter<T> {
+    senders: Vec<ChannelSender<T>>,
+    buffers: Vec<Vec<Record<T>>>,
+    routing: Routing<T>,
+    next: usize,
+    batch_size: usize,
+    cx: BuildCx,
+    broken: bool,
+}
+
+impl<T: Clone> ExchangeWriter<T> {
+    pub(crate) fn new(senders: Vec<ChannelSender<T>>, routing: Routing<T>, cx: &BuildCx) -> Self {
+        let batch_size = cx.batch_size;
+        ExchangeWriter {
+            buffers: senders
+                .iter()
+                .map(|_| Vec::with_capacity(batch_size))
+                .collect(),
+            senders,
+            routing,
+            next: 0,
+            batch_size,
+            cx: cx.clone(),
+            broken: false,
+        }
+    }
+
+    fn send(&mut self, target: usize, msg: Msg<T>) {
+        if self.broken {
+            return;
+        }
+        if self.senders[target].send(msg).is_err() {
+            self.broken = true;
+            self.cx
+                .fail("a downstream subtask stopped (see its error)");
+        }
+    }
+
+    fn send_buffer(&mut self, target: usize) {
+        if self.buffers[target].is_empty() {
+            return;
+        }
+        let full = std::mem::replace(
+            &mut self.buffers[target],
+            Vec::with_capacity(self.batch_size),
+        );
+        self.cx.metrics.add_records_out(full.len());
+        self.send(target, Msg::Data(full));
+    }
+
+    fn broadcast(&mut self, make: impl Fn() -> Msg<T>) {
+        self.flush();
+        for t in 0..self.senders.len() {
+            self.send(t, make());
+        }
+    }
+}
+
+impl<T: Clone> Operator<T> for ExchangeWriter<T> {
+    fn push(&mut self, batch: &mut Vec<Record<T>>) {
+        let n = self.senders.len();
+        match &self.routing {
+            Routing::Pointwise => {
+                self.buffers[0].append(batch);
+                if self.buffers[0].len() >= self.batch_size {
+                    self.send_buffer(0);
+                }
+            }
+            Routing::Hash(hasher, assignment) => {
+                let (hasher, assignment) = (hasher.clone(), assignment.clone());
+                for r in batch.drain(..) {
+                    let t = assignment.route(hasher(&r.value)) as usize;
+                    let buf = &mut self.buffers[t];
+                    buf.push(r);
+                    if buf.len() >= self.batch_size {
+                        self.send_buffer(t);
+                    }
+                }
+            }
+            Routing::Rebalance => {
+                for r in batch.drain(..) {
+                    let t = self.next;
+                    self.next = (self.next + 1) % n;
+                    self.buffers[t].push(r);
+                    if self.buffers[t].len() >= self.batch_size {
+                        self.send_buffer(t);
+                    }
+                }
+            }
+            Routing::Broadcast => {
+                for t in 0..n {
+                    self.buffers[t].extend_from_slice(batch);
+                    if self.buffers[t].len() >= self.batch_size {
+                        self.send_buffer(t);
+                    }
+                }
+                batch.clear();
+            }
+        }
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.broadcast(|| Msg::Watermark(watermark));
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.broadcast(|| Msg::Idle(idle));
+    }
+
+    fn tick(&mut self, _now: ProcTime) {}
+
+    fn flush(&mut self) {
+        for t in 0..self.senders.len() {
+            self.send_buffer(t);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.broadcast(|| Msg::End);
+    }
+}

@@ -1,0 +1,105 @@
+//! Per-subtask counters, written by the subtask's thread and read by progress reporting and
+//! the metrics endpoint. Relaxed atomics: each counter is independent and monotone.
+
+use crate::time::EventTime;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct TaskMetrics {
+    /// `name[subtask]` of the chain's head operator.
+    pub name: String,
+    pub is_source: bool,
+    pub is_sink: bool,
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    sink_records: AtomicU64,
+    late_records: AtomicU64,
+    idle_ns: AtomicU64,
+    backpressured_ns: AtomicU64,
+    busy_ns: AtomicU64,
+    watermark: AtomicI64,
+}
+
+/// A point-in-time copy of one subtask's counters.
+#[derive(Clone, Debug, Default)]
+pub struct TaskMetricsSnapshot {
+    pub name: String,
+    pub is_source: bool,
+    pub is_sink: bool,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Records handed to a sink by this subtask's chain.
+    pub sink_records: u64,
+    /// Records that arrived after their window or join had closed and had no late output
+    /// to go to.
+    pub late_records: u64,
+    pub busy: Duration,
+    pub idle: Duration,
+    pub backpressured: Duration,
+    pub watermark: EventTime,
+}
+
+impl TaskMetrics {
+    pub fn new(name: String, is_source: bool, is_sink: bool) -> Self {
+        TaskMetrics {
+            name,
+            is_source,
+            is_sink,
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            sink_records: AtomicU64::new(0),
+            late_records: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn add_records_in(&self, n: usize) {
+        self.records_in.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_records_out(&self, n: usize) {
+        self.records_out.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_sink_records(&self, n: usize) {
+        self.sink_records.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_late_records(&self, n: usize) {
+        self.late_records.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_idle(&self, d: Duration) {
+        self.idle_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+    pub fn add_backpressured(&self, d: Duration) {
+        self.backpressured_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+    /// Total time the task has been running; busy is what remains after idle and
+    /// backpressure are taken out.
+    pub fn set_elapsed(&self, d: Duration) {
+        self.busy_ns.store(d.as_nanos() as u64, Relaxed);
+    }
+    pub fn set_watermark(&self, wm: EventTime) {
+        self.watermark.store(wm.0, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TaskMetricsSnapshot {
+        let idle = self.idle_ns.load(Relaxed);
+        let bp = self.backpressured_ns.load(Relaxed);
+        let elapsed = self.busy_ns.load(Relaxed);
+        TaskMetricsSnapshot {
+            name: self.name.clone(),
+            is_source: self.is_source,
+            is_sink: self.is_sink,
+            records_in: self.records_in.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            sink_records: self.sink_records.load(Relaxed),
+            late_records: self.late_records.load(Relaxed),
+            busy: Duration::from_nanos(elapsed.saturating_sub(idle + bp)),
+            idle: Duration::from_nanos(idle),
+            backpressured: Duration::from_nanos(bp),
+            watermark: EventTime(self.watermark.load(Relaxed)),
+        }
+    }
+}

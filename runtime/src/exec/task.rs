@@ -1,0 +1,494 @@
+//! The loops that drive a subtask: a source loop, or an input loop reading from channels.
+
+use super::channel::{ChannelReceiver, Msg, Received};
+use super::{BuildCx, Operator, TwoInputOperator};
+use crate::api::{Record, WatermarkStrategy};
+use crate::connectors::{Poll, SplitReader};
+use crate::error::Error;
+use crate::graph::{downcast_receiver, Erased, ErasedSend};
+use crate::time::{duration_millis, EventTime, ProcTime};
+use crossbeam_utils::sync::Parker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long an input loop with nothing to read sleeps before checking its timers again.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+pub(crate) trait Task {
+    fn run(self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error>;
+}
+
+/// Everything a chain head needs to become a running task.
+pub(crate) struct HeadArgs {
+    pub(crate) op: Erased,
+    pub(crate) inputs: Vec<(usize, ErasedSend)>,
+    pub(crate) parker: Parker,
+    pub(crate) cx: BuildCx,
+}
+
+fn upstream_lost(cx: &BuildCx) -> Error {
+    Error::Task {
+        uid: cx.uid.clone(),
+        subtask: cx.subtask,
+        message: "an upstream subtask stopped without finishing (see its error)".into(),
+    }
+}
+
+/// Watermark, idleness and end-of-input of each input channel; the task's watermark is the
+/// minimum over active channels, so an idle channel never holds it back.
+struct ChannelClock {
+    watermarks: Vec<i64>,
+    idle: Vec<bool>,
+    ended: Vec<bool>,
+    current: i64,
+    all_idle: bool,
+}
+
+enum ClockChange {
+    Watermark(EventTime),
+    Idle(bool),
+}
+
+impl ChannelClock {
+    fn new(channels: usize) -> Self {
+        ChannelClock {
+            watermarks: vec![i64::MIN; channels],
+            idle: vec![false; channels],
+            ended: vec![false; channels],
+            current: i64::MIN,
+            all_idle: false,
+        }
+    }
+
+    fn all_ended(&self) -> bool {
+        self.ended.iter().all(|&e| e)
+    }
+
+    fn recompute(&mut self) -> Vec<ClockChange> {
+        let mut changes = Vec::new();
+        let active: Vec<usize> = (0..self.watermarks.len())
+            .filter(|&c| !self.idle[c] || self.ended[c])
+            .collect();
+        let all_idle = active.is_empty();
+        if all_idle != self.all_idle {
+            self.all_idle = all_idle;
+            changes.push(ClockChange::Idle(all_idle));
+        }
+        if !all_idle {
+            let min = active
+                .iter()
+                .map(|&c| self.watermarks[c])
+                .min()
+                .unwrap_or(i64::MIN);
+            if min > self.current {
+                self.current = min;
+                changes.push(ClockChange::Watermark(EventTime(min)));
+            }
+        }
+        changes
+    }
+
+    fn on_watermark(&mut self, c: usize, wm: EventTime) -> Vec<ClockChange> {
+        self.watermarks[c] = self.watermarks[c].max(wm.0);
+        self.recompute()
+    }
+
+    fn on_idle(&mut self, c: usize, idle: bool) -> Vec<ClockChange> {
+        self.idle[c] = idle;
+        self.recompute()
+    }
+
+    /// Data on an idle channel makes it active again.
+    fn on_data(&mut self, c: usize) -> Vec<ClockChange> {
+        if self.idle[c] {
+            self.on_idle(c, false)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_end(&mut self, c: usize) -> Vec<ClockChange> {
+        self.ended[c] = true;
+        self.watermarks[c] = i64::MAX;
+        self.recompute()
+    }
+}
+
+/// Reads channels round-robin, sleeping on the doorbell when all are empty.
+struct InputLoop {
+    parker: Parker,
+    cx: BuildCx,
+    last_tick: ProcTime,
+    started: Instant,
+}
+
+impl InputLoop {
+    fn new(parker: Parker, cx: BuildCx) -> Self {
+        InputLoop {
+            parker,
+            last_tick: cx.clock.now(),
+            cx,
+            started: Instant::now(),
+        }
+    }
+
+    /// Processing-time tick, when the clock moved.
+    fn tick(&mut self) -> Option<ProcTime> {
+        let now = self.cx.clock.now();
+        if now > self.last_tick {
+            self.last_tick = now;
+            Some(now)
+        } else {
+            None
+        }
+    }
+
+    fn wait(&self) {
+        let t = Instant::now();
+        self.parker.park_timeout(IDLE_WAIT);
+        self.cx.metrics.add_idle(t.elapsed());
+    }
+
+    fn check(&self, cancel: &AtomicBool) -> Result<(), Error> {
+        self.cx.metrics.set_elapsed(self.started.elapsed());
+        if let Some(e) = self.cx.failure.take() {
+            return Err(e);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct OneInputTask<I> {
+    op: Box<dyn Operator<I>>,
+    channels: Vec<ChannelReceiver<I>>,
+    io: InputLoop,
+}
+
+pub(crate) fn one_input_head<I: 'static>(
+    args: HeadArgs,
+) -> Result<Box<dyn Task>, Error> {
+    let op = crate::graph::downcast_op::<I>(args.op);
+    let channels = args
+        .inputs
+        .into_iter()
+        .map(|(_, rx)| downcast_receiver::<I>(rx))
+        .collect();
+    Ok(Box::new(OneInputTask {
+        op,
+        channels,
+        io: InputLoop::new(args.parker, args.cx),
+    }))
+}
+
+fn apply<F: FnMut(ClockChange)>(changes: Vec<ClockChange>, mut f: F) {
+    for c in changes {
+        f(c);
+    }
+}
+
+impl<I: 'static> Task for OneInputTask<I> {
+    fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
+        let n = self.channels.len();
+        let mut clock = ChannelClock::new(n);
+        let metrics = self.io.cx.metrics.clone();
+        loop {
+            let mut received = false;
+            for c in 0..n {
+                if clock.ended[c] {
+                    continue;
+                }
+                let changes = match self.channels[c].try_recv() {
+                    Received::Empty => continue,
+                    Received::Lost => return Err(upstream_lost(&self.io.cx)),
+                    Received::Msg(Msg::Data(mut batch)) => {
+                        received = true;
+                        metrics.add_records_in(batch.len());
+                        let changes = clock.on_data(c);
+                        apply(changes, |ch| forward_change(self.op.as_mut(), ch));
+                        self.op.push(&mut batch);
+                        continue;
+                    }
+                    Received::Msg(Msg::Watermark(wm)) => clock.on_watermark(c, wm),
+                    Received::Msg(Msg::Idle(idle)) => clock.on_idle(c, idle),
+                    Received::Msg(Msg::End) => clock.on_end(c),
+                };
+                received = true;
+                apply(changes, |ch| {
+                    if let ClockChange::Watermark(wm) = ch {
+                        metrics.set_watermark(wm);
+                    }
+                    forward_change(self.op.as_mut(), ch)
+                });
+            }
+            if let Some(now) = self.io.tick() {
+                self.op.tick(now);
+            }
+            self.io.check(cancel)?;
+            if clock.all_ended() {
+                self.op.finish();
+                return self.io.check(cancel);
+            }
+            if !received {
+                self.op.flush();
+                self.io.wait();
+            }
+        }
+    }
+}
+
+fn forward_change<I>(op: &mut dyn Operator<I>, change: ClockChange) {
+    match change {
+        ClockChange::Watermark(wm) => op.watermark(wm),
+        ClockChange::Idle(idle) => op.idle(idle),
+    }
+}
+
+pub(crate) struct TwoInputTask<A, B> {
+    op: Box<dyn TwoInputOperator<A, B>>,
+    left: Vec<ChannelReceiver<A>>,
+    right: Vec<ChannelReceiver<B>>,
+    io: InputLoop,
+}
+
+pub(crate) fn two_input_head<A: 'static, B: 'static>(
+    args: HeadArgs,
+) -> Result<Box<dyn Task>, Error> {
+    let op = *args
+        .op
+        .downcast::<Box<dyn TwoInputOperator<A, B>>>()
+        .expect("two-input operator of its inputs' record types");
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    for (side, rx) in args.inputs {
+        if side == 0 {
+            left.push(downcast_receiver::<A>(rx));
+        } else {
+            right.push(downcast_receiver::<B>(rx));
+        }
+    }
+    Ok(Box::new(TwoInputTask {
+        op,
+        left,
+        right,
+        io: InputLoop::new(args.parker, args.cx),
+    }))
+}
+
+fn forward_change2<A, B>(op: &mut dyn TwoInputOperator<A, B>, change: ClockChange) {
+    match change {
+        ClockChange::Watermark(wm) => op.watermark(wm),
+        ClockChange::Idle(idle) => op.idle(idle),
+    }
+}
+
+impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
+    fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
+        let nl = self.left.len();
+        let n = nl + self.right.len();
+        // One clock over both inputs: the operator's watermark is the minimum of both sides.
+        let mut clock = ChannelClock::new(n);
+        let metrics = self.io.cx.metrics.clone();
+        loop {
+            let mut received = false;
+            for c in 0..n {
+                if clock.ended[c] {
+                    continue;
+                }
+                enum Got<A, B> {
+                    Left(Vec<Record<A>>),
+                    Right(Vec<Record<B>>),
+                    Control(Vec<ClockChange>),
+                }
+                let got = if c < nl {
+                    match self.left[c].try_recv() {
+                        Received::Empty => continue,
+                        Received::Lost => return Err(upstream_lost(&self.io.cx)),
+                        Received::Msg(Msg::Data(b)) => Got::Left(b),
+                        Received::Msg(Msg::Watermark(wm)) => {
+                            Got::Control(clock.on_watermark(c, wm))
+                        }
+                        Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
+                        Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
+                    }
+                } else {
+                    match self.right[c - nl].try_recv() {
+                        Received::Empty => continue,
+                        Received::Lost => return Err(upstream_lost(&self.io.cx)),
+                        Received::Msg(Msg::Data(b)) => Got::Right(b),
+                        Received::Msg(Msg::Watermark(wm)) => {
+                            Got::Control(clock.on_watermark(c, wm))
+                        }
+                        Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
+                        Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
+                    }
+                };
+                received = true;
+                match got {
+                    Got::Left(mut b) => {
+                        metrics.add_records_in(b.len());
+                        apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
+                        self.op.push_left(&mut b);
+                    }
+                    Got::Right(mut b) => {
+                        metrics.add_records_in(b.len());
+                        apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
+                        self.op.push_right(&mut b);
+                    }
+                    Got::Control(changes) => apply(changes, |ch| {
+                        if let ClockChange::Watermark(wm) = ch {
+                            metrics.set_watermark(wm);
+                        }
+                        forward_change2(self.op.as_mut(), ch)
+                    }),
+                }
+            }
+            if let Some(now) = self.io.tick() {
+                self.op.tick(now);
+            }
+            self.io.check(cancel)?;
+            if clock.all_ended() {
+                self.op.finish();
+                return self.io.check(cancel);
+            }
+            if !received {
+                self.op.flush();
+                self.io.wait();
+            }
+        }
+    }
+}
+
+/// One split being read by a source subtask.
+struct SplitRun<T> {
+    reader: Box<dyn SplitReader<T>>,
+    max_ts: i64,
+    last_data: ProcTime,
+    idle: bool,
+    done: bool,
+}
+
+pub(crate) struct SourceTask<T> {
+    splits: Vec<SplitRun<T>>,
+    out: Box<dyn Operator<T>>,
+    strategy: WatermarkStrategy,
+    watermark_interval: Duration,
+    cx: BuildCx,
+}
+
+impl<T> SourceTask<T> {
+    pub(crate) fn new(
+        readers: Vec<Box<dyn SplitReader<T>>>,
+        out: Box<dyn Operator<T>>,
+        strategy: WatermarkStrategy,
+        watermark_interval: Duration,
+        cx: BuildCx,
+    ) -> Self {
+        let now = cx.clock.now();
+        SourceTask {
+            splits: readers
+                .into_iter()
+                .map(|reader| SplitRun {
+                    reader,
+                    max_ts: i64::MIN,
+                    last_data: now,
+                    idle: false,
+                    done: false,
+                })
+                .collect(),
+            out,
+            strategy,
+            watermark_interval,
+            cx,
+        }
+    }
+}
+
+impl<T: 'static> Task for SourceTask<T> {
+    fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
+        let started = Instant::now();
+        let bound = duration_millis(self.strategy.max_out_of_orderness);
+        let idle_after = self.strategy.idle_timeout.map(duration_millis);
+        let mut batch: Vec<Record<T>> = Vec::with_capacity(self.cx.batch_size);
+        let mut emitted_wm = i64::MIN;
+        let mut all_idle = false;
+        let mut last_wm_check = Instant::now();
+        let mut last_tick = self.cx.clock.now();
+        loop {
+            let mut produced = false;
+            for split in self.splits.iter_mut().filter(|s| !s.done) {
+                let poll = split.reader.poll(&mut batch, self.cx.batch_size)?;
+                if !batch.is_empty() {
+                    produced = true;
+                    split.max_ts = batch.iter().fold(split.max_ts, |m, r| m.max(r.ts.0));
+                    split.last_data = self.cx.clock.now();
+                    split.idle = false;
+                    if all_idle {
+                        all_idle = false;
+                        self.out.idle(false);
+                    }
+                    self.cx.metrics.add_records_out(batch.len());
+                    self.out.push(&mut batch);
+                }
+                if poll == Poll::End {
+                    split.done = true;
+                }
+            }
+            if let Some(e) = self.cx.failure.take() {
+                return Err(e);
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            if self.splits.iter().all(|s| s.done) {
+                self.cx.metrics.set_watermark(EventTime::MAX);
+                self.out.watermark(EventTime::MAX);
+                self.out.finish();
+                self.cx.metrics.set_elapsed(started.elapsed());
+                return self.cx.failure.take().map_or(Ok(()), Err);
+            }
+            let now = self.cx.clock.now();
+            if !produced || last_wm_check.elapsed() >= self.watermark_interval {
+                last_wm_check = Instant::now();
+                if let Some(after) = idle_after {
+                    for s in self.splits.iter_mut().filter(|s| !s.done) {
+                        s.idle = now.0 - s.last_data.0 >= after;
+                    }
+                }
+                let active = self.splits.iter().filter(|s| !s.done && !s.idle);
+                match active.map(|s| s.max_ts).min() {
+                    None => {
+                        if !all_idle {
+                            all_idle = true;
+                            self.out.idle(true);
+                        }
+                    }
+                    Some(min) => {
+                        let wm = if min == i64::MIN {
+                            i64::MIN
+                        } else {
+                            min.saturating_sub(bound).saturating_sub(1)
+                        };
+                        if wm > emitted_wm {
+                            emitted_wm = wm;
+                            self.cx.metrics.set_watermark(EventTime(wm));
+                            self.out.watermark(EventTime(wm));
+                        }
+                    }
+                }
+            }
+            if now > last_tick {
+                last_tick = now;
+                self.out.tick(now);
+            }
+            self.cx.metrics.set_elapsed(started.elapsed());
+            if !produced {
+                self.out.flush();
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                self.cx.metrics.add_idle(t.elapsed());
+            }
+        }
+    }
+}

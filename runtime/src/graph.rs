@@ -1,0 +1,217 @@
+//! The job graph: operators (nodes) with their parallelism and the edges between them.
+//! Types are erased here so that a graph of any shape fits one structure; every erased piece
+//! is a function monomorphized for its record type when the job was defined, so a running
+//! job moves fully typed batches and never downcasts per record.
+
+use crate::api::Data;
+use crate::error::Error;
+use crate::exec::channel::{self, ChannelReceiver, ChannelSender};
+use crate::exec::exchange::{ExchangeWriter, Routing};
+use crate::exec::metrics::TaskMetrics;
+use crate::exec::operator::{Discard, Tee};
+use crate::exec::{BuildCx, HeadArgs, Operator, Task};
+use crossbeam_utils::sync::Unparker;
+use std::any::Any;
+use std::sync::Arc;
+
+pub(crate) type Erased = Box<dyn Any>;
+pub(crate) type ErasedSend = Box<dyn Any + Send>;
+
+/// Builds one subtask's operator for a node, given its downstream per output port.
+pub(crate) type BuildOperator =
+    Arc<dyn Fn(&BuildCx, Outputs) -> Result<Erased, Error> + Send + Sync>;
+/// Builds one subtask of a source.
+pub(crate) type BuildSource =
+    Arc<dyn Fn(&BuildCx, Outputs) -> Result<Box<dyn Task>, Error> + Send + Sync>;
+
+/// Functions that know the record type of an output port.
+#[derive(Clone, Copy)]
+pub(crate) struct PortType {
+    pub(crate) type_name: &'static str,
+    pub(crate) channel: fn(usize, Unparker, Arc<TaskMetrics>) -> (ErasedSend, ErasedSend),
+    pub(crate) writer: fn(Vec<ErasedSend>, ErasedRouting, &BuildCx) -> Erased,
+    pub(crate) tee: fn(Vec<Erased>) -> Erased,
+    pub(crate) discard: fn() -> Erased,
+}
+
+fn new_channel<T: Data>(
+    capacity: usize,
+    doorbell: Unparker,
+    metrics: Arc<TaskMetrics>,
+) -> (ErasedSend, ErasedSend) {
+    let (tx, rx) = channel::channel::<T>(capacity, doorbell, metrics);
+    (Box::new(tx), Box::new(rx))
+}
+
+fn new_writer<T: Data>(senders: Vec<ErasedSend>, routing: ErasedRouting, cx: &BuildCx) -> Erased {
+    let senders: Vec<ChannelSender<T>> = senders.into_iter().map(downcast_send).collect();
+    let routing = match routing {
+        ErasedRouting::Pointwise => Routing::Pointwise,
+        ErasedRouting::Rebalance => Routing::Rebalance,
+        ErasedRouting::Broadcast => Routing::Broadcast,
+        ErasedRouting::Hash(hasher, assignment) => Routing::Hash(
+            hasher
+                .downcast_ref::<KeyHasher<T>>()
+                .expect("key hasher of the port's record type")
+                .clone(),
+            assignment,
+        ),
+    };
+    let op: Box<dyn Operator<T>> = Box::new(ExchangeWriter::new(senders, routing, cx));
+    Box::new(op)
+}
+
+fn new_tee<T: Data>(outputs: Vec<Erased>) -> Erased {
+    let outputs: Vec<Box<dyn Operator<T>>> = outputs.into_iter().map(downcast_op).collect();
+    let op: Box<dyn Operator<T>> = Box::new(Tee::new(outputs));
+    Box::new(op)
+}
+
+fn new_discard<T: Data>() -> Erased {
+    let op: Box<dyn Operator<T>> = Box::new(Discard);
+    Box::new(op)
+}
+
+impl PortType {
+    pub(crate) fn of<T: Data>() -> Self {
+        PortType {
+            type_name: std::any::type_name::<T>(),
+            channel: new_channel::<T>,
+            writer: new_writer::<T>,
+            tee: new_tee::<T>,
+            discard: new_discard::<T>,
+        }
+    }
+}
+
+/// Downcasts an erased operator built for records of type `T`. A mismatch is a bug in
+/// graph construction, never a consequence of input.
+pub(crate) fn downcast_op<T: 'static>(op: Erased) -> Box<dyn Operator<T>> {
+    *op.downcast::<Box<dyn Operator<T>>>()
+        .expect("operator built for the record type of its input")
+}
+
+pub(crate) fn downcast_send<T: 'static>(b: ErasedSend) -> T {
+    *b.downcast::<T>()
+        .expect("channel end of the record type of its edge")
+}
+
+/// `ChannelReceiver<T>` from an erased receiver.
+pub(crate) fn downcast_receiver<T: 'static>(b: ErasedSend) -> ChannelReceiver<T> {
+    downcast_send(b)
+}
+
+/// The downstream operators of one subtask's node, one per output port.
+pub(crate) struct Outputs(Vec<Option<Erased>>);
+
+impl Outputs {
+    pub(crate) fn new(ports: Vec<Erased>) -> Self {
+        Outputs(ports.into_iter().map(Some).collect())
+    }
+
+    /// Takes the operator for `port`, typed.
+    pub(crate) fn take<T: 'static>(&mut self, port: usize) -> Box<dyn Operator<T>> {
+        downcast_op(
+            self.0[port]
+                .take()
+                .expect("each output port is taken once"),
+        )
+    }
+}
+
+/// Hashes a record's key; the same function on the same key gives the same value in every
+/// process.
+pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
+
+pub(crate) enum Partition {
+    Forward,
+    Rebalance,
+    Broadcast,
+    /// Holds a `KeyHasher<T>` for the edge's record type.
+    Hash(Arc<dyn Any + Send + Sync>),
+}
+
+pub(crate) enum ErasedRouting {
+    Pointwise,
+    Rebalance,
+    Broadcast,
+    Hash(
+        Arc<dyn Any + Send + Sync>,
+        Arc<crate::state::KeyGroupAssignment>,
+    ),
+}
+
+pub(crate) struct InputEdge {
+    pub(crate) from: usize,
+    pub(crate) port: usize,
+    /// 0 for the first (or only) input, 1 for the second input of a two-input operator.
+    pub(crate) side: usize,
+    pub(crate) partition: Partition,
+}
+
+pub(crate) enum NodeKind {
+    Source(BuildSource),
+    OneInput {
+        build: BuildOperator,
+        head: fn(HeadArgs) -> Result<Box<dyn Task>, Error>,
+    },
+    TwoInput {
+        build: BuildOperator,
+        head: fn(HeadArgs) -> Result<Box<dyn Task>, Error>,
+    },
+}
+
+pub(crate) struct NodeDef {
+    pub(crate) name: String,
+    pub(crate) uid: String,
+    pub(crate) parallelism: usize,
+    pub(crate) kind: NodeKind,
+    pub(crate) inputs: Vec<InputEdge>,
+    pub(crate) ports: Vec<PortType>,
+    /// Names of extra ports (side outputs) after port 0, by tag name.
+    pub(crate) side_ports: Vec<String>,
+    pub(crate) stateful: bool,
+    pub(crate) is_sink: bool,
+}
+
+/// A job ready to run.
+pub struct JobGraph {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<NodeDef>,
+    pub(crate) max_parallelism: u32,
+}
+
+impl JobGraph {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// `(uid, parallelism, stateful)` of every operator, in definition order.
+    pub fn operators(&self) -> Vec<(String, usize, bool)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.uid.clone(), n.parallelism, n.stateful))
+            .collect()
+    }
+
+    /// Whether node `n` runs in the same thread as its single input (operator chaining).
+    pub(crate) fn is_chained(&self, n: usize) -> bool {
+        let node = &self.nodes[n];
+        matches!(node.kind, NodeKind::OneInput { .. })
+            && node.inputs.len() == 1
+            && matches!(node.inputs[0].partition, Partition::Forward)
+            && self.nodes[node.inputs[0].from].parallelism == node.parallelism
+    }
+
+    /// The first node of the chain that `n` belongs to.
+    pub(crate) fn head_of(&self, mut n: usize) -> usize {
+        while self.is_chained(n) {
+            n = self.nodes[n].inputs[0].from;
+        }
+        n
+    }
+}

@@ -1,0 +1,116 @@
+//! Stateless record-at-a-time operators and the sink adapter.
+
+use crate::api::Record;
+use crate::connectors::SinkWriter;
+use crate::exec::{BuildCx, Operator};
+use crate::time::{EventTime, ProcTime};
+
+macro_rules! forward_control {
+    () => {
+        fn watermark(&mut self, watermark: EventTime) {
+            self.out.watermark(watermark);
+        }
+        fn idle(&mut self, idle: bool) {
+            self.out.idle(idle);
+        }
+        fn tick(&mut self, now: ProcTime) {
+            self.out.tick(now);
+        }
+        fn flush(&mut self) {
+            self.out.flush();
+        }
+        fn finish(&mut self) {
+            self.out.finish();
+        }
+    };
+}
+
+
+pub(crate) struct MapOp<I, O, F> {
+    pub(crate) f: F,
+    pub(crate) buf: Vec<Record<O>>,
+    pub(crate) out: Box<dyn Operator<O>>,
+    pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, O, F: Fn(I) -> O> Operator<I> for MapOp<I, O, F> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        let f = &self.f;
+        self.buf
+            .extend(batch.drain(..).map(|r| Record::new(r.ts, f(r.value))));
+        self.out.push(&mut self.buf);
+    }
+    forward_control!();
+}
+
+pub(crate) struct FilterOp<T, F> {
+    pub(crate) f: F,
+    pub(crate) out: Box<dyn Operator<T>>,
+}
+
+impl<T, F: Fn(&T) -> bool> Operator<T> for FilterOp<T, F> {
+    fn push(&mut self, batch: &mut Vec<Record<T>>) {
+        batch.retain(|r| (self.f)(&r.value));
+        if !batch.is_empty() {
+            self.out.push(batch);
+        }
+    }
+    forward_control!();
+}
+
+pub(crate) struct FlatMapOp<I, O, F> {
+    pub(crate) f: F,
+    pub(crate) buf: Vec<Record<O>>,
+    pub(crate) out: Box<dyn Operator<O>>,
+    pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, O, It: IntoIterator<Item = O>, F: Fn(I) -> It> Operator<I> for FlatMapOp<I, O, F> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        for r in batch.drain(..) {
+            let ts = r.ts;
+            self.buf
+                .extend((self.f)(r.value).into_iter().map(|v| Record::new(ts, v)));
+        }
+        if !self.buf.is_empty() {
+            self.out.push(&mut self.buf);
+        }
+    }
+    forward_control!();
+}
+
+pub(crate) struct SinkOp<T> {
+    pub(crate) writer: Box<dyn SinkWriter<T>>,
+    pub(crate) cx: BuildCx,
+    pub(crate) failed: bool,
+}
+
+impl<T> SinkOp<T> {
+    fn check(&mut self, r: Result<(), crate::error::Error>) {
+        if let Err(e) = r {
+            self.failed = true;
+            self.cx.failure.set(e);
+        }
+    }
+}
+
+impl<T> Operator<T> for SinkOp<T> {
+    fn push(&mut self, batch: &mut Vec<Record<T>>) {
+        if !self.failed {
+            self.cx.metrics.add_sink_records(batch.len());
+            let r = self.writer.write(batch);
+            self.check(r);
+        }
+        batch.clear();
+    }
+    fn watermark(&mut self, _: EventTime) {}
+    fn idle(&mut self, _: bool) {}
+    fn tick(&mut self, _: ProcTime) {}
+    fn flush(&mut self) {}
+    fn finish(&mut self) {
+        if !self.failed {
+            let r = self.writer.finish();
+            self.check(r);
+        }
+    }
+}

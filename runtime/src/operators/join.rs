@@ -1,0 +1,230 @@
+//! Joins of two keyed streams: within the same window, or within a time interval.
+
+use super::keyed::KeyFn;
+use super::Emitter;
+use crate::api::{Key, Record, TimeWindow, WindowAssigner};
+use crate::exec::{BuildCx, TwoInputOperator};
+use crate::time::{EventTime, ProcTime};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(crate) type JoinFn<A, B, O> = Arc<dyn Fn(&A, &B) -> O + Send + Sync>;
+
+pub(crate) struct Sides<A, B> {
+    left: Vec<A>,
+    right: Vec<B>,
+}
+
+/// Pairs every left and right record of the same key that fall in the same window; the
+/// pairs are emitted when the watermark closes the window. Records of closed windows are
+/// counted as late.
+pub(crate) struct WindowJoinOp<K, A, B, O, W> {
+    pub(crate) left_key: KeyFn<A, K>,
+    pub(crate) right_key: KeyFn<B, K>,
+    pub(crate) assigner: W,
+    pub(crate) f: JoinFn<A, B, O>,
+    pub(crate) windows: BTreeMap<TimeWindow, FxHashMap<K, Sides<A, B>>>,
+    pub(crate) watermark: i64,
+    pub(crate) scratch: Vec<TimeWindow>,
+    pub(crate) emit: Emitter<O>,
+    pub(crate) cx: BuildCx,
+}
+
+impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, W> {
+    pub(crate) fn new(
+        left_key: KeyFn<A, K>,
+        right_key: KeyFn<B, K>,
+        assigner: W,
+        f: JoinFn<A, B, O>,
+        emit: Emitter<O>,
+        cx: BuildCx,
+    ) -> Self {
+        WindowJoinOp {
+            left_key,
+            right_key,
+            assigner,
+            f,
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            scratch: Vec::new(),
+            emit,
+            cx,
+        }
+    }
+
+    fn insert(&mut self, ts: i64, key: K, put: &mut dyn FnMut(&mut Sides<A, B>)) {
+        self.scratch.clear();
+        self.assigner.assign(ts, &mut self.scratch);
+        let mut accepted = false;
+        for w in &self.scratch {
+            if w.max_timestamp() <= self.watermark {
+                continue;
+            }
+            accepted = true;
+            let sides = self
+                .windows
+                .entry(*w)
+                .or_default()
+                .entry(key.clone())
+                .or_insert_with(|| Sides {
+                    left: Vec::new(),
+                    right: Vec::new(),
+                });
+            put(sides);
+        }
+        if !accepted {
+            self.cx.metrics.add_late_records(1);
+        }
+    }
+}
+
+impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> TwoInputOperator<A, B>
+    for WindowJoinOp<K, A, B, O, W>
+{
+    fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
+        for r in batch.drain(..) {
+            let key = (self.left_key)(&r.value);
+            self.insert(r.ts.0, key, &mut |s| s.left.push(r.value.clone()));
+        }
+    }
+
+    fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
+        for r in batch.drain(..) {
+            let key = (self.right_key)(&r.value);
+            self.insert(r.ts.0, key, &mut |s| s.right.push(r.value.clone()));
+        }
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.watermark = watermark.0;
+        while let Some(entry) = self.windows.first_entry() {
+            if entry.key().max_timestamp() > self.watermark {
+                break;
+            }
+            let (w, keys) = entry.remove_entry();
+            let ts = EventTime(w.max_timestamp());
+            for sides in keys.values() {
+                for a in &sides.left {
+                    for b in &sides.right {
+                        self.emit.buf.push(Record::new(ts, (self.f)(a, b)));
+                        self.emit.maybe_send();
+                    }
+                }
+            }
+        }
+        self.emit.send();
+        self.emit.out.watermark(watermark);
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.emit.out.idle(idle);
+    }
+    fn tick(&mut self, now: ProcTime) {
+        self.emit.out.tick(now);
+    }
+    fn flush(&mut self) {
+        self.emit.send();
+        self.emit.out.flush();
+    }
+    fn finish(&mut self) {
+        self.emit.send();
+        self.emit.out.finish();
+    }
+}
+
+/// Pairs a left record at `ta` with every right record of the same key at `tb` where
+/// `ta - before <= tb <= ta + after`, as soon as both have arrived. Buffers are trimmed by
+/// the watermark; records older than the watermark are counted as late.
+pub(crate) struct IntervalJoinOp<K, A, B, O> {
+    pub(crate) left_key: KeyFn<A, K>,
+    pub(crate) right_key: KeyFn<B, K>,
+    pub(crate) before: i64,
+    pub(crate) after: i64,
+    pub(crate) f: JoinFn<A, B, O>,
+    pub(crate) left: FxHashMap<K, Vec<Record<A>>>,
+    pub(crate) right: FxHashMap<K, Vec<Record<B>>>,
+    pub(crate) watermark: i64,
+    pub(crate) emit: Emitter<O>,
+    pub(crate) cx: BuildCx,
+}
+
+impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K, A, B, O> {
+    fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
+        for r in batch.drain(..) {
+            if r.ts.0 < self.watermark {
+                self.cx.metrics.add_late_records(1);
+                continue;
+            }
+            let key = (self.left_key)(&r.value);
+            let (lo, hi) = (
+                r.ts.0.saturating_sub(self.before),
+                r.ts.0.saturating_add(self.after),
+            );
+            if let Some(rights) = self.right.get(&key) {
+                for b in rights.iter().filter(|b| lo <= b.ts.0 && b.ts.0 <= hi) {
+                    let ts = EventTime(r.ts.0.max(b.ts.0));
+                    self.emit.buf.push(Record::new(ts, (self.f)(&r.value, &b.value)));
+                    self.emit.maybe_send();
+                }
+            }
+            self.left.entry(key).or_default().push(r);
+        }
+        self.emit.send();
+    }
+
+    fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
+        for r in batch.drain(..) {
+            if r.ts.0 < self.watermark {
+                self.cx.metrics.add_late_records(1);
+                continue;
+            }
+            let key = (self.right_key)(&r.value);
+            if let Some(lefts) = self.left.get(&key) {
+                for a in lefts.iter().filter(|a| {
+                    a.ts.0.saturating_sub(self.before) <= r.ts.0
+                        && r.ts.0 <= a.ts.0.saturating_add(self.after)
+                }) {
+                    let ts = EventTime(r.ts.0.max(a.ts.0));
+                    self.emit.buf.push(Record::new(ts, (self.f)(&a.value, &r.value)));
+                    self.emit.maybe_send();
+                }
+            }
+            self.right.entry(key).or_default().push(r);
+        }
+        self.emit.send();
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.watermark = watermark.0;
+        let wm = watermark.0;
+        // Records still to come have timestamps >= wm. A left record at `ta` can match them
+        // while `ta + after >= wm`; a right record at `tb` while `tb + before >= wm`.
+        let (before, after) = (self.before, self.after);
+        self.left.retain(|_, v| {
+            v.retain(|a| a.ts.0.saturating_add(after) >= wm);
+            !v.is_empty()
+        });
+        self.right.retain(|_, v| {
+            v.retain(|b| b.ts.0.saturating_add(before) >= wm);
+            !v.is_empty()
+        });
+        self.emit.send();
+        self.emit.out.watermark(watermark);
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.emit.out.idle(idle);
+    }
+    fn tick(&mut self, now: ProcTime) {
+        self.emit.out.tick(now);
+    }
+    fn flush(&mut self) {
+        self.emit.send();
+        self.emit.out.flush();
+    }
+    fn finish(&mut self) {
+        self.emit.send();
+        self.emit.out.finish();
+    }
+}

@@ -1,0 +1,187 @@
+//! Keyed process functions, one and two inputs.
+
+use super::Emitter;
+use crate::api::{Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer};
+use crate::exec::{Operator, TwoInputOperator};
+use crate::state::{KeyedStateStore, TimerService};
+use crate::time::{EventTime, ProcTime};
+use std::sync::Arc;
+
+/// How often expired state is swept, in processing-time milliseconds.
+const TTL_SWEEP_INTERVAL_MS: i64 = 1_000;
+
+pub(crate) type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// State, timers and clocks shared by the one- and two-input keyed operators.
+pub(crate) struct KeyedCore<K, O> {
+    pub(crate) states: KeyedStateStore,
+    pub(crate) timers: TimerService<K>,
+    pub(crate) watermark: EventTime,
+    pub(crate) now: ProcTime,
+    pub(crate) next_sweep: i64,
+    pub(crate) emit: Emitter<O>,
+}
+
+impl<K: Key, O> KeyedCore<K, O> {
+    pub(crate) fn new(states: KeyedStateStore, now: ProcTime, emit: Emitter<O>) -> Self {
+        KeyedCore {
+            states,
+            timers: TimerService::new(),
+            watermark: EventTime::MIN,
+            now,
+            next_sweep: now.0.saturating_add(TTL_SWEEP_INTERVAL_MS),
+            emit,
+        }
+    }
+
+    fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
+        ProcessContext {
+            key,
+            ts,
+            watermark: self.watermark,
+            now: self.now,
+            states: &mut self.states,
+            timers: &mut self.timers,
+            out: &mut self.emit.buf,
+        }
+    }
+
+    /// Fires every event-time timer up to the watermark, in time order.
+    fn fire_event_timers(&mut self, mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>)) {
+        while let Some((t, key)) = self.timers.pop_event(self.watermark.0) {
+            let mut ctx = self.context(&key, EventTime(t));
+            on_timer(Timer::Event(EventTime(t)), &mut ctx);
+            self.emit.maybe_send();
+        }
+    }
+
+    fn fire_processing_timers(
+        &mut self,
+        mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
+    ) {
+        while let Some((t, key)) = self.timers.pop_processing(self.now.0) {
+            let ts = self.watermark;
+            let mut ctx = self.context(&key, ts);
+            on_timer(Timer::Processing(ProcTime(t)), &mut ctx);
+            self.emit.maybe_send();
+        }
+    }
+
+    fn sweep_expired(&mut self) {
+        if self.now.0 >= self.next_sweep {
+            self.states.remove_expired(self.now.0);
+            self.next_sweep = self.now.0.saturating_add(TTL_SWEEP_INTERVAL_MS);
+        }
+    }
+}
+
+pub(crate) struct KeyedProcessOp<K, I, O, F> {
+    pub(crate) key_fn: KeyFn<I, K>,
+    pub(crate) f: F,
+    pub(crate) core: KeyedCore<K, O>,
+}
+
+impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProcessOp<K, I, O, F> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        for r in batch.drain(..) {
+            let key = (self.key_fn)(&r.value);
+            let mut ctx = self.core.context(&key, r.ts);
+            self.f.process(r.value, &mut ctx);
+            self.core.emit.maybe_send();
+        }
+        self.core.emit.send();
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.core.watermark = watermark;
+        let f = &mut self.f;
+        self.core.fire_event_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core.emit.send();
+        self.core.emit.out.watermark(watermark);
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.core.emit.out.idle(idle);
+    }
+
+    fn tick(&mut self, now: ProcTime) {
+        self.core.now = now;
+        let f = &mut self.f;
+        self.core.fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core.sweep_expired();
+        self.core.emit.send();
+        self.core.emit.out.tick(now);
+    }
+
+    fn flush(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.flush();
+    }
+
+    fn finish(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.finish();
+    }
+}
+
+pub(crate) struct KeyedCoProcessOp<K, A, B, O, F> {
+    pub(crate) left_key: KeyFn<A, K>,
+    pub(crate) right_key: KeyFn<B, K>,
+    pub(crate) f: F,
+    pub(crate) core: KeyedCore<K, O>,
+}
+
+impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A, B>
+    for KeyedCoProcessOp<K, A, B, O, F>
+{
+    fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
+        for r in batch.drain(..) {
+            let key = (self.left_key)(&r.value);
+            let mut ctx = self.core.context(&key, r.ts);
+            self.f.process_left(r.value, &mut ctx);
+            self.core.emit.maybe_send();
+        }
+        self.core.emit.send();
+    }
+
+    fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
+        for r in batch.drain(..) {
+            let key = (self.right_key)(&r.value);
+            let mut ctx = self.core.context(&key, r.ts);
+            self.f.process_right(r.value, &mut ctx);
+            self.core.emit.maybe_send();
+        }
+        self.core.emit.send();
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.core.watermark = watermark;
+        let f = &mut self.f;
+        self.core.fire_event_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core.emit.send();
+        self.core.emit.out.watermark(watermark);
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.core.emit.out.idle(idle);
+    }
+
+    fn tick(&mut self, now: ProcTime) {
+        self.core.now = now;
+        let f = &mut self.f;
+        self.core.fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core.sweep_expired();
+        self.core.emit.send();
+        self.core.emit.out.tick(now);
+    }
+
+    fn flush(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.flush();
+    }
+
+    fn finish(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.finish();
+    }
+}

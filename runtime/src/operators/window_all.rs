@@ -1,0 +1,105 @@
+//! Windows over a whole (non-keyed) stream, computed in two phases: every parallel subtask
+//! pre-aggregates its own records per window, and a single global subtask merges the
+//! partial accumulators when the watermark closes the window. Only one small record per
+//! window and subtask crosses to the global phase, so the stream itself stays parallel.
+
+use super::window::WindowFn;
+use super::Emitter;
+use crate::api::{AggregateFunction, Record, TimeWindow, WindowAssigner};
+use crate::exec::basic_control;
+use crate::exec::{BuildCx, Operator};
+use crate::time::{EventTime, ProcTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(crate) struct LocalWindowAllOp<I, A: AggregateFunction<I>, W> {
+    pub(crate) assigner: W,
+    pub(crate) agg: Arc<A>,
+    pub(crate) panes: BTreeMap<TimeWindow, A::Acc>,
+    pub(crate) watermark: i64,
+    pub(crate) scratch: Vec<TimeWindow>,
+    pub(crate) emit: Emitter<(TimeWindow, A::Acc)>,
+    pub(crate) cx: BuildCx,
+}
+
+impl<I, A: AggregateFunction<I>, W: WindowAssigner> Operator<I> for LocalWindowAllOp<I, A, W> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        for r in batch.drain(..) {
+            self.scratch.clear();
+            self.assigner.assign(r.ts.0, &mut self.scratch);
+            let mut accepted = false;
+            for w in &self.scratch {
+                if w.max_timestamp() <= self.watermark {
+                    continue;
+                }
+                accepted = true;
+                let acc = self
+                    .panes
+                    .entry(*w)
+                    .or_insert_with(|| self.agg.create());
+                self.agg.add(acc, &r.value);
+            }
+            if !accepted {
+                self.cx.metrics.add_late_records(1);
+            }
+        }
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        self.watermark = watermark.0;
+        while let Some(entry) = self.panes.first_entry() {
+            if entry.key().max_timestamp() > self.watermark {
+                break;
+            }
+            let (w, acc) = entry.remove_entry();
+            self.emit
+                .buf
+                .push(Record::new(EventTime(w.max_timestamp()), (w, acc)));
+            self.emit.maybe_send();
+        }
+        self.emit.send();
+        self.emit.out.watermark(watermark);
+    }
+
+    basic_control!();
+}
+
+pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
+    pub(crate) agg: Arc<A>,
+    pub(crate) window_fn: WindowFn<(), A::Out, O>,
+    pub(crate) panes: BTreeMap<TimeWindow, A::Acc>,
+    pub(crate) emit: Emitter<O>,
+    pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, A: AggregateFunction<I>, O> Operator<(TimeWindow, A::Acc)> for GlobalWindowAllOp<I, A, O> {
+    fn push(&mut self, batch: &mut Vec<Record<(TimeWindow, A::Acc)>>) {
+        for r in batch.drain(..) {
+            let (w, partial) = r.value;
+            match self.panes.get_mut(&w) {
+                Some(acc) => self.agg.merge(acc, partial),
+                None => {
+                    self.panes.insert(w, partial);
+                }
+            }
+        }
+    }
+
+    fn watermark(&mut self, watermark: EventTime) {
+        while let Some(entry) = self.panes.first_entry() {
+            if entry.key().max_timestamp() > watermark.0 {
+                break;
+            }
+            let (w, acc) = entry.remove_entry();
+            let out = (self.window_fn)(&(), w, self.agg.result(&acc));
+            self.emit
+                .buf
+                .push(Record::new(EventTime(w.max_timestamp()), out));
+            self.emit.maybe_send();
+        }
+        self.emit.send();
+        self.emit.out.watermark(watermark);
+    }
+
+    basic_control!();
+}

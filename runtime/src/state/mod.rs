@@ -1,0 +1,105 @@
+//! Keyed state: descriptors and typed handles for job authors, and the per-operator store
+//! that holds the tables. The heap backend keeps live objects in hash maps; a state table is
+//! an enum over backends so that the hot path dispatches with a match, not a virtual call.
+
+mod keygroups;
+mod tables;
+mod timers;
+
+pub use keygroups::{
+    key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
+    MAX_MAX_PARALLELISM,
+};
+pub use tables::{ListAccess, MapAccess, ValueAccess};
+pub(crate) use tables::KeyedStateStore;
+pub(crate) use timers::TimerService;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// What may be kept in state: cloneable for reads, serializable for snapshots.
+pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for T {}
+
+/// When the time-to-live of an entry restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtlUpdate {
+    OnCreateAndWrite,
+    OnReadAndWrite,
+}
+
+/// Entries not written (or read, per `update`) for `ttl` of processing time are expired:
+/// never returned again, and removed by background cleanup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateTtl {
+    pub ttl: Duration,
+    pub update: TtlUpdate,
+}
+
+/// Names a state and the version of its schema; both are recorded in snapshots so that a
+/// new version of a job can be checked against old state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDescriptor {
+    pub name: String,
+    pub schema_version: u32,
+    pub ttl: Option<StateTtl>,
+}
+
+impl StateDescriptor {
+    pub fn new(name: impl Into<String>) -> Self {
+        StateDescriptor {
+            name: name.into(),
+            schema_version: 1,
+            ttl: None,
+        }
+    }
+    pub fn schema_version(mut self, v: u32) -> Self {
+        self.schema_version = v;
+        self
+    }
+    pub fn ttl(mut self, ttl: Duration, update: TtlUpdate) -> Self {
+        self.ttl = Some(StateTtl { ttl, update });
+        self
+    }
+}
+
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident < $($p:ident),+ >) => {
+        $(#[$doc])*
+        pub struct $name<$($p),+> {
+            pub(crate) index: usize,
+            _types: PhantomData<fn() -> ($($p,)+)>,
+        }
+        impl<$($p),+> $name<$($p),+> {
+            pub(crate) fn new(index: usize) -> Self {
+                $name { index, _types: PhantomData }
+            }
+        }
+        impl<$($p),+> Clone for $name<$($p),+> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($p),+> Copy for $name<$($p),+> {}
+        impl<$($p),+> std::fmt::Debug for $name<$($p),+> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}#{}", stringify!($name), self.index)
+            }
+        }
+    };
+}
+
+handle!(
+    /// One value per key.
+    ValueState<V>
+);
+handle!(
+    /// A map per key.
+    MapState<K, V>
+);
+handle!(
+    /// A list per key.
+    ListState<V>
+);
