@@ -123,6 +123,7 @@ impl Outputs {
 /// process.
 pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
+#[derive(Clone)]
 pub(crate) enum Partition {
     Forward,
     Rebalance,
@@ -141,6 +142,7 @@ pub(crate) enum ErasedRouting {
     ),
 }
 
+#[derive(Clone)]
 pub(crate) struct InputEdge {
     pub(crate) from: usize,
     pub(crate) port: usize,
@@ -149,6 +151,7 @@ pub(crate) struct InputEdge {
     pub(crate) partition: Partition,
 }
 
+#[derive(Clone)]
 pub(crate) enum NodeKind {
     Source(BuildSource),
     OneInput {
@@ -161,6 +164,7 @@ pub(crate) enum NodeKind {
     },
 }
 
+#[derive(Clone)]
 pub(crate) struct NodeDef {
     pub(crate) name: String,
     pub(crate) uid: String,

@@ -126,8 +126,8 @@ impl JobBuilder {
         Stream::new(self.clone(), node, 0)
     }
 
-    /// Checks the definition and freezes it.
-    pub fn build(self) -> Result<JobGraph, Error> {
+    /// Checks the definition and returns the graph to run.
+    pub fn build(&self) -> Result<JobGraph, Error> {
         let g = self.g.borrow();
         if let Some(e) = g.errors.first() {
             return Err(Error::Graph(e.clone()));
@@ -153,14 +153,10 @@ impl JobBuilder {
                 )));
             }
         }
-        drop(g);
-        let state = Rc::try_unwrap(self.g)
-            .map_err(|_| Error::Graph("streams of the job are still in use while building it".into()))?
-            .into_inner();
         Ok(JobGraph {
-            name: state.name,
-            nodes: state.nodes,
-            max_parallelism: state.max_parallelism,
+            name: g.name.clone(),
+            nodes: g.nodes.clone(),
+            max_parallelism: g.max_parallelism,
         })
     }
 }
@@ -444,7 +440,7 @@ fn keyed_core<K: Key, O: 'static>(
     states: KeyedStateStore,
     out: Box<dyn Operator<O>>,
 ) -> KeyedCore<K, O> {
-    KeyedCore::new(states, cx.clock.now(), Emitter::new(out, cx.batch_size))
+    KeyedCore::new(states, cx.clock.clone(), Emitter::new(out, cx.batch_size))
 }
 
 impl<K: Key, T: Data> KeyedStream<K, T> {

@@ -2,10 +2,12 @@
 
 mod collect;
 mod jsonl;
+mod queue_source;
 mod vec_source;
 
 pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
+pub use queue_source::QueueSource;
 pub use vec_source::VecSource;
 
 use crate::api::Record;

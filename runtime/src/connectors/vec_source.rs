@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub struct VecSource<T> {
     splits: Arc<Vec<Vec<Record<T>>>>,
     stall_after: Option<(usize, usize)>,
+    max_per_poll: usize,
 }
 
 impl<T: Clone + Send + Sync + 'static> VecSource<T> {
@@ -15,7 +16,15 @@ impl<T: Clone + Send + Sync + 'static> VecSource<T> {
         VecSource {
             splits: Arc::new(splits),
             stall_after: None,
+            max_per_poll: usize::MAX,
         }
+    }
+
+    /// Hands out at most `n` records per poll. With a zero watermark interval the source
+    /// then emits a watermark after every `n` records, which makes lateness reproducible.
+    pub fn max_per_poll(mut self, n: usize) -> Self {
+        self.max_per_poll = n.max(1);
+        self
     }
 
     /// Split `split` stops producing after `records` records and never ends, like a partition
@@ -31,6 +40,7 @@ struct VecReader<T> {
     split: usize,
     next: usize,
     stall_at: Option<usize>,
+    max_per_poll: usize,
 }
 
 impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
@@ -43,6 +53,7 @@ impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
             records: self.splits.clone(),
             split,
             next: 0,
+            max_per_poll: self.max_per_poll,
             stall_at: self
                 .stall_after
                 .filter(|(s, _)| *s == split)
@@ -55,7 +66,7 @@ impl<T: Clone> SplitReader<T> for VecReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error> {
         let all = &self.records[self.split];
         let limit = self.stall_at.unwrap_or(all.len()).min(all.len());
-        let end = (self.next + max).min(limit);
+        let end = (self.next + max.min(self.max_per_poll)).min(limit);
         out.extend_from_slice(&all[self.next..end]);
         self.next = end;
         if self.next >= all.len() && self.stall_at.is_none() {

@@ -21,8 +21,6 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// Batches a channel holds before its producer blocks (backpressure).
     pub channel_capacity: usize,
-    /// How often sources emit watermarks while data flows.
-    pub watermark_interval: Duration,
     pub clock: Clock,
 }
 
@@ -31,7 +29,6 @@ impl Default for RunOptions {
         RunOptions {
             batch_size: 1024,
             channel_capacity: 8,
-            watermark_interval: Duration::from_millis(50),
             clock: Clock::System,
         }
     }
@@ -49,7 +46,7 @@ impl JobSummary {
         self.tasks
             .iter()
             .filter(|t| t.is_source)
-            .map(|t| t.records_out)
+            .map(|t| t.records_in)
             .sum()
     }
     pub fn sink_records(&self) -> u64 {

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 #[derive(Debug)]
+/// `records_in` counts records entering the chain (read from channels, or from splits by a
+/// source); `records_out` records sent to other chains.
 pub struct TaskMetrics {
     /// `name[subtask]` of the chain's head operator.
     pub name: String,

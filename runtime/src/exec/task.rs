@@ -428,7 +428,7 @@ impl<T: 'static> Task for SourceTask<T> {
                         all_idle = false;
                         self.out.idle(false);
                     }
-                    self.cx.metrics.add_records_out(batch.len());
+                    self.cx.metrics.add_records_in(batch.len());
                     self.out.push(&mut batch);
                 }
                 if poll == Poll::End {

@@ -2,7 +2,7 @@
 
 use super::Emitter;
 use crate::api::{Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer};
-use crate::exec::{Operator, TwoInputOperator};
+use crate::exec::{Clock, Operator, TwoInputOperator};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
 use std::sync::Arc;
@@ -20,11 +20,14 @@ pub(crate) struct KeyedCore<K, O> {
     pub(crate) now: ProcTime,
     pub(crate) next_sweep: i64,
     pub(crate) emit: Emitter<O>,
+    clock: Clock,
 }
 
 impl<K: Key, O> KeyedCore<K, O> {
-    pub(crate) fn new(states: KeyedStateStore, now: ProcTime, emit: Emitter<O>) -> Self {
+    pub(crate) fn new(states: KeyedStateStore, clock: Clock, emit: Emitter<O>) -> Self {
+        let now = clock.now();
         KeyedCore {
+            clock,
             states,
             timers: TimerService::new(),
             watermark: EventTime::MIN,
@@ -32,6 +35,11 @@ impl<K: Key, O> KeyedCore<K, O> {
             next_sweep: now.0.saturating_add(TTL_SWEEP_INTERVAL_MS),
             emit,
         }
+    }
+
+    /// Reads the clock once per batch, so that state TTL sees the time the batch arrived.
+    fn refresh_now(&mut self) {
+        self.now = self.clock.now();
     }
 
     fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
@@ -83,6 +91,7 @@ pub(crate) struct KeyedProcessOp<K, I, O, F> {
 
 impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProcessOp<K, I, O, F> {
     fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
             let key = (self.key_fn)(&r.value);
             let mut ctx = self.core.context(&key, r.ts);
@@ -135,6 +144,7 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
     for KeyedCoProcessOp<K, A, B, O, F>
 {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
             let key = (self.left_key)(&r.value);
             let mut ctx = self.core.context(&key, r.ts);
@@ -145,6 +155,7 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
             let key = (self.right_key)(&r.value);
             let mut ctx = self.core.context(&key, r.ts);
