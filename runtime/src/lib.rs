@@ -9,6 +9,7 @@ pub mod api;
 pub mod connectors;
 pub mod error;
 pub mod exec;
+pub mod jobs;
 mod graph;
 pub mod nexmark;
 mod operators;
@@ -17,3 +18,4 @@ pub mod time;
 
 pub use error::Error;
 pub use graph::JobGraph;
+pub mod cli;

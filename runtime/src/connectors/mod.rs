@@ -2,11 +2,13 @@
 
 mod collect;
 mod jsonl;
+mod nexmark;
 mod queue_source;
 mod vec_source;
 
 pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
+pub use nexmark::{NexmarkFileSource, NexmarkSource};
 pub use queue_source::QueueSource;
 pub use vec_source::VecSource;
 

@@ -1,0 +1,198 @@
+//! Jobs by name. The `sluice` binary runs the bundled jobs; a user's own binary registers
+//! its jobs in a [`JobRegistry`] and hands it to [`crate::cli::main_with`], which makes it a
+//! complete `sluice` binary for those jobs.
+
+pub mod fraud;
+pub mod nexmark_queries;
+
+use crate::api::{Data, JobBuilder, Stream, WatermarkStrategy};
+use crate::connectors::{DiscardSink, JsonLinesSink, NexmarkFileSource, NexmarkSource};
+use crate::error::Error;
+use crate::nexmark::{Event, NexmarkConfig};
+use crate::JobGraph;
+use fraud::FraudRule;
+use nexmark_queries::QueryWindows;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Adds a job's operators to `job`, configured from the manifest's `spec.job.config`.
+pub type DefineJob = Box<dyn Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync>;
+
+struct Registered {
+    description: String,
+    define: DefineJob,
+}
+
+/// The jobs a binary can run, by name.
+#[derive(Default)]
+pub struct JobRegistry {
+    jobs: BTreeMap<String, Registered>,
+}
+
+impl JobRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(
+        &mut self,
+        name: &str,
+        description: &str,
+        define: impl Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync + 'static,
+    ) {
+        self.jobs.insert(
+            name.to_string(),
+            Registered {
+                description: description.to_string(),
+                define: Box::new(define),
+            },
+        );
+    }
+
+    /// `(name, description)` of every job.
+    pub fn list(&self) -> Vec<(&str, &str)> {
+        self.jobs
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.description.as_str()))
+            .collect()
+    }
+
+    /// Builds job `name` at `parallelism` from its configuration.
+    pub fn build(
+        &self,
+        name: &str,
+        parallelism: usize,
+        max_parallelism: u32,
+        config: &serde_json::Value,
+    ) -> Result<JobGraph, Error> {
+        let registered = self.jobs.get(name).ok_or_else(|| Error::UnknownJob {
+            name: name.to_string(),
+            known: self.jobs.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        let job = JobBuilder::new(name, parallelism, max_parallelism);
+        (registered.define)(&job, config)?;
+        job.build()
+    }
+
+    /// The jobs bundled with Sluice: the Nexmark queries and the fraud example.
+    pub fn bundled() -> Self {
+        use nexmark_queries::*;
+        let mut r = JobRegistry::new();
+        let queries: [(&str, &str, fn(&JobBuilder, &serde_json::Value) -> Result<(), Error>); 9] = [
+            ("nexmark-q0", "Nexmark q0: passthrough of every bid", |j, c| nexmark_job(j, c, q0)),
+            ("nexmark-q1", "Nexmark q1: bid prices converted to euros", |j, c| nexmark_job(j, c, q1)),
+            ("nexmark-q2", "Nexmark q2: bids on every 123rd auction", |j, c| nexmark_job(j, c, q2)),
+            ("nexmark-q3", "Nexmark q3: local item suggestion (incremental join)", |j, c| nexmark_job(j, c, q3)),
+            ("nexmark-q4", "Nexmark q4: average winning price per category (updating)", |j, c| nexmark_job(j, c, q4)),
+            ("nexmark-q5", "Nexmark q5: hot items per sliding window", |j, c| nexmark_job(j, c, q5)),
+            ("nexmark-q7", "Nexmark q7: highest bid per tumbling window", |j, c| nexmark_job(j, c, q7)),
+            ("nexmark-q8", "Nexmark q8: new users who created auctions (window join)", |j, c| nexmark_job(j, c, q8)),
+            ("nexmark-q11", "Nexmark q11: bids per user session", |j, c| nexmark_job(j, c, q11)),
+        ];
+        for (name, description, define) in queries {
+            r.register(name, description, define);
+        }
+        r.register(
+            "fraud-small-then-large",
+            "A small charge followed soon by a large one on the same card raises an alert",
+            |job, config| {
+                let cfg: NexmarkJobConfig = parse_config(config)?;
+                cfg.rule.validate()?;
+                let events = cfg.events(job)?;
+                let alerts = fraud::fraud(job, &events, &cfg.rule);
+                cfg.attach_output(&alerts);
+                Ok(())
+            },
+        );
+        r
+    }
+}
+
+/// Reads a job's config, naming the offending field on error.
+pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T, Error> {
+    let empty = serde_json::Value::Object(Default::default());
+    let value = if config.is_null() { &empty } else { config };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!(".{path}") };
+        Error::Config(format!("spec.job.config{at}: {}", e.inner()))
+    })
+}
+
+/// Configuration shared by the bundled jobs (`spec.job.config`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NexmarkJobConfig {
+    /// The event generator (used unless `input` is set; `outOfOrderMs` also sets the
+    /// watermark bound when reading a file).
+    #[serde(default)]
+    pub generator: NexmarkConfig,
+    /// Read events from this JSON-lines file (as written by `sluice nexmark generate`).
+    #[serde(default)]
+    pub input: Option<PathBuf>,
+    /// Where results go: a file path (one file per sink subtask above parallelism 1:
+    /// `<path>.<subtask>`), or `discard` to count them only.
+    #[serde(default)]
+    pub output: Output,
+    #[serde(default)]
+    pub windows: QueryWindows,
+    /// The fraud job's rule.
+    #[serde(default)]
+    pub rule: FraudRule,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Output {
+    #[default]
+    Discard,
+    Path(PathBuf),
+}
+
+impl NexmarkJobConfig {
+    /// The event stream: one split per subtask.
+    pub fn events(&self, job: &JobBuilder) -> Result<Stream<Event>, Error> {
+        self.generator
+            .validate()
+            .map_err(|e| Error::Config(format!("spec.job.config.generator.{e}")))?;
+        let watermarks = WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(
+            self.generator.out_of_order_ms,
+        ));
+        let splits = job.parallelism();
+        Ok(match &self.input {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(Error::Config(format!(
+                        "spec.job.config.input: {} is not a readable file",
+                        path.display()
+                    )));
+                }
+                job.source("nexmark-file", NexmarkFileSource::new(path, splits), watermarks)
+            }
+            None => job.source("nexmark", NexmarkSource::new(&self.generator, splits), watermarks),
+        })
+    }
+
+    pub fn attach_output<O: Data + Serialize>(&self, out: &Stream<O>) {
+        match &self.output {
+            Output::Discard => out.sink("discard", DiscardSink),
+            Output::Path(p) if p.as_os_str() == "discard" => out.sink("discard", DiscardSink),
+            Output::Path(p) => out.sink("output", JsonLinesSink::new(p)),
+        }
+    }
+}
+
+fn nexmark_job<O: Data + Serialize>(
+    job: &JobBuilder,
+    config: &serde_json::Value,
+    query: fn(&JobBuilder, &Stream<Event>, &QueryWindows) -> Stream<O>,
+) -> Result<(), Error> {
+    let cfg: NexmarkJobConfig = parse_config(config)?;
+    let events = cfg.events(job)?;
+    let out = query(job, &events, &cfg.windows);
+    cfg.attach_output(&out);
+    Ok(())
+}
