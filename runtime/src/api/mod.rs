@@ -35,6 +35,13 @@ impl<T> Record<T> {
     }
 }
 
+/// One of two values; the result of [`Stream::split`]'s routing function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
 /// What can flow between operators.
 pub trait Data: Clone + Send + 'static {}
 impl<T: Clone + Send + 'static> Data for T {}

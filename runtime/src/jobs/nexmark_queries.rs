@@ -5,7 +5,7 @@
 //! Times are UTC epoch milliseconds. Windows are half-open `[windowStart, windowEnd)`.
 
 use crate::api::{
-    AggregateFunction, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext,
+    AggregateFunction, Either, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext,
     Session, SlidingEventTime, Stream, Timer, TumblingEventTime,
 };
 use crate::nexmark::{Auction, Bid, Event, Person};
@@ -45,29 +45,27 @@ pub fn bids(events: &Stream<Event>) -> Stream<Bid> {
     })
 }
 
-pub fn auctions(events: &Stream<Event>) -> Stream<Auction> {
-    events.filter_map("auctions", |e| match e {
-        Event::Auction(a) => Some(*a),
-        _ => None,
+/// People and auctions, each moved to its own stream (bids are dropped).
+pub fn persons_and_auctions(events: &Stream<Event>) -> (Stream<Person>, Stream<Auction>) {
+    events.split("persons-and-auctions", |e| match e {
+        Event::Person(p) => Some(Either::Left(*p)),
+        Event::Auction(a) => Some(Either::Right(*a)),
+        Event::Bid(_) => None,
     })
 }
 
-pub fn persons(events: &Stream<Event>) -> Stream<Person> {
-    events.filter_map("persons", |e| match e {
-        Event::Person(p) => Some(*p),
-        _ => None,
+/// Auctions and bids, each moved to its own stream (people are dropped).
+pub fn auctions_and_bids(events: &Stream<Event>) -> (Stream<Auction>, Stream<Bid>) {
+    events.split("auctions-and-bids", |e| match e {
+        Event::Auction(a) => Some(Either::Left(*a)),
+        Event::Bid(b) => Some(Either::Right(b)),
+        Event::Person(_) => None,
     })
-}
-
-/// Persons and auctions only. Queries that read both take them from this stream, so that
-/// the bids (92% of events) are dropped once instead of being copied to each branch.
-pub fn persons_and_auctions(events: &Stream<Event>) -> Stream<Event> {
-    events.filter("persons-and-auctions", |e| !matches!(e, Event::Bid(_)))
 }
 
 /// q0 — passthrough: every bid, unchanged.
 pub fn q0(_: &JobBuilder, events: &Stream<Event>, _: &QueryWindows) -> Stream<Bid> {
-    bids(events).map("q0", |b| b)
+    bids(events).uid("q0")
 }
 
 /// q1 output: a bid with its price converted from dollars to euros.
@@ -137,14 +135,14 @@ impl KeyedCoProcessFunction<u64, Person, Auction, Q3> for LocalItemSuggestion {
         ctx.list(self.waiting).clear();
         for auction in waiting {
             ctx.emit(Q3 {
-                name: p.name.clone(),
+                name: p.name.to_string(),
                 city: p.city.to_string(),
                 state: p.state.to_string(),
                 auction,
             });
         }
         ctx.value(self.seller)
-            .set((p.name, p.city.to_string(), p.state.to_string()));
+            .set((p.name.to_string(), p.city.to_string(), p.state.to_string()));
     }
 
     fn process_right(&mut self, a: Auction, ctx: &mut ProcessContext<'_, u64, Q3>) {
@@ -162,11 +160,11 @@ impl KeyedCoProcessFunction<u64, Person, Auction, Q3> for LocalItemSuggestion {
 
 /// q3 — local item suggestion: auctions in category 10 by sellers living in OR, ID or CA.
 pub fn q3(_: &JobBuilder, events: &Stream<Event>, _: &QueryWindows) -> Stream<Q3> {
-    let events = &persons_and_auctions(events);
-    let sellers = persons(events)
+    let (persons, auctions) = persons_and_auctions(events);
+    let sellers = persons
         .filter("q3-sellers", |p| Q3_STATES.contains(&&*p.state))
         .key_by(|p: &Person| p.id);
-    let items = auctions(events)
+    let items = auctions
         .filter("q3-items", |a| a.category == Q3_CATEGORY)
         .key_by(|a: &Auction| a.seller);
     sellers.connect(&items).process("q3", |ctx| {
@@ -312,8 +310,9 @@ impl KeyedProcessFunction<u64, WinningBid, Q4> for AveragePrice {
 
 /// q4 — average winning price per category, updated as auctions close.
 pub fn q4(_: &JobBuilder, events: &Stream<Event>, _: &QueryWindows) -> Stream<Q4> {
-    let auctions = auctions(events).key_by(|a: &Auction| a.id);
-    let bids = bids(events).key_by(|b: &Bid| b.auction);
+    let (auctions, bids) = auctions_and_bids(events);
+    let auctions = auctions.key_by(|a: &Auction| a.id);
+    let bids = bids.key_by(|b: &Bid| b.auction);
     auctions
         .connect(&bids)
         .process("q4-winning-bids", |ctx| {
@@ -491,14 +490,14 @@ pub struct Q8 {
 /// q8 — monitor new users: people who created an auction in the same tumbling window in
 /// which they registered; one record per (person, auction) pair.
 pub fn q8(_: &JobBuilder, events: &Stream<Event>, w: &QueryWindows) -> Stream<Q8> {
-    let events = &persons_and_auctions(events);
-    let people = persons(events).key_by(|p: &Person| p.id);
-    let sellers = auctions(events).key_by(|a: &Auction| a.seller);
+    let (people, auctions) = persons_and_auctions(events);
+    let people = people.key_by(|p: &Person| p.id);
+    let sellers = auctions.key_by(|a: &Auction| a.seller);
     people
         .window_join(&sellers, TumblingEventTime::of(Duration::from_millis(w.tumbling_ms)))
         .apply("q8", |p, a| Q8 {
             id: p.id,
-            name: p.name.clone(),
+            name: p.name.to_string(),
             reserve: a.reserve,
         })
 }

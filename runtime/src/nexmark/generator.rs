@@ -7,10 +7,11 @@
 //! recent people (three quarters by "hot" sellers) and last about as long as it takes to
 //! open the next 100 auctions.
 
-use super::model::{Auction, Bid, Event, Person};
+use super::model::{Auction, Bid, Event, Person, Text};
 use crate::time::EventTime;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 const PERSON_SHARE: u64 = 1;
 const AUCTION_SHARE: u64 = 3;
@@ -133,7 +134,7 @@ impl Rng {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn string(&mut self, len: usize) -> String {
+    fn letters(&mut self, len: usize) -> String {
         (0..len)
             .map(|_| (b'a' + self.below(26) as u8) as char)
             .collect()
@@ -145,42 +146,104 @@ impl Rng {
     }
 }
 
-/// Generates events; holds the pools shared by all bids.
+/// Strings shared by all events of one seed. They live for the rest of the process (about
+/// 1 MiB per distinct seed) so that events can refer to them without reference counts.
+struct Pools {
+    /// (channel, url) pairs.
+    channels: Vec<(&'static str, &'static str)>,
+    hot_channels: Vec<(&'static str, &'static str)>,
+    /// Padding strings by length.
+    padding: Vec<&'static str>,
+    /// Random letters; random text is a slice of it at a random offset, which is much
+    /// cheaper than drawing every letter.
+    text: &'static str,
+    /// "First Last" for every pair of names.
+    names: Vec<&'static str>,
+    /// `10^(6 k / PRICE_STEPS)` for `k` in `0..=PRICE_STEPS`.
+    price_steps: Vec<f64>,
+}
+
+const PRICE_STEPS: usize = 1024;
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+impl Pools {
+    fn for_seed(seed: u64) -> &'static Pools {
+        static POOLS: OnceLock<Mutex<HashMap<u64, &'static Pools>>> = OnceLock::new();
+        let mut pools = POOLS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools.entry(seed).or_insert_with(|| {
+            let mut rng = Rng::for_event(seed, u64::MAX);
+            let url = |rng: &mut Rng, id: usize| {
+                leak(format!(
+                    "https://auctions.example/{}/{}/item?channel={id}",
+                    rng.letters(5),
+                    rng.letters(5)
+                ))
+            };
+            let channels = (0..CHANNELS)
+                .map(|i| (leak(format!("channel-{i}")), url(&mut rng, i)))
+                .collect();
+            let hot_channels = HOT_CHANNELS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (*c, url(&mut rng, CHANNELS + i)))
+                .collect();
+            let padding = (0..=BID_BYTES).map(|len| leak(rng.letters(len))).collect();
+            let names = FIRST_NAMES
+                .iter()
+                .flat_map(|f| LAST_NAMES.iter().map(move |l| leak(format!("{f} {l}"))))
+                .collect();
+            let price_steps = (0..=PRICE_STEPS)
+                .map(|k| 10f64.powf(6.0 * k as f64 / PRICE_STEPS as f64))
+                .collect();
+            Box::leak(Box::new(Pools {
+                channels,
+                hot_channels,
+                padding,
+                text: leak(rng.letters(TEXT_POOL)),
+                names,
+                price_steps,
+            }))
+        })
+    }
+}
+
+/// Generates events.
 pub struct NexmarkGenerator {
     config: NexmarkConfig,
-    /// (channel, url) pairs.
-    channels: Vec<(Arc<str>, Arc<str>)>,
-    hot_channels: Vec<(Arc<str>, Arc<str>)>,
-    /// Padding strings by length.
-    padding: Vec<Arc<str>>,
+    pools: &'static Pools,
 }
+
+const TEXT_POOL: usize = 16 * 1024;
 
 impl NexmarkGenerator {
     pub fn new(config: &NexmarkConfig) -> Self {
-        let mut rng = Rng::for_event(config.seed, u64::MAX);
-        let url = |rng: &mut Rng, id: usize| -> Arc<str> {
-            format!(
-                "https://auctions.example/{}/{}/item?channel={id}",
-                rng.string(5),
-                rng.string(5)
-            )
-            .into()
-        };
-        let channels = (0..CHANNELS)
-            .map(|i| (Arc::from(format!("channel-{i}")), url(&mut rng, i)))
-            .collect();
-        let hot_channels = HOT_CHANNELS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (Arc::from(*c), url(&mut rng, CHANNELS + i)))
-            .collect();
-        let padding = (0..=BID_BYTES).map(|len| rng.string(len).into()).collect();
         NexmarkGenerator {
             config: config.clone(),
-            channels,
-            hot_channels,
-            padding,
+            pools: Pools::for_seed(config.seed),
         }
+    }
+
+    /// Prices spread over six orders of magnitude as in the model, `100 * 10^(6u)` for a
+    /// uniform `u`, interpolated in a table: a `powf` per bid would cost more than the rest
+    /// of the bid.
+    fn price(&self, rng: &mut Rng) -> u64 {
+        let x = rng.unit() * PRICE_STEPS as f64;
+        let k = (x as usize).min(PRICE_STEPS - 1);
+        let (lo, hi) = (self.pools.price_steps[k], self.pools.price_steps[k + 1]);
+        ((lo + (hi - lo) * (x - k as f64)) * 100.0) as u64
+    }
+
+    /// `len` random letters (at most the pool's size).
+    fn text(&self, rng: &mut Rng, len: usize) -> String {
+        let len = len.min(TEXT_POOL);
+        let start = rng.below((TEXT_POOL - len + 1) as u64) as usize;
+        self.pools.text[start..start + len].to_string()
     }
 
     pub fn config(&self) -> &NexmarkConfig {
@@ -189,7 +252,13 @@ impl NexmarkGenerator {
 
     /// The time of event `n` before any out-of-order shift.
     fn base_time(&self, n: u64) -> i64 {
-        let offset = u128::from(n) * 1000 / u128::from(self.config.events_per_second.max(1));
+        let rate = self.config.events_per_second.max(1);
+        // 64-bit division while n * 1000 fits (always, in practice): 128-bit division is
+        // several times slower and this runs for every event.
+        let offset = match n.checked_mul(1000) {
+            Some(ms) => ms / rate,
+            None => u64::try_from(u128::from(n) * 1000 / u128::from(rate)).unwrap_or(u64::MAX),
+        };
         self.config
             .base_time_ms
             .saturating_add(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -225,29 +294,28 @@ impl NexmarkGenerator {
 
     fn person(&self, n: u64, ts: i64, rng: &mut Rng) -> Person {
         let id = last_person(n) + FIRST_PERSON_ID;
-        let name = format!(
-            "{} {}",
-            FIRST_NAMES[rng.below(FIRST_NAMES.len() as u64) as usize],
-            LAST_NAMES[rng.below(LAST_NAMES.len() as u64) as usize]
+        let name = self.pools.names[rng.below(self.pools.names.len() as u64) as usize];
+        let email_address = format!("{}@{}.com", self.text(rng, 7), self.text(rng, 5));
+        let credit_card = format!(
+            "{:04} {:04} {:04} {:04}",
+            rng.below(10_000),
+            rng.below(10_000),
+            rng.below(10_000),
+            rng.below(10_000)
         );
-        let email_address = format!("{}@{}.com", rng.string(7), rng.string(5));
-        let credit_card = (0..4)
-            .map(|_| format!("{:04}", rng.below(10_000)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let city = CITIES[rng.below(CITIES.len() as u64) as usize].to_string();
-        let state = STATES[rng.below(STATES.len() as u64) as usize].to_string();
+        let city = CITIES[rng.below(CITIES.len() as u64) as usize];
+        let state = STATES[rng.below(STATES.len() as u64) as usize];
         let used = 16 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
         let extra_len = rng.around(PERSON_BYTES.saturating_sub(used));
         Person {
             id,
-            name,
+            name: Text::Pooled(name),
             email_address,
             credit_card,
-            city,
-            state,
+            city: Text::Pooled(city),
+            state: Text::Pooled(state),
             date_time: EventTime(ts),
-            extra: rng.string(extra_len),
+            extra: self.text(rng, extra_len),
         }
     }
 
@@ -258,10 +326,10 @@ impl NexmarkGenerator {
         } else {
             next_person(n, rng)
         } + FIRST_PERSON_ID;
-        let initial_bid = price(rng);
-        let reserve = initial_bid + price(rng);
-        let item_name = rng.string(20);
-        let description = rng.string(100);
+        let initial_bid = self.price(rng);
+        let reserve = initial_bid + self.price(rng);
+        let item_name = self.text(rng, 20);
+        let description = self.text(rng, 100);
         let used = 56 + item_name.len() + description.len();
         let extra_len = rng.around(AUCTION_BYTES.saturating_sub(used));
         Auction {
@@ -274,7 +342,7 @@ impl NexmarkGenerator {
             expires: EventTime(ts + self.auction_length(n, ts, rng)),
             seller,
             category: FIRST_CATEGORY_ID + rng.below(CATEGORIES),
-            extra: rng.string(extra_len),
+            extra: self.text(rng, extra_len),
         }
     }
 
@@ -297,11 +365,12 @@ impl NexmarkGenerator {
         } else {
             next_person(n, rng)
         } + FIRST_PERSON_ID;
-        let price = price(rng);
+        let price = self.price(rng);
+        let p = self.pools;
         let (channel, url) = if rng.below(HOT_CHANNEL_RATIO) > 0 {
-            &self.hot_channels[rng.below(self.hot_channels.len() as u64) as usize]
+            p.hot_channels[rng.below(p.hot_channels.len() as u64) as usize]
         } else {
-            &self.channels[rng.below(CHANNELS as u64) as usize]
+            p.channels[rng.below(CHANNELS as u64) as usize]
         };
         // Channel and url take most of the budget, so the padding is short.
         let used = 32 + channel.len() + url.len();
@@ -310,18 +379,14 @@ impl NexmarkGenerator {
             auction,
             bidder,
             price,
-            channel: channel.clone(),
-            url: url.clone(),
+            channel: Text::Pooled(channel),
+            url: Text::Pooled(url),
             date_time: EventTime(ts),
-            extra: self.padding[extra_len].clone(),
+            extra: Text::Pooled(p.padding[extra_len]),
         }
     }
 }
 
-/// Prices spread over six orders of magnitude, as in the model.
-fn price(rng: &mut Rng) -> u64 {
-    (10f64.powf(rng.unit() * 6.0) * 100.0).round() as u64
-}
 
 /// The 0-based id of the newest person at or before event `n`.
 fn last_person(n: u64) -> u64 {

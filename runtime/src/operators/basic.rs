@@ -1,6 +1,7 @@
 //! Stateless record-at-a-time operators and the sink adapter.
 
-use crate::api::Record;
+use super::Emitter;
+use crate::api::{Either, Record};
 use crate::connectors::SinkWriter;
 use crate::exec::{BuildCx, Operator};
 use crate::time::{EventTime, ProcTime};
@@ -77,6 +78,70 @@ impl<I, O, It: IntoIterator<Item = O>, F: Fn(I) -> It> Operator<I> for FlatMapOp
         }
     }
     forward_control!();
+}
+
+pub(crate) struct FilterMapOp<I, O, F> {
+    pub(crate) f: F,
+    pub(crate) buf: Vec<Record<O>>,
+    pub(crate) out: Box<dyn Operator<O>>,
+    pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, O, F: Fn(I) -> Option<O>> Operator<I> for FilterMapOp<I, O, F> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        for r in batch.drain(..) {
+            if let Some(v) = (self.f)(r.value) {
+                self.buf.push(Record::new(r.ts, v));
+            }
+        }
+        if !self.buf.is_empty() {
+            self.out.push(&mut self.buf);
+        }
+    }
+    forward_control!();
+}
+
+/// Routes each record to one of two outputs of different types (or drops it), moving it
+/// rather than copying it to both as two filters would.
+pub(crate) struct SplitOp<I, L, R, F> {
+    pub(crate) f: F,
+    pub(crate) left: Emitter<L>,
+    pub(crate) right: Emitter<R>,
+    pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, L, R, F: Fn(I) -> Option<Either<L, R>>> Operator<I> for SplitOp<I, L, R, F> {
+    fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        for r in batch.drain(..) {
+            match (self.f)(r.value) {
+                Some(Either::Left(l)) => self.left.buf.push(Record::new(r.ts, l)),
+                Some(Either::Right(v)) => self.right.buf.push(Record::new(r.ts, v)),
+                None => {}
+            }
+        }
+        self.left.send();
+        self.right.send();
+    }
+    fn watermark(&mut self, watermark: EventTime) {
+        self.left.out.watermark(watermark);
+        self.right.out.watermark(watermark);
+    }
+    fn idle(&mut self, idle: bool) {
+        self.left.out.idle(idle);
+        self.right.out.idle(idle);
+    }
+    fn tick(&mut self, now: ProcTime) {
+        self.left.out.tick(now);
+        self.right.out.tick(now);
+    }
+    fn flush(&mut self) {
+        self.left.out.flush();
+        self.right.out.flush();
+    }
+    fn finish(&mut self) {
+        self.left.out.finish();
+        self.right.out.finish();
+    }
 }
 
 pub(crate) struct SinkOp<T> {

@@ -16,6 +16,21 @@ pub(crate) struct Sides<A, B> {
     right: Vec<B>,
 }
 
+fn sides_of<'a, K: Key, A, B>(
+    windows: &'a mut BTreeMap<TimeWindow, FxHashMap<K, Sides<A, B>>>,
+    w: &TimeWindow,
+    key: &K,
+) -> &'a mut Sides<A, B> {
+    windows
+        .entry(*w)
+        .or_default()
+        .entry(key.clone())
+        .or_insert_with(|| Sides {
+            left: Vec::new(),
+            right: Vec::new(),
+        })
+}
+
 /// Pairs every left and right record of the same key that fall in the same window; the
 /// pairs are emitted when the watermark closes the window. Records of closed windows are
 /// counted as late.
@@ -53,29 +68,21 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, 
         }
     }
 
-    fn insert(&mut self, ts: i64, key: K, put: &mut dyn FnMut(&mut Sides<A, B>)) {
+    /// Adds a record to each open window it belongs to: copies for all but the last, which
+    /// takes the record itself.
+    fn insert<V: Clone>(&mut self, ts: i64, key: K, value: V, side: fn(&mut Sides<A, B>) -> &mut Vec<V>) {
         self.scratch.clear();
         self.assigner.assign(ts, &mut self.scratch);
-        let mut accepted = false;
-        for w in &self.scratch {
-            if w.max_timestamp() <= self.watermark {
-                continue;
-            }
-            accepted = true;
-            let sides = self
-                .windows
-                .entry(*w)
-                .or_default()
-                .entry(key.clone())
-                .or_insert_with(|| Sides {
-                    left: Vec::new(),
-                    right: Vec::new(),
-                });
-            put(sides);
-        }
-        if !accepted {
+        let watermark = self.watermark;
+        self.scratch.retain(|w| w.max_timestamp() > watermark);
+        let Some((last, rest)) = self.scratch.split_last() else {
             self.cx.metrics.add_late_records(1);
+            return;
+        };
+        for w in rest {
+            side(sides_of(&mut self.windows, w, &key)).push(value.clone());
         }
+        side(sides_of(&mut self.windows, last, &key)).push(value);
     }
 }
 
@@ -85,14 +92,14 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> TwoInputOperator<A, B>
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
         for r in batch.drain(..) {
             let key = (self.left_key)(&r.value);
-            self.insert(r.ts.0, key, &mut |s| s.left.push(r.value.clone()));
+            self.insert(r.ts.0, key, r.value, |s| &mut s.left);
         }
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
         for r in batch.drain(..) {
             let key = (self.right_key)(&r.value);
-            self.insert(r.ts.0, key, &mut |s| s.right.push(r.value.clone()));
+            self.insert(r.ts.0, key, r.value, |s| &mut s.right);
         }
     }
 
