@@ -111,11 +111,7 @@ impl Outputs {
 
     /// Takes the operator for `port`, typed.
     pub(crate) fn take<T: 'static>(&mut self, port: usize) -> Box<dyn Operator<T>> {
-        downcast_op(
-            self.0[port]
-                .take()
-                .expect("each output port is taken once"),
-        )
+        downcast_op(self.0[port].take().expect("each output port is taken once"))
     }
 }
 

@@ -9,13 +9,13 @@ use sluice_runtime::api::{
 use sluice_runtime::connectors::{CollectSink, QueueSource, Sink, SinkWriter, VecSource};
 use sluice_runtime::Error;
 
-use std::time::Instant;
 use sluice_runtime::exec::{start_embedded, Clock, JobSummary, RunOptions};
 use sluice_runtime::state::{StateDescriptor, TtlUpdate, ValueState};
 use sluice_runtime::time::{EventTime, ProcTime};
 use sluice_runtime::JobGraph;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Asserts equality of two sorted lists, reporting sizes and the first difference rather
 /// than both lists.
@@ -23,7 +23,11 @@ fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: 
     if got == expected {
         return;
     }
-    let first = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+    let first = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
     panic!(
         "{what}: got {} records, expected {}; first difference at {first}: got {:?}, expected {:?}",
         got.len(),
@@ -84,11 +88,18 @@ fn sliding_window_counts_equal_a_batch_computation_at_any_parallelism() {
     for parallelism in [1, 4] {
         let job = JobBuilder::new("sliding", parallelism, 128);
         let (sink, out) = CollectSink::new();
-        job.source("src", VecSource::new(input.clone()), WatermarkStrategy::monotonous())
-            .key_by(|r: &(u64, i64)| r.0)
-            .window(SlidingEventTime::of(Duration::from_millis(2_000), Duration::from_millis(500)))
-            .aggregate("count", Count, |k, w, c| (*k, w.start, c))
-            .sink("out", sink);
+        job.source(
+            "src",
+            VecSource::new(input.clone()),
+            WatermarkStrategy::monotonous(),
+        )
+        .key_by(|r: &(u64, i64)| r.0)
+        .window(SlidingEventTime::of(
+            Duration::from_millis(2_000),
+            Duration::from_millis(500),
+        ))
+        .aggregate("count", Count, |k, w, c| (*k, w.start, c))
+        .sink("out", sink);
         run(job.build().unwrap());
         let got: BTreeMap<(u64, i64), u64> = out
             .lock()
@@ -137,7 +148,10 @@ fn records_beyond_allowed_lateness_go_to_the_late_output_counted_exactly() {
         }
         wm = max_ts - 1;
     }
-    assert!(expected_late.len() > 10, "the input must contain late records");
+    assert!(
+        expected_late.len() > 10,
+        "the input must contain late records"
+    );
 
     let job = JobBuilder::new("lateness", 1, 128);
     job.set_watermark_interval(Duration::ZERO);
@@ -248,11 +262,17 @@ impl SinkWriter<u64> for SlowWriter {
 #[test]
 fn a_slow_consumer_backpressures_the_source_with_bounded_buffering() {
     let n = 300_000u64;
-    let records: Vec<_> = (0..n).map(|i| Record::new(EventTime(i as i64), i)).collect();
+    let records: Vec<_> = (0..n)
+        .map(|i| Record::new(EventTime(i as i64), i))
+        .collect();
     let job = JobBuilder::new("backpressure", 1, 128);
-    job.source("src", VecSource::new(vec![records]), WatermarkStrategy::monotonous())
-        .rebalance("shuffle", 1)
-        .sink("slow", SlowSink);
+    job.source(
+        "src",
+        VecSource::new(vec![records]),
+        WatermarkStrategy::monotonous(),
+    )
+    .rebalance("shuffle", 1)
+    .sink("slow", SlowSink);
     let options = RunOptions::default();
     let bound = (options.channel_capacity + 3) * options.batch_size;
     let running = start_embedded(job.build().unwrap(), options).unwrap();
@@ -260,7 +280,11 @@ fn a_slow_consumer_backpressures_the_source_with_bounded_buffering() {
     let mut samples = 0;
     while !running.is_finished() {
         let m = running.metrics();
-        let produced: u64 = m.iter().filter(|t| t.is_source).map(|t| t.records_out).sum();
+        let produced: u64 = m
+            .iter()
+            .filter(|t| t.is_source)
+            .map(|t| t.records_out)
+            .sum();
         let consumed: u64 = m.iter().map(|t| t.sink_records).sum();
         max_in_flight = max_in_flight.max(produced.saturating_sub(consumed));
         samples += 1;
@@ -314,7 +338,8 @@ fn state_ttl_expires_when_it_should_and_not_before() {
         .process("counter", |ctx| {
             Ok(TtlCounter {
                 count: ctx.value_state::<String, u64>(
-                    StateDescriptor::new("count").ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+                    StateDescriptor::new("count")
+                        .ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
                 )?,
             })
         })
@@ -324,16 +349,24 @@ fn state_ttl_expires_when_it_should_and_not_before() {
         ..RunOptions::default()
     };
     let running = start_embedded(job.build().unwrap(), options).unwrap();
-    let outputs = || out.lock().unwrap().iter().map(|r| r.value.clone()).collect::<Vec<_>>();
+    let outputs = || {
+        out.lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.value.clone())
+            .collect::<Vec<_>>()
+    };
     // (processing time when the record enters, expected count)
     let steps = [(1_000, 1), (1_099, 2), (1_198, 3), (1_298, 1), (1_300, 2)];
     for (i, (t, expected)) in steps.iter().enumerate() {
         clock.advance_to(ProcTime(*t));
-        input.send(Record::new(EventTime(0), "a".to_string())).unwrap();
+        input
+            .send(Record::new(EventTime(0), "a".to_string()))
+            .unwrap();
         wait_until("the count", Duration::from_secs(10), || {
             outputs().iter().filter(|(k, _)| k == "a").count() == i + 1
         });
-        let last = outputs().into_iter().filter(|(k, _)| k == "a").last().unwrap();
+        let last = outputs().into_iter().rfind(|(k, _)| k == "a").unwrap();
         assert_eq!(last.1, *expected, "count at processing time {t}");
     }
     // Timers registered at 1000 + 500 fire once the clock passes 1500, not before.
@@ -374,16 +407,28 @@ fn interval_and_window_joins_equal_nested_loop_joins() {
     for parallelism in [1, 3] {
         let job = JobBuilder::new("joins", parallelism, 128);
         let o = job
-            .source("orders", VecSource::new(vec![orders.clone()]).max_per_poll(16), WatermarkStrategy::monotonous())
+            .source(
+                "orders",
+                VecSource::new(vec![orders.clone()]).max_per_poll(16),
+                WatermarkStrategy::monotonous(),
+            )
             .key_by(|r: &(u64, i64)| r.0);
         let p = job
-            .source("payments", VecSource::new(vec![payments.clone()]).max_per_poll(16), WatermarkStrategy::monotonous())
+            .source(
+                "payments",
+                VecSource::new(vec![payments.clone()]).max_per_poll(16),
+                WatermarkStrategy::monotonous(),
+            )
             .key_by(|r: &(u64, i64)| r.0);
         let (isink, iout) = CollectSink::new();
         let (wsink, wout) = CollectSink::new();
-        o.interval_join(&p, Duration::from_millis(before as u64), Duration::from_millis(after as u64))
-            .apply("interval", |a, b| (a.0, a.1, b.1))
-            .sink("interval-out", isink);
+        o.interval_join(
+            &p,
+            Duration::from_millis(before as u64),
+            Duration::from_millis(after as u64),
+        )
+        .apply("interval", |a, b| (a.0, a.1, b.1))
+        .sink("interval-out", isink);
         o.window_join(&p, TumblingEventTime::of(Duration::from_secs(1)))
             .apply("window", |a, b| (a.0, a.1, b.1))
             .sink("window-out", wsink);
@@ -396,8 +441,16 @@ fn interval_and_window_joins_equal_nested_loop_joins() {
         expected_interval.sort();
         expected_window.sort();
         assert_eq!(summary.late_records(), 0);
-        assert_same(&sorted(&iout), &expected_interval, &format!("interval join, parallelism {parallelism}"));
-        assert_same(&sorted(&wout), &expected_window, &format!("window join, parallelism {parallelism}"));
+        assert_same(
+            &sorted(&iout),
+            &expected_interval,
+            &format!("interval join, parallelism {parallelism}"),
+        );
+        assert_same(
+            &sorted(&wout),
+            &expected_window,
+            &format!("window join, parallelism {parallelism}"),
+        );
     }
 }
 
@@ -407,13 +460,21 @@ fn session_windows_merge_per_key_like_a_batch_sessionization() {
     let mut t = 0i64;
     for i in 0..3_000u64 {
         // Gaps of 1..=40 ms with occasional 200 ms pauses; session gap 100 ms.
-        t += if i % 97 == 0 { 200 } else { (i * 31 % 40 + 1) as i64 };
+        t += if i % 97 == 0 {
+            200
+        } else {
+            (i * 31 % 40 + 1) as i64
+        };
         records.push(Record::new(EventTime(t), (i % 5, t)));
     }
     let gap = 100i64;
     let mut expected = Vec::new();
     for key in 0..5u64 {
-        let ts: Vec<i64> = records.iter().filter(|r| r.value.0 == key).map(|r| r.value.1).collect();
+        let ts: Vec<i64> = records
+            .iter()
+            .filter(|r| r.value.0 == key)
+            .map(|r| r.value.1)
+            .collect();
         let (mut start, mut end, mut n) = (ts[0], ts[0] + gap, 0u64);
         for &x in &ts {
             // Windows that touch merge, as in Flink: a new session needs a gap > `gap`.
@@ -431,11 +492,15 @@ fn session_windows_merge_per_key_like_a_batch_sessionization() {
     for parallelism in [1, 2] {
         let job = JobBuilder::new("sessions", parallelism, 128);
         let (sink, out) = CollectSink::new();
-        job.source("src", VecSource::new(vec![records.clone()]).max_per_poll(50), WatermarkStrategy::monotonous())
-            .key_by(|r: &(u64, i64)| r.0)
-            .window(Session::with_gap(Duration::from_millis(gap as u64)))
-            .aggregate("sessions", Count, |k, w, n| (*k, w.start, w.end, n))
-            .sink("out", sink);
+        job.source(
+            "src",
+            VecSource::new(vec![records.clone()]).max_per_poll(50),
+            WatermarkStrategy::monotonous(),
+        )
+        .key_by(|r: &(u64, i64)| r.0)
+        .window(Session::with_gap(Duration::from_millis(gap as u64)))
+        .aggregate("sessions", Count, |k, w, n| (*k, w.start, w.end, n))
+        .sink("out", sink);
         run(job.build().unwrap());
         let mut got: Vec<_> = out.lock().unwrap().iter().map(|r| r.value).collect();
         got.sort();
@@ -446,11 +511,26 @@ fn session_windows_merge_per_key_like_a_batch_sessionization() {
 #[test]
 fn duplicate_uids_are_rejected_naming_both_operators() {
     let job = JobBuilder::new("dup", 1, 128);
-    let s = job.source("src", VecSource::new(vec![vec![Record::new(EventTime(0), 1u64)]]), WatermarkStrategy::monotonous());
-    s.map("a", |x| x + 1).uid("same").sink("out1", sluice_runtime::connectors::DiscardSink);
-    s.map("b", |x| x + 2).uid("same").sink("out2", sluice_runtime::connectors::DiscardSink);
-    let err = job.build().err().expect("duplicate uid rejected").to_string();
-    assert!(err.contains("'a'") && err.contains("'b'") && err.contains("'same'"), "{err}");
+    let s = job.source(
+        "src",
+        VecSource::new(vec![vec![Record::new(EventTime(0), 1u64)]]),
+        WatermarkStrategy::monotonous(),
+    );
+    s.map("a", |x| x + 1)
+        .uid("same")
+        .sink("out1", sluice_runtime::connectors::DiscardSink);
+    s.map("b", |x| x + 2)
+        .uid("same")
+        .sink("out2", sluice_runtime::connectors::DiscardSink);
+    let err = job
+        .build()
+        .err()
+        .expect("duplicate uid rejected")
+        .to_string();
+    assert!(
+        err.contains("'a'") && err.contains("'b'") && err.contains("'same'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -464,19 +544,31 @@ fn a_failing_sink_fails_the_job_with_its_error() {
     }
     impl SinkWriter<u64> for BrokenWriter {
         fn write(&mut self, _: &[Record<u64>]) -> Result<(), Error> {
-            Err(Error::Input { origin: "broken-sink".into(), message: "disk full".into() })
+            Err(Error::Input {
+                origin: "broken-sink".into(),
+                message: "disk full".into(),
+            })
         }
         fn finish(&mut self) -> Result<(), Error> {
             Ok(())
         }
     }
-    let records: Vec<_> = (0..100_000u64).map(|i| Record::new(EventTime(i as i64), i)).collect();
+    let records: Vec<_> = (0..100_000u64)
+        .map(|i| Record::new(EventTime(i as i64), i))
+        .collect();
     let job = JobBuilder::new("fail", 2, 128);
-    job.source("src", VecSource::new(vec![records.clone(), records]), WatermarkStrategy::monotonous())
-        .key_by(|x: &u64| *x)
-        .process("noop", |_| Ok(Passthrough))
-        .sink("broken", Broken);
-    let err = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap().wait().unwrap_err();
+    job.source(
+        "src",
+        VecSource::new(vec![records.clone(), records]),
+        WatermarkStrategy::monotonous(),
+    )
+    .key_by(|x: &u64| *x)
+    .process("noop", |_| Ok(Passthrough))
+    .sink("broken", Broken);
+    let err = start_embedded(job.build().unwrap(), RunOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap_err();
     assert_eq!(err.to_string(), "broken-sink: disk full");
 }
 

@@ -2,13 +2,15 @@
 //! parallelism 1 and 4, with in-order and out-of-order event generation, produces exactly
 //! the records of a plain batch computation over the same generated events.
 
+use serde::Serialize;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::fraud::{FraudAlert, FraudRule};
 use sluice_runtime::jobs::nexmark_queries::*;
 use sluice_runtime::jobs::JobRegistry;
-use sluice_runtime::nexmark::{write_events_jsonl, Auction, Bid, Event, NexmarkConfig, NexmarkGenerator, Person};
+use sluice_runtime::nexmark::{
+    write_events_jsonl, Auction, Bid, Event, NexmarkConfig, NexmarkGenerator, Person,
+};
 use sluice_runtime::time::EventTime;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -33,7 +35,11 @@ struct Input {
 
 fn generate(cfg: &NexmarkConfig) -> Input {
     let g = NexmarkGenerator::new(cfg);
-    let mut input = Input { persons: vec![], auctions: vec![], bids: vec![] };
+    let mut input = Input {
+        persons: vec![],
+        auctions: vec![],
+        bids: vec![],
+    };
     for n in 0..cfg.events {
         match g.event(n) {
             Event::Person(p) => input.persons.push(*p),
@@ -62,7 +68,12 @@ fn read_output(path: &Path) -> Vec<String> {
         let file = entry.unwrap().path();
         let file_name = file.file_name().unwrap().to_string_lossy().to_string();
         if file_name == name || file_name.starts_with(&format!("{name}.")) {
-            v.extend(std::fs::read_to_string(&file).unwrap().lines().map(str::to_string));
+            v.extend(
+                std::fs::read_to_string(&file)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
         }
     }
     v.sort();
@@ -109,10 +120,17 @@ fn check(name: &str, reference: impl Fn(&Input, &QueryWindows) -> Vec<String>) {
         let cfg = config(ooo);
         let input = generate(&cfg);
         let expected = reference(&input, &QueryWindows::default());
-        assert!(!expected.is_empty(), "{name}: the reference produced nothing");
+        assert!(
+            !expected.is_empty(),
+            "{name}: the reference produced nothing"
+        );
         for parallelism in [1, 4] {
             let got = run_job(name, parallelism, serde_json::json!({ "generator": cfg }));
-            assert_same(&got, &expected, &format!("{name}, out-of-order {ooo} ms, parallelism {parallelism}"));
+            assert_same(
+                &got,
+                &expected,
+                &format!("{name}, out-of-order {ooo} ms, parallelism {parallelism}"),
+            );
         }
     }
 }
@@ -141,7 +159,10 @@ fn q1_currency_conversion() {
 #[test]
 fn q2_selection() {
     check("nexmark-q2", |i, _| {
-        lines(i.bids.iter().filter(|b| b.auction % 123 == 0).map(|b| Q2 { auction: b.auction, price: b.price }))
+        lines(i.bids.iter().filter(|b| b.auction % 123 == 0).map(|b| Q2 {
+            auction: b.auction,
+            price: b.price,
+        }))
     });
 }
 
@@ -154,14 +175,19 @@ fn q3_local_item_suggestion() {
             .filter(|p| ["OR", "ID", "CA"].contains(&&*p.state))
             .map(|p| (p.id, p))
             .collect();
-        lines(i.auctions.iter().filter(|a| a.category == 10).filter_map(|a| {
-            sellers.get(&a.seller).map(|p| Q3 {
-                name: p.name.to_string(),
-                city: p.city.to_string(),
-                state: p.state.to_string(),
-                auction: a.id,
-            })
-        }))
+        lines(
+            i.auctions
+                .iter()
+                .filter(|a| a.category == 10)
+                .filter_map(|a| {
+                    sellers.get(&a.seller).map(|p| Q3 {
+                        name: p.name.to_string(),
+                        city: p.city.to_string(),
+                        state: p.state.to_string(),
+                        auction: a.id,
+                    })
+                }),
+        )
     });
 }
 
@@ -188,7 +214,12 @@ fn q4_average_price_per_category() {
             let t = totals.entry(category).or_default();
             t.0 += 1;
             t.1 += price;
-            Q4 { category, auction, auctions: t.0, average: t.1 / t.0 }
+            Q4 {
+                category,
+                auction,
+                auctions: t.0,
+                average: t.1 / t.0,
+            }
         }))
     });
 }
@@ -202,7 +233,11 @@ fn q5_hot_items() {
             let ts = b.date_time.0;
             let mut start = window_start(ts, slide);
             while start > ts - size {
-                *counts.entry(start).or_default().entry(b.auction).or_default() += 1;
+                *counts
+                    .entry(start)
+                    .or_default()
+                    .entry(b.auction)
+                    .or_default() += 1;
                 start -= slide;
             }
         }
@@ -211,7 +246,12 @@ fn q5_hot_items() {
             let max = per_auction.values().copied().max().unwrap_or(0);
             for (auction, num) in per_auction {
                 if num == max {
-                    out.push(Q5 { window_start: start, window_end: start + size, auction, num });
+                    out.push(Q5 {
+                        window_start: start,
+                        window_end: start + size,
+                        auction,
+                        num,
+                    });
                 }
             }
         }
@@ -250,7 +290,11 @@ fn q8_monitor_new_users() {
         for p in &i.persons {
             for a in i.auctions.iter().filter(|a| a.seller == p.id) {
                 if window_start(p.date_time.0, size) == window_start(a.date_time.0, size) {
-                    out.push(Q8 { id: p.id, name: p.name.to_string(), reserve: a.reserve });
+                    out.push(Q8 {
+                        id: p.id,
+                        name: p.name.to_string(),
+                        reserve: a.reserve,
+                    });
                 }
             }
         }
@@ -272,14 +316,24 @@ fn q11_user_sessions() {
             let (mut start, mut end, mut n) = (ts[0], ts[0] + gap, 0);
             for t in ts {
                 if t > end {
-                    out.push(Q11 { bidder, bid_count: n, start_time: start, end_time: end });
+                    out.push(Q11 {
+                        bidder,
+                        bid_count: n,
+                        start_time: start,
+                        end_time: end,
+                    });
                     start = t;
                     n = 0;
                 }
                 end = end.max(t + gap);
                 n += 1;
             }
-            out.push(Q11 { bidder, bid_count: n, start_time: start, end_time: end });
+            out.push(Q11 {
+                bidder,
+                bid_count: n,
+                start_time: start,
+                end_time: end,
+            });
         }
         lines(out)
     });
@@ -291,7 +345,10 @@ fn fraud_small_then_large() {
         let rule = FraudRule::default();
         let mut by_card: BTreeMap<u64, Vec<(i64, u64, u64)>> = BTreeMap::new();
         for b in &i.bids {
-            by_card.entry(b.bidder).or_default().push((b.date_time.0, b.price, b.auction));
+            by_card
+                .entry(b.bidder)
+                .or_default()
+                .push((b.date_time.0, b.price, b.auction));
         }
         let mut out = Vec::new();
         for (card, mut charges) in by_card {
@@ -343,11 +400,19 @@ fn a_query_reads_the_same_events_from_a_generated_file() {
 #[test]
 fn a_bad_job_config_names_the_field() {
     let err = JobRegistry::bundled()
-        .build("nexmark-q5", 1, 128, &serde_json::json!({ "generator": { "events": "many" } }))
+        .build(
+            "nexmark-q5",
+            1,
+            128,
+            &serde_json::json!({ "generator": { "events": "many" } }),
+        )
         .err()
         .expect("rejected")
         .to_string();
-    assert!(err.starts_with("job config: spec.job.config.generator.events: invalid type"), "{err}");
+    assert!(
+        err.starts_with("job config: spec.job.config.generator.events: invalid type"),
+        "{err}"
+    );
     let err = JobRegistry::bundled()
         .build("nexmark-q5", 1, 128, &serde_json::json!({ "windowz": {} }))
         .err()
@@ -359,5 +424,8 @@ fn a_bad_job_config_names_the_field() {
         .err()
         .expect("rejected")
         .to_string();
-    assert!(err.contains("unknown job 'nexmark-q99'") && err.contains("nexmark-q5"), "{err}");
+    assert!(
+        err.contains("unknown job 'nexmark-q99'") && err.contains("nexmark-q5"),
+        "{err}"
+    );
 }

@@ -1,19 +1,23 @@
 //! Building a job: streams, keyed streams, windows and joins. Every method adds an operator
 //! to the job graph; nothing runs until the graph is built and started.
 
-use super::functions::{AggregateFunction, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext};
+use super::functions::{
+    AggregateFunction, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext,
+};
 use super::window::{TimeWindow, WindowAssigner};
 use super::{Data, Either, Key, WatermarkStrategy};
 use crate::connectors::{Sink, Source};
 use crate::error::Error;
-use crate::exec::{one_input_head, two_input_head, BuildCx, Operator, SourceTask, TwoInputOperator};
+use crate::exec::{
+    one_input_head, two_input_head, BuildCx, Operator, SourceTask, TwoInputOperator,
+};
 use crate::graph::{
     BuildOperator, Erased, InputEdge, JobGraph, KeyHasher, NodeDef, NodeKind, Outputs, Partition,
     PortType,
 };
 use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, SinkOp, SplitOp};
-use crate::operators::join::{IntervalJoinOp, WindowJoinOp};
-use crate::operators::keyed::{KeyFn, KeyedCore, KeyedCoProcessOp, KeyedProcessOp};
+use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp};
+use crate::operators::keyed::{KeyFn, KeyedCoProcessOp, KeyedCore, KeyedProcessOp};
 use crate::operators::window::{LateOutput, SessionWindowOp, WindowFn, WindowOp};
 use crate::operators::window_all::{GlobalWindowAllOp, LocalWindowAllOp};
 use crate::operators::Emitter;
@@ -226,7 +230,11 @@ impl<T: Data> Stream<T> {
             let erased: Erased = Box::new(op);
             Ok(erased)
         });
-        let mut ports = if is_sink { Vec::new() } else { vec![PortType::of::<O>()] };
+        let mut ports = if is_sink {
+            Vec::new()
+        } else {
+            vec![PortType::of::<O>()]
+        };
         let side_names = side_ports.iter().map(|s| s.name.clone()).collect();
         ports.extend(side_ports.into_iter().map(|s| s.port));
         let node = self.job.add(NodeDef {
@@ -259,30 +267,50 @@ impl<T: Data> Stream<T> {
         self
     }
 
-    pub fn map<O: Data>(&self, name: &str, f: impl Fn(T) -> O + Send + Sync + 'static) -> Stream<O> {
+    pub fn map<O: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(T) -> O + Send + Sync + 'static,
+    ) -> Stream<O> {
         let f = Arc::new(f);
-        self.one_input(name, self.node_parallelism(), Partition::Forward, false, false, Vec::new(), move |cx, mut outs| {
-            let f = f.clone();
-            let op: Box<dyn Operator<T>> = Box::new(MapOp {
-                f: move |v| f(v),
-                buf: Vec::with_capacity(cx.batch_size),
-                out: outs.take::<O>(0),
-                _in: PhantomData,
-            });
-            Ok(op)
-        })
+        self.one_input(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            false,
+            Vec::new(),
+            move |cx, mut outs| {
+                let f = f.clone();
+                let op: Box<dyn Operator<T>> = Box::new(MapOp {
+                    f: move |v| f(v),
+                    buf: Vec::with_capacity(cx.batch_size),
+                    out: outs.take::<O>(0),
+                    _in: PhantomData,
+                });
+                Ok(op)
+            },
+        )
     }
 
     pub fn filter(&self, name: &str, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
         let f = Arc::new(f);
-        self.one_input(name, self.node_parallelism(), Partition::Forward, false, false, Vec::new(), move |_, mut outs| {
-            let f = f.clone();
-            let op: Box<dyn Operator<T>> = Box::new(FilterOp {
-                f: move |v: &T| f(v),
-                out: outs.take::<T>(0),
-            });
-            Ok(op)
-        })
+        self.one_input(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            false,
+            Vec::new(),
+            move |_, mut outs| {
+                let f = f.clone();
+                let op: Box<dyn Operator<T>> = Box::new(FilterOp {
+                    f: move |v: &T| f(v),
+                    out: outs.take::<T>(0),
+                });
+                Ok(op)
+            },
+        )
     }
 
     pub fn flat_map<O: Data, It: IntoIterator<Item = O> + 'static>(
@@ -291,16 +319,24 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T) -> It + Send + Sync + 'static,
     ) -> Stream<O> {
         let f = Arc::new(f);
-        self.one_input(name, self.node_parallelism(), Partition::Forward, false, false, Vec::new(), move |cx, mut outs| {
-            let f = f.clone();
-            let op: Box<dyn Operator<T>> = Box::new(FlatMapOp {
-                f: move |v| f(v),
-                buf: Vec::with_capacity(cx.batch_size),
-                out: outs.take::<O>(0),
-                _in: PhantomData,
-            });
-            Ok(op)
-        })
+        self.one_input(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            false,
+            Vec::new(),
+            move |cx, mut outs| {
+                let f = f.clone();
+                let op: Box<dyn Operator<T>> = Box::new(FlatMapOp {
+                    f: move |v| f(v),
+                    buf: Vec::with_capacity(cx.batch_size),
+                    out: outs.take::<O>(0),
+                    _in: PhantomData,
+                });
+                Ok(op)
+            },
+        )
     }
 
     /// Keeps the records `f` maps to `Some`, transformed.
@@ -310,16 +346,24 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T) -> Option<O> + Send + Sync + 'static,
     ) -> Stream<O> {
         let f = Arc::new(f);
-        self.one_input(name, self.node_parallelism(), Partition::Forward, false, false, Vec::new(), move |cx, mut outs| {
-            let f = f.clone();
-            let op: Box<dyn Operator<T>> = Box::new(FilterMapOp {
-                f: move |v| f(v),
-                buf: Vec::with_capacity(cx.batch_size),
-                out: outs.take::<O>(0),
-                _in: PhantomData,
-            });
-            Ok(op)
-        })
+        self.one_input(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            false,
+            Vec::new(),
+            move |cx, mut outs| {
+                let f = f.clone();
+                let op: Box<dyn Operator<T>> = Box::new(FilterMapOp {
+                    f: move |v| f(v),
+                    buf: Vec::with_capacity(cx.batch_size),
+                    out: outs.take::<O>(0),
+                    _in: PhantomData,
+                });
+                Ok(op)
+            },
+        )
     }
 
     /// Routes each record to the left or right output (or drops it with `None`). Cheaper
@@ -334,32 +378,52 @@ impl<T: Data> Stream<T> {
             name: format!("{name}-right"),
             port: PortType::of::<R>(),
         };
-        let left = self.one_input(name, self.node_parallelism(), Partition::Forward, false, false, vec![right_port], move |cx, mut outs| {
-            let f = f.clone();
-            let op: Box<dyn Operator<T>> = Box::new(SplitOp {
-                f: move |v| f(v),
-                left: Emitter::new(outs.take::<L>(0), cx.batch_size),
-                right: Emitter::new(outs.take::<R>(1), cx.batch_size),
-                _in: PhantomData,
-            });
-            Ok(op)
-        });
+        let left = self.one_input(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            false,
+            vec![right_port],
+            move |cx, mut outs| {
+                let f = f.clone();
+                let op: Box<dyn Operator<T>> = Box::new(SplitOp {
+                    f: move |v| f(v),
+                    left: Emitter::new(outs.take::<L>(0), cx.batch_size),
+                    right: Emitter::new(outs.take::<R>(1), cx.batch_size),
+                    _in: PhantomData,
+                });
+                Ok(op)
+            },
+        );
         let right = Stream::new(self.job.clone(), left.node, 1);
         (left, right)
     }
 
     /// Redistributes records round-robin to the next operator's subtasks.
     pub fn rebalance(&self, name: &str, parallelism: usize) -> Stream<T> {
-        self.one_input(name, parallelism.max(1), Partition::Rebalance, false, false, Vec::new(), |_, mut outs| {
-            Ok(outs.take::<T>(0))
-        })
+        self.one_input(
+            name,
+            parallelism.max(1),
+            Partition::Rebalance,
+            false,
+            false,
+            Vec::new(),
+            |_, mut outs| Ok(outs.take::<T>(0)),
+        )
     }
 
     /// Sends every record to every subtask of the next operator.
     pub fn broadcast(&self, name: &str, parallelism: usize) -> Stream<T> {
-        self.one_input(name, parallelism.max(1), Partition::Broadcast, false, false, Vec::new(), |_, mut outs| {
-            Ok(outs.take::<T>(0))
-        })
+        self.one_input(
+            name,
+            parallelism.max(1),
+            Partition::Broadcast,
+            false,
+            false,
+            Vec::new(),
+            |_, mut outs| Ok(outs.take::<T>(0)),
+        )
     }
 
     /// Merges streams of the same type into one.
@@ -410,15 +474,23 @@ impl<T: Data> Stream<T> {
     /// Writes the stream to a sink with the parallelism of this stream.
     pub fn sink<S: Sink<T>>(&self, name: &str, sink: S) {
         let sink = Arc::new(sink);
-        self.one_input::<T>(name, self.node_parallelism(), Partition::Forward, false, true, Vec::new(), move |cx, _| {
-            let writer = sink.open(cx.subtask, cx.parallelism)?;
-            let op: Box<dyn Operator<T>> = Box::new(SinkOp {
-                writer,
-                cx: cx.clone(),
-                failed: false,
-            });
-            Ok(op)
-        });
+        self.one_input::<T>(
+            name,
+            self.node_parallelism(),
+            Partition::Forward,
+            false,
+            true,
+            Vec::new(),
+            move |cx, _| {
+                let writer = sink.open(cx.subtask, cx.parallelism)?;
+                let op: Box<dyn Operator<T>> = Box::new(SinkOp {
+                    writer,
+                    cx: cx.clone(),
+                    failed: false,
+                });
+                Ok(op)
+            },
+        );
     }
 
     /// The side output `tag` of the operator that produces this stream.
@@ -440,7 +512,8 @@ impl<T: Data> Stream<T> {
                     0
                 }
                 None => {
-                    let message = format!("operator '{}' has no side output '{}'", node.name, tag.name);
+                    let message =
+                        format!("operator '{}' has no side output '{}'", node.name, tag.name);
                     g.errors.push(message);
                     0
                 }
@@ -493,21 +566,29 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
     ) -> Stream<O> {
         let key = self.key.clone();
         let parallelism = self.stream.job.parallelism();
-        self.stream.one_input(name, parallelism, self.partition(), true, false, Vec::new(), move |cx, mut outs| {
-            let mut states = KeyedStateStore::new();
-            let f = factory(&mut OpenContext {
-                states: &mut states,
-                subtask: cx.subtask,
-                parallelism: cx.parallelism,
-                uid: &cx.uid,
-            })?;
-            let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp {
-                key_fn: key.clone(),
-                f,
-                core: keyed_core(cx, states, outs.take::<O>(0)),
-            });
-            Ok(op)
-        })
+        self.stream.one_input(
+            name,
+            parallelism,
+            self.partition(),
+            true,
+            false,
+            Vec::new(),
+            move |cx, mut outs| {
+                let mut states = KeyedStateStore::new();
+                let f = factory(&mut OpenContext {
+                    states: &mut states,
+                    subtask: cx.subtask,
+                    parallelism: cx.parallelism,
+                    uid: &cx.uid,
+                })?;
+                let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp {
+                    key_fn: key.clone(),
+                    f,
+                    core: keyed_core(cx, states, outs.take::<O>(0)),
+                });
+                Ok(op)
+            },
+        )
     }
 
     pub fn window<W: WindowAssigner>(&self, assigner: W) -> WindowedStream<K, T, W> {
@@ -564,7 +645,10 @@ fn two_input<A: Data, B: Data, O: Data>(
     right: &Stream<B>,
     right_partition: Partition,
     name: &str,
-    build: impl Fn(&BuildCx, Outputs) -> Result<Box<dyn TwoInputOperator<A, B>>, Error> + Send + Sync + 'static,
+    build: impl Fn(&BuildCx, Outputs) -> Result<Box<dyn TwoInputOperator<A, B>>, Error>
+        + Send
+        + Sync
+        + 'static,
 ) -> Stream<O> {
     let build: BuildOperator = Arc::new(move |cx, outputs| {
         let op = build(cx, outputs)?;
@@ -674,28 +758,44 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
             })
             .collect();
         let parallelism = self.keyed.stream.job.parallelism();
-        self.keyed.stream.one_input(name, parallelism, self.keyed.partition(), true, false, side_ports, move |cx, mut outs| {
-            let emit = Emitter::new(outs.take::<O>(0), cx.batch_size);
-            let late = LateOutput {
-                out: has_late.then(|| Emitter::new(outs.take::<T>(1), cx.batch_size)),
-                cx: cx.clone(),
-            };
-            let op: Box<dyn Operator<T>> = if let Some(gap) = assigner.session_gap() {
-                Box::new(SessionWindowOp::new(key.clone(), gap, agg.clone(), window_fn.clone(), lateness, emit, late))
-            } else {
-                Box::new(WindowOp::new(
-                    key.clone(),
-                    assigner.clone(),
-                    agg.clone(),
-                    window_fn.clone(),
-                    lateness,
-                    cx.clock.now(),
-                    emit,
-                    late,
-                ))
-            };
-            Ok(op)
-        })
+        self.keyed.stream.one_input(
+            name,
+            parallelism,
+            self.keyed.partition(),
+            true,
+            false,
+            side_ports,
+            move |cx, mut outs| {
+                let emit = Emitter::new(outs.take::<O>(0), cx.batch_size);
+                let late = LateOutput {
+                    out: has_late.then(|| Emitter::new(outs.take::<T>(1), cx.batch_size)),
+                    cx: cx.clone(),
+                };
+                let op: Box<dyn Operator<T>> = if let Some(gap) = assigner.session_gap() {
+                    Box::new(SessionWindowOp::new(
+                        key.clone(),
+                        gap,
+                        agg.clone(),
+                        window_fn.clone(),
+                        lateness,
+                        emit,
+                        late,
+                    ))
+                } else {
+                    Box::new(WindowOp::new(
+                        key.clone(),
+                        assigner.clone(),
+                        agg.clone(),
+                        window_fn.clone(),
+                        lateness,
+                        cx.clock.now(),
+                        emit,
+                        late,
+                    ))
+                };
+                Ok(op)
+            },
+        )
     }
 }
 
@@ -741,16 +841,24 @@ impl<T: Data, W: WindowAssigner> AllWindowedStream<T, W> {
             },
         );
         let window_fn: WindowFn<(), A::Out, O> = Arc::new(move |_, w, r| window_fn(w, r));
-        local.one_input(name, 1, Partition::Rebalance, true, false, Vec::new(), move |cx, mut outs| {
-            let op: Box<dyn Operator<(TimeWindow, A::Acc)>> = Box::new(GlobalWindowAllOp {
-                agg: agg.clone(),
-                window_fn: window_fn.clone(),
-                panes: BTreeMap::new(),
-                emit: Emitter::new(outs.take(0), cx.batch_size),
-                _in: PhantomData,
-            });
-            Ok(op)
-        })
+        local.one_input(
+            name,
+            1,
+            Partition::Rebalance,
+            true,
+            false,
+            Vec::new(),
+            move |cx, mut outs| {
+                let op: Box<dyn Operator<(TimeWindow, A::Acc)>> = Box::new(GlobalWindowAllOp {
+                    agg: agg.clone(),
+                    window_fn: window_fn.clone(),
+                    panes: BTreeMap::new(),
+                    emit: Emitter::new(outs.take(0), cx.batch_size),
+                    _in: PhantomData,
+                });
+                Ok(op)
+            },
+        )
     }
 }
 
@@ -763,10 +871,14 @@ pub struct WindowJoinBuilder<K, A, B, W> {
 
 impl<K: Key, A: Data, B: Data, W: WindowAssigner> WindowJoinBuilder<K, A, B, W> {
     /// Emits `f(left, right)` for every pair with the same key in the same window.
-    pub fn apply<O: Data>(&self, name: &str, f: impl Fn(&A, &B) -> O + Send + Sync + 'static) -> Stream<O> {
+    pub fn apply<O: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&A, &B) -> O + Send + Sync + 'static,
+    ) -> Stream<O> {
         let (lk, rk) = (self.left.key.clone(), self.right.key.clone());
         let assigner = self.assigner.clone();
-        let f: Arc<dyn Fn(&A, &B) -> O + Send + Sync> = Arc::new(f);
+        let f: JoinFn<A, B, O> = Arc::new(f);
         two_input(
             &self.left.stream,
             self.left.partition(),
@@ -798,10 +910,14 @@ pub struct IntervalJoinBuilder<K, A, B> {
 
 impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
     /// Emits `f(left, right)` for every matching pair, stamped with the later timestamp.
-    pub fn apply<O: Data>(&self, name: &str, f: impl Fn(&A, &B) -> O + Send + Sync + 'static) -> Stream<O> {
+    pub fn apply<O: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&A, &B) -> O + Send + Sync + 'static,
+    ) -> Stream<O> {
         let (lk, rk) = (self.left.key.clone(), self.right.key.clone());
         let (before, after) = (self.before, self.after);
-        let f: Arc<dyn Fn(&A, &B) -> O + Send + Sync> = Arc::new(f);
+        let f: JoinFn<A, B, O> = Arc::new(f);
         two_input(
             &self.left.stream,
             self.left.partition(),

@@ -3,9 +3,7 @@
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
-use crate::graph::{
-    ErasedRouting, ErasedSend, Erased, JobGraph, NodeKind, Outputs, Partition,
-};
+use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
 use crate::state::KeyGroupAssignment;
 use crossbeam_utils::sync::{Parker, Unparker};
 use std::collections::HashMap;
@@ -50,10 +48,7 @@ impl JobSummary {
             .sum()
     }
     pub fn sink_records(&self) -> u64 {
-        self.tasks
-            .iter()
-            .map(|t| t.sink_records)
-            .sum()
+        self.tasks.iter().map(|t| t.sink_records).sum()
     }
     pub fn late_records(&self) -> u64 {
         self.tasks.iter().map(|t| t.late_records).sum()
@@ -132,8 +127,8 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     for &h in &heads {
         let node = &graph.nodes[h];
         let is_source = matches!(node.kind, NodeKind::Source(_));
-        let chain_has_sink = (0..graph.nodes.len())
-            .any(|n| graph.nodes[n].is_sink && graph.head_of(n) == h);
+        let chain_has_sink =
+            (0..graph.nodes.len()).any(|n| graph.nodes[n].is_sink && graph.head_of(n) == h);
         for s in 0..node.parallelism {
             let m = TaskMetrics::new(format!("{}[{s}]", node.uid), is_source, chain_has_sink);
             metrics.insert((h, s), Arc::new(m));
@@ -208,8 +203,9 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
             let handle = std::thread::Builder::new()
                 .name(thread_name.chars().take(15).collect())
                 .spawn(move || {
-                    let result = build_task(&graph, h, s, wiring, inputs, parker, task_metrics, &options)
-                        .and_then(|task| task.run(&cancel));
+                    let result =
+                        build_task(&graph, h, s, wiring, inputs, parker, task_metrics, &options)
+                            .and_then(|task| task.run(&cancel));
                     if let Err(e) = &result {
                         if !matches!(e, Error::Cancelled) {
                             // Stop the rest of the job: a failed subtask fails the job.
@@ -297,12 +293,18 @@ fn build_outputs(
                 if graph.is_chained(c) {
                     let outputs = build_outputs(graph, c, cx_for, wiring)?;
                     let NodeKind::OneInput { build, .. } = &consumer.kind else {
-                        return Err(Error::Graph(format!("chained node {} has no single input", consumer.uid)));
+                        return Err(Error::Graph(format!(
+                            "chained node {} has no single input",
+                            consumer.uid
+                        )));
                     };
                     consumers.push(build(&cx_for(c), outputs)?);
                 } else {
                     let txs = wiring.senders.remove(&(c, i)).ok_or_else(|| {
-                        Error::Graph(format!("edge {} -> {} has no channels", def.uid, consumer.uid))
+                        Error::Graph(format!(
+                            "edge {} -> {} has no channels",
+                            def.uid, consumer.uid
+                        ))
                     })?;
                     let routing = match &edge.partition {
                         Partition::Forward if def.parallelism == consumer.parallelism => {
@@ -324,7 +326,9 @@ fn build_outputs(
         }
         ports.push(match consumers.len() {
             0 => (port.discard)(),
-            1 => consumers.pop().ok_or_else(|| Error::Graph("lost consumer".into()))?,
+            1 => consumers
+                .pop()
+                .ok_or_else(|| Error::Graph("lost consumer".into()))?,
             _ => (port.tee)(consumers),
         });
     }

@@ -50,8 +50,7 @@ impl<T: Clone> ExchangeWriter<T> {
         }
         if self.senders[target].send(msg).is_err() {
             self.broken = true;
-            self.cx
-                .fail("a downstream subtask stopped (see its error)");
+            self.cx.fail("a downstream subtask stopped (see its error)");
         }
     }
 

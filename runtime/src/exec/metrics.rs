@@ -75,7 +75,8 @@ impl TaskMetrics {
         self.idle_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
     pub fn add_backpressured(&self, d: Duration) {
-        self.backpressured_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+        self.backpressured_ns
+            .fetch_add(d.as_nanos() as u64, Relaxed);
     }
     /// Total time the task has been running; busy is what remains after idle and
     /// backpressure are taken out.

@@ -167,9 +167,7 @@ pub(crate) struct OneInputTask<I> {
     io: InputLoop,
 }
 
-pub(crate) fn one_input_head<I: 'static>(
-    args: HeadArgs,
-) -> Result<Box<dyn Task>, Error> {
+pub(crate) fn one_input_head<I: 'static>(args: HeadArgs) -> Result<Box<dyn Task>, Error> {
     let op = crate::graph::downcast_op::<I>(args.op);
     let channels = args
         .inputs

@@ -77,7 +77,8 @@ struct SmallThenLarge {
 
 impl KeyedProcessFunction<u64, Bid, FraudAlert> for SmallThenLarge {
     fn process(&mut self, b: Bid, ctx: &mut ProcessContext<'_, u64, FraudAlert>) {
-        ctx.list(self.pending).add((b.date_time.0, b.price, b.auction));
+        ctx.list(self.pending)
+            .add((b.date_time.0, b.price, b.auction));
         ctx.register_event_timer(b.date_time);
     }
 

@@ -18,8 +18,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+type DefineFn = fn(&JobBuilder, &serde_json::Value) -> Result<(), Error>;
+
 /// Adds a job's operators to `job`, configured from the manifest's `spec.job.config`.
-pub type DefineJob = Box<dyn Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync>;
+pub type DefineJob =
+    Box<dyn Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync>;
 
 struct Registered {
     description: String,
@@ -81,16 +84,52 @@ impl JobRegistry {
     pub fn bundled() -> Self {
         use nexmark_queries::*;
         let mut r = JobRegistry::new();
-        let queries: [(&str, &str, fn(&JobBuilder, &serde_json::Value) -> Result<(), Error>); 9] = [
-            ("nexmark-q0", "Nexmark q0: passthrough of every bid", |j, c| nexmark_job(j, c, q0)),
-            ("nexmark-q1", "Nexmark q1: bid prices converted to euros", |j, c| nexmark_job(j, c, q1)),
-            ("nexmark-q2", "Nexmark q2: bids on every 123rd auction", |j, c| nexmark_job(j, c, q2)),
-            ("nexmark-q3", "Nexmark q3: local item suggestion (incremental join)", |j, c| nexmark_job(j, c, q3)),
-            ("nexmark-q4", "Nexmark q4: average winning price per category (updating)", |j, c| nexmark_job(j, c, q4)),
-            ("nexmark-q5", "Nexmark q5: hot items per sliding window", |j, c| nexmark_job(j, c, q5)),
-            ("nexmark-q7", "Nexmark q7: highest bid per tumbling window", |j, c| nexmark_job(j, c, q7)),
-            ("nexmark-q8", "Nexmark q8: new users who created auctions (window join)", |j, c| nexmark_job(j, c, q8)),
-            ("nexmark-q11", "Nexmark q11: bids per user session", |j, c| nexmark_job(j, c, q11)),
+        let queries: [(&str, &str, DefineFn); 9] = [
+            (
+                "nexmark-q0",
+                "Nexmark q0: passthrough of every bid",
+                |j, c| nexmark_job(j, c, q0),
+            ),
+            (
+                "nexmark-q1",
+                "Nexmark q1: bid prices converted to euros",
+                |j, c| nexmark_job(j, c, q1),
+            ),
+            (
+                "nexmark-q2",
+                "Nexmark q2: bids on every 123rd auction",
+                |j, c| nexmark_job(j, c, q2),
+            ),
+            (
+                "nexmark-q3",
+                "Nexmark q3: local item suggestion (incremental join)",
+                |j, c| nexmark_job(j, c, q3),
+            ),
+            (
+                "nexmark-q4",
+                "Nexmark q4: average winning price per category (updating)",
+                |j, c| nexmark_job(j, c, q4),
+            ),
+            (
+                "nexmark-q5",
+                "Nexmark q5: hot items per sliding window",
+                |j, c| nexmark_job(j, c, q5),
+            ),
+            (
+                "nexmark-q7",
+                "Nexmark q7: highest bid per tumbling window",
+                |j, c| nexmark_job(j, c, q7),
+            ),
+            (
+                "nexmark-q8",
+                "Nexmark q8: new users who created auctions (window join)",
+                |j, c| nexmark_job(j, c, q8),
+            ),
+            (
+                "nexmark-q11",
+                "Nexmark q11: bids per user session",
+                |j, c| nexmark_job(j, c, q11),
+            ),
         ];
         for (name, description, define) in queries {
             r.register(name, description, define);
@@ -117,7 +156,11 @@ pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T
     let value = if config.is_null() { &empty } else { config };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!(".{path}") };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
         Error::Config(format!("spec.job.config{at}: {}", e.inner()))
     })
 }
@@ -170,9 +213,17 @@ impl NexmarkJobConfig {
                         path.display()
                     )));
                 }
-                job.source("nexmark-file", NexmarkFileSource::new(path, splits), watermarks)
+                job.source(
+                    "nexmark-file",
+                    NexmarkFileSource::new(path, splits),
+                    watermarks,
+                )
             }
-            None => job.source("nexmark", NexmarkSource::new(&self.generator, splits), watermarks),
+            None => job.source(
+                "nexmark",
+                NexmarkSource::new(&self.generator, splits),
+                watermarks,
+            ),
         })
     }
 

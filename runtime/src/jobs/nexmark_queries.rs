@@ -5,10 +5,10 @@
 //! Times are UTC epoch milliseconds. Windows are half-open `[windowStart, windowEnd)`.
 
 use crate::api::{
-    AggregateFunction, Either, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext,
-    Session, SlidingEventTime, Stream, Timer, TumblingEventTime,
+    AggregateFunction, Either, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction,
+    ProcessContext, Session, SlidingEventTime, Stream, Timer, TumblingEventTime,
 };
-use crate::nexmark::{Auction, Bid, Event, Person};
+use crate::nexmark::{Auction, Bid, Event, Person, Text};
 use crate::state::{ListState, StateDescriptor, ValueState};
 use crate::time::EventTime;
 use serde::{Deserialize, Serialize};
@@ -204,7 +204,13 @@ struct WinningBids {
 }
 
 impl WinningBids {
-    fn offer(&self, a: &OpenAuction, ts: i64, price: u64, ctx: &mut ProcessContext<'_, u64, WinningBid>) {
+    fn offer(
+        &self,
+        a: &OpenAuction,
+        ts: i64,
+        price: u64,
+        ctx: &mut ProcessContext<'_, u64, WinningBid>,
+    ) {
         if a.date_time <= ts && ts < a.expires && price >= a.reserve {
             ctx.value(self.best).update(|best| {
                 *best = Some(best.map_or(price, |b: u64| b.max(price)));
@@ -288,7 +294,8 @@ impl KeyedProcessFunction<u64, WinningBid, Q4> for AveragePrice {
     fn on_timer(&mut self, timer: Timer, ctx: &mut ProcessContext<'_, u64, Q4>) {
         let Timer::Event(t) = timer else { return };
         let mut due = ctx.list(self.pending).update(|pending| {
-            let (due, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.expires.0 - 1 <= t.0);
+            let (due, rest): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|w| w.expires.0 - 1 <= t.0);
             *pending = rest;
             due
         });
@@ -490,15 +497,23 @@ pub struct Q8 {
 /// q8 — monitor new users: people who created an auction in the same tumbling window in
 /// which they registered; one record per (person, auction) pair.
 pub fn q8(_: &JobBuilder, events: &Stream<Event>, w: &QueryWindows) -> Stream<Q8> {
-    let (people, auctions) = persons_and_auctions(events);
-    let people = people.key_by(|p: &Person| p.id);
-    let sellers = auctions.key_by(|a: &Auction| a.seller);
+    // Only the joined fields cross the shuffle: (id, name) and (seller, reserve).
+    let (people, sellers) = events.split("q8-project", |e| match e {
+        Event::Person(p) => Some(Either::Left((p.id, p.name))),
+        Event::Auction(a) => Some(Either::Right((a.seller, a.reserve))),
+        Event::Bid(_) => None,
+    });
+    let people = people.key_by(|p: &(u64, Text)| p.0);
+    let sellers = sellers.key_by(|a: &(u64, u64)| a.0);
     people
-        .window_join(&sellers, TumblingEventTime::of(Duration::from_millis(w.tumbling_ms)))
-        .apply("q8", |p, a| Q8 {
-            id: p.id,
-            name: p.name.to_string(),
-            reserve: a.reserve,
+        .window_join(
+            &sellers,
+            TumblingEventTime::of(Duration::from_millis(w.tumbling_ms)),
+        )
+        .apply("q8", |(id, name), (_, reserve)| Q8 {
+            id: *id,
+            name: name.to_string(),
+            reserve: *reserve,
         })
 }
 

@@ -47,7 +47,15 @@ const LAST_NAMES: [&str; 10] = [
     "Juarez",
 ];
 const CITIES: [&str; 10] = [
-    "Tucson", "Fresno", "Eugene", "Pocatello", "Spokane", "Laramie", "Reno", "Provo", "Salem",
+    "Tucson",
+    "Fresno",
+    "Eugene",
+    "Pocatello",
+    "Spokane",
+    "Laramie",
+    "Reno",
+    "Provo",
+    "Salem",
     "Yuma",
 ];
 const STATES: [&str; 8] = ["AZ", "CA", "ID", "OR", "WA", "WY", "NV", "UT"];
@@ -305,7 +313,8 @@ impl NexmarkGenerator {
         );
         let city = CITIES[rng.below(CITIES.len() as u64) as usize];
         let state = STATES[rng.below(STATES.len() as u64) as usize];
-        let used = 16 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
+        let used =
+            16 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
         let extra_len = rng.around(PERSON_BYTES.saturating_sub(used));
         Person {
             id,
@@ -387,11 +396,11 @@ impl NexmarkGenerator {
     }
 }
 
-
 /// The 0-based id of the newest person at or before event `n`.
 fn last_person(n: u64) -> u64 {
-    let (epoch, slot) = (n / SHARES, n % SHARES);
-    epoch * PERSON_SHARE + slot.min(PERSON_SHARE - 1)
+    // Each epoch of 50 events opens with its person(s), so the newest person at any slot
+    // is this epoch's last one.
+    (n / SHARES) * PERSON_SHARE + (PERSON_SHARE - 1)
 }
 
 /// The 0-based id of the newest auction at or before event `n`.
@@ -420,7 +429,10 @@ fn next_auction(n: u64, rng: &mut Rng) -> u64 {
 }
 
 /// Writes every event of `config` as one JSON line.
-pub fn write_events_jsonl(config: &NexmarkConfig, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn write_events_jsonl(
+    config: &NexmarkConfig,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let g = NexmarkGenerator::new(config);
     let mut line = Vec::with_capacity(512);
     for n in 0..config.events {
@@ -468,12 +480,12 @@ mod tests {
                 Event::Person(p) => {
                     persons += 1;
                     assert_eq!(p.id, FIRST_PERSON_ID + n / 50);
-                    assert!(last_p.map_or(true, |l| p.id == l + 1));
+                    assert!(last_p.is_none_or(|l| p.id == l + 1));
                     last_p = Some(p.id);
                 }
                 Event::Auction(a) => {
                     auctions += 1;
-                    assert!(last_a.map_or(true, |l| a.id == l + 1));
+                    assert!(last_a.is_none_or(|l| a.id == l + 1));
                     last_a = Some(a.id);
                     assert!((10..15).contains(&a.category));
                     assert!(a.reserve >= a.initial_bid && a.expires > a.date_time);
@@ -520,7 +532,7 @@ mod tests {
                 Event::Bid(b) => Some(b),
                 _ => None,
             })
-            .filter(|b| (b.auction - FIRST_AUCTION_ID) % HOT_AUCTION_RATIO == 0)
+            .filter(|b| (b.auction - FIRST_AUCTION_ID).is_multiple_of(HOT_AUCTION_RATIO))
             .count();
         // Half are hot by choice; a quarter more land on an even id by chance.
         let share = hot as f64 / 46_000.0;
@@ -530,7 +542,10 @@ mod tests {
     #[test]
     fn out_of_order_times_stay_within_the_bound() {
         let bound = 500;
-        let c = NexmarkConfig { out_of_order_ms: bound, ..cfg() };
+        let c = NexmarkConfig {
+            out_of_order_ms: bound,
+            ..cfg()
+        };
         let g = NexmarkGenerator::new(&c);
         let mut shifted = 0;
         for n in 0..20_000 {
@@ -544,13 +559,19 @@ mod tests {
 
     #[test]
     fn json_lines_round_trip_and_bad_lines_name_their_number() {
-        let c = NexmarkConfig { events: 500, ..cfg() };
+        let c = NexmarkConfig {
+            events: 500,
+            ..cfg()
+        };
         let mut out = Vec::new();
         write_events_jsonl(&c, &mut out).unwrap();
         let g = NexmarkGenerator::new(&c);
         let text = String::from_utf8(out).unwrap();
         for (i, line) in text.lines().enumerate() {
-            assert_eq!(parse_event_line(line, i as u64 + 1).unwrap(), g.event(i as u64));
+            assert_eq!(
+                parse_event_line(line, i as u64 + 1).unwrap(),
+                g.event(i as u64)
+            );
         }
         let err = parse_event_line(r#"{"type":"bid","auction":"x"}"#, 17).unwrap_err();
         assert!(err.to_string().starts_with("line 17: "), "{err}");
@@ -558,7 +579,12 @@ mod tests {
 
     #[test]
     fn invalid_config_names_the_field() {
-        let err = NexmarkConfig { events_per_second: 0, ..cfg() }.validate().unwrap_err();
+        let err = NexmarkConfig {
+            events_per_second: 0,
+            ..cfg()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.to_string(), "eventsPerSecond: must be greater than 0");
     }
 

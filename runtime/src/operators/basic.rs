@@ -26,7 +26,6 @@ macro_rules! forward_control {
     };
 }
 
-
 pub(crate) struct MapOp<I, O, F> {
     pub(crate) f: F,
     pub(crate) buf: Vec<Record<O>>,

@@ -70,7 +70,13 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, 
 
     /// Adds a record to each open window it belongs to: copies for all but the last, which
     /// takes the record itself.
-    fn insert<V: Clone>(&mut self, ts: i64, key: K, value: V, side: fn(&mut Sides<A, B>) -> &mut Vec<V>) {
+    fn insert<V: Clone>(
+        &mut self,
+        ts: i64,
+        key: K,
+        value: V,
+        side: fn(&mut Sides<A, B>) -> &mut Vec<V>,
+    ) {
         self.scratch.clear();
         self.assigner.assign(ts, &mut self.scratch);
         let watermark = self.watermark;
@@ -171,7 +177,9 @@ impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K,
             if let Some(rights) = self.right.get(&key) {
                 for b in rights.iter().filter(|b| lo <= b.ts.0 && b.ts.0 <= hi) {
                     let ts = EventTime(r.ts.0.max(b.ts.0));
-                    self.emit.buf.push(Record::new(ts, (self.f)(&r.value, &b.value)));
+                    self.emit
+                        .buf
+                        .push(Record::new(ts, (self.f)(&r.value, &b.value)));
                     self.emit.maybe_send();
                 }
             }
@@ -193,7 +201,9 @@ impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K,
                         && r.ts.0 <= a.ts.0.saturating_add(self.after)
                 }) {
                     let ts = EventTime(r.ts.0.max(a.ts.0));
-                    self.emit.buf.push(Record::new(ts, (self.f)(&a.value, &r.value)));
+                    self.emit
+                        .buf
+                        .push(Record::new(ts, (self.f)(&a.value, &r.value)));
                     self.emit.maybe_send();
                 }
             }

@@ -1,7 +1,9 @@
 //! Keyed process functions, one and two inputs.
 
 use super::Emitter;
-use crate::api::{Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer};
+use crate::api::{
+    Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
+};
 use crate::exec::{Clock, Operator, TwoInputOperator};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
@@ -55,7 +57,10 @@ impl<K: Key, O> KeyedCore<K, O> {
     }
 
     /// Fires every event-time timer up to the watermark, in time order.
-    fn fire_event_timers(&mut self, mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>)) {
+    fn fire_event_timers(
+        &mut self,
+        mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
+    ) {
         while let Some((t, key)) = self.timers.pop_event(self.watermark.0) {
             let mut ctx = self.context(&key, EventTime(t));
             on_timer(Timer::Event(EventTime(t)), &mut ctx);
@@ -116,7 +121,8 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProces
     fn tick(&mut self, now: ProcTime) {
         self.core.now = now;
         let f = &mut self.f;
-        self.core.fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core
+            .fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
         self.core.sweep_expired();
         self.core.emit.send();
         self.core.emit.out.tick(now);
@@ -180,7 +186,8 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
     fn tick(&mut self, now: ProcTime) {
         self.core.now = now;
         let f = &mut self.f;
-        self.core.fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
+        self.core
+            .fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
         self.core.sweep_expired();
         self.core.emit.send();
         self.core.emit.out.tick(now);

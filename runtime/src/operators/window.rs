@@ -157,7 +157,10 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
                 });
                 let acc = match pane.accs.get_mut(&key) {
                     Some(acc) => acc,
-                    None => pane.accs.entry(key.clone()).or_insert_with(|| self.agg.create()),
+                    None => pane
+                        .accs
+                        .entry(key.clone())
+                        .or_insert_with(|| self.agg.create()),
                 };
                 self.agg.add(acc, &r.value);
                 if pane.fired {

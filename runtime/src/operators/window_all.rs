@@ -33,10 +33,7 @@ impl<I, A: AggregateFunction<I>, W: WindowAssigner> Operator<I> for LocalWindowA
                     continue;
                 }
                 accepted = true;
-                let acc = self
-                    .panes
-                    .entry(*w)
-                    .or_insert_with(|| self.agg.create());
+                let acc = self.panes.entry(*w).or_insert_with(|| self.agg.create());
                 self.agg.add(acc, &r.value);
             }
             if !accepted {

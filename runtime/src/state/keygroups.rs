@@ -158,6 +158,9 @@ mod tests {
         for k in 0u64..128_000 {
             counts[key_group(stable_hash(&k), 128) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

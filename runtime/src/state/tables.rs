@@ -160,7 +160,8 @@ impl KeyedStateStore {
             map: FxHashMap::default(),
             ttl: Ttl::from(descriptor.ttl),
         };
-        self.register(descriptor, Box::new(table)).map(MapState::new)
+        self.register(descriptor, Box::new(table))
+            .map(MapState::new)
     }
 
     pub(crate) fn register_list<K: Key, V: StateValue>(
@@ -171,7 +172,8 @@ impl KeyedStateStore {
             map: FxHashMap::default(),
             ttl: Ttl::from(descriptor.ttl),
         };
-        self.register(descriptor, Box::new(table)).map(ListState::new)
+        self.register(descriptor, Box::new(table))
+            .map(ListState::new)
     }
 
     fn table<T: 'static>(&mut self, index: usize) -> &mut T {
