@@ -27,7 +27,12 @@ fn every_bundled_job_has_a_valid_sample_manifest() {
         let text = std::fs::read_to_string(&path).unwrap();
         let m = sluice_crds::parse_manifest(&text, &path.display().to_string()).unwrap();
         registry
-            .build(&m.spec.job.name, m.spec.parallelism as usize, m.spec.max_parallelism, &m.spec.job.config)
+            .build(
+                &m.spec.job.name,
+                m.spec.parallelism as usize,
+                m.spec.max_parallelism,
+                &m.spec.job.config,
+            )
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         covered.push(m.spec.job.name);
     }
@@ -61,7 +66,10 @@ fn run_executes_the_manifest_and_reports_a_summary() {
     assert!(stderr.contains("events          50000"), "{stderr}");
     let lines = std::fs::read_to_string(&out).unwrap().lines().count();
     assert!(lines > 0);
-    assert!(stderr.contains(&format!("outputs         {lines}\n")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("outputs         {lines}\n")),
+        "{stderr}"
+    );
     assert!(stderr.contains("events/CPU-s"), "{stderr}");
 }
 
@@ -75,7 +83,10 @@ fn a_bad_manifest_fails_with_the_field_named() {
     let result = sluice().arg("run").arg(&manifest).output().unwrap();
     assert!(!result.status.success());
     let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(stderr.contains("job.yaml: spec.parallelism: invalid value: integer `-1`"), "{stderr}");
+    assert!(
+        stderr.contains("job.yaml: spec.parallelism: invalid value: integer `-1`"),
+        "{stderr}"
+    );
 
     let manifest = write_manifest(
         dir.path(),
@@ -91,7 +102,14 @@ fn a_bad_manifest_fails_with_the_field_named() {
 #[test]
 fn generate_writes_one_json_line_per_event() {
     let result = sluice()
-        .args(["nexmark", "generate", "--events", "500", "--out-of-order-ms", "100"])
+        .args([
+            "nexmark",
+            "generate",
+            "--events",
+            "500",
+            "--out-of-order-ms",
+            "100",
+        ])
         .output()
         .unwrap();
     assert!(result.status.success());

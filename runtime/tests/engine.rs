@@ -578,3 +578,50 @@ impl KeyedProcessFunction<u64, u64, u64> for Passthrough {
         ctx.emit(v);
     }
 }
+
+#[test]
+fn union_merges_streams_and_its_watermark_waits_for_the_slowest_input() {
+    // Two sources at different event-time speeds; windows must not fire before both
+    // inputs have passed them, or counts would be short.
+    let fast: Vec<_> = (0..6_000i64)
+        .map(|i| Record::new(EventTime(i * 10), (i as u64 % 4, i * 10)))
+        .collect();
+    let slow: Vec<_> = (0..3_000i64)
+        .map(|i| Record::new(EventTime(i * 20), (i as u64 % 4, i * 20)))
+        .collect();
+    let mut expected: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    for r in fast.iter().chain(&slow) {
+        *expected
+            .entry((r.value.0, r.value.1 - r.value.1 % 1_000))
+            .or_default() += 1;
+    }
+    for parallelism in [1, 3] {
+        let job = JobBuilder::new("union", parallelism, 128);
+        job.set_watermark_interval(Duration::ZERO);
+        let a = job.source(
+            "fast",
+            VecSource::new(vec![fast.clone()]).max_per_poll(100),
+            WatermarkStrategy::monotonous(),
+        );
+        let b = job.source(
+            "slow",
+            VecSource::new(vec![slow.clone()]).max_per_poll(10),
+            WatermarkStrategy::monotonous(),
+        );
+        let (sink, out) = CollectSink::new();
+        a.union("both", &[&b])
+            .key_by(|r: &(u64, i64)| r.0)
+            .window(TumblingEventTime::of(Duration::from_secs(1)))
+            .aggregate("count", Count, |k, w, c| (*k, w.start, c))
+            .sink("out", sink);
+        let summary = run(job.build().unwrap());
+        assert_eq!(summary.late_records(), 0);
+        let got: BTreeMap<(u64, i64), u64> = out
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| ((r.value.0, r.value.1), r.value.2))
+            .collect();
+        assert_eq!(got, expected, "parallelism {parallelism}");
+    }
+}

@@ -95,6 +95,8 @@ impl<'a> OpenContext<'a> {
 /// What a process function sees while handling one record or timer of one key.
 pub struct ProcessContext<'a, K, O> {
     pub(crate) key: &'a K,
+    /// The local index of the key's key group.
+    pub(crate) group: usize,
     pub(crate) ts: EventTime,
     pub(crate) watermark: EventTime,
     pub(crate) now: ProcTime,
@@ -140,15 +142,15 @@ impl<'a, K: Key, O> ProcessContext<'a, K, O> {
     }
 
     pub fn value<V: StateValue>(&mut self, state: ValueState<V>) -> ValueAccess<'_, K, V> {
-        self.states.value(state, self.key, self.now.0)
+        self.states.value(state, self.key, self.group, self.now.0)
     }
     pub fn map<MK: Key, MV: StateValue>(
         &mut self,
         state: MapState<MK, MV>,
     ) -> MapAccess<'_, K, MK, MV> {
-        self.states.map(state, self.key, self.now.0)
+        self.states.map(state, self.key, self.group, self.now.0)
     }
     pub fn list<V: StateValue>(&mut self, state: ListState<V>) -> ListAccess<'_, K, V> {
-        self.states.list(state, self.key, self.now.0)
+        self.states.list(state, self.key, self.group, self.now.0)
     }
 }

@@ -574,7 +574,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
             false,
             Vec::new(),
             move |cx, mut outs| {
-                let mut states = KeyedStateStore::new();
+                let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
                 let f = factory(&mut OpenContext {
                     states: &mut states,
                     subtask: cx.subtask,
@@ -692,7 +692,7 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
             self.right.partition(),
             name,
             move |cx, mut outs| {
-                let mut states = KeyedStateStore::new();
+                let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
                 let f = factory(&mut OpenContext {
                     states: &mut states,
                     subtask: cx.subtask,

@@ -230,6 +230,15 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     })
 }
 
+/// The key-group owners of node `n`'s subtasks: senders route by it and the node's keyed
+/// state holds exactly the groups it assigns to its subtask.
+fn assignment_for(graph: &JobGraph, n: usize) -> Arc<KeyGroupAssignment> {
+    Arc::new(KeyGroupAssignment::contiguous(
+        graph.max_parallelism,
+        graph.nodes[n].parallelism as u32,
+    ))
+}
+
 /// The channel senders one subtask writes to, by (consumer node, input index).
 struct Wiring {
     senders: HashMap<(usize, usize), Vec<ErasedSend>>,
@@ -252,6 +261,7 @@ fn build_task(
         subtask,
         parallelism: graph.nodes[n].parallelism,
         batch_size: options.batch_size,
+        assignment: assignment_for(graph, n),
         clock: options.clock.clone(),
         metrics: metrics.clone(),
         failure: failure.clone(),
@@ -312,13 +322,9 @@ fn build_outputs(
                         }
                         Partition::Forward | Partition::Rebalance => ErasedRouting::Rebalance,
                         Partition::Broadcast => ErasedRouting::Broadcast,
-                        Partition::Hash(hasher) => ErasedRouting::Hash(
-                            hasher.clone(),
-                            Arc::new(KeyGroupAssignment::contiguous(
-                                graph.max_parallelism,
-                                consumer.parallelism as u32,
-                            )),
-                        ),
+                        Partition::Hash(hasher) => {
+                            ErasedRouting::Hash(hasher.clone(), assignment_for(graph, c))
+                        }
                     };
                     consumers.push((port.writer)(txs, routing, &cx_for(node)));
                 }

@@ -12,6 +12,7 @@ pub use operator::{Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 
 use crate::error::Error;
+use crate::state::KeyGroupAssignment;
 use crate::time::ProcTime;
 use metrics::TaskMetrics;
 use std::cell::RefCell;
@@ -77,6 +78,8 @@ pub(crate) struct BuildCx {
     pub(crate) subtask: usize,
     pub(crate) parallelism: usize,
     pub(crate) batch_size: usize,
+    /// Which subtask owns each key group of this operator.
+    pub(crate) assignment: Arc<KeyGroupAssignment>,
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<TaskMetrics>,
     pub(crate) failure: FailureCell,

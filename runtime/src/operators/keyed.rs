@@ -46,6 +46,7 @@ impl<K: Key, O> KeyedCore<K, O> {
 
     fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
         ProcessContext {
+            group: self.states.group_of(key),
             key,
             ts,
             watermark: self.watermark,

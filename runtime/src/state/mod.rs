@@ -1,6 +1,11 @@
 //! Keyed state: descriptors and typed handles for job authors, and the per-operator store
-//! that holds the tables. The heap backend keeps live objects in hash maps; a state table is
-//! an enum over backends so that the hot path dispatches with a match, not a virtual call.
+//! that holds the tables.
+//!
+//! Job code reaches state only through [`ValueAccess`], [`MapAccess`] and [`ListAccess`]
+//! (from a `ProcessContext`): that is the backend interface. The heap backend behind it keeps
+//! live objects in one hash map per key group the subtask owns, so snapshots and rescaling
+//! work in whole key groups. The window operators keep their panes in the same per-key
+//! layout inside the operator.
 
 mod keygroups;
 mod tables;

@@ -1,6 +1,9 @@
 //! Heap state tables and the typed accessors job code uses.
 
-use super::{ListState, MapState, StateDescriptor, StateTtl, StateValue, TtlUpdate, ValueState};
+use super::{
+    key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor, StateTtl,
+    StateValue, TtlUpdate, ValueState,
+};
 use crate::api::Key;
 use crate::time::duration_millis;
 use rustc_hash::FxHashMap;
@@ -45,30 +48,39 @@ trait AnyTable: Any {
     fn remove_expired(&mut self, now: i64) -> usize;
 }
 
-pub(crate) struct ValueTable<K, V> {
-    map: FxHashMap<K, Stamped<V>>,
+/// One hash map per key group this subtask owns, so that a snapshot or a rescale takes
+/// or hands over whole key groups.
+struct HeapTable<K, E> {
+    groups: Vec<FxHashMap<K, E>>,
     ttl: Ttl,
 }
 
-pub(crate) struct MapTable<K, MK, MV> {
-    map: FxHashMap<K, FxHashMap<MK, Stamped<MV>>>,
-    ttl: Ttl,
+impl<K, E> HeapTable<K, E> {
+    fn new(groups: usize, ttl: Option<StateTtl>) -> Self {
+        HeapTable {
+            groups: (0..groups).map(|_| FxHashMap::default()).collect(),
+            ttl: Ttl::from(ttl),
+        }
+    }
 }
 
+pub(crate) struct ValueTable<K, V>(HeapTable<K, Stamped<V>>);
+pub(crate) struct MapTable<K, MK, MV>(HeapTable<K, FxHashMap<MK, Stamped<MV>>>);
 /// TTL of a list applies to the list as a whole.
-pub(crate) struct ListTable<K, V> {
-    map: FxHashMap<K, Stamped<Vec<V>>>,
-    ttl: Ttl,
-}
+pub(crate) struct ListTable<K, V>(HeapTable<K, Stamped<Vec<V>>>);
 
 impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
     fn remove_expired(&mut self, now: i64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| e.expires_at > now);
-        before - self.map.len()
+        let mut removed = 0;
+        for map in &mut self.0.groups {
+            let before = map.len();
+            map.retain(|_, e| e.expires_at > now);
+            removed += before - map.len();
+        }
+        removed
     }
 }
 
@@ -78,12 +90,14 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
     }
     fn remove_expired(&mut self, now: i64) -> usize {
         let mut removed = 0;
-        self.map.retain(|_, m| {
-            let before = m.len();
-            m.retain(|_, e| e.expires_at > now);
-            removed += before - m.len();
-            !m.is_empty()
-        });
+        for map in &mut self.0.groups {
+            map.retain(|_, m| {
+                let before = m.len();
+                m.retain(|_, e| e.expires_at > now);
+                removed += before - m.len();
+                !m.is_empty()
+            });
+        }
         removed
     }
 }
@@ -93,9 +107,13 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
         self
     }
     fn remove_expired(&mut self, now: i64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| e.expires_at > now);
-        before - self.map.len()
+        let mut removed = 0;
+        for map in &mut self.0.groups {
+            let before = map.len();
+            map.retain(|_, e| e.expires_at > now);
+            removed += before - map.len();
+        }
+        removed
     }
 }
 
@@ -104,20 +122,49 @@ struct Slot {
     table: Box<dyn AnyTable>,
 }
 
-/// The keyed states of one operator instance.
+/// The keyed states of one operator instance, for the key groups its subtask owns.
 pub(crate) struct KeyedStateStore {
     slots: Vec<Slot>,
     ttl_in_use: bool,
+    /// Local index of each key group (`NOT_OWNED` for groups of other subtasks).
+    local_group: Vec<u32>,
+    owned_groups: usize,
 }
+
+const NOT_OWNED: u32 = u32::MAX;
 
 const WRONG_TABLE: &str = "state handle used with an operator that did not register it";
 
 impl KeyedStateStore {
-    pub(crate) fn new() -> Self {
+    /// A store for `subtask`'s key groups under `assignment`.
+    pub(crate) fn new(assignment: &KeyGroupAssignment, subtask: u32) -> Self {
+        let mut local_group = vec![NOT_OWNED; assignment.max_parallelism() as usize];
+        let owned = assignment.owned_by(subtask);
+        for (i, kg) in owned.iter().enumerate() {
+            local_group[*kg as usize] = i as u32;
+        }
         KeyedStateStore {
             slots: Vec::new(),
             ttl_in_use: false,
+            local_group,
+            owned_groups: owned.len(),
         }
+    }
+
+    /// The local index of `key`'s key group: computed once per record, used by every state
+    /// access for that record.
+    ///
+    /// # Panics
+    /// If the key's group belongs to another subtask: records are routed by the same
+    /// assignment, so this is a routing bug, never a consequence of input.
+    pub(crate) fn group_of<K: std::hash::Hash>(&self, key: &K) -> usize {
+        let kg = key_group(stable_hash(key), self.local_group.len() as u32);
+        let local = self.local_group[kg as usize];
+        assert!(
+            local != NOT_OWNED,
+            "key group {kg} routed to a subtask that does not own it"
+        );
+        local as usize
     }
 
     fn register(
@@ -144,10 +191,7 @@ impl KeyedStateStore {
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<ValueState<V>, String> {
-        let table = ValueTable::<K, V> {
-            map: FxHashMap::default(),
-            ttl: Ttl::from(descriptor.ttl),
-        };
+        let table = ValueTable::<K, V>(HeapTable::new(self.owned_groups, descriptor.ttl));
         self.register(descriptor, Box::new(table))
             .map(ValueState::new)
     }
@@ -156,10 +200,7 @@ impl KeyedStateStore {
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<MapState<MK, MV>, String> {
-        let table = MapTable::<K, MK, MV> {
-            map: FxHashMap::default(),
-            ttl: Ttl::from(descriptor.ttl),
-        };
+        let table = MapTable::<K, MK, MV>(HeapTable::new(self.owned_groups, descriptor.ttl));
         self.register(descriptor, Box::new(table))
             .map(MapState::new)
     }
@@ -168,10 +209,7 @@ impl KeyedStateStore {
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<ListState<V>, String> {
-        let table = ListTable::<K, V> {
-            map: FxHashMap::default(),
-            ttl: Ttl::from(descriptor.ttl),
-        };
+        let table = ListTable::<K, V>(HeapTable::new(self.owned_groups, descriptor.ttl));
         self.register(descriptor, Box::new(table))
             .map(ListState::new)
     }
@@ -188,10 +226,13 @@ impl KeyedStateStore {
         &'a mut self,
         handle: ValueState<V>,
         key: &'a K,
+        group: usize,
         now: i64,
     ) -> ValueAccess<'a, K, V> {
+        let t = &mut self.table::<ValueTable<K, V>>(handle.index).0;
         ValueAccess {
-            table: self.table::<ValueTable<K, V>>(handle.index),
+            map: &mut t.groups[group],
+            ttl: t.ttl,
             key,
             now,
         }
@@ -201,10 +242,13 @@ impl KeyedStateStore {
         &'a mut self,
         handle: MapState<MK, MV>,
         key: &'a K,
+        group: usize,
         now: i64,
     ) -> MapAccess<'a, K, MK, MV> {
+        let t = &mut self.table::<MapTable<K, MK, MV>>(handle.index).0;
         MapAccess {
-            table: self.table::<MapTable<K, MK, MV>>(handle.index),
+            map: &mut t.groups[group],
+            ttl: t.ttl,
             key,
             now,
         }
@@ -214,10 +258,13 @@ impl KeyedStateStore {
         &'a mut self,
         handle: ListState<V>,
         key: &'a K,
+        group: usize,
         now: i64,
     ) -> ListAccess<'a, K, V> {
+        let t = &mut self.table::<ListTable<K, V>>(handle.index).0;
         ListAccess {
-            table: self.table::<ListTable<K, V>>(handle.index),
+            map: &mut t.groups[group],
+            ttl: t.ttl,
             key,
             now,
         }
@@ -238,7 +285,8 @@ impl KeyedStateStore {
 
 /// Reads and writes one key's value.
 pub struct ValueAccess<'a, K, V> {
-    table: &'a mut ValueTable<K, V>,
+    map: &'a mut FxHashMap<K, Stamped<V>>,
+    ttl: Ttl,
     key: &'a K,
     now: i64,
 }
@@ -266,35 +314,34 @@ fn live<'m, K: Hash + Eq, V>(
 
 impl<K: Key, V: StateValue> ValueAccess<'_, K, V> {
     pub fn get(&mut self) -> Option<V> {
-        live(&mut self.table.map, self.key, self.table.ttl, self.now).map(|e| e.value.clone())
+        live(self.map, self.key, self.ttl, self.now).map(|e| e.value.clone())
     }
 
     pub fn set(&mut self, value: V) {
-        let expires_at = self.table.ttl.expiry(self.now);
-        match self.table.map.get_mut(self.key) {
+        let expires_at = self.ttl.expiry(self.now);
+        match self.map.get_mut(self.key) {
             Some(e) => *e = Stamped { value, expires_at },
             None => {
-                self.table
-                    .map
+                self.map
                     .insert(self.key.clone(), Stamped { value, expires_at });
             }
         }
     }
 
     pub fn clear(&mut self) {
-        self.table.map.remove(self.key);
+        self.map.remove(self.key);
     }
 
     /// Reads, changes and writes back in one step; `None` afterwards removes the entry.
     pub fn update<R>(&mut self, f: impl FnOnce(&mut Option<V>) -> R) -> R {
-        let ttl = self.table.ttl;
-        let mut slot = match live(&mut self.table.map, self.key, ttl, self.now) {
-            Some(_) => self.table.map.remove(self.key).map(|e| e.value),
+        let ttl = self.ttl;
+        let mut slot = match live(self.map, self.key, ttl, self.now) {
+            Some(_) => self.map.remove(self.key).map(|e| e.value),
             None => None,
         };
         let r = f(&mut slot);
         if let Some(value) = slot {
-            self.table.map.insert(
+            self.map.insert(
                 self.key.clone(),
                 Stamped {
                     value,
@@ -308,32 +355,33 @@ impl<K: Key, V: StateValue> ValueAccess<'_, K, V> {
 
 /// Reads and writes one key's map.
 pub struct MapAccess<'a, K, MK, MV> {
-    table: &'a mut MapTable<K, MK, MV>,
+    map: &'a mut FxHashMap<K, FxHashMap<MK, Stamped<MV>>>,
+    ttl: Ttl,
     key: &'a K,
     now: i64,
 }
 
 impl<K: Key, MK: Key, MV: StateValue> MapAccess<'_, K, MK, MV> {
     pub fn get(&mut self, entry: &MK) -> Option<MV> {
-        let (ttl, now) = (self.table.ttl, self.now);
-        let m = self.table.map.get_mut(self.key)?;
+        let (ttl, now) = (self.ttl, self.now);
+        let m = self.map.get_mut(self.key)?;
         live(m, entry, ttl, now).map(|e| e.value.clone())
     }
 
     pub fn put(&mut self, entry: MK, value: MV) {
-        let expires_at = self.table.ttl.expiry(self.now);
-        let m = match self.table.map.get_mut(self.key) {
+        let expires_at = self.ttl.expiry(self.now);
+        let m = match self.map.get_mut(self.key) {
             Some(m) => m,
-            None => self.table.map.entry(self.key.clone()).or_default(),
+            None => self.map.entry(self.key.clone()).or_default(),
         };
         m.insert(entry, Stamped { value, expires_at });
     }
 
     pub fn remove(&mut self, entry: &MK) -> Option<MV> {
-        let m = self.table.map.get_mut(self.key)?;
+        let m = self.map.get_mut(self.key)?;
         let removed = m.remove(entry).filter(|e| e.expires_at > self.now);
         if m.is_empty() {
-            self.table.map.remove(self.key);
+            self.map.remove(self.key);
         }
         removed.map(|e| e.value)
     }
@@ -341,7 +389,7 @@ impl<K: Key, MK: Key, MV: StateValue> MapAccess<'_, K, MK, MV> {
     /// The live entries, in no particular order.
     pub fn entries(&mut self) -> Vec<(MK, MV)> {
         let now = self.now;
-        self.table.map.get(self.key).map_or_else(Vec::new, |m| {
+        self.map.get(self.key).map_or_else(Vec::new, |m| {
             m.iter()
                 .filter(|(_, e)| e.expires_at > now)
                 .map(|(k, e)| (k.clone(), e.value.clone()))
@@ -354,13 +402,14 @@ impl<K: Key, MK: Key, MV: StateValue> MapAccess<'_, K, MK, MV> {
     }
 
     pub fn clear(&mut self) {
-        self.table.map.remove(self.key);
+        self.map.remove(self.key);
     }
 }
 
 /// Reads and writes one key's list.
 pub struct ListAccess<'a, K, V> {
-    table: &'a mut ListTable<K, V>,
+    map: &'a mut FxHashMap<K, Stamped<Vec<V>>>,
+    ttl: Ttl,
     key: &'a K,
     now: i64,
 }
@@ -371,19 +420,18 @@ impl<K: Key, V: StateValue> ListAccess<'_, K, V> {
     }
 
     pub fn get(&mut self) -> Vec<V> {
-        live(&mut self.table.map, self.key, self.table.ttl, self.now)
-            .map_or_else(Vec::new, |e| e.value.clone())
+        live(self.map, self.key, self.ttl, self.now).map_or_else(Vec::new, |e| e.value.clone())
     }
 
     /// Changes the list in place; an empty list afterwards removes the entry.
     pub fn update<R>(&mut self, f: impl FnOnce(&mut Vec<V>) -> R) -> R {
-        let ttl = self.table.ttl;
+        let ttl = self.ttl;
         let expires_at = ttl.expiry(self.now);
-        if live(&mut self.table.map, self.key, ttl, self.now).is_none() {
+        if live(self.map, self.key, ttl, self.now).is_none() {
             let mut list = Vec::new();
             let r = f(&mut list);
             if !list.is_empty() {
-                self.table.map.insert(
+                self.map.insert(
                     self.key.clone(),
                     Stamped {
                         value: list,
@@ -393,19 +441,19 @@ impl<K: Key, V: StateValue> ListAccess<'_, K, V> {
             }
             return r;
         }
-        let Some(e) = self.table.map.get_mut(self.key) else {
+        let Some(e) = self.map.get_mut(self.key) else {
             return f(&mut Vec::new());
         };
         let r = f(&mut e.value);
         e.expires_at = expires_at;
         if e.value.is_empty() {
-            self.table.map.remove(self.key);
+            self.map.remove(self.key);
         }
         r
     }
 
     pub fn clear(&mut self) {
-        self.table.map.remove(self.key);
+        self.map.remove(self.key);
     }
 }
 
@@ -414,8 +462,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Every key group is local at parallelism 1: the local index is the key group.
+    fn store_group(key: &u64) -> usize {
+        key_group(stable_hash(key), 128) as usize
+    }
+
     fn store_with_ttl(update: TtlUpdate) -> (KeyedStateStore, ValueState<u64>) {
-        let mut store = KeyedStateStore::new();
+        let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
         let h = store
             .register_value::<u64, u64>(
                 StateDescriptor::new("v").ttl(Duration::from_millis(100), update),
@@ -427,37 +480,50 @@ mod tests {
     #[test]
     fn ttl_expires_exactly_at_the_deadline_and_not_before() {
         let (mut store, h) = store_with_ttl(TtlUpdate::OnCreateAndWrite);
-        store.value(h, &1u64, 1_000).set(7);
-        assert_eq!(store.value(h, &1u64, 1_099).get(), Some(7));
+        store.value(h, &1u64, store_group(&1u64), 1_000).set(7);
+        assert_eq!(
+            store.value(h, &1u64, store_group(&1u64), 1_099).get(),
+            Some(7)
+        );
         // Reads do not extend the life with OnCreateAndWrite.
-        assert_eq!(store.value(h, &1u64, 1_099).get(), Some(7));
-        assert_eq!(store.value(h, &1u64, 1_100).get(), None);
+        assert_eq!(
+            store.value(h, &1u64, store_group(&1u64), 1_099).get(),
+            Some(7)
+        );
+        assert_eq!(store.value(h, &1u64, store_group(&1u64), 1_100).get(), None);
     }
 
     #[test]
     fn ttl_on_read_and_write_extends_on_every_read() {
         let (mut store, h) = store_with_ttl(TtlUpdate::OnReadAndWrite);
-        store.value(h, &1u64, 0).set(7);
+        store.value(h, &1u64, store_group(&1u64), 0).set(7);
         for t in [90, 180, 270] {
-            assert_eq!(store.value(h, &1u64, t).get(), Some(7), "at {t}");
+            assert_eq!(
+                store.value(h, &1u64, store_group(&1u64), t).get(),
+                Some(7),
+                "at {t}"
+            );
         }
-        assert_eq!(store.value(h, &1u64, 370).get(), None);
+        assert_eq!(store.value(h, &1u64, store_group(&1u64), 370).get(), None);
     }
 
     #[test]
     fn background_cleanup_removes_only_expired_entries() {
         let (mut store, h) = store_with_ttl(TtlUpdate::OnCreateAndWrite);
-        store.value(h, &1u64, 0).set(1);
-        store.value(h, &2u64, 50).set(2);
+        store.value(h, &1u64, store_group(&1u64), 0).set(1);
+        store.value(h, &2u64, store_group(&2u64), 50).set(2);
         assert_eq!(store.remove_expired(99), 0);
         assert_eq!(store.remove_expired(100), 1);
-        assert_eq!(store.value(h, &2u64, 149).get(), Some(2));
+        assert_eq!(
+            store.value(h, &2u64, store_group(&2u64), 149).get(),
+            Some(2)
+        );
         assert_eq!(store.remove_expired(150), 1);
     }
 
     #[test]
     fn registering_a_state_name_twice_is_an_error() {
-        let mut store = KeyedStateStore::new();
+        let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
         store
             .register_value::<u64, u64>(StateDescriptor::new("x"))
             .unwrap();
@@ -469,22 +535,39 @@ mod tests {
 
     #[test]
     fn map_and_list_state_round_trip() {
-        let mut store = KeyedStateStore::new();
+        let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
         let m = store
             .register_map::<u64, String, u64>(StateDescriptor::new("m"))
             .unwrap();
         let l = store
             .register_list::<u64, u64>(StateDescriptor::new("l"))
             .unwrap();
-        store.map(m, &1u64, 0).put("a".into(), 1);
-        store.map(m, &1u64, 0).put("b".into(), 2);
-        assert_eq!(store.map(m, &1u64, 0).remove(&"a".to_string()), Some(1));
-        assert_eq!(store.map(m, &1u64, 0).entries(), vec![("b".to_string(), 2)]);
-        store.list(l, &1u64, 0).add(1);
-        store.list(l, &1u64, 0).add(2);
-        assert_eq!(store.list(l, &1u64, 0).get(), vec![1, 2]);
-        store.list(l, &1u64, 0).update(|v| v.retain(|&x| x > 1));
-        assert_eq!(store.list(l, &1u64, 0).get(), vec![2]);
-        assert!(store.list(l, &2u64, 0).get().is_empty());
+        store
+            .map(m, &1u64, store_group(&1u64), 0)
+            .put("a".into(), 1);
+        store
+            .map(m, &1u64, store_group(&1u64), 0)
+            .put("b".into(), 2);
+        assert_eq!(
+            store
+                .map(m, &1u64, store_group(&1u64), 0)
+                .remove(&"a".to_string()),
+            Some(1)
+        );
+        assert_eq!(
+            store.map(m, &1u64, store_group(&1u64), 0).entries(),
+            vec![("b".to_string(), 2)]
+        );
+        store.list(l, &1u64, store_group(&1u64), 0).add(1);
+        store.list(l, &1u64, store_group(&1u64), 0).add(2);
+        assert_eq!(
+            store.list(l, &1u64, store_group(&1u64), 0).get(),
+            vec![1, 2]
+        );
+        store
+            .list(l, &1u64, store_group(&1u64), 0)
+            .update(|v| v.retain(|&x| x > 1));
+        assert_eq!(store.list(l, &1u64, store_group(&1u64), 0).get(), vec![2]);
+        assert!(store.list(l, &2u64, store_group(&2u64), 0).get().is_empty());
     }
 }
