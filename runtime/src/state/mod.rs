@@ -4,8 +4,8 @@
 //! Job code reaches state only through [`ValueAccess`], [`MapAccess`] and [`ListAccess`]
 //! (from a `ProcessContext`): that is the backend interface. The heap backend behind it keeps
 //! live objects in one hash map per key group the subtask owns, so snapshots and rescaling
-//! work in whole key groups. The window operators keep their panes in the same per-key
-//! layout inside the operator.
+//! work in whole key groups. The window and join operators keep their panes (per window,
+//! then per key) inside the operator.
 
 mod keygroups;
 mod tables;
