@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# CI's end-to-end stage: brings the local cluster up (binaries cached by version), loads
+# our images, runs the sluice-e2e tests against it, and tears everything down whatever
+# the outcome.
+set -euo pipefail
+cluster="$(cd "$(dirname "$0")" && pwd)/cluster"
+
+bash "$cluster/install-deps.sh"
+trap 'bash "$cluster/down.sh"' EXIT
+# A previous run that was killed may have left a cluster behind.
+bash "$cluster/down.sh" >/dev/null 2>&1 || true
+
+started=$SECONDS
+kubeconfig=$(bash "$cluster/up.sh" | tail -n 1)
+echo "cluster up in $((SECONDS - started))s"
+bash "$cluster/images.sh" sluice
+bash "$cluster/images.sh" e2e
+
+KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=2

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stops every component of the local cluster, removes its containers, network and state,
+# and leaves nothing running. Cached binaries are kept.
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+
+stop() {
+  local f=$PIDS/$1.pid
+  [[ -f $f ]] || return 0
+  local pid
+  pid=$(cat "$f")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  rm -f "$f"
+}
+
+for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+# Containers outlive the kubelet: kill their shims, then containerd.
+pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
+stop containerd
+pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
+# Kubelet and container mounts under the state directory.
+grep -o " $STATE[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+ip link del sluicebr0 2>/dev/null
+ip link del "$NODE_IF" 2>/dev/null
+# kube-proxy's and the bridge plugin's chains and the rules that jump to them.
+if iptables-save 2>/dev/null | grep -q 'KUBE-\|CNI-'; then
+  iptables-save | grep -v 'KUBE-\|CNI-' | iptables-restore
+fi
+rm -rf "$STATE"
+log "down"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds container images without a Docker daemon and imports them into the cluster's
+# containerd: an OCI layout made with umoci from our binaries (plus the shared libraries
+# they load), packed as an OCI archive, loaded with `ctr images import`.
+#
+#   images.sh system   # the pause and CoreDNS images the cluster itself needs
+#   images.sh sluice   # sluice.local/sluice:dev from the workspace's release build
+#   images.sh e2e      # sluice.local/e2e-echo:dev, the end-to-end tests' helper
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+CTR=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
+
+# image <name:tag> <entrypoint> <file>...: an image holding the files (and the libraries
+# they link) at the same paths.
+image() {
+  local ref=$1 entrypoint=$2; shift 2
+  local name=${ref%:*} tag=${ref##*:}
+  if "${CTR[@]}" images ls -q | grep -qx "$ref"; then
+    return
+  fi
+  local work
+  work=$(mktemp -d)
+  umoci init --layout "$work/oci" >/dev/null
+  umoci new --image "$work/oci:$tag" >/dev/null
+  umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+  local root="$work/bundle/rootfs"
+  for f in "$@"; do
+    install -D "$f" "$root$f"
+    # Shared libraries the binary loads, and the loader itself.
+    ldd "$f" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+      [[ -e "$root$lib" ]] || install -D "$(readlink -f "$lib")" "$root$lib"
+    done
+  done
+  mkdir -p "$root/tmp" "$root/etc"
+  echo "root:x:0:0:root:/:/bin/false" >"$root/etc/passwd"
+  umoci repack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+  umoci config --image "$work/oci:$tag" --config.entrypoint "$entrypoint" >/dev/null
+  tar -C "$work/oci" -cf "$work/image.tar" .
+  "${CTR[@]}" images import --base-name "$name" "$work/image.tar" >/dev/null
+  rm -rf "$work"
+  "${CTR[@]}" images ls -q | grep -qx "$ref" || die "image $ref was not imported"
+  log "image $ref"
+}
+
+# The pause container only has to sleep until it is killed.
+pause_binary() {
+  local bin="$SLUICE_CACHE/pause/bin/pause"
+  if [[ ! -x $bin ]]; then
+    local src="$SLUICE_CACHE/pause/src"
+    mkdir -p "$src" "$(dirname "$bin")"
+    cat >"$src/main.go" <<'GO'
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+}
+GO
+    printf 'module sluice.dev/e2e/pause\n\ngo 1.21\n' >"$src/go.mod"
+    (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" .)
+  fi
+  echo "$bin"
+}
+
+case "${1:-}" in
+  system)
+    image "$PAUSE_IMAGE" "$SLUICE_CACHE/pause/bin/pause" "$(pause_binary)"
+    image "$COREDNS_IMAGE" "$COREDNS_BIN/coredns" "$COREDNS_BIN/coredns"
+    ;;
+  sluice)
+    target="${CARGO_TARGET_DIR:-$here/../../target}"
+    (cd "$here/../.." && cargo build --release -q --bin sluice)
+    install -D "$target/release/sluice" "$STATE/images/usr/local/bin/sluice"
+    "${CTR[@]}" images rm sluice.local/sluice:dev >/dev/null 2>&1 || true
+    image sluice.local/sluice:dev /usr/local/bin/sluice "$STATE/images/usr/local/bin/sluice"
+    ;;
+  e2e)
+    target="${CARGO_TARGET_DIR:-$here/../../target}"
+    (cd "$here/../.." && cargo build --release -q -p sluice-e2e --bin e2e-echo)
+    install -D "$target/release/e2e-echo" "$STATE/images/usr/local/bin/e2e-echo"
+    "${CTR[@]}" images rm sluice.local/e2e-echo:dev >/dev/null 2>&1 || true
+    image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$STATE/images/usr/local/bin/e2e-echo"
+    ;;
+  *) die "usage: images.sh system|sluice|e2e" ;;
+esac

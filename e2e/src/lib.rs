@@ -1,0 +1,171 @@
+//! Helpers for end-to-end tests against a real cluster: connect from `$KUBECONFIG`, give
+//! each test a fresh namespace (deleted afterwards), wait on conditions with timeouts, and
+//! print pod logs and events when a test fails.
+//!
+//! Without `$KUBECONFIG` every test skips with a message; `e2e/ci.sh` brings the local
+//! cluster up and runs them.
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::{Api, Client, Config, ResourceExt};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout { what: String, timeout: Duration },
+}
+
+pub type Result<T> = std::result::Result<T, E2eError>;
+
+/// A client for the cluster of `$KUBECONFIG`, or `None` (after saying why) when no cluster
+/// is configured, in which case the test should return early.
+pub async fn cluster(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!("skipping {test}: no cluster configured (set KUBECONFIG, or run e2e/ci.sh)");
+        return None;
+    }
+    let config = match Config::infer().await {
+        Ok(c) => c,
+        Err(e) => panic!("{test}: KUBECONFIG is set but unusable: {e}"),
+    };
+    match Client::try_from(config) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("{test}: cannot build a client: {e}"),
+    }
+}
+
+/// A namespace of its own for one test. Call [`TestNamespace::finish`] at the end; on a
+/// failed wait, [`TestNamespace::diagnose`] prints what the pods said.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, test: &str) -> Result<Self> {
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("e2e-{}-{suffix:08x}", test.replace('_', "-"))
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
+        }))
+        .map_err(|e| E2eError::Config(e.to_string()))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        // Pods can only be created once the namespace's default service account exists.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_until(
+            "default service account",
+            Duration::from_secs(60),
+            || async { Ok(sa.get_opt("default").await?.is_some()) },
+        )
+        .await?;
+        Ok(TestNamespace {
+            client: client.clone(),
+            name,
+        })
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Prints every pod's status and logs and the namespace's events.
+    pub async fn diagnose(&self) {
+        let pods: Api<Pod> = self.api();
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for p in list {
+                let name = p.name_any();
+                eprintln!("--- pod {name}: {:?}", p.status.as_ref().map(|s| &s.phase));
+                if let Some(statuses) = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                {
+                    for c in statuses {
+                        eprintln!("    container {}: {:?}", c.name, c.state);
+                    }
+                }
+                if let Ok(logs) = pods.logs(&name, &LogParams::default()).await {
+                    eprintln!("    logs:\n{logs}");
+                }
+            }
+        }
+        let events: Api<Event> = self.api();
+        if let Ok(list) = events.list(&ListParams::default()).await {
+            for e in list {
+                eprintln!(
+                    "--- event {} {}: {}",
+                    e.reason.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Deletes the namespace (and everything in it).
+    pub async fn finish(self) -> Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Polls `check` until it returns true, failing after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    wait_for(what, timeout, || {
+        let fut = check();
+        async move { Ok(fut.await?.then_some(())) }
+    })
+    .await
+}
+
+/// Polls `check` until it returns a value, failing after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(E2eError::Timeout {
+                what: what.to_string(),
+                timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The sluice image built by `e2e/cluster/images.sh sluice`.
+pub const SLUICE_IMAGE: &str = "sluice.local/sluice:dev";
+/// The test-helper image built by `e2e/cluster/images.sh e2e`.
+pub const ECHO_IMAGE: &str = "sluice.local/e2e-echo:dev";
