@@ -16,14 +16,18 @@ stop() {
 }
 
 for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+# Anything a crashed run started without leaving a pid file.
+pkill -KILL -f "^$K8S_BIN/" 2>/dev/null
+pkill -KILL -f "^$ETCD_BIN/etcd" 2>/dev/null
 # Containers outlive the kubelet: kill their shims, then containerd.
 pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
 stop containerd
+pkill -KILL -f "containerd --config $STATE/containerd.toml" 2>/dev/null
 pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
 # Kubelet and container mounts under the state directory.
 grep -o " $STATE[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
 ip link del sluicebr0 2>/dev/null
-ip link del "$NODE_IF" 2>/dev/null
+ip addr del "$NODE_IP/32" dev "$NODE_IF" 2>/dev/null
 # kube-proxy's and the bridge plugin's chains and the rules that jump to them.
 if iptables-save 2>/dev/null | grep -q 'KUBE-\|CNI-'; then
   iptables-save | grep -v 'KUBE-\|CNI-' | iptables-restore

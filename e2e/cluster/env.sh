@@ -1,5 +1,5 @@
 # Sourced by the cluster scripts: where things live and the addresses the cluster uses.
-# The node address sits on a dummy interface this script creates, so all cluster traffic
+# The node address is an extra address on the loopback interface, so all cluster traffic
 # stays on this machine.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.sh"
@@ -9,7 +9,7 @@ LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 RUN="$STATE/run"
 NODE_NAME=sluice-node
-NODE_IF=sluice0
+NODE_IF=lo
 NODE_IP=10.200.0.1
 POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16

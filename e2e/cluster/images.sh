@@ -10,8 +10,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 CTR=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
 
-# image <name:tag> <entrypoint> <file>...: an image holding the files (and the libraries
-# they link) at the same paths.
+# image <name:tag> <entrypoint> <source>=<path>...: an image holding each source file at its
+# path, and the shared libraries they load at their host paths.
 image() {
   local ref=$1 entrypoint=$2; shift 2
   local name=${ref%:*} tag=${ref##*:}
@@ -24,10 +24,11 @@ image() {
   umoci new --image "$work/oci:$tag" >/dev/null
   umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
   local root="$work/bundle/rootfs"
-  for f in "$@"; do
-    install -D "$f" "$root$f"
+  for spec in "$@"; do
+    local f=${spec%%=*} dest=${spec#*=}
+    install -D "$f" "$root$dest"
     # Shared libraries the binary loads, and the loader itself.
-    ldd "$f" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    { ldd "$f" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
       [[ -e "$root$lib" ]] || install -D "$(readlink -f "$lib")" "$root$lib"
     done
   done
@@ -71,22 +72,20 @@ GO
 
 case "${1:-}" in
   system)
-    image "$PAUSE_IMAGE" "$SLUICE_CACHE/pause/bin/pause" "$(pause_binary)"
-    image "$COREDNS_IMAGE" "$COREDNS_BIN/coredns" "$COREDNS_BIN/coredns"
+    image "$PAUSE_IMAGE" /pause "$(pause_binary)=/pause"
+    image "$COREDNS_IMAGE" /coredns "$COREDNS_BIN/coredns=/coredns"
     ;;
   sluice)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
     (cd "$here/../.." && cargo build --release -q --bin sluice)
-    install -D "$target/release/sluice" "$STATE/images/usr/local/bin/sluice"
     "${CTR[@]}" images rm sluice.local/sluice:dev >/dev/null 2>&1 || true
-    image sluice.local/sluice:dev /usr/local/bin/sluice "$STATE/images/usr/local/bin/sluice"
+    image sluice.local/sluice:dev /usr/local/bin/sluice "$target/release/sluice=/usr/local/bin/sluice"
     ;;
   e2e)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
     (cd "$here/../.." && cargo build --release -q -p sluice-e2e --bin e2e-echo)
-    install -D "$target/release/e2e-echo" "$STATE/images/usr/local/bin/e2e-echo"
     "${CTR[@]}" images rm sluice.local/e2e-echo:dev >/dev/null 2>&1 || true
-    image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$STATE/images/usr/local/bin/e2e-echo"
+    image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/release/e2e-echo=/usr/local/bin/e2e-echo"
     ;;
   *) die "usage: images.sh system|sluice|e2e" ;;
 esac

@@ -14,10 +14,8 @@ bash "$here/build.sh"
 K=("$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH")
 
 mkdir -p "$STATE" "$RUN" "$LOGS" "$PIDS"
-log "network: $NODE_IF $NODE_IP"
-ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type dummy
-ip link set "$NODE_IF" up
-ip addr show dev "$NODE_IF" | grep -q "$NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+log "network: node address $NODE_IP on $NODE_IF"
+ip addr show dev "$NODE_IF" | grep -q " $NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 || true
 
@@ -60,6 +58,7 @@ state = "$RUN/containerd"
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = false
+      BinaryName = "$here/runc-wrapper.sh"
 TOML
 start containerd containerd --config "$STATE/containerd.toml"
 wait_for "containerd" 60 ctr --address "$CONTAINERD_SOCK" version
@@ -84,6 +83,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority "$PKI/ca.crt" \
+  --kubelet-preferred-address-types InternalIP \
   --service-account-key-file "$PKI/sa.pub" \
   --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
