@@ -29,8 +29,11 @@ grep -o " $STATE[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$
 ip link del sluicebr0 2>/dev/null
 ip addr del "$NODE_IP/32" dev "$NODE_IF" 2>/dev/null
 # kube-proxy's and the bridge plugin's chains and the rules that jump to them.
-if iptables-save 2>/dev/null | grep -q 'KUBE-\|CNI-'; then
-  iptables-save | grep -v 'KUBE-\|CNI-' | iptables-restore
-fi
+for tool in iptables ip6tables; do
+  rules=$("$tool-save" 2>/dev/null) || continue
+  if grep -q 'KUBE-\|CNI-' <<<"$rules"; then
+    grep -v 'KUBE-\|CNI-' <<<"$rules" | "$tool-restore"
+  fi
+done
 rm -rf "$STATE"
 log "down"
