@@ -3,7 +3,7 @@
 use super::keyed::KeyFn;
 use super::Emitter;
 use crate::api::{Key, Record, TimeWindow, WindowAssigner};
-use crate::exec::{BuildCx, TwoInputOperator};
+use crate::exec::{basic_control, BuildCx, TwoInputOperator};
 use crate::time::{EventTime, ProcTime};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -130,20 +130,7 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> TwoInputOperator<A, B>
         self.emit.out.watermark(watermark);
     }
 
-    fn idle(&mut self, idle: bool) {
-        self.emit.out.idle(idle);
-    }
-    fn tick(&mut self, now: ProcTime) {
-        self.emit.out.tick(now);
-    }
-    fn flush(&mut self) {
-        self.emit.send();
-        self.emit.out.flush();
-    }
-    fn finish(&mut self) {
-        self.emit.send();
-        self.emit.out.finish();
-    }
+    basic_control!();
 }
 
 /// Pairs a left record at `ta` with every right record of the same key at `tb` where
@@ -230,18 +217,5 @@ impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K,
         self.emit.out.watermark(watermark);
     }
 
-    fn idle(&mut self, idle: bool) {
-        self.emit.out.idle(idle);
-    }
-    fn tick(&mut self, now: ProcTime) {
-        self.emit.out.tick(now);
-    }
-    fn flush(&mut self) {
-        self.emit.send();
-        self.emit.out.flush();
-    }
-    fn finish(&mut self) {
-        self.emit.send();
-        self.emit.out.finish();
-    }
+    basic_control!();
 }

@@ -87,6 +87,52 @@ impl<K: Key, O> KeyedCore<K, O> {
             self.next_sweep = self.now.0.saturating_add(TTL_SWEEP_INTERVAL_MS);
         }
     }
+
+    /// Fires event-time timers up to `watermark`, then forwards it.
+    fn watermark(
+        &mut self,
+        watermark: EventTime,
+        on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
+    ) {
+        self.watermark = watermark;
+        self.fire_event_timers(on_timer);
+        self.emit.send();
+        self.emit.out.watermark(watermark);
+    }
+
+    /// Fires processing-time timers up to `now`, sweeps expired state, then forwards.
+    fn tick(&mut self, now: ProcTime, on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>)) {
+        self.now = now;
+        self.fire_processing_timers(on_timer);
+        self.sweep_expired();
+        self.emit.send();
+        self.emit.out.tick(now);
+    }
+}
+
+/// The control methods shared by the keyed operators; timers fire through the function `f`.
+macro_rules! keyed_control {
+    () => {
+        fn watermark(&mut self, watermark: EventTime) {
+            let f = &mut self.f;
+            self.core.watermark(watermark, |t, ctx| f.on_timer(t, ctx));
+        }
+        fn idle(&mut self, idle: bool) {
+            self.core.emit.out.idle(idle);
+        }
+        fn tick(&mut self, now: ProcTime) {
+            let f = &mut self.f;
+            self.core.tick(now, |t, ctx| f.on_timer(t, ctx));
+        }
+        fn flush(&mut self) {
+            self.core.emit.send();
+            self.core.emit.out.flush();
+        }
+        fn finish(&mut self) {
+            self.core.emit.send();
+            self.core.emit.out.finish();
+        }
+    };
 }
 
 pub(crate) struct KeyedProcessOp<K, I, O, F> {
@@ -107,37 +153,7 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProces
         self.core.emit.send();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.core.watermark = watermark;
-        let f = &mut self.f;
-        self.core.fire_event_timers(|t, ctx| f.on_timer(t, ctx));
-        self.core.emit.send();
-        self.core.emit.out.watermark(watermark);
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.core.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.core.now = now;
-        let f = &mut self.f;
-        self.core
-            .fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
-        self.core.sweep_expired();
-        self.core.emit.send();
-        self.core.emit.out.tick(now);
-    }
-
-    fn flush(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.flush();
-    }
-
-    fn finish(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.finish();
-    }
+    keyed_control!();
 }
 
 pub(crate) struct KeyedCoProcessOp<K, A, B, O, F> {
@@ -172,35 +188,5 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
         self.core.emit.send();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.core.watermark = watermark;
-        let f = &mut self.f;
-        self.core.fire_event_timers(|t, ctx| f.on_timer(t, ctx));
-        self.core.emit.send();
-        self.core.emit.out.watermark(watermark);
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.core.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.core.now = now;
-        let f = &mut self.f;
-        self.core
-            .fire_processing_timers(|t, ctx| f.on_timer(t, ctx));
-        self.core.sweep_expired();
-        self.core.emit.send();
-        self.core.emit.out.tick(now);
-    }
-
-    fn flush(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.flush();
-    }
-
-    fn finish(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.finish();
-    }
+    keyed_control!();
 }

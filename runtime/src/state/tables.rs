@@ -69,18 +69,24 @@ pub(crate) struct MapTable<K, MK, MV>(HeapTable<K, FxHashMap<MK, Stamped<MV>>>);
 /// TTL of a list applies to the list as a whole.
 pub(crate) struct ListTable<K, V>(HeapTable<K, Stamped<Vec<V>>>);
 
-impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
+impl<K, V> HeapTable<K, Stamped<V>> {
     fn remove_expired(&mut self, now: i64) -> usize {
         let mut removed = 0;
-        for map in &mut self.0.groups {
+        for map in &mut self.groups {
             let before = map.len();
             map.retain(|_, e| e.expires_at > now);
             removed += before - map.len();
         }
         removed
+    }
+}
+
+impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn remove_expired(&mut self, now: i64) -> usize {
+        self.0.remove_expired(now)
     }
 }
 
@@ -107,13 +113,7 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
         self
     }
     fn remove_expired(&mut self, now: i64) -> usize {
-        let mut removed = 0;
-        for map in &mut self.0.groups {
-            let before = map.len();
-            map.retain(|_, e| e.expires_at > now);
-            removed += before - map.len();
-        }
-        removed
+        self.0.remove_expired(now)
     }
 }
 
