@@ -47,6 +47,26 @@ pub trait Data: Clone + Send + 'static {}
 impl<T: Clone + Send + 'static> Data for T {}
 
 /// What can partition a stream: hashed stably (the same key lands in the same key group in
-/// every process and every run) and used as a state key.
-pub trait Key: std::hash::Hash + Eq + Clone + Send + std::fmt::Debug + 'static {}
-impl<T: std::hash::Hash + Eq + Clone + Send + std::fmt::Debug + 'static> Key for T {}
+/// every process and every run), used as a state key, and written into snapshots.
+pub trait Key:
+    std::hash::Hash
+    + Eq
+    + Clone
+    + Send
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + 'static
+{
+}
+impl<T> Key for T where
+    T: std::hash::Hash
+        + Eq
+        + Clone
+        + Send
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static
+{
+}

@@ -104,6 +104,68 @@ impl KeyGroupAssignment {
         }
     }
 
+    /// An explicit owner table: `owners[kg]` is the subtask that owns key group `kg`.
+    pub fn from_owners(owners: Vec<u32>, parallelism: u32) -> Result<Self, String> {
+        if owners.is_empty() || owners.len() > MAX_MAX_PARALLELISM as usize {
+            return Err(format!(
+                "an assignment covers 1..={MAX_MAX_PARALLELISM} key groups, not {}",
+                owners.len()
+            ));
+        }
+        if let Some(kg) = owners.iter().position(|&o| o >= parallelism) {
+            return Err(format!(
+                "key group {kg} is assigned to subtask {}, beyond parallelism {parallelism}",
+                owners[kg]
+            ));
+        }
+        Ok(KeyGroupAssignment {
+            owners,
+            parallelism,
+        })
+    }
+
+    pub fn owners(&self) -> &[u32] {
+        &self.owners
+    }
+
+    /// The assignment for a new parallelism that moves as few key groups as possible: every
+    /// subtask that remains keeps its groups up to its fair share (`m / p`, the first
+    /// `m % p` subtasks one more); only groups of removed subtasks and the excess of
+    /// subtasks above their share change owner, and they go to subtasks below theirs.
+    pub fn rescaled(&self, parallelism: u32) -> Self {
+        let p = parallelism.max(1) as usize;
+        let m = self.owners.len();
+        let share = |s: usize| m / p + usize::from(s < m % p);
+        let mut counts = vec![0usize; p];
+        let mut owners = vec![u32::MAX; m];
+        for (kg, &old) in self.owners.iter().enumerate() {
+            let old = old as usize;
+            if old < p && counts[old] < share(old) {
+                counts[old] += 1;
+                owners[kg] = old as u32;
+            }
+        }
+        let mut next = 0;
+        for owner in owners.iter_mut().filter(|o| **o == u32::MAX) {
+            while counts[next] >= share(next) {
+                next += 1;
+            }
+            counts[next] += 1;
+            *owner = next as u32;
+        }
+        KeyGroupAssignment {
+            owners,
+            parallelism: p as u32,
+        }
+    }
+
+    /// The key groups whose owner differs between two assignments of the same groups.
+    pub fn moved_from(&self, before: &KeyGroupAssignment) -> Vec<u32> {
+        (0..self.owners.len() as u32)
+            .filter(|&kg| before.owners.get(kg as usize) != Some(&self.owners[kg as usize]))
+            .collect()
+    }
+
     pub fn max_parallelism(&self) -> u32 {
         self.owners.len() as u32
     }
@@ -150,6 +212,50 @@ mod tests {
             let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
             assert!(max - min <= 1, "p={p} sizes={sizes:?}");
         }
+    }
+
+    #[test]
+    fn rescaling_moves_only_what_must_move_and_stays_balanced() {
+        let from = KeyGroupAssignment::contiguous(128, 4);
+        for p in [1u32, 2, 3, 4, 5, 7, 8, 16] {
+            let to = from.rescaled(p);
+            let sizes: Vec<usize> = (0..p).map(|s| to.owned_by(s).len()).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), 128);
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
+            // The least any balanced assignment must move: the groups of removed subtasks
+            // and whatever a remaining subtask holds beyond its share.
+            let must_move: usize = (0..4u32)
+                .map(|s| {
+                    let held = from.owned_by(s).len();
+                    if s < p {
+                        held.saturating_sub(sizes[s as usize])
+                    } else {
+                        held
+                    }
+                })
+                .sum();
+            let moved = to.moved_from(&from);
+            assert_eq!(moved.len(), must_move, "parallelism {p}");
+            for kg in 0..128 {
+                if !moved.contains(&kg) {
+                    assert_eq!(to.owner(kg), from.owner(kg));
+                }
+            }
+        }
+        assert!(from.rescaled(4).moved_from(&from).is_empty());
+    }
+
+    #[test]
+    fn explicit_tables_are_checked() {
+        assert!(KeyGroupAssignment::from_owners(vec![0, 1, 1, 0], 2).is_ok());
+        let err = KeyGroupAssignment::from_owners(vec![0, 2], 2).unwrap_err();
+        assert_eq!(
+            err,
+            "key group 1 is assigned to subtask 2, beyond parallelism 2"
+        );
     }
 
     #[test]

@@ -15,8 +15,7 @@ pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub(crate) use tables::KeyedStateStore;
-pub use tables::{ListAccess, MapAccess, ValueAccess};
+pub use tables::{KeyedStateStore, ListAccess, MapAccess, ValueAccess};
 pub(crate) use timers::TimerService;
 
 use serde::de::DeserializeOwned;

@@ -46,6 +46,42 @@ trait AnyTable: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Drops expired entries; returns how many.
     fn remove_expired(&mut self, now: i64) -> usize;
+    /// The entries of one key group in the canonical format: bincode of
+    /// `[(key, expires_at, value)]` (maps: `[(key, [(map key, expires_at, value)])]`), the
+    /// same whatever the backend, so any backend at any parallelism can read it.
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String>;
+    /// Adds the entries of a key group written by `snapshot_group`.
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// A map state's key group as decoded: `(key, [(map key, expires_at, value)])`.
+type OwnedMapEntries<K, MK, MV> = Vec<(K, Vec<(MK, i64, MV)>)>;
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serialize(value).map_err(|e| format!("cannot encode state: {e}"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::deserialize(bytes).map_err(|e| format!("cannot decode state: {e}"))
+}
+
+impl<K: Key, V: StateValue> HeapTable<K, Stamped<V>> {
+    fn snapshot_stamped(&self, local: usize) -> Result<Vec<u8>, String> {
+        let entries: Vec<(&K, i64, &V)> = self.groups[local]
+            .iter()
+            .map(|(k, e)| (k, e.expires_at, &e.value))
+            .collect();
+        encode(&entries)
+    }
+
+    fn restore_stamped(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+        let entries: Vec<(K, i64, V)> = decode(bytes)?;
+        let map = &mut self.groups[local];
+        for (k, expires_at, value) in entries {
+            map.insert(k, Stamped { value, expires_at });
+        }
+        Ok(())
+    }
 }
 
 /// One hash map per key group this subtask owns, so that a snapshot or a rescale takes
@@ -88,6 +124,12 @@ impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
     fn remove_expired(&mut self, now: i64) -> usize {
         self.0.remove_expired(now)
     }
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+        self.0.snapshot_stamped(local)
+    }
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+        self.0.restore_stamped(local, bytes)
+    }
 }
 
 impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
@@ -106,6 +148,32 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
         }
         removed
     }
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+        type Entries<'a, MK, MV> = Vec<(&'a MK, i64, &'a MV)>;
+        let entries: Vec<(&K, Entries<'_, MK, MV>)> = self.0.groups[local]
+            .iter()
+            .map(|(k, m)| {
+                (
+                    k,
+                    m.iter()
+                        .map(|(mk, e)| (mk, e.expires_at, &e.value))
+                        .collect(),
+                )
+            })
+            .collect();
+        encode(&entries)
+    }
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+        let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
+        let map = &mut self.0.groups[local];
+        for (k, items) in entries {
+            let m = map.entry(k).or_default();
+            for (mk, expires_at, value) in items {
+                m.insert(mk, Stamped { value, expires_at });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
@@ -115,6 +183,12 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
     fn remove_expired(&mut self, now: i64) -> usize {
         self.0.remove_expired(now)
     }
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+        self.0.snapshot_stamped(local)
+    }
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+        self.0.restore_stamped(local, bytes)
+    }
 }
 
 struct Slot {
@@ -123,7 +197,11 @@ struct Slot {
 }
 
 /// The keyed states of one operator instance, for the key groups its subtask owns.
-pub(crate) struct KeyedStateStore {
+///
+/// Its snapshot unit is the key group, in a canonical format that does not depend on the
+/// parallelism that wrote it: a key group written by any subtask can be loaded by whichever
+/// subtask owns it after a rescale.
+pub struct KeyedStateStore {
     slots: Vec<Slot>,
     ttl_in_use: bool,
     /// Local index of each key group (`NOT_OWNED` for groups of other subtasks).
@@ -137,7 +215,7 @@ const WRONG_TABLE: &str = "state handle used with an operator that did not regis
 
 impl KeyedStateStore {
     /// A store for `subtask`'s key groups under `assignment`.
-    pub(crate) fn new(assignment: &KeyGroupAssignment, subtask: u32) -> Self {
+    pub fn new(assignment: &KeyGroupAssignment, subtask: u32) -> Self {
         let mut local_group = vec![NOT_OWNED; assignment.max_parallelism() as usize];
         let owned = assignment.owned_by(subtask);
         for (i, kg) in owned.iter().enumerate() {
@@ -268,6 +346,57 @@ impl KeyedStateStore {
             key,
             now,
         }
+    }
+
+    fn local(&self, key_group: u32) -> Result<usize, String> {
+        match self.local_group.get(key_group as usize) {
+            Some(&l) if l != NOT_OWNED => Ok(l as usize),
+            _ => Err(format!(
+                "key group {key_group} is not owned by this subtask"
+            )),
+        }
+    }
+
+    /// One key group of every state, in the canonical format: for each state its name,
+    /// schema version and entries.
+    pub fn snapshot_key_group(&self, key_group: u32) -> Result<Vec<u8>, String> {
+        let local = self.local(key_group)?;
+        let mut states = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let entries = slot.table.snapshot_group(local)?;
+            states.push((
+                slot.descriptor.name.clone(),
+                slot.descriptor.schema_version,
+                entries,
+            ));
+        }
+        encode(&states)
+    }
+
+    /// Loads a key group written by `snapshot_key_group`, possibly by a subtask of another
+    /// parallelism. Every state in it must be declared here with the same schema version.
+    pub fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), String> {
+        let local = self.local(key_group)?;
+        let states: Vec<(String, u32, Vec<u8>)> = decode(bytes)?;
+        for (name, version, entries) in states {
+            let slot = self
+                .slots
+                .iter_mut()
+                .find(|s| s.descriptor.name == name)
+                .ok_or_else(|| {
+                    format!("the snapshot has state '{name}', which this operator does not declare")
+                })?;
+            if slot.descriptor.schema_version != version {
+                return Err(format!(
+                    "state '{name}' has schema version {version} in the snapshot but {} here",
+                    slot.descriptor.schema_version
+                ));
+            }
+            slot.table
+                .restore_group(local, &entries)
+                .map_err(|e| format!("state '{name}', key group {key_group}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Background TTL cleanup: drops every expired entry. Called from the task's timer tick,
@@ -531,6 +660,100 @@ mod tests {
             .register_list::<u64, u64>(StateDescriptor::new("x"))
             .unwrap_err();
         assert!(err.contains("'x'"), "{err}");
+    }
+
+    /// Stores of `parallelism` subtasks, each with value, map and list state.
+    #[allow(clippy::type_complexity)]
+    fn stores(
+        a: &KeyGroupAssignment,
+    ) -> Vec<(
+        KeyedStateStore,
+        ValueState<u64>,
+        MapState<String, u64>,
+        ListState<u64>,
+    )> {
+        (0..a.parallelism())
+            .map(|s| {
+                let mut store = KeyedStateStore::new(a, s);
+                let v = store
+                    .register_value::<u64, u64>(
+                        StateDescriptor::new("v")
+                            .ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+                    )
+                    .unwrap();
+                let m = store
+                    .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+                    .unwrap();
+                let l = store
+                    .register_list::<u64, u64>(StateDescriptor::new("l"))
+                    .unwrap();
+                (store, v, m, l)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_groups_snapshot_at_one_parallelism_restore_at_another() {
+        let before = KeyGroupAssignment::contiguous(128, 4);
+        let mut old = stores(&before);
+        for key in 0u64..2_000 {
+            let (store, v, m, l) = &mut old[before.route(stable_hash(&key)) as usize];
+            let g = store.group_of(&key);
+            store.value(*v, &key, g, key as i64).set(key * 10);
+            store.map(*m, &key, g, 0).put(format!("k{key}"), key);
+            store.list(*l, &key, g, 0).add(key);
+            store.list(*l, &key, g, 0).add(key + 1);
+        }
+        for p in [1u32, 3, 7] {
+            let after = before.rescaled(p);
+            let mut new = stores(&after);
+            for kg in 0..128u32 {
+                let bytes = old[before.owner(kg) as usize]
+                    .0
+                    .snapshot_key_group(kg)
+                    .unwrap();
+                new[after.owner(kg) as usize]
+                    .0
+                    .restore_key_group(kg, &bytes)
+                    .unwrap();
+            }
+            for key in 0u64..2_000 {
+                let (store, v, m, l) = &mut new[after.route(stable_hash(&key)) as usize];
+                let g = store.group_of(&key);
+                // The TTL deadline travels with the value: written at `key`, gone at key+100.
+                assert_eq!(
+                    store.value(*v, &key, g, key as i64 + 99).get(),
+                    Some(key * 10)
+                );
+                assert_eq!(store.value(*v, &key, g, key as i64 + 100).get(), None);
+                assert_eq!(store.map(*m, &key, g, 0).get(&format!("k{key}")), Some(key));
+                assert_eq!(store.list(*l, &key, g, 0).get(), vec![key, key + 1]);
+            }
+        }
+    }
+
+    #[test]
+    fn restoring_an_undeclared_or_changed_state_names_it() {
+        let a = KeyGroupAssignment::contiguous(128, 1);
+        let mut old = stores(&a);
+        let bytes = old[0].0.snapshot_key_group(5).unwrap();
+        let mut renamed = KeyedStateStore::new(&a, 0);
+        renamed
+            .register_value::<u64, u64>(StateDescriptor::new("w"))
+            .unwrap();
+        assert_eq!(
+            renamed.restore_key_group(5, &bytes).unwrap_err(),
+            "the snapshot has state 'v', which this operator does not declare"
+        );
+        let mut evolved = KeyedStateStore::new(&a, 0);
+        evolved
+            .register_value::<u64, u64>(StateDescriptor::new("v").schema_version(2))
+            .unwrap();
+        assert_eq!(
+            evolved.restore_key_group(5, &bytes).unwrap_err(),
+            "state 'v' has schema version 1 in the snapshot but 2 here"
+        );
+        assert!(old[0].0.restore_key_group(5, b"garbage").is_err());
     }
 
     #[test]
