@@ -13,6 +13,7 @@ mod graph;
 pub mod jobs;
 pub mod nexmark;
 mod operators;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 

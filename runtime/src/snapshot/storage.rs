@@ -1,0 +1,368 @@
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+const MANIFEST: &str = "_manifest.json";
+const LATEST: &str = "_latest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("checkpoint storage {uri}: {message}")]
+    Uri { uri: String, message: String },
+    #[error("checkpoint storage: {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("no complete checkpoint in {uri}")]
+    NoCheckpoint { uri: String },
+}
+
+/// A file of a checkpoint, as recorded in its manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// What completes a checkpoint. `content` is the runtime's description of the snapshot
+/// (operators, states, key groups, source positions, sink transactions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub checkpoint: u64,
+    pub job: String,
+    pub files: Vec<FileEntry>,
+    pub content: serde_json::Value,
+}
+
+/// A checkpoint that passed verification, and the newer ones that did not (with why).
+#[derive(Debug)]
+pub struct Restorable {
+    pub manifest: Manifest,
+    pub skipped: Vec<String>,
+}
+
+/// Object storage holding a job's checkpoints. Calls block: they run on a private
+/// single-threaded runtime, so callers need none of their own.
+pub struct CheckpointStorage {
+    uri: String,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn checkpoint_dir(id: u64) -> String {
+    format!("chk-{id:010}")
+}
+
+impl CheckpointStorage {
+    /// Opens `file:///absolute/path` (created if missing).
+    pub fn open(uri: &str) -> Result<Self, SnapshotError> {
+        let bad = |message: &str| SnapshotError::Uri {
+            uri: uri.to_string(),
+            message: message.to_string(),
+        };
+        let root = uri
+            .strip_prefix("file://")
+            .ok_or_else(|| bad("only file:// URIs are supported by this build"))?;
+        if !root.starts_with('/') {
+            return Err(bad("the path must be absolute (file:///…)"));
+        }
+        std::fs::create_dir_all(root).map_err(|e| bad(&e.to_string()))?;
+        // Deleting the last file of a checkpoint removes its directory too.
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| bad(&e.to_string()))?
+            .with_automatic_cleanup(true);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(CheckpointStorage {
+            uri: uri.to_string(),
+            store: Arc::new(store),
+            runtime,
+        })
+    }
+
+    fn store_error(path: &Path) -> impl FnOnce(object_store::Error) -> SnapshotError + '_ {
+        move |source| SnapshotError::Store {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), SnapshotError> {
+        self.runtime
+            .block_on(self.store.put(path, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(Self::store_error(path))
+    }
+
+    fn get(&self, path: &Path) -> Result<Vec<u8>, SnapshotError> {
+        self.runtime
+            .block_on(async { self.store.get(path).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(Self::store_error(path))
+    }
+
+    /// Writes one state file of checkpoint `id` and returns its manifest entry.
+    pub fn write_file(
+        &self,
+        id: u64,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<FileEntry, SnapshotError> {
+        let entry = FileEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+        };
+        self.put(&Path::from(format!("{}/{name}", checkpoint_dir(id))), bytes)?;
+        Ok(entry)
+    }
+
+    /// Reads a state file and checks it against its manifest entry.
+    pub fn read_file(&self, id: u64, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
+        let path = Path::from(format!("{}/{}", checkpoint_dir(id), entry.name));
+        let bytes = self.get(&path)?;
+        let corrupt = |message: String| SnapshotError::Corrupt {
+            path: format!("{}/{path}", self.uri),
+            message,
+        };
+        if bytes.len() as u64 != entry.size {
+            return Err(corrupt(format!(
+                "{} bytes, the manifest says {}",
+                bytes.len(),
+                entry.size
+            )));
+        }
+        let crc = crc32fast::hash(&bytes);
+        if crc != entry.crc32 {
+            return Err(corrupt(format!(
+                "checksum {crc:08x}, the manifest says {:08x}",
+                entry.crc32
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Completes a checkpoint: its manifest, then the pointer to it.
+    pub fn complete(&self, manifest: &Manifest) -> Result<(), SnapshotError> {
+        let path = Path::from(format!(
+            "{}/{MANIFEST}",
+            checkpoint_dir(manifest.checkpoint)
+        ));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| SnapshotError::Corrupt {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        self.put(&path, json)?;
+        self.put(
+            &Path::from(LATEST),
+            manifest.checkpoint.to_string().into_bytes(),
+        )
+    }
+
+    /// Checkpoint ids with a directory in storage, newest first.
+    fn checkpoint_ids(&self) -> Result<Vec<u64>, SnapshotError> {
+        let root = Path::from("");
+        let listing = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(None))
+            .map_err(Self::store_error(&root))?;
+        let mut ids: Vec<u64> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.as_ref().strip_prefix("chk-")?.parse().ok())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    fn manifest(&self, id: u64) -> Result<Manifest, SnapshotError> {
+        let path = Path::from(format!("{}/{MANIFEST}", checkpoint_dir(id)));
+        let bytes = self.get(&path)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+                path: format!("{}/{path}", self.uri),
+                message: format!("unreadable manifest: {e}"),
+            })?;
+        if manifest.version > MANIFEST_VERSION {
+            return Err(SnapshotError::Corrupt {
+                path: format!("{}/{path}", self.uri),
+                message: format!(
+                    "manifest version {} is newer than this build reads ({MANIFEST_VERSION})",
+                    manifest.version
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Checks that every file of checkpoint `id` is present and intact.
+    pub fn verify(&self, id: u64) -> Result<Manifest, SnapshotError> {
+        let manifest = self.manifest(id)?;
+        for entry in &manifest.files {
+            self.read_file(id, entry)?;
+        }
+        Ok(manifest)
+    }
+
+    /// The newest checkpoint that verifies, starting from the pointer. Newer checkpoints that
+    /// are incomplete or corrupt are skipped, and each skip is reported with its cause.
+    pub fn latest_restorable(&self) -> Result<Restorable, SnapshotError> {
+        let pointer = self.pointer();
+        let mut skipped = Vec::new();
+        for id in self.checkpoint_ids()? {
+            if pointer.is_some_and(|p| id > p) {
+                // Newer than the pointer: the job stopped before completing it.
+                continue;
+            }
+            match self.verify(id) {
+                Ok(manifest) => return Ok(Restorable { manifest, skipped }),
+                Err(e) => skipped.push(format!("checkpoint {id} skipped: {e}")),
+            }
+        }
+        Err(SnapshotError::NoCheckpoint {
+            uri: self.uri.clone(),
+        })
+    }
+
+    /// The checkpoint the pointer names, if it is readable.
+    fn pointer(&self) -> Option<u64> {
+        let bytes = self.get(&Path::from(LATEST)).ok()?;
+        String::from_utf8(bytes).ok()?.trim().parse().ok()
+    }
+
+    /// Deletes all but the newest `keep` checkpoints up to the pointer's (which is always
+    /// kept); checkpoints newer than the pointer are in progress and left alone.
+    pub fn retain(&self, keep: usize) -> Result<(), SnapshotError> {
+        let Some(latest) = self.pointer() else {
+            return Ok(());
+        };
+        let ids = self
+            .checkpoint_ids()?
+            .into_iter()
+            .filter(|&id| id <= latest);
+        for id in ids.skip(keep.max(1)) {
+            let dir = Path::from(checkpoint_dir(id));
+            let listing = self
+                .runtime
+                .block_on(self.store.list_with_delimiter(Some(&dir)))
+                .map_err(Self::store_error(&dir))?;
+            for object in listing.objects {
+                self.runtime
+                    .block_on(self.store.delete(&object.location))
+                    .map_err(Self::store_error(&object.location))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(dir: &tempfile::TempDir) -> CheckpointStorage {
+        CheckpointStorage::open(&format!("file://{}", dir.path().display())).unwrap()
+    }
+
+    fn checkpoint(s: &CheckpointStorage, id: u64) {
+        let files = vec![
+            s.write_file(id, "op-a-0.state", vec![id as u8; 100])
+                .unwrap(),
+            s.write_file(id, "op-a-1.state", vec![7; 10]).unwrap(),
+        ];
+        s.complete(&Manifest {
+            version: MANIFEST_VERSION,
+            checkpoint: id,
+            job: "test".into(),
+            files,
+            content: serde_json::json!({"id": id}),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_latest_complete_checkpoint_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(&dir);
+        for id in 1..=3 {
+            checkpoint(&s, id);
+        }
+        // A checkpoint whose manifest was never written does not count.
+        s.write_file(4, "op-a-0.state", vec![1, 2, 3]).unwrap();
+        let r = s.latest_restorable().unwrap();
+        assert_eq!(r.manifest.checkpoint, 3);
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert_eq!(
+            s.read_file(3, &r.manifest.files[0]).unwrap(),
+            vec![3u8; 100]
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_altered_latest_checkpoint_falls_back_to_the_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(&dir);
+        checkpoint(&s, 1);
+        checkpoint(&s, 2);
+        let file = dir.path().join("chk-0000000002/op-a-0.state");
+        std::fs::write(&file, vec![2u8; 60]).unwrap();
+        let r = s.latest_restorable().unwrap();
+        assert_eq!(r.manifest.checkpoint, 1);
+        assert_eq!(r.skipped.len(), 1);
+        assert!(
+            r.skipped[0].contains("chk-0000000002/op-a-0.state: 60 bytes, the manifest says 100"),
+            "{:?}",
+            r.skipped
+        );
+
+        let mut altered = vec![2u8; 100];
+        altered[50] = 9;
+        std::fs::write(&file, altered).unwrap();
+        let r = s.latest_restorable().unwrap();
+        assert_eq!(r.manifest.checkpoint, 1);
+        assert!(r.skipped[0].contains("checksum"), "{:?}", r.skipped);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(&dir);
+        for id in 1..=5 {
+            checkpoint(&s, id);
+        }
+        // Checkpoint 6 is being written: retention leaves it alone.
+        s.write_file(6, "op-a-0.state", vec![1]).unwrap();
+        s.retain(2).unwrap();
+        assert_eq!(s.checkpoint_ids().unwrap(), vec![6, 5, 4]);
+        assert_eq!(s.latest_restorable().unwrap().manifest.checkpoint, 5);
+    }
+
+    #[test]
+    fn bad_uris_and_empty_storage_are_reported() {
+        assert_eq!(
+            CheckpointStorage::open("file://relative/dir")
+                .err()
+                .unwrap()
+                .to_string(),
+            "checkpoint storage file://relative/dir: the path must be absolute (file:///…)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = storage(&dir).latest_restorable().unwrap_err().to_string();
+        assert!(
+            err.starts_with("no complete checkpoint in file://"),
+            "{err}"
+        );
+    }
+}
