@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client, Config, ResourceExt};
 use std::future::Future;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,12 @@ pub type Result<T> = std::result::Result<T, E2eError>;
 /// is configured, in which case the test should return early.
 pub async fn cluster(test: &str) -> Option<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!("skipping {test}: no cluster configured (set KUBECONFIG, or run e2e/ci.sh)");
+        // Written to stderr directly, not with eprintln!, so the test harness does not
+        // capture it: a skipped test should say so in every run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping {test}: no cluster configured (set KUBECONFIG, or run e2e/ci.sh)"
+        );
         return None;
     }
     let config = match Config::infer().await {
