@@ -625,3 +625,59 @@ fn union_merges_streams_and_its_watermark_waits_for_the_slowest_input() {
         assert_eq!(got, expected, "parallelism {parallelism}");
     }
 }
+
+#[test]
+fn processing_time_windows_close_on_the_clock_not_on_event_time() {
+    use sluice_runtime::api::TumblingProcessingTime;
+    let clock = Clock::manual(ProcTime(10_000));
+    let (source, input) = QueueSource::<u64>::new();
+    let job = JobBuilder::new("proc-windows", 1, 128);
+    let (sink, out) = CollectSink::new();
+    job.source("src", source, WatermarkStrategy::monotonous())
+        .key_by(|k: &u64| *k)
+        .window(TumblingProcessingTime::of(Duration::from_secs(1)))
+        .aggregate("count", Count, |k, w, c| (*k, w.start, c))
+        .sink("out", sink);
+    let options = RunOptions {
+        clock: clock.clone(),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(job.build().unwrap(), options).unwrap();
+    let window_input = |running: &sluice_runtime::exec::RunningJob| -> u64 {
+        running
+            .metrics()
+            .iter()
+            .filter(|t| t.name.starts_with("count["))
+            .map(|t| t.records_in)
+            .sum()
+    };
+    // Event times are irrelevant here: far in the past and out of order.
+    for (i, key) in [1u64, 2, 1].into_iter().enumerate() {
+        input
+            .send(Record::new(EventTime(5 - i as i64), key))
+            .unwrap();
+    }
+    wait_until(
+        "three records in the window",
+        Duration::from_secs(10),
+        || window_input(&running) == 3,
+    );
+    assert!(
+        out.lock().unwrap().is_empty(),
+        "the window closed before its end"
+    );
+    // The next second's records go to the next window.
+    clock.advance_to(ProcTime(11_000));
+    wait_until("the first window", Duration::from_secs(10), || {
+        out.lock().unwrap().len() == 2
+    });
+    input.send(Record::new(EventTime(0), 1)).unwrap();
+    wait_until("the fourth record", Duration::from_secs(10), || {
+        window_input(&running) == 4
+    });
+    drop(input);
+    running.wait().unwrap();
+    let mut got: Vec<_> = out.lock().unwrap().iter().map(|r| r.value).collect();
+    got.sort();
+    assert_eq!(got, vec![(1, 10_000, 2), (1, 11_000, 1), (2, 10_000, 1)]);
+}
