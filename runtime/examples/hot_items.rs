@@ -3,33 +3,11 @@
 //!
 //!   cargo run --release -p sluice-runtime --example hot_items
 
-use sluice_runtime::api::{
-    AggregateFunction, JobBuilder, Record, SlidingEventTime, WatermarkStrategy,
-};
+use sluice_runtime::api::{Count, JobBuilder, Record, SlidingEventTime, WatermarkStrategy};
 use sluice_runtime::connectors::{CollectSink, VecSource};
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::time::EventTime;
 use std::time::Duration;
-
-/// Counts the records of a window.
-struct Count;
-
-impl<T> AggregateFunction<T> for Count {
-    type Acc = u64;
-    type Out = u64;
-    fn create(&self) -> u64 {
-        0
-    }
-    fn add(&self, acc: &mut u64, _: &T) {
-        *acc += 1;
-    }
-    fn merge(&self, into: &mut u64, other: u64) {
-        *into += other;
-    }
-    fn result(&self, acc: &u64) -> u64 {
-        *acc
-    }
-}
 
 fn main() -> Result<(), sluice_runtime::Error> {
     // (auction, time) bids in two splits, one bid every 10 ms.

@@ -2,9 +2,12 @@
 //! output), keyed state and timers, idleness, backpressure, joins — each checked against
 //! an independent computation over the same input.
 
+mod common;
+use common::{assert_same, wait_until};
+
 use sluice_runtime::api::{
-    AggregateFunction, JobBuilder, KeyedProcessFunction, OutputTag, ProcessContext, Record,
-    Session, SlidingEventTime, Timer, TumblingEventTime, WatermarkStrategy,
+    Count, JobBuilder, KeyedProcessFunction, OutputTag, ProcessContext, Record, Session,
+    SlidingEventTime, Timer, TumblingEventTime, WatermarkStrategy,
 };
 use sluice_runtime::connectors::{CollectSink, QueueSource, Sink, SinkWriter, VecSource};
 use sluice_runtime::Error;
@@ -15,51 +18,12 @@ use sluice_runtime::time::{EventTime, ProcTime};
 use sluice_runtime::JobGraph;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use std::time::Instant;
-
-/// Asserts equality of two sorted lists, reporting sizes and the first difference rather
-/// than both lists.
-fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: &str) {
-    if got == expected {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(expected.len()));
-    panic!(
-        "{what}: got {} records, expected {}; first difference at {first}: got {:?}, expected {:?}",
-        got.len(),
-        expected.len(),
-        got.get(first),
-        expected.get(first)
-    );
-}
 
 fn run(graph: JobGraph) -> JobSummary {
     start_embedded(graph, RunOptions::default())
         .expect("job starts")
         .wait()
         .expect("job succeeds")
-}
-
-struct Count;
-impl<T> AggregateFunction<T> for Count {
-    type Acc = u64;
-    type Out = u64;
-    fn create(&self) -> u64 {
-        0
-    }
-    fn add(&self, acc: &mut u64, _: &T) {
-        *acc += 1;
-    }
-    fn merge(&self, into: &mut u64, other: u64) {
-        *into += other;
-    }
-    fn result(&self, acc: &u64) -> u64 {
-        *acc
-    }
 }
 
 /// (key, ts) records spread over `splits` splits, in order per split.
@@ -108,15 +72,6 @@ fn sliding_window_counts_equal_a_batch_computation_at_any_parallelism() {
             .map(|r| ((r.value.0, r.value.1), r.value.2))
             .collect();
         assert_eq!(got, expected, "parallelism {parallelism}");
-    }
-}
-
-/// Polls `cond` until it holds, failing the test after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

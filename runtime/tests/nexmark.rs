@@ -2,6 +2,9 @@
 //! parallelism 1 and 4, with in-order and out-of-order event generation, produces exactly
 //! the records of a plain batch computation over the same generated events.
 
+mod common;
+use common::assert_same;
+
 use serde::Serialize;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::fraud::{FraudAlert, FraudRule};
@@ -94,24 +97,6 @@ fn run_job(name: &str, parallelism: usize, job_config: serde_json::Value) -> Vec
         .wait()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     read_output(&out)
-}
-
-fn assert_same(got: &[String], expected: &[String], what: &str) {
-    if got == expected {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(expected.len()));
-    panic!(
-        "{what}: got {} records, expected {}; first difference at {first}:\n got      {:?}\n expected {:?}",
-        got.len(),
-        expected.len(),
-        got.get(first),
-        expected.get(first)
-    );
 }
 
 /// Checks query `name` against `reference` for both orderings and both parallelisms.

@@ -19,6 +19,27 @@ pub trait AggregateFunction<I>: Send + Sync + 'static {
     fn result(&self, acc: &Self::Acc) -> Self::Out;
 }
 
+/// Counts the records of each key and window.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Count;
+
+impl<T> AggregateFunction<T> for Count {
+    type Acc = u64;
+    type Out = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: &T) {
+        *acc += 1;
+    }
+    fn merge(&self, into: &mut u64, other: u64) {
+        *into += other;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
 /// A timer that fired, in its own time domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {

@@ -6,8 +6,8 @@ mod watermark;
 mod window;
 
 pub use functions::{
-    AggregateFunction, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext, ProcessContext,
-    Timer,
+    AggregateFunction, Count, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext,
+    ProcessContext, Timer,
 };
 pub use stream::{
     AllWindowedStream, ConnectedKeyedStreams, IntervalJoinBuilder, JobBuilder, KeyedStream,

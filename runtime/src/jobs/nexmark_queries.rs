@@ -5,7 +5,7 @@
 //! Times are UTC epoch milliseconds. Windows are half-open `[windowStart, windowEnd)`.
 
 use crate::api::{
-    AggregateFunction, Either, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction,
+    AggregateFunction, Count, Either, JobBuilder, KeyedCoProcessFunction, KeyedProcessFunction,
     ProcessContext, Session, SlidingEventTime, Stream, Timer, TumblingEventTime,
 };
 use crate::nexmark::{Auction, Bid, Event, Person, Text};
@@ -336,26 +336,6 @@ pub fn q4(_: &JobBuilder, events: &Stream<Event>, _: &QueryWindows) -> Stream<Q4
                 totals: ctx.value_state::<u64, _>(StateDescriptor::new("totals"))?,
             })
         })
-}
-
-/// Counts records.
-pub struct Count;
-
-impl<T> AggregateFunction<T> for Count {
-    type Acc = u64;
-    type Out = u64;
-    fn create(&self) -> u64 {
-        0
-    }
-    fn add(&self, acc: &mut u64, _: &T) {
-        *acc += 1;
-    }
-    fn merge(&self, into: &mut u64, other: u64) {
-        *into += other;
-    }
-    fn result(&self, acc: &u64) -> u64 {
-        *acc
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

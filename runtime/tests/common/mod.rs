@@ -1,0 +1,33 @@
+//! Helpers shared by the runtime's integration tests.
+#![allow(dead_code)] // each test file uses the part it needs
+
+use std::time::{Duration, Instant};
+
+/// Asserts that two sorted lists are equal, reporting sizes and the first difference
+/// rather than both lists.
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: &str) {
+    if got == expected {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
+    panic!(
+        "{what}: got {} records, expected {}; first difference at {first}:\n got      {:?}\n expected {:?}",
+        got.len(),
+        expected.len(),
+        got.get(first),
+        expected.get(first)
+    );
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
