@@ -6,6 +6,7 @@ use crate::exec::metrics::TaskMetricsSnapshot;
 use crate::exec::{start_embedded, JobSummary, RunOptions};
 use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
+use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -179,11 +180,33 @@ fn sources(m: &[TaskMetricsSnapshot]) -> impl Iterator<Item = &TaskMetricsSnapsh
 
 /// The lowest watermark of the sink chains: how far results are complete.
 fn watermark(m: &[TaskMetricsSnapshot]) -> String {
-    m.iter()
-        .filter(|t| t.is_sink)
-        .map(|t| t.watermark)
-        .min()
-        .map_or_else(|| "-".into(), |w| w.to_string())
+    match m.iter().filter(|t| t.is_sink).map(|t| t.watermark).min() {
+        None | Some(EventTime::MIN) => "-".into(),
+        Some(EventTime::MAX) => "end".into(),
+        Some(w) => utc(w.0),
+    }
+}
+
+/// `2026-01-01T00:00:49.672Z` for epoch milliseconds.
+fn utc(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
 }
 
 fn human(x: f64) -> String {
@@ -232,5 +255,16 @@ fn print_summary(s: &JobSummary, cpu: Duration) {
             t.records_in,
             t.records_out
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_epoch_millis() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_767_225_649_672), "2026-01-01T00:00:49.672Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(super::utc(-1), "1969-12-31T23:59:59.999Z");
     }
 }
