@@ -3,14 +3,18 @@
 
 use crate::error::Error;
 use crate::exec::metrics::TaskMetricsSnapshot;
-use crate::exec::{start_embedded, JobSummary, RunOptions};
+use crate::exec::{
+    start_embedded, CheckpointConfig, CheckpointStatus, JobSummary, Restore, RunOptions,
+};
 use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
+use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent};
 use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -32,6 +36,13 @@ enum Command {
         /// Seconds between progress lines; 0 prints only the summary.
         #[arg(long, default_value_t = 1.0)]
         progress_interval: f64,
+        #[command(flatten)]
+        snapshots: SnapshotArgs,
+    },
+    /// Savepoint tools.
+    Savepoint {
+        #[command(subcommand)]
+        command: SavepointCommand,
     },
     /// Lists the jobs this binary can run.
     Jobs,
@@ -40,6 +51,52 @@ enum Command {
         #[command(subcommand)]
         command: NexmarkCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct SnapshotArgs {
+    /// Time between checkpoints (`500ms`, `10s`, `2m`); enables checkpointing.
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Checkpoint storage (`file:///…` or a directory) [default: checkpoints/<job>].
+    #[arg(long)]
+    checkpoint_dir: Option<String>,
+    /// Complete checkpoints kept.
+    #[arg(long, default_value_t = 3)]
+    retain_checkpoints: usize,
+    /// Failed checkpoints in a row tolerated before the job fails.
+    #[arg(long, default_value_t = 3)]
+    tolerable_checkpoint_failures: u32,
+    /// Starts from `latest` (the newest complete checkpoint in the checkpoint storage) or
+    /// from a checkpoint or savepoint directory.
+    #[arg(long)]
+    restore: Option<String>,
+    /// Restores even when state of the snapshot maps to no operator of the job (it is lost).
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Where Ctrl-C (or SIGTERM) writes the savepoint it stops with [default: savepoints/<job>].
+    #[arg(long)]
+    savepoint_dir: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SavepointCommand {
+    /// Checks whether a job can restore a snapshot: lists the state that is missing, new or
+    /// incompatible; exits non-zero when restoring would fail.
+    Check {
+        /// A checkpoint or savepoint directory.
+        snapshot: String,
+        /// The job (as `sluice jobs` lists it).
+        #[arg(long)]
+        job: String,
+        /// A StreamJob manifest supplying the job's config and max parallelism.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        allow_non_restored_state: bool,
+    },
+    /// Prints what a checkpoint or savepoint holds.
+    Inspect { snapshot: String },
 }
 
 #[derive(Subcommand)]
@@ -74,7 +131,32 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             manifest,
             parallelism,
             progress_interval,
-        } => run(&registry, &manifest, parallelism, progress_interval),
+            snapshots,
+        } => run(
+            &registry,
+            &manifest,
+            parallelism,
+            progress_interval,
+            &snapshots,
+        ),
+        Command::Savepoint {
+            command:
+                SavepointCommand::Check {
+                    snapshot,
+                    job,
+                    manifest,
+                    allow_non_restored_state,
+                },
+        } => check_savepoint(
+            &registry,
+            &snapshot,
+            &job,
+            manifest.as_deref(),
+            allow_non_restored_state,
+        ),
+        Command::Savepoint {
+            command: SavepointCommand::Inspect { snapshot },
+        } => inspect_savepoint(&snapshot),
         Command::Jobs => {
             for (name, description) in registry.list() {
                 println!("{name:<26} {description}");
@@ -130,14 +212,94 @@ fn generate(config: NexmarkConfig, output: Option<PathBuf>) -> Result<(), Error>
     }
 }
 
+/// `10s`, `500ms`, `2m`, `1h`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{text}': {e}"))
+}
+
+/// A `file://` URI for a storage given as a URI or a (relative) directory.
+fn storage_uri(location: &str) -> Result<String, Error> {
+    if location.contains("://") {
+        return Ok(location.to_string());
+    }
+    let path = std::path::absolute(location).map_err(|e| Error::io(location, e))?;
+    Ok(format!("file://{}", path.display()))
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM ask the job to stop with a savepoint instead of killing the process.
+fn install_stop_handler() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn read_manifest(path: &std::path::Path) -> Result<sluice_crds::StreamJobManifest, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(sluice_crds::parse_manifest(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
+    let checkpoint_storage = storage_uri(
+        args.checkpoint_dir
+            .as_deref()
+            .unwrap_or(&format!("checkpoints/{name}")),
+    )?;
+    let restore = args.restore.as_deref().map(|r| match r {
+        "latest" => Restore::Latest,
+        other => Restore::Snapshot(other.to_string()),
+    });
+    let checkpoints = (args.checkpoint_interval.is_some()
+        || args.checkpoint_dir.is_some()
+        || restore == Some(Restore::Latest))
+    .then(|| CheckpointConfig {
+        interval: args.checkpoint_interval,
+        retain: args.retain_checkpoints.max(1),
+        tolerable_failures: args.tolerable_checkpoint_failures,
+        ..CheckpointConfig::new(checkpoint_storage)
+    });
+    Ok(RunOptions {
+        checkpoints,
+        restore,
+        allow_non_restored_state: args.allow_non_restored_state,
+        ..RunOptions::default()
+    })
+}
+
 fn run(
     registry: &JobRegistry,
     manifest_path: &PathBuf,
     parallelism: Option<u32>,
     progress_interval: f64,
+    snapshots: &SnapshotArgs,
 ) -> Result<(), Error> {
-    let text = std::fs::read_to_string(manifest_path).map_err(|e| Error::io(manifest_path, e))?;
-    let manifest = sluice_crds::parse_manifest(&text, &manifest_path.display().to_string())?;
+    let manifest = read_manifest(manifest_path)?;
     let spec = &manifest.spec;
     let parallelism = parallelism.unwrap_or(spec.parallelism).max(1);
     let graph = registry.build(
@@ -150,12 +312,32 @@ fn run(
         "running {} ({}) embedded at parallelism {parallelism}, max parallelism {}",
         manifest.metadata.name, spec.job.name, spec.max_parallelism
     );
+    let options = run_options(&manifest.metadata.name, snapshots)?;
+    let savepoints = storage_uri(
+        snapshots
+            .savepoint_dir
+            .as_deref()
+            .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
+    )?;
     let cpu_start = cpu_time();
-    let job = start_embedded(graph, RunOptions::default())?;
+    install_stop_handler();
+    let job = start_embedded(graph, options)?;
     let interval = Duration::from_secs_f64(progress_interval.max(0.0));
     let mut last = (Instant::now(), 0u64);
     while !job.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
+        if STOP_REQUESTED.swap(false, Ordering::SeqCst) {
+            eprintln!("stopping with a savepoint into {savepoints}");
+            let done = job.savepoint(&savepoints, true)?;
+            eprintln!(
+                "savepoint {} written in {:.2}s ({} bytes); resume with --restore {}",
+                done.id,
+                done.duration.as_secs_f64(),
+                done.bytes,
+                done.location
+            );
+            break;
+        }
         if !interval.is_zero() && last.0.elapsed() >= interval {
             let m = job.metrics();
             let events: u64 = sources(&m).map(|t| t.records_in).sum();
@@ -169,8 +351,119 @@ fn run(
             last = (Instant::now(), events);
         }
     }
+    let status = job.checkpoint_status();
     let summary = job.wait()?;
     print_summary(&summary, cpu_time().saturating_sub(cpu_start));
+    print_checkpoints(&status);
+    Ok(())
+}
+
+fn print_checkpoints(s: &CheckpointStatus) {
+    if let Some(from) = &s.restored_from {
+        eprintln!("  restored from   {from}");
+    }
+    if s.completed + s.failed > 0 {
+        eprintln!(
+            "  checkpoints     {} completed, {} failed",
+            s.completed, s.failed
+        );
+    }
+    if let Some(c) = &s.last_completed {
+        eprintln!(
+            "  last snapshot   {} ({:?}, {} bytes, {:.0} ms)",
+            c.location,
+            c.kind,
+            c.bytes,
+            c.duration.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// Reads the manifest of a checkpoint or savepoint directory, verifying its files.
+fn open_snapshot(location: &str) -> Result<(CheckpointStorage, crate::snapshot::Manifest), Error> {
+    let (storage, id) = CheckpointStorage::open_snapshot(location)?;
+    let manifest = storage.verify(id)?;
+    Ok((storage, manifest))
+}
+
+fn check_savepoint(
+    registry: &JobRegistry,
+    snapshot: &str,
+    job: &str,
+    manifest: Option<&std::path::Path>,
+    allow_non_restored_state: bool,
+) -> Result<(), Error> {
+    let (_, m) = open_snapshot(snapshot)?;
+    let content = SnapshotContent::from_manifest(&m)?;
+    let (config, max_parallelism) = match manifest {
+        Some(path) => {
+            let manifest = read_manifest(path)?;
+            (manifest.spec.job.config, manifest.spec.max_parallelism)
+        }
+        None => (serde_json::Value::Null, content.max_parallelism),
+    };
+    let graph = registry.build(job, 1, max_parallelism, &config)?;
+    let compat = Compatibility::check(&content, max_parallelism, &graph.declared_operators()?);
+    println!("{compat}");
+    match compat.refusal(allow_non_restored_state) {
+        Some(_) => Err(Error::Checkpoint(format!(
+            "job '{job}' cannot restore {snapshot}{}",
+            if compat.is_incompatible() {
+                ""
+            } else {
+                " (--allow-non-restored-state drops the missing state)"
+            }
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn inspect_savepoint(snapshot: &str) -> Result<(), Error> {
+    let (storage, m) = open_snapshot(snapshot)?;
+    let content = SnapshotContent::from_manifest(&m)?;
+    println!("snapshot        {}", storage.location(m.checkpoint));
+    println!("kind            {:?}", content.kind);
+    println!("job             {}", m.job);
+    println!("format version  {}", m.version);
+    println!("max parallelism {}", content.max_parallelism);
+    println!(
+        "files           {} ({} bytes)",
+        m.files.len(),
+        m.files.iter().map(|f| f.size).sum::<u64>()
+    );
+    for op in &content.operators {
+        let bytes: u64 = op.key_groups.iter().map(|(_, r)| r.len).sum::<u64>()
+            + op.items.iter().map(|r| r.len).sum::<u64>();
+        let states: Vec<String> = op
+            .states
+            .iter()
+            .map(|s| format!("{} v{}", s.name, s.schema_version))
+            .collect();
+        println!(
+            "operator {:<24} parallelism {:>3}  key groups {:>5}  items {:>4}  {:>10} bytes  states [{}]",
+            op.uid,
+            op.parallelism,
+            op.key_groups.len(),
+            op.items.len(),
+            bytes,
+            states.join(", ")
+        );
+        for s in &op.splits {
+            println!(
+                "  split {:>4} at record {}{}",
+                s.split,
+                s.offset,
+                if s.done { " (done)" } else { "" }
+            );
+        }
+        for t in &op.transactions {
+            println!(
+                "  transaction of checkpoint {}: {}",
+                t.checkpoint,
+                t.committed.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -260,6 +553,22 @@ fn print_summary(s: &JobSummary, cpu: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_parse_with_units() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(super::parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(super::parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(
+            super::parse_duration("5d").unwrap_err(),
+            "'5d': unknown unit 'd' (ms, s, m, h)"
+        );
+    }
+
     #[test]
     fn utc_formats_epoch_millis() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");

@@ -28,6 +28,10 @@ pub enum Error {
     UnknownJob { name: String, known: String },
     #[error(transparent)]
     Manifest(#[from] sluice_crds::ManifestError),
+    #[error("checkpointing: {0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("the job was cancelled")]
     Cancelled,
 }

@@ -115,6 +115,27 @@ impl Outputs {
     }
 }
 
+/// The states an operator declares (name and schema version), known without running it.
+pub(crate) type DeclareStates =
+    Arc<dyn Fn() -> Result<Vec<crate::snapshot::StateSchema>, Error> + Send + Sync>;
+
+/// An operator that declares no state.
+pub(crate) fn no_states() -> DeclareStates {
+    Arc::new(|| Ok(Vec::new()))
+}
+
+/// An operator with fixed states of its own (windows, joins).
+pub(crate) fn fixed_states(states: &[(&str, u32)]) -> DeclareStates {
+    let states: Vec<crate::snapshot::StateSchema> = states
+        .iter()
+        .map(|(name, v)| crate::snapshot::StateSchema {
+            name: name.to_string(),
+            schema_version: *v,
+        })
+        .collect();
+    Arc::new(move || Ok(states.clone()))
+}
+
 /// Hashes a record's key; the same function on the same key gives the same value in every
 /// process.
 pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
@@ -171,6 +192,7 @@ pub(crate) struct NodeDef {
     /// Names of extra ports (side outputs) after port 0, by tag name.
     pub(crate) side_ports: Vec<String>,
     pub(crate) stateful: bool,
+    pub(crate) states: DeclareStates,
     pub(crate) is_sink: bool,
 }
 
@@ -195,6 +217,21 @@ impl JobGraph {
         self.nodes
             .iter()
             .map(|n| (n.uid.clone(), n.parallelism, n.stateful))
+            .collect()
+    }
+
+    /// What each operator declares, as recorded in snapshots and checked against them.
+    pub fn declared_operators(&self) -> Result<Vec<crate::snapshot::DeclaredOperator>, Error> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                Ok(crate::snapshot::DeclaredOperator {
+                    uid: n.uid.clone(),
+                    parallelism: n.parallelism,
+                    stateful: n.stateful,
+                    states: (n.states)()?,
+                })
+            })
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! The `sluice` binary as a user runs it: sample manifests, `run`, bad input, `generate`.
 
+use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::jobs::JobRegistry;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,7 +52,7 @@ fn write_manifest(dir: &Path, body: &str) -> PathBuf {
 #[test]
 fn run_executes_the_manifest_and_reports_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("q2.jsonl");
+    let out = dir.path().join("q2");
     let manifest = write_manifest(
         dir.path(),
         &format!(
@@ -64,7 +65,7 @@ fn run_executes_the_manifest_and_reports_a_summary() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "{stderr}");
     assert!(stderr.contains("events          50000"), "{stderr}");
-    let lines = std::fs::read_to_string(&out).unwrap().lines().count();
+    let lines = JsonLinesSink::committed_lines(&out).unwrap().len();
     assert!(lines > 0);
     assert!(
         stderr.contains(&format!("outputs         {lines}\n")),

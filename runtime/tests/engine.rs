@@ -9,7 +9,9 @@ use sluice_runtime::api::{
     Count, JobBuilder, KeyedProcessFunction, OutputTag, ProcessContext, Record, Session,
     SlidingEventTime, Timer, TumblingEventTime, WatermarkStrategy,
 };
-use sluice_runtime::connectors::{CollectSink, QueueSource, Sink, SinkWriter, VecSource};
+use sluice_runtime::connectors::{
+    CollectSink, QueueSource, Sink, SinkContext, SinkWriter, VecSource,
+};
 use sluice_runtime::Error;
 
 use sluice_runtime::exec::{start_embedded, Clock, JobSummary, RunOptions};
@@ -200,7 +202,7 @@ fn an_idle_split_does_not_stall_the_watermark() {
 struct SlowSink;
 struct SlowWriter;
 impl Sink<u64> for SlowSink {
-    fn open(&self, _: usize, _: usize) -> Result<Box<dyn SinkWriter<u64>>, Error> {
+    fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
         Ok(Box::new(SlowWriter))
     }
 }
@@ -493,7 +495,7 @@ fn a_failing_sink_fails_the_job_with_its_error() {
     struct Broken;
     struct BrokenWriter;
     impl Sink<u64> for Broken {
-        fn open(&self, _: usize, _: usize) -> Result<Box<dyn SinkWriter<u64>>, Error> {
+        fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
             Ok(Box::new(BrokenWriter))
         }
     }

@@ -6,6 +6,7 @@ mod common;
 use common::assert_same;
 
 use serde::Serialize;
+use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::fraud::{FraudAlert, FraudRule};
 use sluice_runtime::jobs::nexmark_queries::*;
@@ -62,23 +63,9 @@ fn lines<T: Serialize>(records: impl IntoIterator<Item = T>) -> Vec<String> {
     v
 }
 
-/// The lines of every file the sink wrote: `<path>`, or `<path>.<subtask>` when the sink
-/// ran at a parallelism above one.
-fn read_output(path: &Path) -> Vec<String> {
-    let name = path.file_name().unwrap().to_string_lossy().to_string();
-    let mut v = Vec::new();
-    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
-        let file = entry.unwrap().path();
-        let file_name = file.file_name().unwrap().to_string_lossy().to_string();
-        if file_name == name || file_name.starts_with(&format!("{name}.")) {
-            v.extend(
-                std::fs::read_to_string(&file)
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
+/// The committed lines of an output directory, sorted.
+fn read_output(dir: &Path) -> Vec<String> {
+    let mut v = JsonLinesSink::committed_lines(dir).unwrap();
     v.sort();
     v
 }
@@ -86,7 +73,7 @@ fn read_output(path: &Path) -> Vec<String> {
 /// Runs bundled job `name` and returns its output lines, sorted.
 fn run_job(name: &str, parallelism: usize, job_config: serde_json::Value) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
+    let out = dir.path().join("out");
     let mut job_config = job_config;
     job_config["output"] = serde_json::json!(out);
     let graph = JobRegistry::bundled()

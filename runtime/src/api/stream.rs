@@ -12,15 +12,17 @@ use crate::exec::{
     one_input_head, two_input_head, BuildCx, Operator, SourceTask, TwoInputOperator,
 };
 use crate::graph::{
-    BuildOperator, Erased, InputEdge, JobGraph, KeyHasher, NodeDef, NodeKind, Outputs, Partition,
-    PortType,
+    fixed_states, no_states, BuildOperator, DeclareStates, Erased, InputEdge, JobGraph, KeyHasher,
+    NodeDef, NodeKind, Outputs, Partition, PortType,
 };
 use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, SinkOp, SplitOp};
 use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp};
 use crate::operators::keyed::{KeyFn, KeyedCoProcessOp, KeyedCore, KeyedProcessOp};
+use crate::operators::restore;
 use crate::operators::window::{LateOutput, SessionWindowOp, WindowFn, WindowOp};
 use crate::operators::window_all::{GlobalWindowAllOp, LocalWindowAllOp};
 use crate::operators::Emitter;
+use crate::state::StateValue;
 use crate::state::{stable_hash, KeyedStateStore, MAX_MAX_PARALLELISM};
 use crate::time::duration_millis;
 use std::cell::RefCell;
@@ -105,7 +107,11 @@ impl JobBuilder {
             let out = outputs.take::<T>(0);
             let readers = (0..source.split_count())
                 .filter(|s| s % cx.parallelism == cx.subtask)
-                .map(|s| source.open_split(s))
+                .map(|s| {
+                    let from = cx.restored_split(s);
+                    let reader = source.open_split(s, from.map_or(0, |p| p.offset))?;
+                    Ok((s, reader, from.is_some_and(|p| p.done)))
+                })
                 .collect::<Result<Vec<_>, Error>>()?;
             let task: Box<dyn crate::exec::Task> = Box::new(SourceTask::new(
                 readers,
@@ -125,6 +131,7 @@ impl JobBuilder {
             ports: vec![PortType::of::<T>()],
             side_ports: Vec::new(),
             stateful: false,
+            states: no_states(),
             is_sink: false,
         });
         Stream::new(self.clone(), node, 0)
@@ -249,9 +256,16 @@ impl<T: Data> Stream<T> {
             ports,
             side_ports: side_names,
             stateful,
+            states: no_states(),
             is_sink,
         });
         Stream::new(self.job.clone(), node, 0)
+    }
+
+    /// Records the states of the operator that produces this stream.
+    fn with_states(self, states: DeclareStates) -> Self {
+        self.job.g.borrow_mut().nodes[self.node].states = states;
+        self
     }
 
     /// Sets the stable id of the operator that produces this stream (defaults to its name).
@@ -449,6 +463,7 @@ impl<T: Data> Stream<T> {
             ports: vec![PortType::of::<T>()],
             side_ports: Vec::new(),
             stateful: false,
+            states: no_states(),
             is_sink: false,
         });
         Stream::new(self.job.clone(), node, 0)
@@ -482,7 +497,11 @@ impl<T: Data> Stream<T> {
             true,
             Vec::new(),
             move |cx, _| {
-                let writer = sink.open(cx.subtask, cx.parallelism)?;
+                let writer = sink.open(&crate::connectors::SinkContext {
+                    subtask: cx.subtask,
+                    parallelism: cx.parallelism,
+                    run_id: cx.run_id.to_string(),
+                })?;
                 let op: Box<dyn Operator<T>> = Box::new(SinkOp {
                     writer,
                     cx: cx.clone(),
@@ -544,12 +563,32 @@ fn hash_partition<K: Key, T: 'static>(key: &KeyFn<T, K>) -> Partition {
     Partition::Hash(Arc::new(hasher))
 }
 
+/// The states a process function's factory registers, found by calling it once with a
+/// scratch store (no record is processed).
+fn declared_by<F: 'static>(
+    name: &str,
+    factory: Arc<dyn Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + Sync>,
+) -> DeclareStates {
+    let uid = name.to_string();
+    Arc::new(move || {
+        let mut states =
+            KeyedStateStore::new(&crate::state::KeyGroupAssignment::contiguous(1, 1), 0);
+        factory(&mut OpenContext {
+            states: &mut states,
+            subtask: 0,
+            parallelism: 1,
+            uid: &uid,
+        })?;
+        Ok(states.schemas())
+    })
+}
+
 fn keyed_core<K: Key, O: 'static>(
     cx: &BuildCx,
     states: KeyedStateStore,
     out: Box<dyn Operator<O>>,
 ) -> KeyedCore<K, O> {
-    KeyedCore::new(states, cx.clock.clone(), Emitter::new(out, cx.batch_size))
+    KeyedCore::new(states, cx, Emitter::new(out, cx.batch_size))
 }
 
 impl<K: Key, T: Data> KeyedStream<K, T> {
@@ -564,31 +603,37 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         name: &str,
         factory: impl Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + Sync + 'static,
     ) -> Stream<O> {
+        let factory = Arc::new(factory);
+        let declare = declared_by(name, factory.clone());
         let key = self.key.clone();
         let parallelism = self.stream.job.parallelism();
-        self.stream.one_input(
-            name,
-            parallelism,
-            self.partition(),
-            true,
-            false,
-            Vec::new(),
-            move |cx, mut outs| {
-                let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
-                let f = factory(&mut OpenContext {
-                    states: &mut states,
-                    subtask: cx.subtask,
-                    parallelism: cx.parallelism,
-                    uid: &cx.uid,
-                })?;
-                let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp {
-                    key_fn: key.clone(),
-                    f,
-                    core: keyed_core(cx, states, outs.take::<O>(0)),
-                });
-                Ok(op)
-            },
-        )
+        self.stream
+            .one_input(
+                name,
+                parallelism,
+                self.partition(),
+                true,
+                false,
+                Vec::new(),
+                move |cx, mut outs| {
+                    let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
+                    let f = factory(&mut OpenContext {
+                        states: &mut states,
+                        subtask: cx.subtask,
+                        parallelism: cx.parallelism,
+                        uid: &cx.uid,
+                    })?;
+                    let mut op = KeyedProcessOp {
+                        key_fn: key.clone(),
+                        f,
+                        core: keyed_core(cx, states, outs.take::<O>(0)),
+                    };
+                    restore(cx, &mut op.core)?;
+                    let op: Box<dyn Operator<T>> = Box::new(op);
+                    Ok(op)
+                },
+            )
+            .with_states(declare)
     }
 
     pub fn window<W: WindowAssigner>(&self, assigner: W) -> WindowedStream<K, T, W> {
@@ -667,6 +712,7 @@ fn two_input<A: Data, B: Data, O: Data>(
         ports: vec![PortType::of::<O>()],
         side_ports: Vec::new(),
         stateful: true,
+        states: no_states(),
         is_sink: false,
     });
     Stream::new(left.job.clone(), node, 0)
@@ -684,6 +730,8 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
         name: &str,
         factory: impl Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + Sync + 'static,
     ) -> Stream<O> {
+        let factory = Arc::new(factory);
+        let declare = declared_by(name, factory.clone());
         let (lk, rk) = (self.left.key.clone(), self.right.key.clone());
         two_input(
             &self.left.stream,
@@ -699,15 +747,18 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
                     parallelism: cx.parallelism,
                     uid: &cx.uid,
                 })?;
-                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(KeyedCoProcessOp {
+                let mut op = KeyedCoProcessOp {
                     left_key: lk.clone(),
                     right_key: rk.clone(),
                     f,
                     core: keyed_core(cx, states, outs.take::<O>(0)),
-                });
+                };
+                restore(cx, &mut op.core)?;
+                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(op);
                 Ok(op)
             },
         )
+        .with_states(declare)
     }
 }
 
@@ -758,44 +809,58 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
             })
             .collect();
         let parallelism = self.keyed.stream.job.parallelism();
-        self.keyed.stream.one_input(
-            name,
-            parallelism,
-            self.keyed.partition(),
-            true,
-            false,
-            side_ports,
-            move |cx, mut outs| {
-                let emit = Emitter::new(outs.take::<O>(0), cx.batch_size);
-                let late = LateOutput {
-                    out: has_late.then(|| Emitter::new(outs.take::<T>(1), cx.batch_size)),
-                    cx: cx.clone(),
-                };
-                let op: Box<dyn Operator<T>> = if let Some(gap) = assigner.session_gap() {
-                    Box::new(SessionWindowOp::new(
-                        key.clone(),
-                        gap,
-                        agg.clone(),
-                        window_fn.clone(),
-                        lateness,
-                        emit,
-                        late,
-                    ))
+        self.keyed
+            .stream
+            .one_input(
+                name,
+                parallelism,
+                self.keyed.partition(),
+                true,
+                false,
+                side_ports,
+                move |cx, mut outs| {
+                    let emit = Emitter::new(outs.take::<O>(0), cx.batch_size);
+                    let late = LateOutput {
+                        out: has_late.then(|| Emitter::new(outs.take::<T>(1), cx.batch_size)),
+                        cx: cx.clone(),
+                    };
+                    let op: Box<dyn Operator<T>> = if let Some(gap) = assigner.session_gap() {
+                        let mut op = SessionWindowOp::new(
+                            key.clone(),
+                            gap,
+                            agg.clone(),
+                            window_fn.clone(),
+                            lateness,
+                            emit,
+                            late,
+                        );
+                        restore(cx, &mut op)?;
+                        Box::new(op)
+                    } else {
+                        let mut op = WindowOp::new(
+                            key.clone(),
+                            assigner.clone(),
+                            agg.clone(),
+                            window_fn.clone(),
+                            lateness,
+                            cx.clock.now(),
+                            emit,
+                            late,
+                        );
+                        restore(cx, &mut op)?;
+                        Box::new(op)
+                    };
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[(
+                if self.assigner.session_gap().is_some() {
+                    "session-windows"
                 } else {
-                    Box::new(WindowOp::new(
-                        key.clone(),
-                        assigner.clone(),
-                        agg.clone(),
-                        window_fn.clone(),
-                        lateness,
-                        cx.clock.now(),
-                        emit,
-                        late,
-                    ))
-                };
-                Ok(op)
-            },
-        )
+                    "window-panes"
+                },
+                1,
+            )]))
     }
 }
 
@@ -820,45 +885,55 @@ impl<T: Data, W: WindowAssigner> AllWindowedStream<T, W> {
         let agg = Arc::new(agg);
         let assigner = self.assigner.clone();
         let local_agg = agg.clone();
-        let local: Stream<(TimeWindow, A::Acc)> = self.stream.one_input(
-            &format!("{name}-local"),
-            self.stream.node_parallelism(),
-            Partition::Forward,
-            true,
-            false,
-            Vec::new(),
-            move |cx, mut outs| {
-                let op: Box<dyn Operator<T>> = Box::new(LocalWindowAllOp {
-                    assigner: assigner.clone(),
-                    agg: local_agg.clone(),
-                    panes: BTreeMap::new(),
-                    watermark: i64::MIN,
-                    scratch: Vec::new(),
-                    emit: Emitter::new(outs.take(0), cx.batch_size),
-                    cx: cx.clone(),
-                });
-                Ok(op)
-            },
-        );
+        let local: Stream<(TimeWindow, A::Acc)> = self
+            .stream
+            .one_input(
+                &format!("{name}-local"),
+                self.stream.node_parallelism(),
+                Partition::Forward,
+                true,
+                false,
+                Vec::new(),
+                move |cx, mut outs| {
+                    let mut op = LocalWindowAllOp {
+                        assigner: assigner.clone(),
+                        agg: local_agg.clone(),
+                        panes: BTreeMap::new(),
+                        watermark: i64::MIN,
+                        scratch: Vec::new(),
+                        emit: Emitter::new(outs.take(0), cx.batch_size),
+                        cx: cx.clone(),
+                    };
+                    restore(cx, &mut op)?;
+                    let op: Box<dyn Operator<T>> = Box::new(op);
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[("window-all-panes", 1)]));
         let window_fn: WindowFn<(), A::Out, O> = Arc::new(move |_, w, r| window_fn(w, r));
-        local.one_input(
-            name,
-            1,
-            Partition::Rebalance,
-            true,
-            false,
-            Vec::new(),
-            move |cx, mut outs| {
-                let op: Box<dyn Operator<(TimeWindow, A::Acc)>> = Box::new(GlobalWindowAllOp {
-                    agg: agg.clone(),
-                    window_fn: window_fn.clone(),
-                    panes: BTreeMap::new(),
-                    emit: Emitter::new(outs.take(0), cx.batch_size),
-                    _in: PhantomData,
-                });
-                Ok(op)
-            },
-        )
+        local
+            .one_input(
+                name,
+                1,
+                Partition::Rebalance,
+                true,
+                false,
+                Vec::new(),
+                move |cx, mut outs| {
+                    let mut op = GlobalWindowAllOp {
+                        agg: agg.clone(),
+                        window_fn: window_fn.clone(),
+                        panes: BTreeMap::new(),
+                        emit: Emitter::new(outs.take(0), cx.batch_size),
+                        cx: cx.clone(),
+                        _in: PhantomData,
+                    };
+                    restore(cx, &mut op)?;
+                    let op: Box<dyn Operator<(TimeWindow, A::Acc)>> = Box::new(op);
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[("window-all-panes", 1)]))
     }
 }
 
@@ -869,7 +944,9 @@ pub struct WindowJoinBuilder<K, A, B, W> {
     assigner: W,
 }
 
-impl<K: Key, A: Data, B: Data, W: WindowAssigner> WindowJoinBuilder<K, A, B, W> {
+impl<K: Key, A: Data + StateValue, B: Data + StateValue, W: WindowAssigner>
+    WindowJoinBuilder<K, A, B, W>
+{
     /// Emits `f(left, right)` for every pair with the same key in the same window.
     pub fn apply<O: Data>(
         &self,
@@ -886,17 +963,20 @@ impl<K: Key, A: Data, B: Data, W: WindowAssigner> WindowJoinBuilder<K, A, B, W> 
             self.right.partition(),
             name,
             move |cx, mut outs| {
-                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(WindowJoinOp::new(
+                let mut op = WindowJoinOp::new(
                     lk.clone(),
                     rk.clone(),
                     assigner.clone(),
                     f.clone(),
                     Emitter::new(outs.take(0), cx.batch_size),
                     cx.clone(),
-                ));
+                );
+                restore(cx, &mut op)?;
+                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(op);
                 Ok(op)
             },
         )
+        .with_states(fixed_states(&[("window-join-buffers", 1)]))
     }
 }
 
@@ -908,7 +988,7 @@ pub struct IntervalJoinBuilder<K, A, B> {
     after: i64,
 }
 
-impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
+impl<K: Key, A: Data + StateValue, B: Data + StateValue> IntervalJoinBuilder<K, A, B> {
     /// Emits `f(left, right)` for every matching pair, stamped with the later timestamp.
     pub fn apply<O: Data>(
         &self,
@@ -925,7 +1005,7 @@ impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
             self.right.partition(),
             name,
             move |cx, mut outs| {
-                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(IntervalJoinOp {
+                let mut op = IntervalJoinOp {
                     left_key: lk.clone(),
                     right_key: rk.clone(),
                     before,
@@ -936,9 +1016,12 @@ impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
                     watermark: i64::MIN,
                     emit: Emitter::new(outs.take(0), cx.batch_size),
                     cx: cx.clone(),
-                });
+                };
+                restore(cx, &mut op)?;
+                let op: Box<dyn TwoInputOperator<A, B>> = Box::new(op);
                 Ok(op)
             },
         )
+        .with_states(fixed_states(&[("interval-join-buffers", 1)]))
     }
 }

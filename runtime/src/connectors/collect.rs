@@ -1,4 +1,4 @@
-use super::{Sink, SinkWriter};
+use super::{Sink, SinkContext, SinkWriter};
 use crate::api::Record;
 use crate::error::Error;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ struct CollectWriter<T> {
 }
 
 impl<T: Clone + Send + 'static> Sink<T> for CollectSink<T> {
-    fn open(&self, _: usize, _: usize) -> Result<Box<dyn SinkWriter<T>>, Error> {
+    fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, Error> {
         Ok(Box::new(CollectWriter {
             out: self.out.clone(),
         }))
@@ -49,7 +49,7 @@ pub struct DiscardSink;
 struct DiscardWriter;
 
 impl<T: 'static> Sink<T> for DiscardSink {
-    fn open(&self, _: usize, _: usize) -> Result<Box<dyn SinkWriter<T>>, Error> {
+    fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, Error> {
         Ok(Box::new(DiscardWriter))
     }
 }

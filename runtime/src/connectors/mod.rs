@@ -6,6 +6,7 @@ mod nexmark;
 mod queue_source;
 mod vec_source;
 
+pub use crate::snapshot::{FileTransaction, SplitPosition};
 pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
 pub use nexmark::{NexmarkFileSource, NexmarkSource};
@@ -24,25 +25,51 @@ pub enum Poll {
     End,
 }
 
-/// A source: a fixed set of splits, each read by exactly one subtask.
+/// A source: a fixed set of splits, each read by exactly one subtask. The number of splits
+/// does not depend on the parallelism, so positions saved at one parallelism restore at any
+/// other.
 pub trait Source<T>: Send + Sync + 'static {
     fn split_count(&self) -> usize;
-    fn open_split(&self, split: usize) -> Result<Box<dyn SplitReader<T>>, Error>;
+    /// Opens `split` so that its next record is record `offset` of the split (as reported by
+    /// [`SplitReader::position`] when a snapshot was taken).
+    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error>;
 }
 
 /// Reads one split. Timestamps are assigned by the reader, from the records themselves.
 pub trait SplitReader<T> {
     /// Appends at most `max` records to `out`.
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error>;
+    /// Records of the split handed out so far.
+    fn position(&self) -> u64;
+}
+
+/// Where a sink writer runs.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    pub subtask: usize,
+    pub parallelism: usize,
+    /// Unique per run of the job: tells this run's files from those of earlier attempts.
+    pub run_id: String,
 }
 
 /// A sink; each subtask opens its own writer.
 pub trait Sink<T>: Send + Sync + 'static {
-    fn open(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SinkWriter<T>>, Error>;
+    fn open(&self, cx: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, Error>;
 }
 
 pub trait SinkWriter<T> {
     fn write(&mut self, batch: &[Record<T>]) -> Result<(), Error>;
     /// Nothing more will be written.
     fn finish(&mut self) -> Result<(), Error>;
+    /// A barrier of snapshot `checkpoint` arrived: make everything written so far durable
+    /// under a hidden name and return every such transaction not yet committed (those of
+    /// snapshots up to `committed` are). The snapshot commits what it lists once complete.
+    /// Sinks without transactions return nothing.
+    fn pre_commit(
+        &mut self,
+        _checkpoint: u64,
+        _committed: u64,
+    ) -> Result<Vec<crate::snapshot::FileTransaction>, Error> {
+        Ok(Vec::new())
+    }
 }

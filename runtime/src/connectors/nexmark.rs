@@ -30,6 +30,7 @@ impl NexmarkSource {
 struct GeneratorReader {
     generator: Arc<NexmarkGenerator>,
     next: u64,
+    first: u64,
     step: u64,
     end: u64,
 }
@@ -39,10 +40,12 @@ impl Source<Event> for NexmarkSource {
         self.splits
     }
 
-    fn open_split(&self, split: usize) -> Result<Box<dyn SplitReader<Event>>, Error> {
+    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<Event>>, Error> {
+        let step = self.splits as u64;
         Ok(Box::new(GeneratorReader {
             generator: self.generator.clone(),
-            next: split as u64,
+            next: (split as u64).saturating_add(offset.saturating_mul(step)),
+            first: split as u64,
             step: self.splits as u64,
             end: self.events,
         }))
@@ -60,6 +63,10 @@ impl SplitReader<Event> for GeneratorReader {
             self.next += self.step;
         }
         Ok(Poll::More)
+    }
+
+    fn position(&self) -> u64 {
+        (self.next - self.first) / self.step
     }
 }
 
@@ -85,6 +92,7 @@ struct FileReader {
     line_no: u64,
     split: u64,
     step: u64,
+    taken: u64,
 }
 
 impl Source<Event> for NexmarkFileSource {
@@ -92,15 +100,29 @@ impl Source<Event> for NexmarkFileSource {
         self.splits
     }
 
-    fn open_split(&self, split: usize) -> Result<Box<dyn SplitReader<Event>>, Error> {
+    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<Event>>, Error> {
         let file = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        Ok(Box::new(FileReader {
+        let mut reader = FileReader {
             lines: BufReader::with_capacity(1 << 16, file).lines(),
             path: self.path.clone(),
             line_no: 0,
             split: split as u64,
             step: self.splits as u64,
-        }))
+            taken: 0,
+        };
+        // Lines are not indexed: skip to the position by reading (restores only).
+        let target = split as u64 + offset.saturating_mul(self.splits as u64);
+        while reader.line_no < target {
+            match reader.lines.next() {
+                Some(line) => {
+                    line.map_err(|e| Error::io(&self.path, e))?;
+                    reader.line_no += 1;
+                }
+                None => break,
+            }
+        }
+        reader.taken = offset;
+        Ok(Box::new(reader))
     }
 }
 
@@ -122,7 +144,12 @@ impl SplitReader<Event> for FileReader {
             })?;
             out.push(Record::new(event.timestamp(), event));
             taken += 1;
+            self.taken += 1;
         }
         Ok(Poll::More)
+    }
+
+    fn position(&self) -> u64 {
+        self.taken
     }
 }

@@ -25,6 +25,7 @@ impl<T: Send + 'static> QueueSource<T> {
 
 struct QueueReader<T> {
     rx: Receiver<Record<T>>,
+    taken: u64,
 }
 
 impl<T: Send + 'static> Source<T> for QueueSource<T> {
@@ -32,14 +33,19 @@ impl<T: Send + 'static> Source<T> for QueueSource<T> {
         1
     }
 
-    fn open_split(&self, _: usize) -> Result<Box<dyn SplitReader<T>>, Error> {
+    fn open_split(&self, _: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error> {
+        if offset > 0 {
+            return Err(Error::Graph(
+                "a queue source cannot be replayed: it cannot restore a position".into(),
+            ));
+        }
         let rx = self
             .rx
             .lock()
             .map_err(|_| Error::Graph("queue source poisoned by a panic".into()))?
             .take()
             .ok_or_else(|| Error::Graph("a queue source can be opened by one run only".into()))?;
-        Ok(Box::new(QueueReader { rx }))
+        Ok(Box::new(QueueReader { rx, taken: 0 }))
     }
 }
 
@@ -47,11 +53,18 @@ impl<T> SplitReader<T> for QueueReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error> {
         while out.len() < max {
             match self.rx.try_recv() {
-                Ok(r) => out.push(r),
+                Ok(r) => {
+                    out.push(r);
+                    self.taken += 1;
+                }
                 Err(TryRecvError::Empty) => return Ok(Poll::More),
                 Err(TryRecvError::Disconnected) => return Ok(Poll::End),
             }
         }
         Ok(Poll::More)
+    }
+
+    fn position(&self) -> u64 {
+        self.taken
     }
 }

@@ -48,11 +48,11 @@ impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
         self.splits.len()
     }
 
-    fn open_split(&self, split: usize) -> Result<Box<dyn SplitReader<T>>, Error> {
+    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error> {
         Ok(Box::new(VecReader {
             records: self.splits.clone(),
             split,
-            next: 0,
+            next: usize::try_from(offset).unwrap_or(usize::MAX),
             max_per_poll: self.max_per_poll,
             stall_at: self
                 .stall_after
@@ -66,13 +66,18 @@ impl<T: Clone> SplitReader<T> for VecReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error> {
         let all = &self.records[self.split];
         let limit = self.stall_at.unwrap_or(all.len()).min(all.len());
-        let end = (self.next + max.min(self.max_per_poll)).min(limit);
-        out.extend_from_slice(&all[self.next..end]);
-        self.next = end;
+        let start = self.next.min(limit);
+        let end = (start + max.min(self.max_per_poll)).min(limit);
+        out.extend_from_slice(&all[start..end]);
+        self.next = self.next.max(end);
         if self.next >= all.len() && self.stall_at.is_none() {
             Ok(Poll::End)
         } else {
             Ok(Poll::More)
         }
+    }
+
+    fn position(&self) -> u64 {
+        self.next as u64
     }
 }

@@ -19,6 +19,8 @@ pub(crate) enum Msg<T> {
     /// The producer has no data for now (`true`) or has data again (`false`); an idle
     /// input does not hold back the consumer's watermark.
     Idle(bool),
+    /// A snapshot barrier (never a final one: the end of input stands for that).
+    Barrier(crate::snapshot::Barrier),
     End,
 }
 

@@ -1,16 +1,32 @@
 //! Embedded execution: every subtask of every chain is a thread of this process.
 
+use super::checkpoint::{
+    commit_all, CheckpointConfig, CheckpointControl, CheckpointStatus, Command, CompletedSnapshot,
+    Coordinator,
+};
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
 use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
+use crate::snapshot::{CheckpointStorage, Compatibility, RestoredState};
 use crate::state::KeyGroupAssignment;
+use crossbeam_channel::Sender;
 use crossbeam_utils::sync::{Parker, Unparker};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Where a run's state comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// The latest complete checkpoint in the run's checkpoint storage; an empty storage
+    /// starts the job from scratch.
+    Latest,
+    /// A checkpoint or savepoint directory (`…/chk-<id>`, `…/sp-<id>`).
+    Snapshot(String),
+}
 
 /// Tunables of a run.
 #[derive(Clone, Debug)]
@@ -20,6 +36,10 @@ pub struct RunOptions {
     /// Batches a channel holds before its producer blocks (backpressure).
     pub channel_capacity: usize,
     pub clock: Clock,
+    pub checkpoints: Option<CheckpointConfig>,
+    pub restore: Option<Restore>,
+    /// Restore even when some state of the snapshot has no operator to go to (it is dropped).
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for RunOptions {
@@ -28,6 +48,9 @@ impl Default for RunOptions {
             batch_size: 1024,
             channel_capacity: 8,
             clock: Clock::System,
+            checkpoints: None,
+            restore: None,
+            allow_non_restored_state: false,
         }
     }
 }
@@ -61,9 +84,33 @@ pub struct RunningJob {
     metrics: Vec<Arc<TaskMetrics>>,
     cancel: Arc<AtomicBool>,
     started: Instant,
+    commands: Sender<Command>,
+    status: Arc<Mutex<CheckpointStatus>>,
 }
 
 impl RunningJob {
+    /// Checkpoint history and where this run was restored from.
+    pub fn checkpoint_status(&self) -> CheckpointStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Takes a savepoint into storage `uri` (`file:///…`) and waits for it. With `stop`, the
+    /// job stops right after it, committing exactly the output the savepoint covers.
+    pub fn savepoint(&self, uri: &str, stop: bool) -> Result<CompletedSnapshot, Error> {
+        let (reply, result) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Savepoint {
+                storage: uri.to_string(),
+                stop,
+                reply,
+            })
+            .map_err(|_| Error::Checkpoint("the job is no longer running".into()))?;
+        result
+            .recv()
+            .map_err(|_| Error::Checkpoint("the job ended before the savepoint completed".into()))?
+            .map_err(Error::Checkpoint)
+    }
+
     pub fn metrics(&self) -> Vec<TaskMetricsSnapshot> {
         self.metrics.iter().map(|m| m.snapshot()).collect()
     }
@@ -82,6 +129,7 @@ impl RunningJob {
     pub fn wait(self) -> Result<JobSummary, Error> {
         let mut root: Option<Error> = None;
         let mut consequence: Option<Error> = None;
+        let stopped = self.checkpoint_status().stopped;
         for (name, t) in self.threads {
             let result = t.join().unwrap_or_else(|panic| {
                 let message = panic
@@ -92,6 +140,10 @@ impl RunningJob {
                 Err(Error::Graph(format!("{name} panicked: {message}")))
             });
             if let Err(e) = result {
+                if stopped && matches!(e, Error::Cancelled) {
+                    // Stopped with a savepoint: a clean stop.
+                    continue;
+                }
                 let secondary = matches!(e, Error::Cancelled)
                     || matches!(&e, Error::Task { message, .. } if message.contains("subtask stopped"));
                 if secondary {
@@ -113,9 +165,127 @@ impl RunningJob {
 
 type EdgeKey = (usize, usize, usize); // (consumer node, input index, producer subtask)
 
+/// The snapshot to start from, checked against the job before anything runs.
+fn load_restore(
+    graph: &JobGraph,
+    options: &RunOptions,
+    status: &mut CheckpointStatus,
+) -> Result<Option<RestoredState>, Error> {
+    let Some(restore) = &options.restore else {
+        return Ok(None);
+    };
+    let (storage, manifest) = match restore {
+        Restore::Latest => {
+            let config = options.checkpoints.as_ref().ok_or_else(|| {
+                Error::Checkpoint("restoring the latest checkpoint needs checkpoint storage".into())
+            })?;
+            let storage = CheckpointStorage::open(&config.storage)?;
+            match storage.latest_restorable() {
+                Ok(r) => {
+                    for skipped in &r.skipped {
+                        eprintln!("restore: {skipped}");
+                    }
+                    status.skipped_at_restore = r.skipped;
+                    (storage, r.manifest)
+                }
+                Err(crate::snapshot::SnapshotError::NoCheckpoint { .. }) => {
+                    eprintln!(
+                        "restore: no complete checkpoint in {}; starting from empty state",
+                        config.storage
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Restore::Snapshot(location) => {
+            let (storage, id) = CheckpointStorage::open_snapshot(location)?;
+            let manifest = storage.verify(id)?;
+            (storage, manifest)
+        }
+    };
+    let restored = RestoredState::load(&storage, &manifest)?;
+    let compat = Compatibility::check(
+        &restored.content,
+        graph.max_parallelism,
+        &graph.declared_operators()?,
+    );
+    if let Some(why) = compat.refusal(options.allow_non_restored_state) {
+        return Err(Error::Checkpoint(format!(
+            "cannot restore {}: {why}",
+            storage.location(manifest.checkpoint)
+        )));
+    }
+    // Output the snapshot covers is committed, even if the failed run did not get to it.
+    commit_all(&restored.content.transactions().cloned().collect::<Vec<_>>())?;
+    let location = storage.location(manifest.checkpoint);
+    eprintln!("restoring from {location}");
+    status.restored_from = Some(location);
+    Ok(Some(restored))
+}
+
+/// The key-group owners of every stateful operator: restored from the snapshot (rescaled
+/// keeping as many owners as possible when the parallelism changed) or contiguous ranges.
+fn assignments(
+    graph: &JobGraph,
+    restored: Option<&RestoredState>,
+) -> Result<HashMap<usize, Arc<KeyGroupAssignment>>, Error> {
+    let mut out = HashMap::new();
+    for (n, node) in graph.nodes.iter().enumerate() {
+        let p = node.parallelism as u32;
+        let previous = restored
+            .and_then(|r| r.content.operators.iter().find(|o| o.uid == node.uid))
+            .filter(|o| o.assignment.len() == graph.max_parallelism as usize);
+        let assignment = match previous {
+            Some(o) => {
+                let before =
+                    KeyGroupAssignment::from_owners(o.assignment.clone(), o.parallelism as u32)
+                        .map_err(|e| Error::Checkpoint(format!("operator '{}': {e}", node.uid)))?;
+                if before.parallelism() == p {
+                    before
+                } else {
+                    before.rescaled(p)
+                }
+            }
+            None => KeyGroupAssignment::contiguous(graph.max_parallelism, p),
+        };
+        out.insert(n, Arc::new(assignment));
+    }
+    Ok(out)
+}
+
+/// A name for this run that no earlier run of the job had.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}{:05x}",
+        nanos % (1 << 48),
+        std::process::id() % (1 << 20)
+    )
+}
+
 /// Starts every subtask of `graph` on its own thread.
 pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob, Error> {
+    let mut status = CheckpointStatus::default();
+    let restored = load_restore(&graph, &options, &mut status)?.map(Arc::new);
+    let assignments = Arc::new(assignments(&graph, restored.as_deref())?);
+    let storage = match &options.checkpoints {
+        Some(c) => Some(CheckpointStorage::open(&c.storage)?),
+        None => None,
+    };
+    let next_id = match &storage {
+        Some(s) => s.next_id()?,
+        None => 1,
+    }
+    .max(restored.as_ref().map_or(0, |r| r.id + 1));
+    let declared = graph.declared_operators()?;
     let graph = Arc::new(graph);
+    let (control, reports) = CheckpointControl::new();
+    let (commands_tx, commands) = crossbeam_channel::unbounded();
+    let status = Arc::new(Mutex::new(status));
+    let run_id: Arc<str> = Arc::from(new_run_id());
     let heads: Vec<usize> = (0..graph.nodes.len())
         .filter(|&n| !graph.is_chained(n))
         .collect();
@@ -172,8 +342,17 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
 
     let cancel = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    let mut task_index = 0;
     for &h in &heads {
         for s in 0..graph.nodes[h].parallelism {
+            let env = TaskEnv {
+                task: task_index,
+                control: control.clone(),
+                restored: restored.clone(),
+                run_id: run_id.clone(),
+                assignments: assignments.clone(),
+            };
+            task_index += 1;
             let mut wiring = Wiring {
                 senders: HashMap::new(),
             };
@@ -203,9 +382,18 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
             let handle = std::thread::Builder::new()
                 .name(thread_name.chars().take(15).collect())
                 .spawn(move || {
-                    let result =
-                        build_task(&graph, h, s, wiring, inputs, parker, task_metrics, &options)
-                            .and_then(|task| task.run(&cancel));
+                    let result = build_task(
+                        &graph,
+                        h,
+                        s,
+                        wiring,
+                        inputs,
+                        parker,
+                        task_metrics,
+                        &options,
+                        &env,
+                    )
+                    .and_then(|task| task.run(&cancel));
                     if let Err(e) = &result {
                         if !matches!(e, Error::Cancelled) {
                             // Stop the rest of the job: a failed subtask fails the job.
@@ -219,6 +407,34 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         }
     }
 
+    let coordinator = Coordinator {
+        job: graph.name.clone(),
+        max_parallelism: graph.max_parallelism,
+        declared,
+        assignments: graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(n, node)| {
+                Some((node.uid.clone(), assignments.get(&n)?.owners().to_vec()))
+            })
+            .collect(),
+        tasks: task_index,
+        config: options.checkpoints.clone(),
+        storage,
+        next_id,
+        control,
+        reports,
+        commands,
+        cancel: cancel.clone(),
+        status: status.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("checkpoints".into())
+        .spawn(move || coordinator.run())
+        .map_err(|e| Error::io("thread", e))?;
+    threads.push(("checkpoint coordinator".to_string(), handle));
+
     let mut all_metrics: Vec<(usize, usize, Arc<TaskMetrics>)> =
         metrics.into_iter().map(|((h, s), m)| (h, s, m)).collect();
     all_metrics.sort_by_key(|(h, s, _)| (*h, *s));
@@ -227,16 +443,33 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         metrics: all_metrics.into_iter().map(|(_, _, m)| m).collect(),
         cancel,
         started: Instant::now(),
+        commands: commands_tx,
+        status,
     })
+}
+
+/// What every subtask of a run shares, beyond its wiring.
+struct TaskEnv {
+    task: usize,
+    control: Arc<CheckpointControl>,
+    restored: Option<Arc<RestoredState>>,
+    run_id: Arc<str>,
+    assignments: Arc<HashMap<usize, Arc<KeyGroupAssignment>>>,
 }
 
 /// The key-group owners of node `n`'s subtasks: senders route by it and the node's keyed
 /// state holds exactly the groups it assigns to its subtask.
-fn assignment_for(graph: &JobGraph, n: usize) -> Arc<KeyGroupAssignment> {
-    Arc::new(KeyGroupAssignment::contiguous(
-        graph.max_parallelism,
-        graph.nodes[n].parallelism as u32,
-    ))
+fn assignment_for(
+    assignments: &HashMap<usize, Arc<KeyGroupAssignment>>,
+    graph: &JobGraph,
+    n: usize,
+) -> Arc<KeyGroupAssignment> {
+    assignments.get(&n).cloned().unwrap_or_else(|| {
+        Arc::new(KeyGroupAssignment::contiguous(
+            graph.max_parallelism,
+            graph.nodes[n].parallelism as u32,
+        ))
+    })
 }
 
 /// The channel senders one subtask writes to, by (consumer node, input index).
@@ -254,6 +487,7 @@ fn build_task(
     parker: Parker,
     metrics: Arc<TaskMetrics>,
     options: &RunOptions,
+    env: &TaskEnv,
 ) -> Result<Box<dyn Task>, Error> {
     let failure = FailureCell::default();
     let cx_for = |n: usize| BuildCx {
@@ -261,12 +495,16 @@ fn build_task(
         subtask,
         parallelism: graph.nodes[n].parallelism,
         batch_size: options.batch_size,
-        assignment: assignment_for(graph, n),
+        assignment: assignment_for(&env.assignments, graph, n),
         clock: options.clock.clone(),
         metrics: metrics.clone(),
         failure: failure.clone(),
+        task: env.task,
+        control: env.control.clone(),
+        restored: env.restored.clone(),
+        run_id: env.run_id.clone(),
     };
-    let outputs = build_outputs(graph, head, &cx_for, &mut wiring)?;
+    let outputs = build_outputs(graph, head, &cx_for, &mut wiring, &env.assignments)?;
     let cx = cx_for(head);
     match &graph.nodes[head].kind {
         NodeKind::Source(build) => build(&cx, outputs),
@@ -290,6 +528,7 @@ fn build_outputs(
     node: usize,
     cx_for: &dyn Fn(usize) -> BuildCx,
     wiring: &mut Wiring,
+    assignments: &HashMap<usize, Arc<KeyGroupAssignment>>,
 ) -> Result<Outputs, Error> {
     let def = &graph.nodes[node];
     let mut ports: Vec<Erased> = Vec::with_capacity(def.ports.len());
@@ -301,7 +540,7 @@ fn build_outputs(
                     continue;
                 }
                 if graph.is_chained(c) {
-                    let outputs = build_outputs(graph, c, cx_for, wiring)?;
+                    let outputs = build_outputs(graph, c, cx_for, wiring, assignments)?;
                     let NodeKind::OneInput { build, .. } = &consumer.kind else {
                         return Err(Error::Graph(format!(
                             "chained node {} has no single input",
@@ -322,9 +561,10 @@ fn build_outputs(
                         }
                         Partition::Forward | Partition::Rebalance => ErasedRouting::Rebalance,
                         Partition::Broadcast => ErasedRouting::Broadcast,
-                        Partition::Hash(hasher) => {
-                            ErasedRouting::Hash(hasher.clone(), assignment_for(graph, c))
-                        }
+                        Partition::Hash(hasher) => ErasedRouting::Hash(
+                            hasher.clone(),
+                            assignment_for(assignments, graph, c),
+                        ),
                     };
                     consumers.push((port.writer)(txs, routing, &cx_for(node)));
                 }

@@ -5,6 +5,7 @@ use super::channel::{ChannelSender, Msg};
 use super::{BuildCx, Operator};
 use crate::api::Record;
 use crate::graph::KeyHasher;
+use crate::snapshot::{Barrier, SnapshotKind, TaskSnapshot};
 use crate::state::KeyGroupAssignment;
 use crate::time::{EventTime, ProcTime};
 use std::sync::Arc;
@@ -130,6 +131,12 @@ impl<T: Clone> Operator<T> for ExchangeWriter<T> {
     fn flush(&mut self) {
         for t in 0..self.senders.len() {
             self.send_buffer(t);
+        }
+    }
+
+    fn barrier(&mut self, barrier: Barrier, _: &mut TaskSnapshot) {
+        if barrier.kind != SnapshotKind::Final {
+            self.broadcast(|| Msg::Barrier(barrier));
         }
     }
 

@@ -1,19 +1,23 @@
 //! Execution: turning a job graph into running subtasks.
 
 pub(crate) mod channel;
+pub(crate) mod checkpoint;
 mod embedded;
 pub(crate) mod exchange;
 pub mod metrics;
 pub(crate) mod operator;
 mod task;
 
-pub use embedded::{start_embedded, JobSummary, RunOptions, RunningJob};
+pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
+pub use embedded::{start_embedded, JobSummary, Restore, RunOptions, RunningJob};
 pub use operator::{Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 
 use crate::error::Error;
+use crate::snapshot::{RestoredOperator, RestoredState};
 use crate::state::KeyGroupAssignment;
 use crate::time::ProcTime;
+use checkpoint::CheckpointControl;
 use metrics::TaskMetrics;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -83,9 +87,57 @@ pub(crate) struct BuildCx {
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<TaskMetrics>,
     pub(crate) failure: FailureCell,
+    /// This subtask's index among all subtasks of the job (for snapshot reports).
+    pub(crate) task: usize,
+    pub(crate) control: Arc<CheckpointControl>,
+    /// The snapshot this run starts from.
+    pub(crate) restored: Option<Arc<RestoredState>>,
+    /// Unique per run: names this run's pending sink files apart from earlier attempts'.
+    pub(crate) run_id: Arc<str>,
 }
 
 impl BuildCx {
+    fn restored_operator(&self) -> Option<&RestoredOperator> {
+        self.restored.as_ref()?.operators.get(&self.uid)
+    }
+
+    /// The restored key groups this subtask owns.
+    pub(crate) fn restored_key_groups(&self) -> Vec<(u32, &[u8])> {
+        let Some(op) = self.restored_operator() else {
+            return Vec::new();
+        };
+        self.assignment
+            .owned_by(self.subtask as u32)
+            .into_iter()
+            .filter_map(|kg| op.key_groups.get(&kg).map(|b| (kg, b.as_slice())))
+            .collect()
+    }
+
+    /// This subtask's share of the restored non-keyed state items (dealt round-robin).
+    pub(crate) fn restored_items(&self) -> Vec<&[u8]> {
+        self.restored_operator().map_or_else(Vec::new, |op| {
+            op.items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % self.parallelism == self.subtask)
+                .map(|(_, b)| b.as_slice())
+                .collect()
+        })
+    }
+
+    /// The restored position of a source split.
+    pub(crate) fn restored_split(&self, split: usize) -> Option<crate::snapshot::SplitPosition> {
+        self.restored_operator()?.splits.get(&split).copied()
+    }
+
+    /// A state error naming this operator, for failures while restoring.
+    pub(crate) fn state_error(&self, message: impl Into<String>) -> Error {
+        Error::State {
+            uid: self.uid.clone(),
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn fail(&self, message: impl Into<String>) {
         self.failure.set(Error::Task {
             uid: self.uid.clone(),

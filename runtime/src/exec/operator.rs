@@ -4,6 +4,7 @@
 //! records.
 
 use crate::api::Record;
+use crate::snapshot::{Barrier, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};
 
 /// Receives a stream of `T` in batches.
@@ -24,6 +25,11 @@ pub trait Operator<T> {
     /// The task is about to wait for input: send anything buffered downstream.
     fn flush(&mut self);
 
+    /// A snapshot barrier: send anything buffered, add this operator's state to
+    /// `snapshot`, then pass the barrier on. Records pushed before it belong to the snapshot,
+    /// records after it do not.
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot);
+
     /// End of input. Called once, after the final watermark.
     fn finish(&mut self);
 }
@@ -37,6 +43,8 @@ pub trait TwoInputOperator<A, B> {
     fn idle(&mut self, idle: bool);
     fn tick(&mut self, now: ProcTime);
     fn flush(&mut self);
+    /// A barrier has arrived on every input.
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot);
     fn finish(&mut self);
 }
 
@@ -79,6 +87,11 @@ impl<T: Clone> Operator<T> for Tee<T> {
     fn flush(&mut self) {
         self.outputs.iter_mut().for_each(|o| o.flush());
     }
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.outputs
+            .iter_mut()
+            .for_each(|o| o.barrier(barrier, snapshot));
+    }
     fn finish(&mut self) {
         self.outputs.iter_mut().for_each(|o| o.finish());
     }
@@ -95,5 +108,6 @@ impl<T> Operator<T> for Discard {
     fn idle(&mut self, _: bool) {}
     fn tick(&mut self, _: ProcTime) {}
     fn flush(&mut self) {}
+    fn barrier(&mut self, _: Barrier, _: &mut TaskSnapshot) {}
     fn finish(&mut self) {}
 }

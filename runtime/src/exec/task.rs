@@ -1,11 +1,13 @@
 //! The loops that drive a subtask: a source loop, or an input loop reading from channels.
 
 use super::channel::{ChannelReceiver, Msg, Received};
+use super::checkpoint::{Report, FINAL_ID};
 use super::{BuildCx, Operator, TwoInputOperator};
 use crate::api::{Record, WatermarkStrategy};
 use crate::connectors::{Poll, SplitReader};
 use crate::error::Error;
 use crate::graph::{downcast_receiver, Erased, ErasedSend};
+use crate::snapshot::{Barrier, SnapshotKind, SplitPosition, TaskSnapshot};
 use crate::time::{duration_millis, EventTime, ProcTime};
 use crossbeam_utils::sync::Parker;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +116,62 @@ impl ChannelClock {
     }
 }
 
+/// Barrier alignment: an input that delivered the barrier is not read again until every
+/// input still open has delivered it, so the snapshot sees exactly the records before it.
+struct Alignment {
+    blocked: Vec<bool>,
+    pending: Option<Barrier>,
+}
+
+impl Alignment {
+    fn new(channels: usize) -> Self {
+        Alignment {
+            blocked: vec![false; channels],
+            pending: None,
+        }
+    }
+
+    fn on_barrier(&mut self, c: usize, barrier: Barrier) {
+        self.blocked[c] = true;
+        self.pending = Some(barrier);
+    }
+
+    /// The barrier, once it has arrived on every input that has not ended.
+    fn complete(&mut self, ended: &[bool]) -> Option<Barrier> {
+        let barrier = self.pending?;
+        if self.blocked.iter().zip(ended).all(|(&b, &e)| b || e) {
+            self.pending = None;
+            self.blocked.fill(false);
+            Some(barrier)
+        } else {
+            None
+        }
+    }
+}
+
+/// Passes a barrier through the chain and reports the chain's part to the coordinator.
+fn snapshot_chain(cx: &BuildCx, barrier: Barrier, pass: impl FnOnce(Barrier, &mut TaskSnapshot)) {
+    let mut snapshot = TaskSnapshot::default();
+    pass(barrier, &mut snapshot);
+    cx.control.report(if barrier.kind == SnapshotKind::Final {
+        Report::Finished {
+            task: cx.task,
+            snapshot,
+        }
+    } else {
+        Report::Ack {
+            task: cx.task,
+            checkpoint: barrier.checkpoint,
+            snapshot,
+        }
+    });
+}
+
+const FINAL: Barrier = Barrier {
+    checkpoint: FINAL_ID,
+    kind: SnapshotKind::Final,
+};
+
 /// Reads channels round-robin, sleeping on the doorbell when all are empty.
 struct InputLoop {
     parker: Parker,
@@ -191,11 +249,12 @@ impl<I: 'static> Task for OneInputTask<I> {
     fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
         let n = self.channels.len();
         let mut clock = ChannelClock::new(n);
+        let mut align = Alignment::new(n);
         let metrics = self.io.cx.metrics.clone();
         loop {
             let mut received = false;
             for c in 0..n {
-                if clock.ended[c] {
+                if clock.ended[c] || align.blocked[c] {
                     continue;
                 }
                 let changes = match self.channels[c].try_recv() {
@@ -211,6 +270,10 @@ impl<I: 'static> Task for OneInputTask<I> {
                     }
                     Received::Msg(Msg::Watermark(wm)) => clock.on_watermark(c, wm),
                     Received::Msg(Msg::Idle(idle)) => clock.on_idle(c, idle),
+                    Received::Msg(Msg::Barrier(b)) => {
+                        align.on_barrier(c, b);
+                        Vec::new()
+                    }
                     Received::Msg(Msg::End) => clock.on_end(c),
                 };
                 received = true;
@@ -221,12 +284,17 @@ impl<I: 'static> Task for OneInputTask<I> {
                     forward_change(self.op.as_mut(), ch)
                 });
             }
+            if let Some(barrier) = align.complete(&clock.ended) {
+                snapshot_chain(&self.io.cx, barrier, |b, s| self.op.barrier(b, s));
+            }
             if let Some(now) = self.io.tick() {
                 self.op.tick(now);
             }
             self.io.check(cancel)?;
             if clock.all_ended() {
                 self.op.finish();
+                self.io.check(cancel)?;
+                snapshot_chain(&self.io.cx, FINAL, |b, s| self.op.barrier(b, s));
                 return self.io.check(cancel);
             }
             if !received {
@@ -287,11 +355,12 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
         let n = nl + self.right.len();
         // One clock over both inputs: the operator's watermark is the minimum of both sides.
         let mut clock = ChannelClock::new(n);
+        let mut align = Alignment::new(n);
         let metrics = self.io.cx.metrics.clone();
         loop {
             let mut received = false;
             for c in 0..n {
-                if clock.ended[c] {
+                if clock.ended[c] || align.blocked[c] {
                     continue;
                 }
                 enum Got<A, B> {
@@ -308,6 +377,10 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
                             Got::Control(clock.on_watermark(c, wm))
                         }
                         Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
+                        Received::Msg(Msg::Barrier(b)) => {
+                            align.on_barrier(c, b);
+                            Got::Control(Vec::new())
+                        }
                         Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
                     }
                 } else {
@@ -319,6 +392,10 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
                             Got::Control(clock.on_watermark(c, wm))
                         }
                         Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
+                        Received::Msg(Msg::Barrier(b)) => {
+                            align.on_barrier(c, b);
+                            Got::Control(Vec::new())
+                        }
                         Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
                     }
                 };
@@ -342,12 +419,17 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
                     }),
                 }
             }
+            if let Some(barrier) = align.complete(&clock.ended) {
+                snapshot_chain(&self.io.cx, barrier, |b, s| self.op.barrier(b, s));
+            }
             if let Some(now) = self.io.tick() {
                 self.op.tick(now);
             }
             self.io.check(cancel)?;
             if clock.all_ended() {
                 self.op.finish();
+                self.io.check(cancel)?;
+                snapshot_chain(&self.io.cx, FINAL, |b, s| self.op.barrier(b, s));
                 return self.io.check(cancel);
             }
             if !received {
@@ -360,6 +442,7 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
 
 /// One split being read by a source subtask.
 struct SplitRun<T> {
+    split: usize,
     reader: Box<dyn SplitReader<T>>,
     max_ts: i64,
     last_data: ProcTime,
@@ -377,7 +460,7 @@ pub(crate) struct SourceTask<T> {
 
 impl<T> SourceTask<T> {
     pub(crate) fn new(
-        readers: Vec<Box<dyn SplitReader<T>>>,
+        readers: Vec<(usize, Box<dyn SplitReader<T>>, bool)>,
         out: Box<dyn Operator<T>>,
         strategy: WatermarkStrategy,
         watermark_interval: Duration,
@@ -387,12 +470,13 @@ impl<T> SourceTask<T> {
         SourceTask {
             splits: readers
                 .into_iter()
-                .map(|reader| SplitRun {
+                .map(|(split, reader, done)| SplitRun {
+                    split,
                     reader,
                     max_ts: i64::MIN,
                     last_data: now,
                     idle: false,
-                    done: false,
+                    done,
                 })
                 .collect(),
             out,
@@ -400,6 +484,27 @@ impl<T> SourceTask<T> {
             watermark_interval,
             cx,
         }
+    }
+}
+
+impl<T> SourceTask<T> {
+    /// Records the position of every split, then passes the barrier down the chain.
+    fn barrier(&mut self, barrier: Barrier) {
+        let splits = &self.splits;
+        let (uid, subtask) = (self.cx.uid.clone(), self.cx.subtask);
+        let out = &mut self.out;
+        snapshot_chain(&self.cx, barrier, |b, snapshot| {
+            let op = snapshot.operator(&uid, subtask);
+            op.splits = splits
+                .iter()
+                .map(|s| SplitPosition {
+                    split: s.split,
+                    offset: s.reader.position(),
+                    done: s.done,
+                })
+                .collect();
+            out.barrier(b, snapshot);
+        });
     }
 }
 
@@ -413,7 +518,11 @@ impl<T: 'static> Task for SourceTask<T> {
         let mut all_idle = false;
         let mut last_wm_check = Instant::now();
         let mut last_tick = self.cx.clock.now();
+        let mut injected = 0;
         loop {
+            if let Some(barrier) = self.cx.control.barrier_due(&mut injected) {
+                self.barrier(barrier);
+            }
             let mut produced = false;
             for split in self.splits.iter_mut().filter(|s| !s.done) {
                 let poll = split.reader.poll(&mut batch, self.cx.batch_size)?;
@@ -443,6 +552,10 @@ impl<T: 'static> Task for SourceTask<T> {
                 self.cx.metrics.set_watermark(EventTime::MAX);
                 self.out.watermark(EventTime::MAX);
                 self.out.finish();
+                if let Some(e) = self.cx.failure.take() {
+                    return Err(e);
+                }
+                self.barrier(FINAL);
                 self.cx.metrics.set_elapsed(started.elapsed());
                 return self.cx.failure.take().map_or(Ok(()), Err);
             }

@@ -4,6 +4,7 @@ use super::Emitter;
 use crate::api::{Either, Record};
 use crate::connectors::SinkWriter;
 use crate::exec::{BuildCx, Operator};
+use crate::snapshot::{Barrier, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};
 
 macro_rules! forward_control {
@@ -19,6 +20,9 @@ macro_rules! forward_control {
         }
         fn flush(&mut self) {
             self.out.flush();
+        }
+        fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+            self.out.barrier(barrier, snapshot);
         }
         fn finish(&mut self) {
             self.out.finish();
@@ -137,6 +141,12 @@ impl<I, L, R, F: Fn(I) -> Option<Either<L, R>>> Operator<I> for SplitOp<I, L, R,
         self.left.out.flush();
         self.right.out.flush();
     }
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.left.send();
+        self.right.send();
+        self.left.out.barrier(barrier, snapshot);
+        self.right.out.barrier(barrier, snapshot);
+    }
     fn finish(&mut self) {
         self.left.out.finish();
         self.right.out.finish();
@@ -171,6 +181,24 @@ impl<T> Operator<T> for SinkOp<T> {
     fn idle(&mut self, _: bool) {}
     fn tick(&mut self, _: ProcTime) {}
     fn flush(&mut self) {}
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        if self.failed {
+            return;
+        }
+        match self
+            .writer
+            .pre_commit(barrier.checkpoint, self.cx.control.committed())
+        {
+            Ok(transactions) => {
+                if !transactions.is_empty() {
+                    snapshot
+                        .operator(&self.cx.uid, self.cx.subtask)
+                        .transactions = transactions;
+                }
+            }
+            Err(e) => self.check(Err(e)),
+        }
+    }
     fn finish(&mut self) {
         if !self.failed {
             let r = self.writer.finish();

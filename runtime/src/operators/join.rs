@@ -1,9 +1,11 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
 use super::keyed::KeyFn;
-use super::Emitter;
+use super::{Emitter, Snapshotted};
 use crate::api::{Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{basic_control, BuildCx, TwoInputOperator};
+use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
+use crate::state::StateValue;
 use crate::time::{EventTime, ProcTime};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -46,7 +48,7 @@ pub(crate) struct WindowJoinOp<K, A, B, O, W> {
     pub(crate) cx: BuildCx,
 }
 
-impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, W> {
+impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, W> {
     pub(crate) fn new(
         left_key: KeyFn<A, K>,
         right_key: KeyFn<B, K>,
@@ -92,7 +94,33 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> WindowJoinOp<K, A, B, O, 
     }
 }
 
-impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> TwoInputOperator<A, B>
+/// A key's records in one window, in snapshots: `(window, key, left, right)`.
+type WindowSidesEntry<K, A, B> = (TimeWindow, K, Vec<A>, Vec<B>);
+
+impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Snapshotted
+    for WindowJoinOp<K, A, B, O, W>
+{
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let entries = self.windows.iter().flat_map(|(w, keys)| {
+            keys.iter()
+                .map(move |(k, sides)| (k, (*w, k, &sides.left, &sides.right)))
+        });
+        op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+        let entries: Vec<WindowSidesEntry<K, A, B>> = decode(bytes)?;
+        for (w, key, left, right) in entries {
+            let sides = sides_of(&mut self.windows, &w, &key);
+            sides.left.extend(left);
+            sides.right.extend(right);
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperator<A, B>
     for WindowJoinOp<K, A, B, O, W>
 {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
@@ -130,6 +158,12 @@ impl<K: Key, A: Clone, B: Clone, O, W: WindowAssigner> TwoInputOperator<A, B>
         self.emit.out.watermark(watermark);
     }
 
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        super::snapshot(&self.cx, self, snapshot);
+        self.emit.out.barrier(barrier, snapshot);
+    }
+
     basic_control!();
 }
 
@@ -149,7 +183,64 @@ pub(crate) struct IntervalJoinOp<K, A, B, O> {
     pub(crate) cx: BuildCx,
 }
 
-impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K, A, B, O> {
+/// A key's buffered records, in snapshots: `(key, [(ts, left)], [(ts, right)])`.
+type IntervalEntry<K, A, B> = (K, Vec<(i64, A)>, Vec<(i64, B)>);
+
+impl<K: Key, A: StateValue, B: StateValue, O> Snapshotted for IntervalJoinOp<K, A, B, O> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let empty_a = Vec::new();
+        let empty_b = Vec::new();
+        let keys = self
+            .left
+            .keys()
+            .chain(self.right.keys().filter(|k| !self.left.contains_key(*k)));
+        let entries = keys.map(|k| {
+            let l: Vec<(i64, &A)> = self
+                .left
+                .get(k)
+                .unwrap_or(&empty_a)
+                .iter()
+                .map(|r| (r.ts.0, &r.value))
+                .collect();
+            let r: Vec<(i64, &B)> = self
+                .right
+                .get(k)
+                .unwrap_or(&empty_b)
+                .iter()
+                .map(|r| (r.ts.0, &r.value))
+                .collect();
+            (k, (k, l, r))
+        });
+        op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+        let entries: Vec<IntervalEntry<K, A, B>> = decode(bytes)?;
+        for (key, left, right) in entries {
+            if !left.is_empty() {
+                let l = self.left.entry(key.clone()).or_default();
+                l.extend(
+                    left.into_iter()
+                        .map(|(ts, v)| Record::new(EventTime(ts), v)),
+                );
+            }
+            if !right.is_empty() {
+                let r = self.right.entry(key).or_default();
+                r.extend(
+                    right
+                        .into_iter()
+                        .map(|(ts, v)| Record::new(EventTime(ts), v)),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, A: StateValue, B: StateValue, O> TwoInputOperator<A, B>
+    for IntervalJoinOp<K, A, B, O>
+{
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
         for r in batch.drain(..) {
             if r.ts.0 < self.watermark {
@@ -215,6 +306,12 @@ impl<K: Key, A: Clone, B: Clone, O> TwoInputOperator<A, B> for IntervalJoinOp<K,
         });
         self.emit.send();
         self.emit.out.watermark(watermark);
+    }
+
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        super::snapshot(&self.cx, self, snapshot);
+        self.emit.out.barrier(barrier, snapshot);
     }
 
     basic_control!();

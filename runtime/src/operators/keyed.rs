@@ -1,12 +1,15 @@
 //! Keyed process functions, one and two inputs.
 
-use super::Emitter;
+use super::{Emitter, Snapshotted};
 use crate::api::{
     Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
 };
-use crate::exec::{Clock, Operator, TwoInputOperator};
+use crate::exec::{BuildCx, Operator, TwoInputOperator};
+use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};
+use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// How often expired state is swept, in processing-time milliseconds.
@@ -22,14 +25,53 @@ pub(crate) struct KeyedCore<K, O> {
     pub(crate) now: ProcTime,
     pub(crate) next_sweep: i64,
     pub(crate) emit: Emitter<O>,
-    clock: Clock,
+    cx: BuildCx,
+}
+
+/// A key group of a keyed process operator in snapshots: its states in the canonical
+/// format, and its timers as `(key, event_time, timestamp)`.
+type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
+
+impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let max = self.cx.assignment.max_parallelism();
+        let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
+        for (k, event, t) in self.timers.entries() {
+            timers
+                .entry(key_group(stable_hash(k), max))
+                .or_default()
+                .push((k, event, t));
+        }
+        for kg in self.cx.assignment.owned_by(self.cx.subtask as u32) {
+            let states = self.states.snapshot_key_group(kg)?;
+            let t = timers.remove(&kg).unwrap_or_default();
+            if t.is_empty() && self.states.is_key_group_empty(kg) {
+                continue;
+            }
+            op.key_groups.push((kg, encode(&(states, t))?));
+        }
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+        let (states, timers): KeyedGroupEntry<K> = decode(bytes)?;
+        self.states.restore_key_group(kg, &states)?;
+        for (key, event, t) in timers {
+            if event {
+                self.timers.register_event(&key, t);
+            } else {
+                self.timers.register_processing(&key, t);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<K: Key, O> KeyedCore<K, O> {
-    pub(crate) fn new(states: KeyedStateStore, clock: Clock, emit: Emitter<O>) -> Self {
-        let now = clock.now();
+    pub(crate) fn new(states: KeyedStateStore, cx: &BuildCx, emit: Emitter<O>) -> Self {
+        let now = cx.clock.now();
         KeyedCore {
-            clock,
+            cx: cx.clone(),
             states,
             timers: TimerService::new(),
             watermark: EventTime::MIN,
@@ -41,7 +83,7 @@ impl<K: Key, O> KeyedCore<K, O> {
 
     /// Reads the clock once per batch, so that state TTL sees the time the batch arrived.
     fn refresh_now(&mut self) {
-        self.now = self.clock.now();
+        self.now = self.cx.clock.now();
     }
 
     fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
@@ -127,6 +169,11 @@ macro_rules! keyed_control {
         fn flush(&mut self) {
             self.core.emit.send();
             self.core.emit.out.flush();
+        }
+        fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+            self.core.emit.send();
+            super::snapshot(&self.core.cx, &self.core, snapshot);
+            self.core.emit.out.barrier(barrier, snapshot);
         }
         fn finish(&mut self) {
             self.core.emit.send();

@@ -39,3 +39,38 @@ impl<O> Emitter<O> {
         }
     }
 }
+
+use crate::exec::BuildCx;
+use crate::snapshot::{OperatorSnapshot, TaskSnapshot};
+
+/// An operator that keeps state of its own, in snapshots.
+pub(crate) trait Snapshotted {
+    /// Adds the state to `op`: keyed state per key group, anything else as items.
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;
+    /// Loads one key group written by `snapshot` at any parallelism.
+    fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), String>;
+    /// Loads one item written by `snapshot` at any parallelism.
+    fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), String> {
+        Err("the operator keeps no state items".into())
+    }
+}
+
+/// Loads this subtask's share of the restored state into a freshly built operator.
+pub(crate) fn restore<S: Snapshotted>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
+    for (kg, bytes) in cx.restored_key_groups() {
+        op.restore_key_group(kg, bytes)
+            .map_err(|e| cx.state_error(format!("key group {kg}: {e}")))?;
+    }
+    for bytes in cx.restored_items() {
+        op.restore_item(bytes).map_err(|e| cx.state_error(e))?;
+    }
+    Ok(())
+}
+
+/// Adds an operator's state to the snapshot of its subtask; a failure fails the task.
+pub(crate) fn snapshot<S: Snapshotted>(cx: &BuildCx, op: &S, snapshot: &mut TaskSnapshot) {
+    let part = snapshot.operator(&cx.uid, cx.subtask);
+    if let Err(e) = op.snapshot(part) {
+        cx.fail(format!("snapshot: {e}"));
+    }
+}

@@ -7,9 +7,10 @@
 //! cleaned up goes to the late output.
 
 use super::keyed::KeyFn;
-use super::Emitter;
+use super::{Emitter, Snapshotted};
 use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{BuildCx, Operator};
+use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
 use crate::state::TimerService;
 use crate::time::{EventTime, ProcTime};
 use rustc_hash::FxHashMap;
@@ -209,6 +210,14 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
         self.emit.out.flush();
     }
 
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        self.late.send();
+        super::snapshot(&self.late.cx, self, snapshot);
+        self.late.control(|o| o.barrier(barrier, snapshot));
+        self.emit.out.barrier(barrier, snapshot);
+    }
+
     fn finish(&mut self) {
         if !W::EVENT_TIME {
             // End of input closes every processing-time window.
@@ -218,6 +227,36 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
         self.late.control(|o| o.finish());
         self.emit.send();
         self.emit.out.finish();
+    }
+}
+
+/// A window pane entry in snapshots: `(window, fired, key, accumulator)`.
+type PaneEntry<K, Acc> = (TimeWindow, bool, K, Acc);
+
+impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Snapshotted
+    for WindowOp<K, I, A, O, W>
+{
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let entries = self.windows.iter().flat_map(|(w, pane)| {
+            pane.accs
+                .iter()
+                .map(move |(k, acc)| (k, (*w, pane.fired, k, acc)))
+        });
+        op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+        let entries: Vec<PaneEntry<K, A::Acc>> = decode(bytes)?;
+        for (w, fired, key, acc) in entries {
+            let pane = self.windows.entry(w).or_insert_with(|| Pane {
+                fired,
+                accs: FxHashMap::default(),
+            });
+            pane.fired |= fired;
+            pane.accs.insert(key, acc);
+        }
+        Ok(())
     }
 }
 
@@ -367,9 +406,54 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I
         self.emit.out.flush();
     }
 
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        self.late.send();
+        super::snapshot(&self.late.cx, self, snapshot);
+        self.late.control(|o| o.barrier(barrier, snapshot));
+        self.emit.out.barrier(barrier, snapshot);
+    }
+
     fn finish(&mut self) {
         self.late.control(|o| o.finish());
         self.emit.send();
         self.emit.out.finish();
+    }
+}
+
+/// A key's sessions in snapshots: `(key, [(window, fired, accumulator)])`.
+type SessionEntry<K, Acc> = (K, Vec<(TimeWindow, bool, Acc)>);
+
+impl<K: Key, I, A: AggregateFunction<I>, O> Snapshotted for SessionWindowOp<K, I, A, O> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let entries = self.sessions.iter().map(|(k, sessions)| {
+            let list: Vec<(TimeWindow, bool, &A::Acc)> = sessions
+                .iter()
+                .map(|s| (s.window, s.fired, &s.acc))
+                .collect();
+            (k, (k, list))
+        });
+        op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+        let entries: Vec<SessionEntry<K, A::Acc>> = decode(bytes)?;
+        for (key, sessions) in entries {
+            for (window, fired, acc) in sessions {
+                // Timers are not stored: they follow from the sessions.
+                let max_ts = window.max_timestamp();
+                self.timers.register_event(&key, max_ts);
+                if self.lateness > 0 {
+                    self.timers
+                        .register_event(&key, max_ts.saturating_add(self.lateness));
+                }
+                self.sessions
+                    .entry(key.clone())
+                    .or_default()
+                    .push(SessionState { window, acc, fired });
+            }
+        }
+        Ok(())
     }
 }

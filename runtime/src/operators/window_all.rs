@@ -4,10 +4,11 @@
 //! window and subtask crosses to the global phase, so the stream itself stays parallel.
 
 use super::window::WindowFn;
-use super::Emitter;
+use super::{Emitter, Snapshotted};
 use crate::api::{AggregateFunction, Record, TimeWindow, WindowAssigner};
 use crate::exec::basic_control;
 use crate::exec::{BuildCx, Operator};
+use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +59,12 @@ impl<I, A: AggregateFunction<I>, W: WindowAssigner> Operator<I> for LocalWindowA
         self.emit.out.watermark(watermark);
     }
 
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        super::snapshot(&self.cx, self, snapshot);
+        self.emit.out.barrier(barrier, snapshot);
+    }
+
     basic_control!();
 }
 
@@ -66,7 +73,60 @@ pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
     pub(crate) window_fn: WindowFn<(), A::Out, O>,
     pub(crate) panes: BTreeMap<TimeWindow, A::Acc>,
     pub(crate) emit: Emitter<O>,
+    pub(crate) cx: BuildCx,
     pub(crate) _in: std::marker::PhantomData<fn(I)>,
+}
+
+/// Both phases keep partial accumulators per window: non-keyed state, one item per window.
+/// Any subtask can take any item after a rescale, since partials merge.
+fn snapshot_panes<Acc: serde::Serialize>(
+    panes: &BTreeMap<TimeWindow, Acc>,
+    op: &mut OperatorSnapshot,
+) -> Result<(), String> {
+    op.items = panes
+        .iter()
+        .map(|pane| encode(&pane))
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+fn restore_pane<I, A: AggregateFunction<I>>(
+    agg: &A,
+    panes: &mut BTreeMap<TimeWindow, A::Acc>,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let (w, acc): (TimeWindow, A::Acc) = decode(bytes)?;
+    match panes.get_mut(&w) {
+        Some(existing) => agg.merge(existing, acc),
+        None => {
+            panes.insert(w, acc);
+        }
+    }
+    Ok(())
+}
+
+impl<I, A: AggregateFunction<I>, W: WindowAssigner> Snapshotted for LocalWindowAllOp<I, A, W> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        snapshot_panes(&self.panes, op)
+    }
+    fn restore_key_group(&mut self, _: u32, _: &[u8]) -> Result<(), String> {
+        Err("a window-all operator keeps no keyed state".into())
+    }
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+        restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
+    }
+}
+
+impl<I, A: AggregateFunction<I>, O> Snapshotted for GlobalWindowAllOp<I, A, O> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        snapshot_panes(&self.panes, op)
+    }
+    fn restore_key_group(&mut self, _: u32, _: &[u8]) -> Result<(), String> {
+        Err("a window-all operator keeps no keyed state".into())
+    }
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+        restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
+    }
 }
 
 impl<I, A: AggregateFunction<I>, O> Operator<(TimeWindow, A::Acc)> for GlobalWindowAllOp<I, A, O> {
@@ -96,6 +156,12 @@ impl<I, A: AggregateFunction<I>, O> Operator<(TimeWindow, A::Acc)> for GlobalWin
         }
         self.emit.send();
         self.emit.out.watermark(watermark);
+    }
+
+    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        super::snapshot(&self.cx, self, snapshot);
+        self.emit.out.barrier(barrier, snapshot);
     }
 
     basic_control!();

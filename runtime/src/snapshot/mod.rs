@@ -1,17 +1,34 @@
-//! Checkpoint and savepoint storage: checksummed files and a versioned manifest per
-//! checkpoint in object storage, and a pointer to the latest complete one in the same
-//! storage (the job's storage owns it; no other system has to keep it).
+//! Checkpoints and savepoints: what a running job hands over when a barrier passes
+//! ([`task`]), how it is laid out in object storage ([`storage`]), and how a completed
+//! snapshot is described, written and read back at any parallelism ([`content`]).
 //!
-//! Layout under the storage root:
+//! Layout under a storage root:
 //!
 //! ```text
-//! chk-0000000042/<file>            state files, each listed with size and CRC32 in...
-//! chk-0000000042/_manifest.json    ...the manifest; written last, it completes the checkpoint
-//! _latest                          the id of the latest complete checkpoint
+//! chk-0000000042/op001-0003.state   state of operator 1, subtask 3: key groups and items,
+//!                                    each file listed with size and CRC32 in...
+//! chk-0000000042/_manifest.json     ...the manifest; written last, it completes the snapshot
+//! _latest                           the id of the latest complete checkpoint
 //! ```
+//!
+//! Savepoints have the same layout with `sp-` directories. The state format is canonical
+//! (per key group, independent of the parallelism that wrote it), so checkpoints and
+//! savepoints restore alike at any parallelism up to the max parallelism.
 
+mod content;
 mod storage;
+mod task;
 
+pub(crate) use content::write_snapshot;
+pub use content::{
+    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
+    SnapshotContent, StateSchema,
+};
 pub use storage::{
-    CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, MANIFEST_VERSION,
+    CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, CHECKPOINTS,
+    MANIFEST_VERSION, SAVEPOINTS,
+};
+pub(crate) use task::{decode, encode, encode_by_key_group};
+pub use task::{
+    Barrier, FileTransaction, OperatorSnapshot, SnapshotKind, SplitPosition, TaskSnapshot,
 };

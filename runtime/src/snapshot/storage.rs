@@ -55,17 +55,67 @@ pub struct Restorable {
 /// single-threaded runtime, so callers need none of their own.
 pub struct CheckpointStorage {
     uri: String,
+    /// `chk` for checkpoints, `sp` for savepoints: the directory of snapshot 42 is `chk-0000000042`.
+    prefix: &'static str,
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
 }
 
-fn checkpoint_dir(id: u64) -> String {
-    format!("chk-{id:010}")
-}
+/// The prefix of checkpoint directories.
+pub const CHECKPOINTS: &str = "chk";
+/// The prefix of savepoint directories.
+pub const SAVEPOINTS: &str = "sp";
 
 impl CheckpointStorage {
-    /// Opens `file:///absolute/path` (created if missing).
+    /// Opens `file:///absolute/path` (created if missing) holding checkpoints.
     pub fn open(uri: &str) -> Result<Self, SnapshotError> {
+        Self::open_with_prefix(uri, CHECKPOINTS)
+    }
+
+    /// Opens storage holding savepoints.
+    pub fn open_savepoints(uri: &str) -> Result<Self, SnapshotError> {
+        Self::open_with_prefix(uri, SAVEPOINTS)
+    }
+
+    /// Opens the storage around one snapshot directory (`…/chk-0000000042` or
+    /// `…/sp-0000000007`, as a path or a `file://` URI) and returns it with the id.
+    pub fn open_snapshot(location: &str) -> Result<(Self, u64), SnapshotError> {
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let path =
+            std::path::absolute(path.trim_end_matches('/')).map_err(|e| SnapshotError::Uri {
+                uri: location.to_string(),
+                message: e.to_string(),
+            })?;
+        let bad = || SnapshotError::Uri {
+            uri: location.to_string(),
+            message: "not a snapshot directory (chk-<id> or sp-<id>)".into(),
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+        let (prefix, id) = name.split_once('-').ok_or_else(bad)?;
+        let prefix = [CHECKPOINTS, SAVEPOINTS]
+            .into_iter()
+            .find(|p| *p == prefix)
+            .ok_or_else(bad)?;
+        let id = id.parse().map_err(|_| bad())?;
+        let parent = path.parent().ok_or_else(bad)?;
+        let storage = Self::open_with_prefix(&format!("file://{}", parent.display()), prefix)?;
+        Ok((storage, id))
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Where snapshot `id` lives, as a path for the user.
+    pub fn location(&self, id: u64) -> String {
+        format!("{}/{}", self.uri.trim_end_matches('/'), self.dir(id))
+    }
+
+    fn dir(&self, id: u64) -> String {
+        format!("{}-{id:010}", self.prefix)
+    }
+
+    fn open_with_prefix(uri: &str, prefix: &'static str) -> Result<Self, SnapshotError> {
         let bad = |message: &str| SnapshotError::Uri {
             uri: uri.to_string(),
             message: message.to_string(),
@@ -87,6 +137,7 @@ impl CheckpointStorage {
             .map_err(|e| bad(&e.to_string()))?;
         Ok(CheckpointStorage {
             uri: uri.to_string(),
+            prefix,
             store: Arc::new(store),
             runtime,
         })
@@ -125,13 +176,13 @@ impl CheckpointStorage {
             size: bytes.len() as u64,
             crc32: crc32fast::hash(&bytes),
         };
-        self.put(&Path::from(format!("{}/{name}", checkpoint_dir(id))), bytes)?;
+        self.put(&Path::from(format!("{}/{name}", self.dir(id))), bytes)?;
         Ok(entry)
     }
 
     /// Reads a state file and checks it against its manifest entry.
     pub fn read_file(&self, id: u64, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
-        let path = Path::from(format!("{}/{}", checkpoint_dir(id), entry.name));
+        let path = Path::from(format!("{}/{}", self.dir(id), entry.name));
         let bytes = self.get(&path)?;
         let corrupt = |message: String| SnapshotError::Corrupt {
             path: format!("{}/{path}", self.uri),
@@ -156,10 +207,7 @@ impl CheckpointStorage {
 
     /// Completes a checkpoint: its manifest, then the pointer to it.
     pub fn complete(&self, manifest: &Manifest) -> Result<(), SnapshotError> {
-        let path = Path::from(format!(
-            "{}/{MANIFEST}",
-            checkpoint_dir(manifest.checkpoint)
-        ));
+        let path = Path::from(format!("{}/{MANIFEST}", self.dir(manifest.checkpoint)));
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| SnapshotError::Corrupt {
             path: path.to_string(),
             message: e.to_string(),
@@ -169,6 +217,12 @@ impl CheckpointStorage {
             &Path::from(LATEST),
             manifest.checkpoint.to_string().into_bytes(),
         )
+    }
+
+    /// An id above every snapshot in storage, complete or not, so that a restarted job never
+    /// writes into the directory of an earlier attempt.
+    pub fn next_id(&self) -> Result<u64, SnapshotError> {
+        Ok(self.checkpoint_ids()?.first().map_or(1, |id| id + 1))
     }
 
     /// Checkpoint ids with a directory in storage, newest first.
@@ -181,14 +235,20 @@ impl CheckpointStorage {
         let mut ids: Vec<u64> = listing
             .common_prefixes
             .iter()
-            .filter_map(|p| p.as_ref().strip_prefix("chk-")?.parse().ok())
+            .filter_map(|p| {
+                p.as_ref()
+                    .strip_prefix(self.prefix)?
+                    .strip_prefix('-')?
+                    .parse()
+                    .ok()
+            })
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)
     }
 
-    fn manifest(&self, id: u64) -> Result<Manifest, SnapshotError> {
-        let path = Path::from(format!("{}/{MANIFEST}", checkpoint_dir(id)));
+    pub fn manifest(&self, id: u64) -> Result<Manifest, SnapshotError> {
+        let path = Path::from(format!("{}/{MANIFEST}", self.dir(id)));
         let bytes = self.get(&path)?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
@@ -253,7 +313,7 @@ impl CheckpointStorage {
             .into_iter()
             .filter(|&id| id <= latest);
         for id in ids.skip(keep.max(1)) {
-            let dir = Path::from(checkpoint_dir(id));
+            let dir = Path::from(self.dir(id));
             let listing = self
                 .runtime
                 .block_on(self.store.list_with_delimiter(Some(&dir)))

@@ -52,6 +52,8 @@ trait AnyTable: Any {
     fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String>;
     /// Adds the entries of a key group written by `snapshot_group`.
     fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String>;
+    /// Entries (keys) in a key group.
+    fn group_len(&self, local: usize) -> usize;
 }
 
 /// A map state's key group as decoded: `(key, [(map key, expires_at, value)])`.
@@ -130,6 +132,9 @@ impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
     fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
         self.0.restore_stamped(local, bytes)
     }
+    fn group_len(&self, local: usize) -> usize {
+        self.0.groups[local].len()
+    }
 }
 
 impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
@@ -174,6 +179,9 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
         }
         Ok(())
     }
+    fn group_len(&self, local: usize) -> usize {
+        self.0.groups[local].len()
+    }
 }
 
 impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
@@ -188,6 +196,9 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
     }
     fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
         self.0.restore_stamped(local, bytes)
+    }
+    fn group_len(&self, local: usize) -> usize {
+        self.0.groups[local].len()
     }
 }
 
@@ -397,6 +408,24 @@ impl KeyedStateStore {
                 .map_err(|e| format!("state '{name}', key group {key_group}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Name and schema version of every registered state.
+    pub fn schemas(&self) -> Vec<crate::snapshot::StateSchema> {
+        self.slots
+            .iter()
+            .map(|s| crate::snapshot::StateSchema {
+                name: s.descriptor.name.clone(),
+                schema_version: s.descriptor.schema_version,
+            })
+            .collect()
+    }
+
+    /// Whether no state holds an entry in `key_group` (snapshots skip such groups).
+    pub fn is_key_group_empty(&self, key_group: u32) -> bool {
+        self.local(key_group).map_or(true, |l| {
+            self.slots.iter().all(|s| s.table.group_len(l) == 0)
+        })
     }
 
     /// Background TTL cleanup: drops every expired entry. Called from the task's timer tick,

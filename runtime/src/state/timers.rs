@@ -75,6 +75,19 @@ impl<K: Key> TimerService<K> {
         pop_due(&mut self.processing, now)
     }
 
+    /// Every timer as `(key, event_time, timestamp)`, for snapshots.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, bool, i64)> {
+        let event = self
+            .event
+            .iter()
+            .flat_map(|(t, keys)| keys.iter().map(move |k| (k, true, *t)));
+        let processing = self
+            .processing
+            .iter()
+            .flat_map(|(t, keys)| keys.iter().map(move |k| (k, false, *t)));
+        event.chain(processing)
+    }
+
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.event.is_empty() && self.processing.is_empty()

@@ -1,0 +1,422 @@
+//! The embedded checkpoint coordinator: asks the sources for barriers, collects every
+//! subtask's part once the barrier has passed it, writes the snapshot to object storage,
+//! then commits the sinks' transactions.
+//!
+//! The subtasks only serialize their state when the barrier passes (the synchronous part);
+//! writing to storage happens on the coordinator's thread while they go on processing.
+
+use crate::error::Error;
+use crate::snapshot::{
+    write_snapshot, Barrier, CheckpointStorage, DeclaredOperator, FileTransaction, SnapshotKind,
+    TaskSnapshot,
+};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Periodic checkpoints of a run.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// `file:///…` root of the job's checkpoints.
+    pub storage: String,
+    /// Time between checkpoints; `None` takes checkpoints only at the end of input.
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long is abandoned.
+    pub timeout: Duration,
+    /// Failed or abandoned checkpoints in a row that the job tolerates; one more fails it.
+    pub tolerable_failures: u32,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+}
+
+impl CheckpointConfig {
+    pub fn new(storage: impl Into<String>) -> Self {
+        CheckpointConfig {
+            storage: storage.into(),
+            interval: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(600),
+            tolerable_failures: 3,
+            retain: 3,
+        }
+    }
+}
+
+/// What subtasks send the coordinator.
+pub(crate) enum Report {
+    /// Barrier `checkpoint` passed the subtask.
+    Ack {
+        task: usize,
+        checkpoint: u64,
+        snapshot: TaskSnapshot,
+    },
+    /// The subtask reached the end of its input; its final state stands in for it in every
+    /// later snapshot.
+    Finished { task: usize, snapshot: TaskSnapshot },
+}
+
+/// Shared by the coordinator and every subtask of a run.
+pub(crate) struct CheckpointControl {
+    /// The newest barrier the sources are asked to inject.
+    requested: AtomicU64,
+    requested_kind: AtomicU8,
+    /// Sink transactions of checkpoints up to this id are committed.
+    committed: AtomicU64,
+    reports: Sender<Report>,
+}
+
+impl CheckpointControl {
+    pub(crate) fn new() -> (Arc<Self>, Receiver<Report>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let control = CheckpointControl {
+            requested: AtomicU64::new(0),
+            requested_kind: AtomicU8::new(0),
+            committed: AtomicU64::new(0),
+            reports: tx,
+        };
+        (Arc::new(control), rx)
+    }
+
+    /// The barrier a source should inject, if one was requested since `injected`.
+    pub(crate) fn barrier_due(&self, injected: &mut u64) -> Option<Barrier> {
+        let id = self.requested.load(Ordering::Acquire);
+        if id <= *injected {
+            return None;
+        }
+        *injected = id;
+        let kind = match self.requested_kind.load(Ordering::Acquire) {
+            1 => SnapshotKind::Savepoint,
+            _ => SnapshotKind::Checkpoint,
+        };
+        Some(Barrier {
+            checkpoint: id,
+            kind,
+        })
+    }
+
+    fn request(&self, id: u64, kind: SnapshotKind) {
+        let k = u8::from(kind == SnapshotKind::Savepoint);
+        self.requested_kind.store(k, Ordering::Release);
+        self.requested.store(id, Ordering::Release);
+    }
+
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The job is over when the coordinator is gone; a report it misses changes nothing.
+    pub(crate) fn report(&self, report: Report) {
+        let _ = self.reports.send(report);
+    }
+}
+
+/// The id a final barrier carries: its transactions are committed by the final snapshot.
+pub(crate) const FINAL_ID: u64 = u64::MAX;
+
+/// The last complete snapshot and the checkpoint history, as the job reports it.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointStatus {
+    pub completed: u64,
+    pub failed: u64,
+    pub last_completed: Option<CompletedSnapshot>,
+    pub last_failure: Option<String>,
+    /// The snapshot this run was restored from.
+    pub restored_from: Option<String>,
+    /// Newer checkpoints skipped at restore because they were incomplete or corrupt.
+    pub skipped_at_restore: Vec<String>,
+    /// The job stopped after a savepoint (stop-with-savepoint).
+    pub stopped: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompletedSnapshot {
+    pub id: u64,
+    pub kind: SnapshotKind,
+    pub location: String,
+    /// From the barrier's request to the manifest written.
+    pub duration: Duration,
+    pub bytes: u64,
+}
+
+/// What the job's owner can ask the coordinator.
+pub(crate) enum Command {
+    Savepoint {
+        storage: String,
+        stop: bool,
+        reply: Sender<Result<CompletedSnapshot, String>>,
+    },
+}
+
+struct InFlight {
+    id: u64,
+    kind: SnapshotKind,
+    started: Instant,
+    parts: Vec<Option<TaskSnapshot>>,
+    savepoint: Option<(String, bool, Sender<Result<CompletedSnapshot, String>>)>,
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) job: String,
+    pub(crate) max_parallelism: u32,
+    pub(crate) declared: Vec<DeclaredOperator>,
+    pub(crate) assignments: HashMap<String, Vec<u32>>,
+    pub(crate) tasks: usize,
+    pub(crate) config: Option<CheckpointConfig>,
+    pub(crate) storage: Option<CheckpointStorage>,
+    pub(crate) next_id: u64,
+    pub(crate) control: Arc<CheckpointControl>,
+    pub(crate) reports: Receiver<Report>,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) status: Arc<Mutex<CheckpointStatus>>,
+}
+
+impl Coordinator {
+    /// Runs until every subtask finished (then takes the final snapshot and commits) or the
+    /// job is cancelled. An error fails the job.
+    pub(crate) fn run(mut self) -> Result<(), Error> {
+        let mut finished: Vec<Option<TaskSnapshot>> = (0..self.tasks).map(|_| None).collect();
+        let mut inflight: Option<InFlight> = None;
+        let mut queued: Vec<Command> = Vec::new();
+        let mut failures_in_row = 0u32;
+        let interval = self.config.as_ref().and_then(|c| c.interval);
+        let timeout = self
+            .config
+            .as_ref()
+            .map_or(Duration::from_secs(600), |c| c.timeout);
+        let mut next_due = interval.map(|i| Instant::now() + i);
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                if let Some(f) = inflight.take() {
+                    if let Some((_, _, reply)) = f.savepoint {
+                        let _ = reply.send(Err("the job was cancelled".into()));
+                    }
+                }
+                return Ok(());
+            }
+            while let Ok(c) = self.commands.try_recv() {
+                queued.push(c);
+            }
+            if inflight.is_none() {
+                if let Some(Command::Savepoint {
+                    storage,
+                    stop,
+                    reply,
+                }) = queued.pop()
+                {
+                    inflight = Some(self.trigger(SnapshotKind::Savepoint, &finished));
+                    if let Some(f) = inflight.as_mut() {
+                        f.savepoint = Some((storage, stop, reply));
+                    }
+                } else if next_due.is_some_and(|t| Instant::now() >= t) {
+                    inflight = Some(self.trigger(SnapshotKind::Checkpoint, &finished));
+                }
+            }
+            let wait = Duration::from_millis(20);
+            match self.reports.recv_timeout(wait) {
+                Ok(Report::Ack {
+                    task,
+                    checkpoint,
+                    snapshot,
+                }) => {
+                    if let Some(f) = inflight.as_mut().filter(|f| f.id == checkpoint) {
+                        f.parts[task] = Some(snapshot);
+                    }
+                }
+                Ok(Report::Finished { task, snapshot }) => {
+                    if let Some(f) = inflight.as_mut() {
+                        if f.parts[task].is_none() {
+                            f.parts[task] = Some(snapshot.clone());
+                        }
+                    }
+                    finished[task] = Some(snapshot);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if let Some(f) = inflight.take() {
+                if f.parts.iter().all(Option::is_some) {
+                    let outcome = self.complete(f);
+                    match outcome {
+                        Ok(stop) => {
+                            failures_in_row = 0;
+                            if stop {
+                                if let Ok(mut s) = self.status.lock() {
+                                    s.stopped = true;
+                                }
+                                self.cancel.store(true, Ordering::Relaxed);
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => {
+                            self.fail(e);
+                            failures_in_row += 1;
+                        }
+                    }
+                    next_due = interval.map(|i| Instant::now() + i);
+                } else if f.started.elapsed() > timeout {
+                    let message = format!(
+                        "checkpoint {} not complete after {timeout:?}: {} subtask(s) did not \
+                         acknowledge it",
+                        f.id,
+                        f.parts.iter().filter(|p| p.is_none()).count()
+                    );
+                    if let Some((_, _, reply)) = f.savepoint {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                    self.fail(message);
+                    failures_in_row += 1;
+                    next_due = interval.map(|i| Instant::now() + i);
+                } else {
+                    inflight = Some(f);
+                }
+                let tolerable = self.config.as_ref().map_or(0, |c| c.tolerable_failures);
+                if failures_in_row > tolerable {
+                    return Err(Error::Checkpoint(format!(
+                        "{failures_in_row} checkpoints failed in a row (tolerated: {tolerable}); \
+                         last: {}",
+                        self.status
+                            .lock()
+                            .ok()
+                            .and_then(|s| s.last_failure.clone())
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+            if inflight.is_none() && finished.iter().all(Option::is_some) {
+                let parts = finished.into_iter().flatten().collect();
+                return self.finish(parts);
+            }
+        }
+    }
+
+    fn trigger(&mut self, kind: SnapshotKind, finished: &[Option<TaskSnapshot>]) -> InFlight {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.control.request(id, kind);
+        InFlight {
+            id,
+            kind,
+            started: Instant::now(),
+            // Finished subtasks take part with their final state.
+            parts: finished.to_vec(),
+            savepoint: None,
+        }
+    }
+
+    fn fail(&self, message: String) {
+        eprintln!("checkpoint failed: {message}");
+        if let Ok(mut s) = self.status.lock() {
+            s.failed += 1;
+            s.last_failure = Some(message);
+        }
+    }
+
+    /// Writes a snapshot whose parts are all in; returns whether the job should stop.
+    fn complete(&mut self, f: InFlight) -> Result<bool, String> {
+        let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
+        match f.savepoint {
+            Some((uri, stop, reply)) => {
+                let result = CheckpointStorage::open_savepoints(&uri)
+                    .map_err(|e| e.to_string())
+                    .and_then(|storage| self.write(&storage, f.id, f.kind, f.started, parts, stop));
+                let _ = reply.send(result.clone());
+                result.map(|_| stop)
+            }
+            None => {
+                let Some(storage) = self.storage.take() else {
+                    return Ok(false);
+                };
+                let result = self.write(&storage, f.id, f.kind, f.started, parts, true);
+                if result.is_ok() {
+                    let retain = self.config.as_ref().map_or(1, |c| c.retain);
+                    if let Err(e) = storage.retain(retain) {
+                        eprintln!("checkpoint retention: {e}");
+                    }
+                }
+                self.storage = Some(storage);
+                result.map(|_| false)
+            }
+        }
+    }
+
+    /// Writes the snapshot and, when `commit`, commits the sink transactions it lists.
+    fn write(
+        &self,
+        storage: &CheckpointStorage,
+        id: u64,
+        kind: SnapshotKind,
+        started: Instant,
+        parts: Vec<TaskSnapshot>,
+        commit: bool,
+    ) -> Result<CompletedSnapshot, String> {
+        let transactions: Vec<FileTransaction> = parts
+            .iter()
+            .flat_map(|p| p.operators.iter())
+            .flat_map(|o| o.transactions.iter().cloned())
+            .collect();
+        let manifest = write_snapshot(
+            storage,
+            &self.job,
+            id,
+            kind,
+            self.max_parallelism,
+            &self.declared,
+            &self.assignments,
+            parts,
+        )
+        .map_err(|e| e.to_string())?;
+        let done = CompletedSnapshot {
+            id,
+            kind,
+            location: storage.location(id),
+            duration: started.elapsed(),
+            bytes: manifest.files.iter().map(|f| f.size).sum(),
+        };
+        if commit {
+            commit_all(&transactions).map_err(|e| e.to_string())?;
+            self.control.committed.fetch_max(id, Ordering::AcqRel);
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.completed += 1;
+            s.last_completed = Some(done.clone());
+        }
+        Ok(done)
+    }
+
+    /// Every subtask finished: the final snapshot (when checkpointing) and the last commit.
+    fn finish(mut self, parts: Vec<TaskSnapshot>) -> Result<(), Error> {
+        match self.storage.take() {
+            Some(storage) => {
+                let id = self.next_id;
+                self.write(
+                    &storage,
+                    id,
+                    SnapshotKind::Final,
+                    Instant::now(),
+                    parts,
+                    true,
+                )
+                .map_err(Error::Checkpoint)?;
+                let retain = self.config.as_ref().map_or(1, |c| c.retain);
+                storage
+                    .retain(retain)
+                    .map_err(|e| Error::Checkpoint(e.to_string()))?;
+            }
+            None => {
+                let transactions: Vec<FileTransaction> = parts
+                    .iter()
+                    .flat_map(|p| p.operators.iter())
+                    .flat_map(|o| o.transactions.iter().cloned())
+                    .collect();
+                commit_all(&transactions)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn commit_all(transactions: &[FileTransaction]) -> Result<(), Error> {
+    transactions.iter().try_for_each(FileTransaction::commit)
+}
