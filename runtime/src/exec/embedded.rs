@@ -140,12 +140,12 @@ impl RunningJob {
                 Err(Error::Graph(format!("{name} panicked: {message}")))
             });
             if let Err(e) = result {
-                if stopped && matches!(e, Error::Cancelled) {
+                let secondary = matches!(e, Error::Cancelled)
+                    || matches!(&e, Error::Task { message, .. } if message.contains("subtask stopped"));
+                if secondary && stopped {
                     // Stopped with a savepoint: a clean stop.
                     continue;
                 }
-                let secondary = matches!(e, Error::Cancelled)
-                    || matches!(&e, Error::Task { message, .. } if message.contains("subtask stopped"));
                 if secondary {
                     consequence.get_or_insert(e);
                 } else {

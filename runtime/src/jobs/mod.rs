@@ -166,7 +166,7 @@ pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T
 }
 
 /// Configuration shared by the bundled jobs (`spec.job.config`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NexmarkJobConfig {
     /// The event generator (used unless `input` is set; `outOfOrderMs` also sets the
@@ -185,6 +185,15 @@ pub struct NexmarkJobConfig {
     /// The fraud job's rule.
     #[serde(default)]
     pub rule: FraudRule,
+    /// Splits of the event stream. Fixed for the life of the job (like a topic's
+    /// partitions), so that source positions restore at any parallelism; subtasks beyond
+    /// the number of splits have nothing to read.
+    #[serde(default = "default_source_splits")]
+    pub source_splits: usize,
+}
+
+fn default_source_splits() -> usize {
+    8
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +205,7 @@ pub enum Output {
 }
 
 impl NexmarkJobConfig {
-    /// The event stream: one split per subtask.
+    /// The event stream, in `source_splits` splits.
     pub fn events(&self, job: &JobBuilder) -> Result<Stream<Event>, Error> {
         self.generator
             .validate()
@@ -204,7 +213,12 @@ impl NexmarkJobConfig {
         let watermarks = WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(
             self.generator.out_of_order_ms,
         ));
-        let splits = job.parallelism();
+        if self.source_splits == 0 {
+            return Err(Error::Config(
+                "spec.job.config.sourceSplits: must be at least 1".into(),
+            ));
+        }
+        let splits = self.source_splits;
         Ok(match &self.input {
             Some(path) => {
                 if !path.is_file() {

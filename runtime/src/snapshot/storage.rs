@@ -208,7 +208,7 @@ impl CheckpointStorage {
     /// Completes a checkpoint: its manifest, then the pointer to it.
     pub fn complete(&self, manifest: &Manifest) -> Result<(), SnapshotError> {
         let path = Path::from(format!("{}/{MANIFEST}", self.dir(manifest.checkpoint)));
-        let json = serde_json::to_vec_pretty(manifest).map_err(|e| SnapshotError::Corrupt {
+        let json = serde_json::to_vec(manifest).map_err(|e| SnapshotError::Corrupt {
             path: path.to_string(),
             message: e.to_string(),
         })?;
