@@ -255,3 +255,358 @@ fn a_window_savepoint_restores_at_other_parallelisms() {
 fn a_keyed_process_savepoint_restores_at_other_parallelisms() {
     savepoint_and_rescale("fraud-small-then-large", "fraud-small-then-large");
 }
+
+/// Runs `job` with frequent checkpoints until at least `complete` checkpoints holding
+/// state exist, then stops it as a crash would (nothing more is committed).
+fn crash_after_checkpoints(job: &str, out: &Path, checkpoints: &Path, complete: usize) {
+    let graph = JobRegistry::bundled()
+        .build(job, 2, 128, &job_config(EVENTS, out))
+        .unwrap();
+    let options = RunOptions {
+        checkpoints: Some(CheckpointConfig {
+            interval: Some(Duration::from_millis(50)),
+            retain: 10,
+            ..CheckpointConfig::new(uri(checkpoints))
+        }),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(graph, options).unwrap();
+    wait_until("checkpoints", Duration::from_secs(60), || {
+        running.checkpoint_status().completed >= complete as u64
+    });
+    running.cancel();
+    assert!(matches!(
+        running.wait(),
+        Err(sluice_runtime::Error::Cancelled)
+    ));
+}
+
+/// The newest checkpoint directory and its largest state file.
+fn newest_state_file(checkpoints: &Path) -> (u64, PathBuf) {
+    let storage = CheckpointStorage::open(&uri(checkpoints)).unwrap();
+    let latest = storage.latest_restorable().unwrap().manifest;
+    let file = latest.files.iter().max_by_key(|f| f.size).unwrap();
+    let dir = checkpoints.join(format!("chk-{:010}", latest.checkpoint));
+    (latest.checkpoint, dir.join(&file.name))
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    crash_after_checkpoints("nexmark-q5", &out, &checkpoints, 3);
+
+    let (corrupt_id, file) = newest_state_file(&checkpoints);
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let graph = JobRegistry::bundled()
+        .build("nexmark-q5", 2, 128, &job_config(EVENTS, &out))
+        .unwrap();
+    let options = RunOptions {
+        checkpoints: Some(CheckpointConfig::new(uri(&checkpoints))),
+        restore: Some(Restore::Latest),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(graph, options).unwrap();
+    let status = running.checkpoint_status();
+    assert_eq!(status.skipped_at_restore.len(), 1, "{status:?}");
+    let skipped = &status.skipped_at_restore[0];
+    assert!(
+        skipped.starts_with(&format!("checkpoint {corrupt_id} skipped: "))
+            && skipped.contains(&format!("{} bytes, the manifest says {len}", len / 2)),
+        "{skipped}"
+    );
+    let restored_from = status.restored_from.unwrap();
+    assert!(
+        restored_from.ends_with(&format!("chk-{:010}", corrupt_id - 1)),
+        "{restored_from}"
+    );
+    running.wait().unwrap();
+    // Nothing is lost. (Output the corrupt checkpoint had already committed is produced
+    // again: it was visible before the corruption, and no snapshot can undo that.)
+    let got = sorted_output(&out);
+    let missing: Vec<&String> = expected.iter().filter(|l| !got.contains(l)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} records: {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+mod versions {
+    use super::*;
+    use sluice_runtime::api::{
+        JobBuilder, KeyedProcessFunction, ProcessContext, Record, WatermarkStrategy,
+    };
+    use sluice_runtime::connectors::VecSource;
+    use sluice_runtime::state::{StateDescriptor, ValueState};
+    use sluice_runtime::time::EventTime;
+    use sluice_runtime::JobGraph;
+
+    struct Sum {
+        total: ValueState<u64>,
+    }
+
+    impl KeyedProcessFunction<u64, u64, (u64, u64)> for Sum {
+        fn process(&mut self, value: u64, ctx: &mut ProcessContext<'_, u64, (u64, u64)>) {
+            let total = ctx.value(self.total).get().unwrap_or(0) + value;
+            ctx.value(self.total).set(total);
+            ctx.emit((*ctx.key(), total));
+        }
+    }
+
+    /// A running sum per key, by operator `uid` with state `state` at `version`.
+    fn summing_job(uid: &str, state: &'static str, version: u32, out: &Path) -> JobGraph {
+        let job = JobBuilder::new("sums", 2, 128);
+        let splits: Vec<Vec<Record<u64>>> = (0..2)
+            .map(|s| {
+                (0..1_000u64)
+                    .map(|i| Record::new(EventTime(i as i64), i * 2 + s))
+                    .collect()
+            })
+            .collect();
+        job.source(
+            "numbers",
+            VecSource::new(splits),
+            WatermarkStrategy::monotonous(),
+        )
+        .key_by(|v: &u64| v % 10)
+        .process(uid, move |ctx| {
+            Ok(Sum {
+                total: ctx
+                    .value_state::<u64, u64>(StateDescriptor::new(state).schema_version(version))?,
+            })
+        })
+        .sink("out", JsonLinesSink::new(out));
+        job.build().unwrap()
+    }
+
+    /// Runs the first version to the end with checkpointing; its final snapshot holds the
+    /// sums. Returns the snapshot's directory.
+    fn first_version(dir: &Path) -> String {
+        let checkpoints = dir.join("checkpoints");
+        let options = RunOptions {
+            checkpoints: Some(CheckpointConfig {
+                interval: None,
+                ..CheckpointConfig::new(uri(&checkpoints))
+            }),
+            ..RunOptions::default()
+        };
+        let running =
+            start_embedded(summing_job("sum", "total", 1, &dir.join("v1")), options).unwrap();
+        running.wait().unwrap();
+        let status_dir = CheckpointStorage::open(&uri(&checkpoints)).unwrap();
+        let id = status_dir.latest_restorable().unwrap().manifest.checkpoint;
+        status_dir.location(id)
+    }
+
+    fn restore(graph: JobGraph, snapshot: &str, allow: bool) -> Result<(), String> {
+        let options = RunOptions {
+            restore: Some(Restore::Snapshot(snapshot.to_string())),
+            allow_non_restored_state: allow,
+            ..RunOptions::default()
+        };
+        start_embedded(graph, options)
+            .map_err(|e| e.to_string())?
+            .wait()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn check(snapshot: &str, extra: &[&str]) -> (bool, String) {
+        let out = sluice()
+            .args(["savepoint", "check", snapshot, "--job", "nexmark-q5"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    #[test]
+    fn a_renamed_uid_is_refused_unless_state_may_be_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = first_version(dir.path());
+        let err = restore(
+            summing_job("sum-v2", "total", 1, &dir.path().join("renamed")),
+            &snapshot,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "operator 'sum' has state in the snapshot but is not in the job \
+                 (renamed uid or removed operator)"
+            ),
+            "{err}"
+        );
+        restore(
+            summing_job("sum-v2", "total", 1, &dir.path().join("dropped")),
+            &snapshot,
+            true,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_changed_state_schema_is_refused_naming_operator_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = first_version(dir.path());
+        for allow in [false, true] {
+            let err = restore(
+                summing_job("sum", "total", 2, &dir.path().join("evolved")),
+                &snapshot,
+                allow,
+            )
+            .unwrap_err();
+            assert!(
+                err.contains(
+                    "operator 'sum': state 'total' has schema version 1 in the snapshot but 2 \
+                     in the job"
+                ),
+                "{err}"
+            );
+        }
+        let err = restore(
+            summing_job("sum", "sum", 1, &dir.path().join("renamed-state")),
+            &snapshot,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "operator 'sum': state 'total' is in the snapshot but the operator no longer \
+                 declares it"
+            ),
+            "{err}"
+        );
+        // The same version restores.
+        restore(
+            summing_job("sum", "total", 1, &dir.path().join("same")),
+            &snapshot,
+            false,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn savepoint_check_names_what_another_job_cannot_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = first_version(dir.path());
+        let (ok, text) = check(&snapshot, &[]);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("operator 'sum' has state in the snapshot but is not in the job"),
+            "{text}"
+        );
+        assert!(
+            text.contains("operator 'q5-counts' is new: it starts with empty state"),
+            "{text}"
+        );
+        assert!(text.contains("cannot restore"), "{text}");
+        let (ok, text) = check(&snapshot, &["--allow-non-restored-state"]);
+        assert!(ok, "{text}");
+
+        let inspect = sluice()
+            .args(["savepoint", "inspect", &snapshot])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        assert!(inspect.status.success(), "{text}");
+        assert!(text.contains("job             sums"), "{text}");
+        assert!(text.contains("states [total v1]"), "{text}");
+    }
+}
+
+/// Makes checkpoints `ids` impossible to write: a file stands where their directory goes.
+fn block_checkpoints(checkpoints: &Path, ids: std::ops::RangeInclusive<u64>) {
+    std::fs::create_dir_all(checkpoints).unwrap();
+    for id in ids {
+        std::fs::write(checkpoints.join(format!("chk-{id:010}")), b"in the way").unwrap();
+    }
+}
+
+fn run_with_checkpoints(
+    job: &str,
+    out: &Path,
+    checkpoints: &Path,
+    tolerable_failures: u32,
+) -> (
+    Result<sluice_runtime::exec::JobSummary, sluice_runtime::Error>,
+    sluice_runtime::exec::CheckpointStatus,
+    u64,
+) {
+    let graph = JobRegistry::bundled()
+        .build(job, 2, 128, &job_config(EVENTS, out))
+        .unwrap();
+    let options = RunOptions {
+        checkpoints: Some(CheckpointConfig {
+            interval: Some(Duration::from_millis(50)),
+            tolerable_failures,
+            ..CheckpointConfig::new(uri(checkpoints))
+        }),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(graph, options).unwrap();
+    wait_until("the job to end", Duration::from_secs(120), || {
+        running.is_finished()
+    });
+    let status = running.checkpoint_status();
+    let read: u64 = running
+        .metrics()
+        .iter()
+        .filter(|t| t.is_source)
+        .map(|t| t.records_in)
+        .sum();
+    (running.wait(), status, read)
+}
+
+#[test]
+fn failed_checkpoints_are_tolerated_up_to_the_limit_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    block_checkpoints(&checkpoints, 1..=2);
+    let (result, status, _) = run_with_checkpoints("nexmark-q5", &out, &checkpoints, 2);
+    result.unwrap();
+    assert_eq!(status.failed, 2, "{status:?}");
+    assert!(status.completed >= 1, "{status:?}");
+    // Output pre-committed under the failed checkpoints is committed by later ones.
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "after two failed checkpoints",
+    );
+}
+
+#[test]
+fn one_failed_checkpoint_too_many_fails_the_job_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    block_checkpoints(&checkpoints, 1..=1_000);
+    let (result, status, read) = run_with_checkpoints("nexmark-q5", &out, &checkpoints, 2);
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.starts_with("checkpointing: 3 checkpoints failed in a row (tolerated: 2); last: "),
+        "{err}"
+    );
+    assert!(err.contains("chk-0000000003"), "{err}");
+    assert_eq!(status.completed, 0);
+    assert_eq!(status.failed, 3, "{status:?}");
+    // The job stopped there instead of running to the end of its input.
+    assert!(read < EVENTS, "read all {read} events");
+}

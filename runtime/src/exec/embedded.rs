@@ -146,7 +146,10 @@ impl RunningJob {
                     // Stopped with a savepoint: a clean stop.
                     continue;
                 }
-                if secondary {
+                if matches!(e, Error::Cancelled) {
+                    // Cancelled explains the other consequences best.
+                    consequence = Some(e);
+                } else if secondary {
                     consequence.get_or_insert(e);
                 } else {
                     root.get_or_insert(e);
@@ -429,9 +432,17 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         cancel: cancel.clone(),
         status: status.clone(),
     };
+    let stop_job = cancel.clone();
     let handle = std::thread::Builder::new()
         .name("checkpoints".into())
-        .spawn(move || coordinator.run())
+        .spawn(move || {
+            let result = coordinator.run();
+            if result.is_err() {
+                // Checkpointing failed for good: so does the job.
+                stop_job.store(true, Ordering::Relaxed);
+            }
+            result
+        })
         .map_err(|e| Error::io("thread", e))?;
     threads.push(("checkpoint coordinator".to_string(), handle));
 
