@@ -9,6 +9,7 @@ use crate::exec::{
 use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
 use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent};
+use crate::state::{RocksConfig, StateBackend};
 use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -77,6 +78,24 @@ struct SnapshotArgs {
     /// Where Ctrl-C (or SIGTERM) writes the savepoint it stops with [default: savepoints/<job>].
     #[arg(long)]
     savepoint_dir: Option<String>,
+    /// Where keyed state lives: `rocksdb` (state beyond memory, bounded memory use) or
+    /// `heap` (fastest, bounded by memory).
+    #[arg(long, value_enum, default_value_t = BackendArg::Rocksdb)]
+    state_backend: BackendArg,
+    /// RocksDB working directory (local disk; not durable, snapshots are)
+    /// [default: a directory under the system's temporary directory].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// RocksDB memory budget in MiB (block cache and write buffers of all operators)
+    /// [default: 40 % of the container's memory limit, or 512].
+    #[arg(long)]
+    state_memory_mib: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Rocksdb,
+    Heap,
 }
 
 #[derive(Subcommand)]
@@ -284,10 +303,23 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
         tolerable_failures: args.tolerable_checkpoint_failures,
         ..CheckpointConfig::new(checkpoint_storage)
     });
+    let state_backend = match args.state_backend {
+        BackendArg::Heap => StateBackend::Heap,
+        BackendArg::Rocksdb => StateBackend::RocksDb(RocksConfig {
+            dir: args
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("sluice-state")),
+            memory_budget: args
+                .state_memory_mib
+                .map_or_else(RocksConfig::default_memory_budget, |m| m << 20),
+        }),
+    };
     Ok(RunOptions {
         checkpoints,
         restore,
         allow_non_restored_state: args.allow_non_restored_state,
+        state_backend,
         ..RunOptions::default()
     })
 }
@@ -309,8 +341,14 @@ fn run(
         &spec.job.config,
     )?;
     eprintln!(
-        "running {} ({}) embedded at parallelism {parallelism}, max parallelism {}",
-        manifest.metadata.name, spec.job.name, spec.max_parallelism
+        "running {} ({}) embedded at parallelism {parallelism}, max parallelism {}, {} state",
+        manifest.metadata.name,
+        spec.job.name,
+        spec.max_parallelism,
+        match snapshots.state_backend {
+            BackendArg::Rocksdb => "RocksDB",
+            BackendArg::Heap => "heap",
+        }
     );
     let options = run_options(&manifest.metadata.name, snapshots)?;
     let savepoints = storage_uri(

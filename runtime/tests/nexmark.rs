@@ -14,6 +14,7 @@ use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::nexmark::{
     write_events_jsonl, Auction, Bid, Event, NexmarkConfig, NexmarkGenerator, Person,
 };
+use sluice_runtime::state::{RocksConfig, StateBackend};
 use sluice_runtime::time::EventTime;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -72,6 +73,23 @@ fn read_output(dir: &Path) -> Vec<String> {
 
 /// Runs bundled job `name` and returns its output lines, sorted.
 fn run_job(name: &str, parallelism: usize, job_config: serde_json::Value) -> Vec<String> {
+    run_job_on(name, parallelism, job_config, StateBackend::Heap)
+}
+
+/// Keyed state in RocksDB, in a fresh directory per run.
+fn rocksdb(dir: &Path) -> StateBackend {
+    StateBackend::RocksDb(RocksConfig {
+        dir: dir.to_path_buf(),
+        memory_budget: 64 << 20,
+    })
+}
+
+fn run_job_on(
+    name: &str,
+    parallelism: usize,
+    job_config: serde_json::Value,
+    state_backend: StateBackend,
+) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let mut job_config = job_config;
@@ -79,14 +97,19 @@ fn run_job(name: &str, parallelism: usize, job_config: serde_json::Value) -> Vec
     let graph = JobRegistry::bundled()
         .build(name, parallelism, 128, &job_config)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    start_embedded(graph, RunOptions::default())
+    let options = RunOptions {
+        state_backend,
+        ..RunOptions::default()
+    };
+    start_embedded(graph, options)
         .unwrap()
         .wait()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     read_output(&out)
 }
 
-/// Checks query `name` against `reference` for both orderings and both parallelisms.
+/// Checks query `name` against `reference` for both orderings, both parallelisms and both
+/// state backends.
 fn check(name: &str, reference: impl Fn(&Input, &QueryWindows) -> Vec<String>) {
     for ooo in [0, 2_000] {
         let cfg = config(ooo);
@@ -102,6 +125,18 @@ fn check(name: &str, reference: impl Fn(&Input, &QueryWindows) -> Vec<String>) {
                 &got,
                 &expected,
                 &format!("{name}, out-of-order {ooo} ms, parallelism {parallelism}"),
+            );
+            let state = tempfile::tempdir().unwrap();
+            let got = run_job_on(
+                name,
+                parallelism,
+                serde_json::json!({ "generator": cfg }),
+                rocksdb(state.path()),
+            );
+            assert_same(
+                &got,
+                &expected,
+                &format!("{name}, out-of-order {ooo} ms, parallelism {parallelism}, RocksDB"),
             );
         }
     }

@@ -9,12 +9,15 @@ use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, Restore, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::{CheckpointStorage, SnapshotContent};
-use sluice_runtime::state::KeyGroupAssignment;
+use sluice_runtime::state::{KeyGroupAssignment, RocksConfig, StateBackend};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const EVENTS: u64 = 20_000_000;
+/// Runs with state in RocksDB (the default of `sluice run`) are slower in a test build:
+/// fewer events keep them short.
+const KILL_EVENTS: u64 = 4_000_000;
 
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -88,6 +91,8 @@ fn resume_command(manifest: &Path, checkpoints: &Path) -> Command {
     cmd.arg("run")
         .arg(manifest)
         .args(["--checkpoint-interval", "100ms", "--restore", "latest"])
+        .args(["--state-backend", "rocksdb", "--state-dir"])
+        .arg(checkpoints.with_extension("rocksdb"))
         .arg("--checkpoint-dir")
         .arg(checkpoints)
         .args(["--progress-interval", "0"])
@@ -100,10 +105,10 @@ fn resume_command(manifest: &Path, checkpoints: &Path) -> Command {
 /// the last attempt finish, and compares everything committed with the reference.
 fn kill_and_resume(job: &str, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let expected = reference(job, EVENTS, dir.path());
+    let expected = reference(job, KILL_EVENTS, dir.path());
     let out = dir.path().join("out");
     let checkpoints = dir.path().join("checkpoints");
-    let manifest = write_manifest(dir.path(), job, EVENTS, &out);
+    let manifest = write_manifest(dir.path(), job, KILL_EVENTS, &out);
     let mut rng = Lcg(seed);
     let mut restored = 0;
     for attempt in 0..5 {
@@ -160,19 +165,43 @@ fn assignment_of(content: &SnapshotContent, uid: &str) -> KeyGroupAssignment {
     KeyGroupAssignment::from_owners(op.assignment.clone(), op.parallelism as u32).unwrap()
 }
 
-/// Stops a job at parallelism 4 with a savepoint, then restores it at 1, 3 and 7; each
-/// restored run continues the committed output exactly, and only the key groups whose owner
-/// had to change moved.
-fn savepoint_and_rescale(job: &str, stateful_uid: &str) {
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Heap,
+    RocksDb,
+}
+
+fn backend(kind: Backend, dir: &Path) -> StateBackend {
+    match kind {
+        Backend::Heap => StateBackend::Heap,
+        Backend::RocksDb => StateBackend::RocksDb(RocksConfig {
+            dir: dir.join("rocksdb"),
+            memory_budget: 64 << 20,
+        }),
+    }
+}
+
+/// Stops a job at parallelism 4 with a savepoint (state on `first`), then restores it at
+/// 1, 3 and 7 (state on `then`); each restored run continues the committed output exactly,
+/// and only the key groups whose owner had to change moved.
+fn savepoint_and_rescale(job: &str, stateful_uid: &str, first_backend: Backend, then: Backend) {
+    let events = match (first_backend, then) {
+        (Backend::Heap, Backend::Heap) => EVENTS,
+        _ => KILL_EVENTS,
+    };
     let dir = tempfile::tempdir().unwrap();
-    let expected = reference(job, EVENTS, dir.path());
+    let expected = reference(job, events, dir.path());
     let first = dir.path().join("first");
     let savepoints = dir.path().join("savepoints");
     let registry = JobRegistry::bundled();
     let graph = registry
-        .build(job, 4, 128, &job_config(EVENTS, &first))
+        .build(job, 4, 128, &job_config(events, &first))
         .unwrap();
-    let running = start_embedded(graph, RunOptions::default()).unwrap();
+    let options = RunOptions {
+        state_backend: backend(first_backend, dir.path()),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(graph, options).unwrap();
     wait_until("a quarter of the input", Duration::from_secs(60), || {
         running
             .metrics()
@@ -180,7 +209,7 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str) {
             .filter(|t| t.is_source)
             .map(|t| t.records_in)
             .sum::<u64>()
-            >= EVENTS / 4
+            >= events / 4
     });
     let savepoint = running.savepoint(&uri(&savepoints), true).unwrap();
     running.wait().unwrap();
@@ -198,7 +227,7 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str) {
         let out = dir.path().join(format!("restored-{p}"));
         let checkpoints = dir.path().join(format!("checkpoints-{p}"));
         let graph = registry
-            .build(job, p, 128, &job_config(EVENTS, &out))
+            .build(job, p, 128, &job_config(events, &out))
             .unwrap();
         let options = RunOptions {
             restore: Some(Restore::Snapshot(savepoint.location.clone())),
@@ -206,6 +235,7 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str) {
                 interval: None,
                 ..CheckpointConfig::new(uri(&checkpoints))
             }),
+            state_backend: backend(then, dir.path()),
             ..RunOptions::default()
         };
         start_embedded(graph, options).unwrap().wait().unwrap();
@@ -248,12 +278,27 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str) {
 
 #[test]
 fn a_window_savepoint_restores_at_other_parallelisms() {
-    savepoint_and_rescale("nexmark-q5", "q5-counts");
+    savepoint_and_rescale("nexmark-q5", "q5-counts", Backend::Heap, Backend::Heap);
 }
 
 #[test]
-fn a_keyed_process_savepoint_restores_at_other_parallelisms() {
-    savepoint_and_rescale("fraud-small-then-large", "fraud-small-then-large");
+fn a_heap_savepoint_restores_into_rocksdb_at_other_parallelisms() {
+    savepoint_and_rescale(
+        "fraud-small-then-large",
+        "fraud-small-then-large",
+        Backend::Heap,
+        Backend::RocksDb,
+    );
+}
+
+#[test]
+fn a_rocksdb_savepoint_restores_onto_the_heap_at_other_parallelisms() {
+    savepoint_and_rescale(
+        "fraud-small-then-large",
+        "fraud-small-then-large",
+        Backend::RocksDb,
+        Backend::Heap,
+    );
 }
 
 /// Runs `job` with frequent checkpoints until at least `complete` checkpoints holding

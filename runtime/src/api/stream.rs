@@ -616,7 +616,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
                 false,
                 Vec::new(),
                 move |cx, mut outs| {
-                    let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
+                    let mut states = cx.keyed_state()?;
                     let f = factory(&mut OpenContext {
                         states: &mut states,
                         subtask: cx.subtask,
@@ -740,7 +740,7 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
             self.right.partition(),
             name,
             move |cx, mut outs| {
-                let mut states = KeyedStateStore::new(&cx.assignment, cx.subtask as u32);
+                let mut states = cx.keyed_state()?;
                 let f = factory(&mut OpenContext {
                     states: &mut states,
                     subtask: cx.subtask,

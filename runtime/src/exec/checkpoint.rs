@@ -154,6 +154,8 @@ struct InFlight {
     started: Instant,
     parts: Vec<Option<TaskSnapshot>>,
     savepoint: Option<(String, bool, Sender<Result<CompletedSnapshot, String>>)>,
+    /// A part could not be encoded: the snapshot fails.
+    error: Option<String>,
 }
 
 pub(crate) struct Coordinator {
@@ -218,13 +220,19 @@ impl Coordinator {
                 Ok(Report::Ack {
                     task,
                     checkpoint,
-                    snapshot,
+                    mut snapshot,
                 }) => {
                     if let Some(f) = inflight.as_mut().filter(|f| f.id == checkpoint) {
-                        f.parts[task] = Some(snapshot);
+                        match snapshot.resolve() {
+                            Ok(()) => f.parts[task] = Some(snapshot),
+                            Err(e) => f.error = Some(e),
+                        }
                     }
                 }
-                Ok(Report::Finished { task, snapshot }) => {
+                Ok(Report::Finished { task, mut snapshot }) => {
+                    snapshot.resolve().map_err(|e| {
+                        Error::Checkpoint(format!("final state of a finished subtask: {e}"))
+                    })?;
                     if let Some(f) = inflight.as_mut() {
                         if f.parts[task].is_none() {
                             f.parts[task] = Some(snapshot.clone());
@@ -236,7 +244,15 @@ impl Coordinator {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             if let Some(f) = inflight.take() {
-                if f.parts.iter().all(Option::is_some) {
+                if let Some(e) = &f.error {
+                    let message = format!("checkpoint {}: {e}", f.id);
+                    if let Some((_, _, reply)) = f.savepoint {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                    self.fail(message);
+                    failures_in_row += 1;
+                    next_due = interval.map(|i| Instant::now() + i);
+                } else if f.parts.iter().all(Option::is_some) {
                     let outcome = self.complete(f);
                     match outcome {
                         Ok(stop) => {
@@ -302,6 +318,7 @@ impl Coordinator {
             // Finished subtasks take part with their final state.
             parts: finished.to_vec(),
             savepoint: None,
+            error: None,
         }
     }
 

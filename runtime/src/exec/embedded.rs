@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub restore: Option<Restore>,
     /// Restore even when some state of the snapshot has no operator to go to (it is dropped).
     pub allow_non_restored_state: bool,
+    /// Where keyed state lives.
+    pub state_backend: crate::state::StateBackend,
 }
 
 impl Default for RunOptions {
@@ -51,6 +53,7 @@ impl Default for RunOptions {
             checkpoints: None,
             restore: None,
             allow_non_restored_state: false,
+            state_backend: crate::state::StateBackend::Heap,
         }
     }
 }
@@ -289,6 +292,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     let (commands_tx, commands) = crossbeam_channel::unbounded();
     let status = Arc::new(Mutex::new(status));
     let run_id: Arc<str> = Arc::from(new_run_id());
+    let state_backend = Arc::new(options.state_backend.clone());
     let heads: Vec<usize> = (0..graph.nodes.len())
         .filter(|&n| !graph.is_chained(n))
         .collect();
@@ -354,6 +358,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
                 restored: restored.clone(),
                 run_id: run_id.clone(),
                 assignments: assignments.clone(),
+                state_backend: state_backend.clone(),
             };
             task_index += 1;
             let mut wiring = Wiring {
@@ -466,6 +471,7 @@ struct TaskEnv {
     restored: Option<Arc<RestoredState>>,
     run_id: Arc<str>,
     assignments: Arc<HashMap<usize, Arc<KeyGroupAssignment>>>,
+    state_backend: Arc<crate::state::StateBackend>,
 }
 
 /// The key-group owners of node `n`'s subtasks: senders route by it and the node's keyed
@@ -514,6 +520,7 @@ fn build_task(
         control: env.control.clone(),
         restored: env.restored.clone(),
         run_id: env.run_id.clone(),
+        state_backend: env.state_backend.clone(),
     };
     let outputs = build_outputs(graph, head, &cx_for, &mut wiring, &env.assignments)?;
     let cx = cx_for(head);

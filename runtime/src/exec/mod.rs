@@ -94,6 +94,7 @@ pub(crate) struct BuildCx {
     pub(crate) restored: Option<Arc<RestoredState>>,
     /// Unique per run: names this run's pending sink files apart from earlier attempts'.
     pub(crate) run_id: Arc<str>,
+    pub(crate) state_backend: Arc<crate::state::StateBackend>,
 }
 
 impl BuildCx {
@@ -128,6 +129,28 @@ impl BuildCx {
     /// The restored position of a source split.
     pub(crate) fn restored_split(&self, split: usize) -> Option<crate::snapshot::SplitPosition> {
         self.restored_operator()?.splits.get(&split).copied()
+    }
+
+    /// A keyed-state store for this operator subtask on the run's backend.
+    pub(crate) fn keyed_state(&self) -> Result<crate::state::KeyedStateStore, Error> {
+        let safe_uid: String = self
+            .uid
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        crate::state::KeyedStateStore::with_backend(
+            &self.assignment,
+            self.subtask as u32,
+            &self.state_backend,
+            &format!("{}/{safe_uid}-{}", self.run_id, self.subtask),
+        )
+        .map_err(|e| self.state_error(e))
     }
 
     /// A state error naming this operator, for failures while restoring.

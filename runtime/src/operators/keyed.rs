@@ -34,23 +34,10 @@ type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
 
 impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
     fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        let max = self.cx.assignment.max_parallelism();
-        let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
-        for (k, event, t) in self.timers.entries() {
-            timers
-                .entry(key_group(stable_hash(k), max))
-                .or_default()
-                .push((k, event, t));
-        }
-        for kg in self.cx.assignment.owned_by(self.cx.subtask as u32) {
-            let states = self.states.snapshot_key_group(kg)?;
-            let t = timers.remove(&kg).unwrap_or_default();
-            if t.is_empty() && self.states.is_key_group_empty(kg) {
-                continue;
-            }
-            op.key_groups.push((kg, encode(&(states, t))?));
-        }
-        Ok(())
+        Err(format!(
+            "keyed state of '{}' snapshots through KeyedCore::snapshot_into",
+            op.uid
+        ))
     }
 
     fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
@@ -64,6 +51,72 @@ impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
             }
         }
         Ok(())
+    }
+}
+
+impl<K: Key, O> KeyedCore<K, O> {
+    /// Heap state is encoded right away; RocksDB state is pinned, and encoded by the
+    /// coordinator afterwards (timers, on the heap, are encoded now either way).
+    fn snapshot_into(&mut self, op: &mut OperatorSnapshot) -> Result<(), String> {
+        let max = self.cx.assignment.max_parallelism();
+        let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
+        for (k, event, t) in self.timers.entries() {
+            timers
+                .entry(key_group(stable_hash(k), max))
+                .or_default()
+                .push((k, event, t));
+        }
+        if let Some(pinned) = self.states.pin()? {
+            let timers: BTreeMap<u32, Vec<u8>> = timers
+                .into_iter()
+                .map(|(kg, t)| Ok((kg, encode(&t)?)))
+                .collect::<Result<_, String>>()?;
+            let empty_states = self.states.empty_key_group()?;
+            op.deferred.0 = Some(Box::new(move || {
+                let mut states: BTreeMap<u32, Vec<u8>> = pinned.encode()?.into_iter().collect();
+                let groups: std::collections::BTreeSet<u32> =
+                    states.keys().chain(timers.keys()).copied().collect();
+                let no_timers = 0u64.to_le_bytes().to_vec();
+                Ok(groups
+                    .into_iter()
+                    .map(|kg| {
+                        let s = states.remove(&kg).unwrap_or_else(|| empty_states.clone());
+                        let t = timers.get(&kg).unwrap_or(&no_timers);
+                        // bincode of (states, timers): the states' length, then both.
+                        let mut entry = Vec::with_capacity(8 + s.len() + t.len());
+                        entry.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                        entry.extend_from_slice(&s);
+                        entry.extend_from_slice(t);
+                        (kg, entry)
+                    })
+                    .collect())
+            }));
+            return Ok(());
+        }
+        for kg in self.cx.assignment.owned_by(self.cx.subtask as u32) {
+            let states = self.states.snapshot_key_group(kg)?;
+            let t = timers.remove(&kg).unwrap_or_default();
+            if t.is_empty() && self.states.is_key_group_empty(kg) {
+                continue;
+            }
+            op.key_groups.push((kg, encode(&(states, t))?));
+        }
+        Ok(())
+    }
+
+    fn barrier(&mut self, snapshot: &mut TaskSnapshot) {
+        self.emit.send();
+        let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
+        if let Err(e) = self.snapshot_into(part) {
+            self.cx.fail(format!("snapshot: {e}"));
+        }
+    }
+
+    /// Fails the task with the first error a state access met.
+    fn check_state(&mut self) {
+        if let Some(e) = self.states.take_error() {
+            self.cx.fail(format!("keyed state: {e}"));
+        }
     }
 }
 
@@ -138,6 +191,7 @@ impl<K: Key, O> KeyedCore<K, O> {
     ) {
         self.watermark = watermark;
         self.fire_event_timers(on_timer);
+        self.check_state();
         self.emit.send();
         self.emit.out.watermark(watermark);
     }
@@ -147,6 +201,7 @@ impl<K: Key, O> KeyedCore<K, O> {
         self.now = now;
         self.fire_processing_timers(on_timer);
         self.sweep_expired();
+        self.check_state();
         self.emit.send();
         self.emit.out.tick(now);
     }
@@ -171,8 +226,7 @@ macro_rules! keyed_control {
             self.core.emit.out.flush();
         }
         fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-            self.core.emit.send();
-            super::snapshot(&self.core.cx, &self.core, snapshot);
+            self.core.barrier(snapshot);
             self.core.emit.out.barrier(barrier, snapshot);
         }
         fn finish(&mut self) {
@@ -198,6 +252,7 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProces
             self.core.emit.maybe_send();
         }
         self.core.emit.send();
+        self.core.check_state();
     }
 
     keyed_control!();
@@ -222,6 +277,7 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
             self.core.emit.maybe_send();
         }
         self.core.emit.send();
+        self.core.check_state();
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
@@ -233,6 +289,7 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
             self.core.emit.maybe_send();
         }
         self.core.emit.send();
+        self.core.check_state();
     }
 
     keyed_control!();

@@ -58,6 +58,27 @@ impl FileTransaction {
     }
 }
 
+/// Encodes key groups of state that was pinned when the barrier passed; runs on the
+/// coordinator, off the task thread.
+pub(crate) type DeferredFn = Box<dyn FnOnce() -> Result<Vec<(u32, Vec<u8>)>, String> + Send>;
+
+/// Key groups still to be encoded. The coordinator resolves them as soon as it receives
+/// the part, before it keeps or copies it, so a copy never needs them.
+#[derive(Default)]
+pub struct Deferred(pub(crate) Option<DeferredFn>);
+
+impl Clone for Deferred {
+    fn clone(&self) -> Self {
+        Deferred(None)
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "pending" } else { "none" })
+    }
+}
+
 /// One operator instance's part of a snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct OperatorSnapshot {
@@ -69,6 +90,7 @@ pub struct OperatorSnapshot {
     pub items: Vec<Vec<u8>>,
     pub splits: Vec<SplitPosition>,
     pub transactions: Vec<FileTransaction>,
+    pub deferred: Deferred,
 }
 
 /// What one subtask (a chain of operators) contributed to a snapshot.
@@ -78,6 +100,18 @@ pub struct TaskSnapshot {
 }
 
 impl TaskSnapshot {
+    /// Encodes every deferred part (the asynchronous part of the snapshot).
+    pub(crate) fn resolve(&mut self) -> Result<(), String> {
+        for op in &mut self.operators {
+            if let Some(encode) = op.deferred.0.take() {
+                let groups = encode().map_err(|e| format!("operator '{}': {e}", op.uid))?;
+                op.key_groups.extend(groups);
+                op.key_groups.sort_by_key(|(kg, _)| *kg);
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn operator(&mut self, uid: &str, subtask: usize) -> &mut OperatorSnapshot {
         self.operators.push(OperatorSnapshot {
             uid: uid.to_string(),

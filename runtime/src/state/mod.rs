@@ -8,6 +8,7 @@
 //! then per key) inside the operator.
 
 mod keygroups;
+mod rocks;
 mod tables;
 mod timers;
 
@@ -15,7 +16,8 @@ pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub use tables::{KeyedStateStore, ListAccess, MapAccess, ValueAccess};
+pub use rocks::RocksConfig;
+pub use tables::{KeyedStateStore, ListAccess, MapAccess, StateBackend, ValueAccess};
 pub(crate) use timers::TimerService;
 
 use serde::de::DeserializeOwned;

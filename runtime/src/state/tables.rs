@@ -1,5 +1,6 @@
 //! Heap state tables and the typed accessors job code uses.
 
+use super::rocks::{RocksConfig, RocksStore, Shape};
 use super::{
     key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor, StateTtl,
     StateValue, TtlUpdate, ValueState,
@@ -9,6 +10,7 @@ use crate::time::duration_millis;
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::hash::Hash;
+use std::path::PathBuf;
 
 /// A value with the processing time at which it expires (`i64::MAX`: never).
 #[derive(Clone, Debug)]
@@ -202,9 +204,67 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
     }
 }
 
+/// Decodes a key group of one state in the canonical format and writes it to RocksDB.
+type RocksRestore = fn(&mut RocksStore, u32, u16, &[u8]) -> Result<(), String>;
+
 struct Slot {
     descriptor: StateDescriptor,
-    table: Box<dyn AnyTable>,
+    /// The heap table, or `None` when the state lives in RocksDB.
+    table: Option<Box<dyn AnyTable>>,
+    shape: Shape,
+    rocks_restore: RocksRestore,
+}
+
+/// Which backend keeps an operator's keyed state.
+#[derive(Clone, Debug, Default)]
+pub enum StateBackend {
+    /// Live objects in hash maps: fastest, bounded by memory.
+    #[default]
+    Heap,
+    /// RocksDB on local disk: state larger than memory, bounded memory use.
+    RocksDb(RocksConfig),
+}
+
+fn restore_values<K: Key, V: StateValue>(
+    store: &mut RocksStore,
+    kg: u32,
+    state: u16,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let entries: Vec<(K, i64, V)> = decode(bytes)?;
+    for (k, expires, v) in entries {
+        store.key_prefix(kg, state, &k)?;
+        store.put(expires, &v)?;
+    }
+    Ok(())
+}
+
+fn restore_lists<K: Key, V: StateValue>(
+    store: &mut RocksStore,
+    kg: u32,
+    state: u16,
+    bytes: &[u8],
+) -> Result<(), String> {
+    restore_values::<K, Vec<V>>(store, kg, state, bytes)
+}
+
+fn restore_maps<K: Key, MK: Key, MV: StateValue>(
+    store: &mut RocksStore,
+    kg: u32,
+    state: u16,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
+    for (k, items) in entries {
+        store.key_prefix(kg, state, &k)?;
+        let len = store.key_len();
+        for (mk, expires, v) in items {
+            store.truncate_key(len);
+            store.push_map_key(&mk)?;
+            store.put(expires, &v)?;
+        }
+    }
+    Ok(())
 }
 
 /// The keyed states of one operator instance, for the key groups its subtask owns.
@@ -217,7 +277,12 @@ pub struct KeyedStateStore {
     ttl_in_use: bool,
     /// Local index of each key group (`NOT_OWNED` for groups of other subtasks).
     local_group: Vec<u32>,
-    owned_groups: usize,
+    /// The key group of each local index.
+    owned: Vec<u32>,
+    rocks: Option<RocksStore>,
+    /// The first RocksDB error of an access (accessors cannot return errors); the operator
+    /// fails its task with it after the batch.
+    error: Option<String>,
 }
 
 const NOT_OWNED: u32 = u32::MAX;
@@ -225,7 +290,7 @@ const NOT_OWNED: u32 = u32::MAX;
 const WRONG_TABLE: &str = "state handle used with an operator that did not register it";
 
 impl KeyedStateStore {
-    /// A store for `subtask`'s key groups under `assignment`.
+    /// A heap store for `subtask`'s key groups under `assignment`.
     pub fn new(assignment: &KeyGroupAssignment, subtask: u32) -> Self {
         let mut local_group = vec![NOT_OWNED; assignment.max_parallelism() as usize];
         let owned = assignment.owned_by(subtask);
@@ -236,8 +301,33 @@ impl KeyedStateStore {
             slots: Vec::new(),
             ttl_in_use: false,
             local_group,
-            owned_groups: owned.len(),
+            owned,
+            rocks: None,
+            error: None,
         }
+    }
+
+    /// A store on `backend`; `name` names the RocksDB directory (unique per subtask).
+    pub fn with_backend(
+        assignment: &KeyGroupAssignment,
+        subtask: u32,
+        backend: &StateBackend,
+        name: &str,
+    ) -> Result<Self, String> {
+        let mut store = Self::new(assignment, subtask);
+        if let StateBackend::RocksDb(config) = backend {
+            store.rocks = Some(RocksStore::open(config, name)?);
+        }
+        Ok(store)
+    }
+
+    pub fn is_rocksdb(&self) -> bool {
+        self.rocks.is_some()
+    }
+
+    /// The first error a state access met since the last call.
+    pub(crate) fn take_error(&mut self) -> Option<String> {
+        self.error.take()
     }
 
     /// The local index of `key`'s key group: computed once per record, used by every state
@@ -260,6 +350,8 @@ impl KeyedStateStore {
         &mut self,
         descriptor: StateDescriptor,
         table: Box<dyn AnyTable>,
+        shape: Shape,
+        rocks_restore: RocksRestore,
     ) -> Result<usize, String> {
         if self
             .slots
@@ -271,8 +363,17 @@ impl KeyedStateStore {
                 descriptor.name
             ));
         }
+        if self.slots.len() >= u16::MAX as usize {
+            return Err("too many states in one operator".into());
+        }
         self.ttl_in_use |= descriptor.ttl.is_some();
-        self.slots.push(Slot { descriptor, table });
+        let table = self.rocks.is_none().then_some(table);
+        self.slots.push(Slot {
+            descriptor,
+            table,
+            shape,
+            rocks_restore,
+        });
         Ok(self.slots.len() - 1)
     }
 
@@ -280,35 +381,69 @@ impl KeyedStateStore {
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<ValueState<V>, String> {
-        let table = ValueTable::<K, V>(HeapTable::new(self.owned_groups, descriptor.ttl));
-        self.register(descriptor, Box::new(table))
-            .map(ValueState::new)
+        let table = ValueTable::<K, V>(HeapTable::new(self.heap_groups(), descriptor.ttl));
+        self.register(
+            descriptor,
+            Box::new(table),
+            Shape::Value,
+            restore_values::<K, V>,
+        )
+        .map(ValueState::new)
     }
 
     pub(crate) fn register_map<K: Key, MK: Key, MV: StateValue>(
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<MapState<MK, MV>, String> {
-        let table = MapTable::<K, MK, MV>(HeapTable::new(self.owned_groups, descriptor.ttl));
-        self.register(descriptor, Box::new(table))
-            .map(MapState::new)
+        let table = MapTable::<K, MK, MV>(HeapTable::new(self.heap_groups(), descriptor.ttl));
+        self.register(
+            descriptor,
+            Box::new(table),
+            Shape::Map,
+            restore_maps::<K, MK, MV>,
+        )
+        .map(MapState::new)
     }
 
     pub(crate) fn register_list<K: Key, V: StateValue>(
         &mut self,
         descriptor: StateDescriptor,
     ) -> Result<ListState<V>, String> {
-        let table = ListTable::<K, V>(HeapTable::new(self.owned_groups, descriptor.ttl));
-        self.register(descriptor, Box::new(table))
-            .map(ListState::new)
+        let table = ListTable::<K, V>(HeapTable::new(self.heap_groups(), descriptor.ttl));
+        self.register(
+            descriptor,
+            Box::new(table),
+            Shape::List,
+            restore_lists::<K, V>,
+        )
+        .map(ListState::new)
     }
 
-    fn table<T: 'static>(&mut self, index: usize) -> &mut T {
-        self.slots[index]
-            .table
-            .as_any_mut()
-            .downcast_mut::<T>()
-            .expect(WRONG_TABLE)
+    /// Heap tables get one map per owned key group; RocksDB stores need none.
+    fn heap_groups(&self) -> usize {
+        if self.rocks.is_some() {
+            0
+        } else {
+            self.owned.len()
+        }
+    }
+
+    /// The heap table of state `index`, or the RocksDB store with the state's index.
+    fn backend<T: 'static>(&mut self, index: usize) -> Backend<'_, T> {
+        let ttl = Ttl::from(self.slots[index].descriptor.ttl);
+        match (&mut self.slots[index].table, &mut self.rocks) {
+            (Some(table), _) => {
+                Backend::Heap(table.as_any_mut().downcast_mut::<T>().expect(WRONG_TABLE))
+            }
+            (None, Some(rocks)) => Backend::Rocks(RocksAccess {
+                store: rocks,
+                error: &mut self.error,
+                state: index as u16,
+                kg: 0,
+                ttl,
+            }),
+            (None, None) => unreachable!("a state without a heap table lives in RocksDB"),
+        }
     }
 
     pub(crate) fn value<'a, K: Key, V: StateValue>(
@@ -318,13 +453,16 @@ impl KeyedStateStore {
         group: usize,
         now: i64,
     ) -> ValueAccess<'a, K, V> {
-        let t = &mut self.table::<ValueTable<K, V>>(handle.index).0;
-        ValueAccess {
-            map: &mut t.groups[group],
-            ttl: t.ttl,
-            key,
-            now,
-        }
+        let kg = self.owned[group];
+        ValueAccess(match self.backend::<ValueTable<K, V>>(handle.index) {
+            Backend::Heap(t) => Access::Heap {
+                ttl: t.0.ttl,
+                map: &mut t.0.groups[group],
+                key,
+                now,
+            },
+            Backend::Rocks(r) => Access::Rocks(r.at(kg), key, now),
+        })
     }
 
     pub(crate) fn map<'a, K: Key, MK: Key, MV: StateValue>(
@@ -334,13 +472,16 @@ impl KeyedStateStore {
         group: usize,
         now: i64,
     ) -> MapAccess<'a, K, MK, MV> {
-        let t = &mut self.table::<MapTable<K, MK, MV>>(handle.index).0;
-        MapAccess {
-            map: &mut t.groups[group],
-            ttl: t.ttl,
-            key,
-            now,
-        }
+        let kg = self.owned[group];
+        MapAccess(match self.backend::<MapTable<K, MK, MV>>(handle.index) {
+            Backend::Heap(t) => Access::Heap {
+                ttl: t.0.ttl,
+                map: &mut t.0.groups[group],
+                key,
+                now,
+            },
+            Backend::Rocks(r) => Access::Rocks(r.at(kg), key, now),
+        })
     }
 
     pub(crate) fn list<'a, K: Key, V: StateValue>(
@@ -350,13 +491,16 @@ impl KeyedStateStore {
         group: usize,
         now: i64,
     ) -> ListAccess<'a, K, V> {
-        let t = &mut self.table::<ListTable<K, V>>(handle.index).0;
-        ListAccess {
-            map: &mut t.groups[group],
-            ttl: t.ttl,
-            key,
-            now,
-        }
+        let kg = self.owned[group];
+        ListAccess(match self.backend::<ListTable<K, V>>(handle.index) {
+            Backend::Heap(t) => Access::Heap {
+                ttl: t.0.ttl,
+                map: &mut t.0.groups[group],
+                key,
+                now,
+            },
+            Backend::Rocks(r) => Access::Rocks(r.at(kg), key, now),
+        })
     }
 
     fn local(&self, key_group: u32) -> Result<usize, String> {
@@ -369,12 +513,16 @@ impl KeyedStateStore {
     }
 
     /// One key group of every state, in the canonical format: for each state its name,
-    /// schema version and entries.
+    /// schema version and entries. (Heap only: a RocksDB store snapshots through [`pin`].)
     pub fn snapshot_key_group(&self, key_group: u32) -> Result<Vec<u8>, String> {
         let local = self.local(key_group)?;
         let mut states = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
-            let entries = slot.table.snapshot_group(local)?;
+            let table = slot
+                .table
+                .as_ref()
+                .ok_or("a RocksDB store is snapshotted by pinning it")?;
+            let entries = table.snapshot_group(local)?;
             states.push((
                 slot.descriptor.name.clone(),
                 slot.descriptor.schema_version,
@@ -390,24 +538,69 @@ impl KeyedStateStore {
         let local = self.local(key_group)?;
         let states: Vec<(String, u32, Vec<u8>)> = decode(bytes)?;
         for (name, version, entries) in states {
-            let slot = self
+            let index = self
                 .slots
-                .iter_mut()
-                .find(|s| s.descriptor.name == name)
+                .iter()
+                .position(|s| s.descriptor.name == name)
                 .ok_or_else(|| {
                     format!("the snapshot has state '{name}', which this operator does not declare")
                 })?;
+            let slot = &mut self.slots[index];
             if slot.descriptor.schema_version != version {
                 return Err(format!(
                     "state '{name}' has schema version {version} in the snapshot but {} here",
                     slot.descriptor.schema_version
                 ));
             }
-            slot.table
-                .restore_group(local, &entries)
-                .map_err(|e| format!("state '{name}', key group {key_group}: {e}"))?;
+            let restored = match (&mut slot.table, &mut self.rocks) {
+                (Some(table), _) => table.restore_group(local, &entries),
+                (None, Some(rocks)) => {
+                    (slot.rocks_restore)(rocks, key_group, index as u16, &entries)
+                }
+                (None, None) => Err("state without a backend".into()),
+            };
+            restored.map_err(|e| format!("state '{name}', key group {key_group}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The synchronous part of a snapshot of a RocksDB store: pins the state and returns a
+    /// function, to run off the task thread, that encodes the owned key groups canonically.
+    pub(crate) fn pin(&mut self) -> Result<Option<PinnedState>, String> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(None);
+        };
+        Ok(Some(PinnedState {
+            checkpoint: rocks.pin()?,
+            groups: self.owned.clone(),
+            states: self
+                .slots
+                .iter()
+                .map(|s| {
+                    (
+                        s.descriptor.name.clone(),
+                        s.descriptor.schema_version,
+                        s.shape,
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    /// The canonical encoding of a key group in which no state has an entry.
+    pub(crate) fn empty_key_group(&self) -> Result<Vec<u8>, String> {
+        let states: Vec<(String, u32, Vec<u8>)> = self
+            .slots
+            .iter()
+            .map(|s| {
+                (
+                    s.descriptor.name.clone(),
+                    s.descriptor.schema_version,
+                    vec![0u8; 8],
+                )
+            })
+            .collect();
+        encode(&states)
     }
 
     /// Name and schema version of every registered state.
@@ -424,29 +617,117 @@ impl KeyedStateStore {
     /// Whether no state holds an entry in `key_group` (snapshots skip such groups).
     pub fn is_key_group_empty(&self, key_group: u32) -> bool {
         self.local(key_group).map_or(true, |l| {
-            self.slots.iter().all(|s| s.table.group_len(l) == 0)
+            self.slots
+                .iter()
+                .all(|s| s.table.as_ref().is_none_or(|t| t.group_len(l) == 0))
         })
     }
 
     /// Background TTL cleanup: drops every expired entry. Called from the task's timer tick,
     /// so state of keys that are never read again does not grow without bound.
     pub(crate) fn remove_expired(&mut self, now: i64) -> usize {
+        if let Some(rocks) = &self.rocks {
+            // RocksDB drops expired entries in compaction, by this clock.
+            rocks.set_now(now);
+            return 0;
+        }
         if !self.ttl_in_use {
             return 0;
         }
         self.slots
             .iter_mut()
-            .map(|s| s.table.remove_expired(now))
+            .filter_map(|s| s.table.as_mut())
+            .map(|t| t.remove_expired(now))
             .sum()
     }
 }
 
-/// Reads and writes one key's value.
-pub struct ValueAccess<'a, K, V> {
-    map: &'a mut FxHashMap<K, Stamped<V>>,
+/// A pinned RocksDB snapshot waiting to be encoded.
+pub(crate) struct PinnedState {
+    checkpoint: PathBuf,
+    groups: Vec<u32>,
+    states: Vec<(String, u32, Shape)>,
+}
+
+impl PinnedState {
+    /// The canonical encoding of every non-empty owned key group.
+    pub(crate) fn encode(self) -> Result<Vec<(u32, Vec<u8>)>, String> {
+        super::rocks::encode_pinned(&self.checkpoint, &self.groups, &self.states)
+    }
+}
+
+enum Backend<'a, T> {
+    Heap(&'a mut T),
+    Rocks(RocksAccess<'a>),
+}
+
+/// A state in a RocksDB store, for one key group.
+struct RocksAccess<'a> {
+    store: &'a mut RocksStore,
+    error: &'a mut Option<String>,
+    state: u16,
+    kg: u32,
     ttl: Ttl,
-    key: &'a K,
-    now: i64,
+}
+
+impl<'a> RocksAccess<'a> {
+    fn at(mut self, kg: u32) -> Self {
+        self.kg = kg;
+        self
+    }
+
+    /// Records the first error; the access then behaves as if the entry were absent.
+    fn ok<T>(&mut self, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    fn key<K: Key>(&mut self, key: &K) -> bool {
+        let r = self.store.key_prefix(self.kg, self.state, key);
+        self.ok(r).is_some()
+    }
+
+    /// The live value at the current scratch key, refreshing its TTL on read if asked.
+    fn live<V: StateValue>(&mut self, now: i64) -> Option<V> {
+        let r = self.store.get::<V>();
+        let (expires, value) = self.ok(r)??;
+        if expires <= now {
+            let r = self.store.delete();
+            self.ok(r);
+            return None;
+        }
+        if self.ttl.refresh_on_read {
+            let r = self.store.put(self.ttl.expiry(now), &value);
+            self.ok(r);
+        }
+        Some(value)
+    }
+
+    fn write<V: StateValue>(&mut self, value: &V, now: i64) {
+        let r = self.store.put(self.ttl.expiry(now), value);
+        self.ok(r);
+    }
+
+    fn remove(&mut self) {
+        let r = self.store.delete();
+        self.ok(r);
+    }
+}
+
+/// One key's state, on either backend.
+enum Access<'a, K, M> {
+    Heap {
+        map: &'a mut M,
+        ttl: Ttl,
+        key: &'a K,
+        now: i64,
+    },
+    Rocks(RocksAccess<'a>, &'a K, i64),
 }
 
 fn live<'m, K: Hash + Eq, V>(
@@ -470,89 +751,183 @@ fn live<'m, K: Hash + Eq, V>(
     Some(e)
 }
 
+/// Reads and writes one key's value.
+pub struct ValueAccess<'a, K, V>(Access<'a, K, FxHashMap<K, Stamped<V>>>);
+
 impl<K: Key, V: StateValue> ValueAccess<'_, K, V> {
     pub fn get(&mut self) -> Option<V> {
-        live(self.map, self.key, self.ttl, self.now).map(|e| e.value.clone())
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                live(map, key, *ttl, *now).map(|e| e.value.clone())
+            }
+            Access::Rocks(r, key, now) => {
+                if !r.key(*key) {
+                    return None;
+                }
+                r.live(*now)
+            }
+        }
     }
 
     pub fn set(&mut self, value: V) {
-        let expires_at = self.ttl.expiry(self.now);
-        match self.map.get_mut(self.key) {
-            Some(e) => *e = Stamped { value, expires_at },
-            None => {
-                self.map
-                    .insert(self.key.clone(), Stamped { value, expires_at });
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                let expires_at = ttl.expiry(*now);
+                match map.get_mut(*key) {
+                    Some(e) => *e = Stamped { value, expires_at },
+                    None => {
+                        map.insert((*key).clone(), Stamped { value, expires_at });
+                    }
+                }
+            }
+            Access::Rocks(r, key, now) => {
+                if r.key(*key) {
+                    r.write(&value, *now);
+                }
             }
         }
     }
 
     pub fn clear(&mut self) {
-        self.map.remove(self.key);
+        match &mut self.0 {
+            Access::Heap { map, key, .. } => {
+                map.remove(*key);
+            }
+            Access::Rocks(r, key, _) => {
+                if r.key(*key) {
+                    r.remove();
+                }
+            }
+        }
     }
 
     /// Reads, changes and writes back in one step; `None` afterwards removes the entry.
     pub fn update<R>(&mut self, f: impl FnOnce(&mut Option<V>) -> R) -> R {
-        let ttl = self.ttl;
-        let mut slot = match live(self.map, self.key, ttl, self.now) {
-            Some(_) => self.map.remove(self.key).map(|e| e.value),
-            None => None,
-        };
-        let r = f(&mut slot);
-        if let Some(value) = slot {
-            self.map.insert(
-                self.key.clone(),
-                Stamped {
-                    value,
-                    expires_at: ttl.expiry(self.now),
-                },
-            );
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                let (ttl, now) = (*ttl, *now);
+                let mut slot = match live(map, key, ttl, now) {
+                    Some(_) => map.remove(*key).map(|e| e.value),
+                    None => None,
+                };
+                let r = f(&mut slot);
+                if let Some(value) = slot {
+                    map.insert(
+                        (*key).clone(),
+                        Stamped {
+                            value,
+                            expires_at: ttl.expiry(now),
+                        },
+                    );
+                }
+                r
+            }
+            Access::Rocks(a, key, now) => {
+                if !a.key(*key) {
+                    return f(&mut None);
+                }
+                let mut slot = a.live::<V>(*now);
+                let existed = slot.is_some();
+                let r = f(&mut slot);
+                match slot {
+                    Some(value) => a.write(&value, *now),
+                    None if existed => a.remove(),
+                    None => {}
+                }
+                r
+            }
         }
-        r
     }
 }
 
 /// Reads and writes one key's map.
-pub struct MapAccess<'a, K, MK, MV> {
-    map: &'a mut FxHashMap<K, FxHashMap<MK, Stamped<MV>>>,
-    ttl: Ttl,
-    key: &'a K,
-    now: i64,
-}
+pub struct MapAccess<'a, K, MK, MV>(Access<'a, K, FxHashMap<K, FxHashMap<MK, Stamped<MV>>>>);
 
 impl<K: Key, MK: Key, MV: StateValue> MapAccess<'_, K, MK, MV> {
     pub fn get(&mut self, entry: &MK) -> Option<MV> {
-        let (ttl, now) = (self.ttl, self.now);
-        let m = self.map.get_mut(self.key)?;
-        live(m, entry, ttl, now).map(|e| e.value.clone())
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                let m = map.get_mut(*key)?;
+                live(m, entry, *ttl, *now).map(|e| e.value.clone())
+            }
+            Access::Rocks(r, key, now) => {
+                if !r.key(*key) {
+                    return None;
+                }
+                let pushed = r.store.push_map_key(entry);
+                r.ok(pushed)?;
+                r.live(*now)
+            }
+        }
     }
 
     pub fn put(&mut self, entry: MK, value: MV) {
-        let expires_at = self.ttl.expiry(self.now);
-        let m = match self.map.get_mut(self.key) {
-            Some(m) => m,
-            None => self.map.entry(self.key.clone()).or_default(),
-        };
-        m.insert(entry, Stamped { value, expires_at });
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                let expires_at = ttl.expiry(*now);
+                let m = match map.get_mut(*key) {
+                    Some(m) => m,
+                    None => map.entry((*key).clone()).or_default(),
+                };
+                m.insert(entry, Stamped { value, expires_at });
+            }
+            Access::Rocks(r, key, now) => {
+                if r.key(*key) {
+                    let pushed = r.store.push_map_key(&entry);
+                    if r.ok(pushed).is_some() {
+                        r.write(&value, *now);
+                    }
+                }
+            }
+        }
     }
 
     pub fn remove(&mut self, entry: &MK) -> Option<MV> {
-        let m = self.map.get_mut(self.key)?;
-        let removed = m.remove(entry).filter(|e| e.expires_at > self.now);
-        if m.is_empty() {
-            self.map.remove(self.key);
+        match &mut self.0 {
+            Access::Heap { map, key, now, .. } => {
+                let m = map.get_mut(*key)?;
+                let removed = m.remove(entry).filter(|e| e.expires_at > *now);
+                if m.is_empty() {
+                    map.remove(*key);
+                }
+                removed.map(|e| e.value)
+            }
+            Access::Rocks(r, key, now) => {
+                if !r.key(*key) {
+                    return None;
+                }
+                let pushed = r.store.push_map_key(entry);
+                r.ok(pushed)?;
+                let got = r.store.get::<MV>();
+                let (expires, value) = r.ok(got)??;
+                r.remove();
+                (expires > *now).then_some(value)
+            }
         }
-        removed.map(|e| e.value)
     }
 
     /// The live entries, in no particular order.
     pub fn entries(&mut self) -> Vec<(MK, MV)> {
-        let now = self.now;
-        self.map.get(self.key).map_or_else(Vec::new, |m| {
-            m.iter()
-                .filter(|(_, e)| e.expires_at > now)
-                .map(|(k, e)| (k.clone(), e.value.clone()))
-                .collect()
-        })
+        match &mut self.0 {
+            Access::Heap { map, key, now, .. } => map.get(*key).map_or_else(Vec::new, |m| {
+                m.iter()
+                    .filter(|(_, e)| e.expires_at > *now)
+                    .map(|(k, e)| (k.clone(), e.value.clone()))
+                    .collect()
+            }),
+            Access::Rocks(r, key, now) => {
+                if !r.key(*key) {
+                    return Vec::new();
+                }
+                let scanned = r.store.scan_prefix::<MK, MV>();
+                r.ok(scanned).map_or_else(Vec::new, |all| {
+                    all.into_iter()
+                        .filter(|(_, expires, _)| *expires > *now)
+                        .map(|(k, _, v)| (k, v))
+                        .collect()
+                })
+            }
+        }
     }
 
     pub fn is_empty(&mut self) -> bool {
@@ -560,17 +935,22 @@ impl<K: Key, MK: Key, MV: StateValue> MapAccess<'_, K, MK, MV> {
     }
 
     pub fn clear(&mut self) {
-        self.map.remove(self.key);
+        match &mut self.0 {
+            Access::Heap { map, key, .. } => {
+                map.remove(*key);
+            }
+            Access::Rocks(r, key, _) => {
+                if r.key(*key) {
+                    let deleted = r.store.delete_prefix();
+                    r.ok(deleted);
+                }
+            }
+        }
     }
 }
 
 /// Reads and writes one key's list.
-pub struct ListAccess<'a, K, V> {
-    map: &'a mut FxHashMap<K, Stamped<Vec<V>>>,
-    ttl: Ttl,
-    key: &'a K,
-    now: i64,
-}
+pub struct ListAccess<'a, K, V>(Access<'a, K, FxHashMap<K, Stamped<Vec<V>>>>);
 
 impl<K: Key, V: StateValue> ListAccess<'_, K, V> {
     pub fn add(&mut self, value: V) {
@@ -578,40 +958,78 @@ impl<K: Key, V: StateValue> ListAccess<'_, K, V> {
     }
 
     pub fn get(&mut self) -> Vec<V> {
-        live(self.map, self.key, self.ttl, self.now).map_or_else(Vec::new, |e| e.value.clone())
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                live(map, key, *ttl, *now).map_or_else(Vec::new, |e| e.value.clone())
+            }
+            Access::Rocks(r, key, now) => {
+                if !r.key(*key) {
+                    return Vec::new();
+                }
+                r.live(*now).unwrap_or_default()
+            }
+        }
     }
 
     /// Changes the list in place; an empty list afterwards removes the entry.
     pub fn update<R>(&mut self, f: impl FnOnce(&mut Vec<V>) -> R) -> R {
-        let ttl = self.ttl;
-        let expires_at = ttl.expiry(self.now);
-        if live(self.map, self.key, ttl, self.now).is_none() {
-            let mut list = Vec::new();
-            let r = f(&mut list);
-            if !list.is_empty() {
-                self.map.insert(
-                    self.key.clone(),
-                    Stamped {
-                        value: list,
-                        expires_at,
-                    },
-                );
+        match &mut self.0 {
+            Access::Heap { map, ttl, key, now } => {
+                let (ttl, now) = (*ttl, *now);
+                let expires_at = ttl.expiry(now);
+                if live(map, key, ttl, now).is_none() {
+                    let mut list = Vec::new();
+                    let r = f(&mut list);
+                    if !list.is_empty() {
+                        map.insert(
+                            (*key).clone(),
+                            Stamped {
+                                value: list,
+                                expires_at,
+                            },
+                        );
+                    }
+                    return r;
+                }
+                let Some(e) = map.get_mut(*key) else {
+                    return f(&mut Vec::new());
+                };
+                let r = f(&mut e.value);
+                e.expires_at = expires_at;
+                if e.value.is_empty() {
+                    map.remove(*key);
+                }
+                r
             }
-            return r;
+            Access::Rocks(a, key, now) => {
+                if !a.key(*key) {
+                    return f(&mut Vec::new());
+                }
+                let before: Option<Vec<V>> = a.live(*now);
+                let existed = before.is_some();
+                let mut list = before.unwrap_or_default();
+                let r = f(&mut list);
+                if !list.is_empty() {
+                    a.write(&list, *now);
+                } else if existed {
+                    a.remove();
+                }
+                r
+            }
         }
-        let Some(e) = self.map.get_mut(self.key) else {
-            return f(&mut Vec::new());
-        };
-        let r = f(&mut e.value);
-        e.expires_at = expires_at;
-        if e.value.is_empty() {
-            self.map.remove(self.key);
-        }
-        r
     }
 
     pub fn clear(&mut self) {
-        self.map.remove(self.key);
+        match &mut self.0 {
+            Access::Heap { map, key, .. } => {
+                map.remove(*key);
+            }
+            Access::Rocks(r, key, _) => {
+                if r.key(*key) {
+                    r.remove();
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,382 @@
+//! The RocksDB keyed-state backend: one embedded database per operator subtask, on local
+//! disk, with every state of the operator in it.
+//!
+//! Layout. A key is `[key group: u16][state: u16][key length: u32][key][map key]` (big
+//! endian, the key and map key in bincode), so a key group is one contiguous key range: a
+//! snapshot reads it with one range scan and a rescale moves it whole. A value is
+//! `[expires at: i64][bincode value]`; entries without a TTL expire at `i64::MAX`.
+//!
+//! Memory. All databases of the process share one block cache, and their write buffers are
+//! charged to that cache, so the budget (from the container's memory limit) bounds them all.
+//!
+//! TTL. Reads never return an expired entry; a compaction filter drops expired entries for
+//! good in the background, so state of keys never read again does not grow without bound.
+//!
+//! Snapshots. The synchronous part flushes the write buffer and makes a RocksDB checkpoint
+//! (hard links to the immutable table files): it pins the state without copying it. The
+//! canonical per-key-group encoding is then produced from that checkpoint off the task
+//! thread, so any backend can restore it at any parallelism.
+
+use rocksdb::{
+    compaction_filter::Decision, BlockBasedOptions, Cache, DBRawIteratorWithThreadMode, Options,
+    WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Where RocksDB state lives and how much memory it may use.
+#[derive(Clone, Debug)]
+pub struct RocksConfig {
+    /// Local working directory of the databases (not durable: snapshots are).
+    pub dir: PathBuf,
+    /// Block cache plus write buffers of every database of the process.
+    pub memory_budget: usize,
+}
+
+impl RocksConfig {
+    /// A budget of 40 % of the container's memory limit (cgroup v2 `memory.max`), or
+    /// 512 MiB when there is none.
+    pub fn default_memory_budget() -> usize {
+        let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        match limit {
+            Some(bytes) => (bytes / 10 * 4).max(32 << 20),
+            None => 512 << 20,
+        }
+    }
+}
+
+/// The shared cache and write-buffer manager, created by the first database of the process
+/// with the budget it is given.
+fn shared_memory(budget: usize) -> &'static (Cache, WriteBufferManager) {
+    static SHARED: OnceLock<(Cache, WriteBufferManager)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let cache = Cache::new_lru_cache(budget);
+        // Write buffers take at most a third of the budget, charged to the cache.
+        let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            budget / 3,
+            false,
+            cache.clone(),
+        );
+        (cache, buffers)
+    })
+}
+
+pub(crate) const VALUE_HEADER: usize = 8;
+
+fn expires_at(value: &[u8]) -> i64 {
+    value
+        .get(..VALUE_HEADER)
+        .and_then(|b| b.try_into().ok())
+        .map_or(i64::MAX, i64::from_be_bytes)
+}
+
+/// One operator subtask's database.
+pub(crate) struct RocksStore {
+    db: Option<DB>,
+    dir: PathBuf,
+    write: WriteOptions,
+    /// Processing time seen by the compaction filter.
+    now: Arc<AtomicI64>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    checkpoints: u64,
+}
+
+fn rocks_error(what: &str, e: rocksdb::Error) -> String {
+    format!("RocksDB {what}: {e}")
+}
+
+impl RocksStore {
+    pub(crate) fn open(config: &RocksConfig, name: &str) -> Result<Self, String> {
+        let dir = config.dir.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (cache, buffers) = shared_memory(config.memory_budget);
+        let now = Arc::new(AtomicI64::new(i64::MIN));
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_write_buffer_manager(buffers);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let clock = now.clone();
+        opts.set_compaction_filter("sluice-ttl", move |_, _: &[u8], value: &[u8]| {
+            if expires_at(value) <= clock.load(Ordering::Relaxed) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            }
+        });
+        let db = DB::open(&opts, &dir).map_err(|e| rocks_error("open", e))?;
+        // Durability comes from snapshots; a write-ahead log would only cost time.
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(RocksStore {
+            db: Some(db),
+            dir,
+            write,
+            now,
+            key: Vec::with_capacity(64),
+            value: Vec::with_capacity(256),
+            checkpoints: 0,
+        })
+    }
+
+    fn db(&self) -> &DB {
+        // Present from open until drop.
+        self.db.as_ref().expect("database open")
+    }
+
+    pub(crate) fn set_now(&self, now: i64) {
+        self.now.store(now, Ordering::Relaxed);
+    }
+
+    /// Starts a key in the scratch buffer: `[group][state][len][key]`.
+    pub(crate) fn key_prefix<K: serde::Serialize>(
+        &mut self,
+        group: u32,
+        state: u16,
+        key: &K,
+    ) -> Result<(), String> {
+        let k = &mut self.key;
+        k.clear();
+        k.extend_from_slice(&(group as u16).to_be_bytes());
+        k.extend_from_slice(&state.to_be_bytes());
+        k.extend_from_slice(&[0; 4]);
+        bincode::serialize_into(&mut *k, key).map_err(|e| format!("cannot encode key: {e}"))?;
+        let len = (k.len() - 8) as u32;
+        k[4..8].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+
+    /// Appends a map key to the key in the scratch buffer.
+    pub(crate) fn push_map_key<MK: serde::Serialize>(&mut self, entry: &MK) -> Result<(), String> {
+        bincode::serialize_into(&mut self.key, entry).map_err(|e| format!("cannot encode key: {e}"))
+    }
+
+    pub(crate) fn key_len(&self) -> usize {
+        self.key.len()
+    }
+
+    pub(crate) fn truncate_key(&mut self, len: usize) {
+        self.key.truncate(len);
+    }
+
+    /// Reads the entry at the scratch key: its expiry and decoded value.
+    pub(crate) fn get<V: serde::de::DeserializeOwned>(&self) -> Result<Option<(i64, V)>, String> {
+        let Some(raw) = self
+            .db()
+            .get_pinned(&self.key)
+            .map_err(|e| rocks_error("read", e))?
+        else {
+            return Ok(None);
+        };
+        let value = bincode::deserialize(&raw[VALUE_HEADER..])
+            .map_err(|e| format!("cannot decode state: {e}"))?;
+        Ok(Some((expires_at(&raw), value)))
+    }
+
+    /// Writes `value` at the scratch key.
+    pub(crate) fn put<V: serde::Serialize>(
+        &mut self,
+        expires: i64,
+        value: &V,
+    ) -> Result<(), String> {
+        self.value.clear();
+        self.value.extend_from_slice(&expires.to_be_bytes());
+        bincode::serialize_into(&mut self.value, value)
+            .map_err(|e| format!("cannot encode state: {e}"))?;
+        let db = self.db.as_ref().expect("database open");
+        db.put_opt(&self.key, &self.value, &self.write)
+            .map_err(|e| rocks_error("write", e))
+    }
+
+    pub(crate) fn delete(&self) -> Result<(), String> {
+        self.db()
+            .delete_opt(&self.key, &self.write)
+            .map_err(|e| rocks_error("delete", e))
+    }
+
+    /// Every `(map key, expiry, value)` under the scratch key as prefix.
+    pub(crate) fn scan_prefix<MK, V>(&self) -> Result<Vec<(MK, i64, V)>, String>
+    where
+        MK: serde::de::DeserializeOwned,
+        V: serde::de::DeserializeOwned,
+    {
+        let prefix = self.key.as_slice();
+        let mut out = Vec::new();
+        let mut it = self.db().raw_iterator();
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let mk = bincode::deserialize(&k[prefix.len()..])
+                .map_err(|e| format!("cannot decode key: {e}"))?;
+            let value = bincode::deserialize(&v[VALUE_HEADER..])
+                .map_err(|e| format!("cannot decode state: {e}"))?;
+            out.push((mk, expires_at(v), value));
+            it.next();
+        }
+        it.status().map_err(|e| rocks_error("scan", e))?;
+        Ok(out)
+    }
+
+    /// Deletes every entry under the scratch key as prefix.
+    pub(crate) fn delete_prefix(&self) -> Result<(), String> {
+        let prefix = self.key.as_slice();
+        let mut batch = WriteBatch::default();
+        let mut it = self.db().raw_iterator();
+        it.seek(prefix);
+        while let Some(k) = it.key() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            batch.delete(k);
+            it.next();
+        }
+        self.db()
+            .write_opt(batch, &self.write)
+            .map_err(|e| rocks_error("delete", e))
+    }
+
+    /// The synchronous part of a snapshot: flushes the write buffer and hard-links the
+    /// table files into a checkpoint directory, which is returned.
+    pub(crate) fn pin(&mut self) -> Result<PathBuf, String> {
+        self.checkpoints += 1;
+        let target = self.dir.with_extension(format!("chk-{}", self.checkpoints));
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+        let db = self.db();
+        db.flush().map_err(|e| rocks_error("flush", e))?;
+        rocksdb::checkpoint::Checkpoint::new(db)
+            .and_then(|c| c.create_checkpoint(&target))
+            .map_err(|e| rocks_error("checkpoint", e))?;
+        Ok(target)
+    }
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        // Local state is a cache of what snapshots hold; failing to remove it loses nothing.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the canonical encoding of one state needs to know about its layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Value,
+    Map,
+    List,
+}
+
+/// Encodes the key groups of a pinned checkpoint in the canonical format of
+/// `KeyedStateStore::snapshot_key_group`, without knowing the state types: keys and values
+/// are bincode already, and the canonical format is bincode of tuples and sequences of them.
+/// `states` are `(name, schema version, shape)` by state index. Deletes the checkpoint.
+pub(crate) fn encode_pinned(
+    checkpoint: &Path,
+    groups: &[u32],
+    states: &[(String, u32, Shape)],
+) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let result = (|| {
+        let db = DB::open_for_read_only(&Options::default(), checkpoint, false)
+            .map_err(|e| rocks_error("open checkpoint", e))?;
+        let mut out = Vec::new();
+        for &kg in groups {
+            let mut it = db.raw_iterator();
+            let mut encoded_states = Vec::with_capacity(states.len());
+            let mut empty = true;
+            for (index, (name, version, shape)) in states.iter().enumerate() {
+                let entries = encode_state(&mut it, kg, index as u16, *shape)?;
+                empty &= entries.len() == 8; // just the zero count
+                encoded_states.push((name.clone(), *version, entries));
+            }
+            if !empty {
+                let bytes = bincode::serialize(&encoded_states)
+                    .map_err(|e| format!("cannot encode state: {e}"))?;
+                out.push((kg, bytes));
+            }
+        }
+        Ok(out)
+    })();
+    // The checkpoint was only a pin; the snapshot now holds its content.
+    let _ = std::fs::remove_dir_all(checkpoint);
+    result
+}
+
+/// The canonical entries of one state in one key group: value and list states as
+/// `[(key, expires_at, value)]`, maps as `[(key, [(map key, expires_at, value)])]`.
+fn encode_state(
+    it: &mut DBRawIteratorWithThreadMode<'_, DB>,
+    kg: u32,
+    state: u16,
+    shape: Shape,
+) -> Result<Vec<u8>, String> {
+    let mut prefix = Vec::with_capacity(4);
+    prefix.extend_from_slice(&(kg as u16).to_be_bytes());
+    prefix.extend_from_slice(&state.to_be_bytes());
+    let mut out = vec![0u8; 8];
+    let mut count: u64 = 0;
+    // For maps: the current key, where its entry count sits in `out`, and that count.
+    let mut current: Option<(Vec<u8>, usize, u64)> = None;
+    it.seek(&prefix);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let len = k
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or("malformed state key")? as usize;
+        let key = k.get(8..8 + len).ok_or("malformed state key")?;
+        let expires = expires_at(v).to_le_bytes();
+        let value = &v[VALUE_HEADER..];
+        match shape {
+            Shape::Value | Shape::List => {
+                out.extend_from_slice(key);
+                out.extend_from_slice(&expires);
+                out.extend_from_slice(value);
+                count += 1;
+            }
+            Shape::Map => {
+                let map_key = &k[8 + len..];
+                if current.as_ref().is_none_or(|(c, _, _)| c.as_slice() != key) {
+                    if let Some((_, at, n)) = current.take() {
+                        out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+                    }
+                    out.extend_from_slice(key);
+                    let at = out.len();
+                    out.extend_from_slice(&[0; 8]);
+                    current = Some((key.to_vec(), at, 0));
+                    count += 1;
+                }
+                out.extend_from_slice(map_key);
+                out.extend_from_slice(&expires);
+                out.extend_from_slice(value);
+                if let Some((_, _, n)) = current.as_mut() {
+                    *n += 1;
+                }
+            }
+        }
+        it.next();
+    }
+    it.status().map_err(|e| rocks_error("scan", e))?;
+    if let Some((_, at, n)) = current {
+        out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+    }
+    out[..8].copy_from_slice(&count.to_le_bytes());
+    Ok(out)
+}
