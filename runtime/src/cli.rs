@@ -326,7 +326,7 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
 
 fn run(
     registry: &JobRegistry,
-    manifest_path: &PathBuf,
+    manifest_path: &std::path::Path,
     parallelism: Option<u32>,
     progress_interval: f64,
     snapshots: &SnapshotArgs,

@@ -565,10 +565,10 @@ fn hash_partition<K: Key, T: 'static>(key: &KeyFn<T, K>) -> Partition {
 
 /// The states a process function's factory registers, found by calling it once with a
 /// scratch store (no record is processed).
-fn declared_by<F: 'static>(
-    name: &str,
-    factory: Arc<dyn Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + Sync>,
-) -> DeclareStates {
+/// A process function's factory, shared by every subtask.
+type Factory<F> = Arc<dyn Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + Sync>;
+
+fn declared_by<F: 'static>(name: &str, factory: Factory<F>) -> DeclareStates {
     let uid = name.to_string();
     Arc::new(move || {
         let mut states =

@@ -7,11 +7,10 @@
 
 use crate::error::Error;
 use crate::snapshot::{
-    write_snapshot, Barrier, CheckpointStorage, DeclaredOperator, FileTransaction, SnapshotKind,
+    write_snapshot, Barrier, CheckpointStorage, FileTransaction, JobLayout, SnapshotKind,
     TaskSnapshot,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -139,13 +138,18 @@ pub struct CompletedSnapshot {
     pub bytes: u64,
 }
 
+/// A savepoint asked for by the job's owner.
+pub(crate) struct SavepointRequest {
+    /// `file:///…` root of the savepoint.
+    pub(crate) storage: String,
+    /// Stop the job once the savepoint is complete.
+    pub(crate) stop: bool,
+    pub(crate) reply: Sender<Result<CompletedSnapshot, String>>,
+}
+
 /// What the job's owner can ask the coordinator.
 pub(crate) enum Command {
-    Savepoint {
-        storage: String,
-        stop: bool,
-        reply: Sender<Result<CompletedSnapshot, String>>,
-    },
+    Savepoint(SavepointRequest),
 }
 
 struct InFlight {
@@ -153,16 +157,13 @@ struct InFlight {
     kind: SnapshotKind,
     started: Instant,
     parts: Vec<Option<TaskSnapshot>>,
-    savepoint: Option<(String, bool, Sender<Result<CompletedSnapshot, String>>)>,
+    savepoint: Option<SavepointRequest>,
     /// A part could not be encoded: the snapshot fails.
     error: Option<String>,
 }
 
 pub(crate) struct Coordinator {
-    pub(crate) job: String,
-    pub(crate) max_parallelism: u32,
-    pub(crate) declared: Vec<DeclaredOperator>,
-    pub(crate) assignments: HashMap<String, Vec<u32>>,
+    pub(crate) layout: JobLayout,
     pub(crate) tasks: usize,
     pub(crate) config: Option<CheckpointConfig>,
     pub(crate) storage: Option<CheckpointStorage>,
@@ -191,8 +192,8 @@ impl Coordinator {
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 if let Some(f) = inflight.take() {
-                    if let Some((_, _, reply)) = f.savepoint {
-                        let _ = reply.send(Err("the job was cancelled".into()));
+                    if let Some(request) = f.savepoint {
+                        let _ = request.reply.send(Err("the job was cancelled".into()));
                     }
                 }
                 return Ok(());
@@ -201,16 +202,10 @@ impl Coordinator {
                 queued.push(c);
             }
             if inflight.is_none() {
-                if let Some(Command::Savepoint {
-                    storage,
-                    stop,
-                    reply,
-                }) = queued.pop()
-                {
-                    inflight = Some(self.trigger(SnapshotKind::Savepoint, &finished));
-                    if let Some(f) = inflight.as_mut() {
-                        f.savepoint = Some((storage, stop, reply));
-                    }
+                if let Some(Command::Savepoint(request)) = queued.pop() {
+                    let mut f = self.trigger(SnapshotKind::Savepoint, &finished);
+                    f.savepoint = Some(request);
+                    inflight = Some(f);
                 } else if next_due.is_some_and(|t| Instant::now() >= t) {
                     inflight = Some(self.trigger(SnapshotKind::Checkpoint, &finished));
                 }
@@ -246,8 +241,8 @@ impl Coordinator {
             if let Some(f) = inflight.take() {
                 if let Some(e) = &f.error {
                     let message = format!("checkpoint {}: {e}", f.id);
-                    if let Some((_, _, reply)) = f.savepoint {
-                        let _ = reply.send(Err(message.clone()));
+                    if let Some(request) = f.savepoint {
+                        let _ = request.reply.send(Err(message.clone()));
                     }
                     self.fail(message);
                     failures_in_row += 1;
@@ -278,8 +273,8 @@ impl Coordinator {
                         f.id,
                         f.parts.iter().filter(|p| p.is_none()).count()
                     );
-                    if let Some((_, _, reply)) = f.savepoint {
-                        let _ = reply.send(Err(message.clone()));
+                    if let Some(request) = f.savepoint {
+                        let _ = request.reply.send(Err(message.clone()));
                     }
                     self.fail(message);
                     failures_in_row += 1;
@@ -334,11 +329,12 @@ impl Coordinator {
     fn complete(&mut self, f: InFlight) -> Result<bool, String> {
         let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
         match f.savepoint {
-            Some((uri, stop, reply)) => {
-                let result = CheckpointStorage::open_savepoints(&uri)
+            Some(request) => {
+                let stop = request.stop;
+                let result = CheckpointStorage::open_savepoints(&request.storage)
                     .map_err(|e| e.to_string())
                     .and_then(|storage| self.write(&storage, f.id, f.kind, f.started, parts, stop));
-                let _ = reply.send(result.clone());
+                let _ = request.reply.send(result.clone());
                 result.map(|_| stop)
             }
             None => {
@@ -373,17 +369,8 @@ impl Coordinator {
             .flat_map(|p| p.operators.iter())
             .flat_map(|o| o.transactions.iter().cloned())
             .collect();
-        let manifest = write_snapshot(
-            storage,
-            &self.job,
-            id,
-            kind,
-            self.max_parallelism,
-            &self.declared,
-            &self.assignments,
-            parts,
-        )
-        .map_err(|e| e.to_string())?;
+        let manifest =
+            write_snapshot(storage, &self.layout, id, kind, parts).map_err(|e| e.to_string())?;
         let done = CompletedSnapshot {
             id,
             kind,

@@ -2,13 +2,13 @@
 
 use super::checkpoint::{
     commit_all, CheckpointConfig, CheckpointControl, CheckpointStatus, Command, CompletedSnapshot,
-    Coordinator,
+    Coordinator, SavepointRequest,
 };
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
 use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
-use crate::snapshot::{CheckpointStorage, Compatibility, RestoredState};
+use crate::snapshot::{CheckpointStorage, Compatibility, JobLayout, RestoredState};
 use crate::state::KeyGroupAssignment;
 use crossbeam_channel::Sender;
 use crossbeam_utils::sync::{Parker, Unparker};
@@ -102,11 +102,11 @@ impl RunningJob {
     pub fn savepoint(&self, uri: &str, stop: bool) -> Result<CompletedSnapshot, Error> {
         let (reply, result) = crossbeam_channel::bounded(1);
         self.commands
-            .send(Command::Savepoint {
+            .send(Command::Savepoint(SavepointRequest {
                 storage: uri.to_string(),
                 stop,
                 reply,
-            })
+            }))
             .map_err(|_| Error::Checkpoint("the job is no longer running".into()))?;
         result
             .recv()
@@ -416,17 +416,19 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     }
 
     let coordinator = Coordinator {
-        job: graph.name.clone(),
-        max_parallelism: graph.max_parallelism,
-        declared,
-        assignments: graph
-            .nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(n, node)| {
-                Some((node.uid.clone(), assignments.get(&n)?.owners().to_vec()))
-            })
-            .collect(),
+        layout: JobLayout {
+            job: graph.name.clone(),
+            max_parallelism: graph.max_parallelism,
+            declared,
+            assignments: graph
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(n, node)| {
+                    Some((node.uid.clone(), assignments.get(&n)?.owners().to_vec()))
+                })
+                .collect(),
+        },
         tasks: task_index,
         config: options.checkpoints.clone(),
         storage,

@@ -74,17 +74,29 @@ pub struct DeclaredOperator {
     pub states: Vec<StateSchema>,
 }
 
+/// What every snapshot of a run records about the job.
+pub(crate) struct JobLayout {
+    pub(crate) job: String,
+    pub(crate) max_parallelism: u32,
+    pub(crate) declared: Vec<DeclaredOperator>,
+    /// Key-group owners by operator uid.
+    pub(crate) assignments: HashMap<String, Vec<u32>>,
+}
+
 /// Builds a snapshot's files and manifest from the parts every subtask sent.
 pub(crate) fn write_snapshot(
     storage: &CheckpointStorage,
-    job: &str,
+    layout: &JobLayout,
     id: u64,
     kind: SnapshotKind,
-    max_parallelism: u32,
-    declared: &[DeclaredOperator],
-    assignments: &HashMap<String, Vec<u32>>,
     parts: Vec<TaskSnapshot>,
 ) -> Result<Manifest, SnapshotError> {
+    let (job, max_parallelism, declared, assignments) = (
+        layout.job.as_str(),
+        layout.max_parallelism,
+        &layout.declared,
+        &layout.assignments,
+    );
     let mut by_uid: BTreeMap<String, Vec<super::task::OperatorSnapshot>> = BTreeMap::new();
     for part in parts {
         for op in part.operators {

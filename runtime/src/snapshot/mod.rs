@@ -19,7 +19,7 @@ mod content;
 mod storage;
 mod task;
 
-pub(crate) use content::write_snapshot;
+pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{
     BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
     SnapshotContent, StateSchema,
