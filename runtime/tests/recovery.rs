@@ -655,3 +655,228 @@ fn one_failed_checkpoint_too_many_fails_the_job_with_the_cause() {
     // The job stopped there instead of running to the end of its input.
     assert!(read < EVENTS, "read all {read} events");
 }
+
+mod incremental {
+    use super::*;
+    use sluice_runtime::api::{
+        JobBuilder, KeyedProcessFunction, ProcessContext, Record, WatermarkStrategy,
+    };
+    use sluice_runtime::connectors::{CollectSink, QueueSource};
+    use sluice_runtime::state::{StateDescriptor, ValueState};
+    use sluice_runtime::time::EventTime;
+    use std::collections::BTreeSet;
+
+    /// Every file under `shared/` of a checkpoint storage, by its name from the root.
+    fn shared_files(root: &Path) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let shared = root.join("shared");
+        for db in std::fs::read_dir(&shared).unwrap() {
+            let db = db.unwrap().path();
+            for f in std::fs::read_dir(&db).unwrap() {
+                let f = f.unwrap().path();
+                out.insert(f.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+        out
+    }
+
+    fn rocks_run(
+        job: &str,
+        parallelism: usize,
+        out: &Path,
+        checkpoints: &Path,
+        state: &Path,
+        restore: Option<Restore>,
+    ) -> sluice_runtime::exec::RunningJob {
+        let graph = JobRegistry::bundled()
+            .build(job, parallelism, 128, &job_config(KILL_EVENTS, out))
+            .unwrap();
+        let options = RunOptions {
+            checkpoints: Some(CheckpointConfig {
+                interval: Some(Duration::from_millis(50)),
+                retain: 3,
+                ..CheckpointConfig::new(uri(checkpoints))
+            }),
+            restore,
+            state_backend: StateBackend::RocksDb(RocksConfig {
+                dir: state.to_path_buf(),
+                memory_budget: 64 << 20,
+            }),
+            ..RunOptions::default()
+        };
+        start_embedded(graph, options).unwrap()
+    }
+
+    #[test]
+    fn rocksdb_checkpoint_storage_keeps_exactly_the_files_retained_checkpoints_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let running = rocks_run(
+            "fraud-small-then-large",
+            2,
+            &dir.path().join("out"),
+            &checkpoints,
+            &dir.path().join("state"),
+            None,
+        );
+        let mut smaller = 0;
+        wait_until("incremental checkpoints", Duration::from_secs(120), || {
+            if let Some(c) = running.checkpoint_status().last_completed {
+                if c.uploaded_bytes < c.bytes {
+                    smaller += 1;
+                }
+            }
+            smaller >= 3 && running.checkpoint_status().completed >= 6
+        });
+        running.cancel();
+        let _ = running.wait();
+
+        let storage = CheckpointStorage::open(&uri(&checkpoints)).unwrap();
+        let latest = storage.latest_restorable().unwrap().manifest.checkpoint;
+        let retained: Vec<_> = (latest - 2..=latest)
+            .map(|id| storage.verify(id).unwrap())
+            .collect();
+        let listed: BTreeSet<String> = retained
+            .iter()
+            .flat_map(|m| m.shared.iter().map(|f| f.name.clone()))
+            .collect();
+        // Nothing a retained checkpoint needs is missing, nothing else is kept.
+        assert_eq!(shared_files(&checkpoints), listed);
+    }
+
+    struct Remember {
+        seen: ValueState<u64>,
+    }
+
+    impl KeyedProcessFunction<u64, u64, u64> for Remember {
+        fn process(&mut self, value: u64, ctx: &mut ProcessContext<'_, u64, u64>) {
+            ctx.value(self.seen).set(value);
+            ctx.emit(value);
+        }
+    }
+
+    #[test]
+    fn after_a_small_change_a_rocksdb_checkpoint_uploads_only_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, input) = QueueSource::<u64>::new();
+        let job = JobBuilder::new("remember", 1, 128);
+        let (sink, out) = CollectSink::new();
+        job.source("keys", source, WatermarkStrategy::monotonous())
+            .key_by(|v: &u64| *v)
+            .process("remember", |ctx| {
+                Ok(Remember {
+                    seen: ctx.value_state::<u64, u64>(StateDescriptor::new("seen"))?,
+                })
+            })
+            .sink("out", sink);
+        let checkpoints = dir.path().join("checkpoints");
+        let options = RunOptions {
+            checkpoints: Some(CheckpointConfig {
+                interval: Some(Duration::from_millis(20)),
+                retain: 10,
+                ..CheckpointConfig::new(uri(&checkpoints))
+            }),
+            state_backend: StateBackend::RocksDb(RocksConfig {
+                dir: dir.path().join("state"),
+                memory_budget: 64 << 20,
+            }),
+            ..RunOptions::default()
+        };
+        let running = start_embedded(job.build().unwrap(), options).unwrap();
+        // A checkpoint that surely started after `n` records were processed.
+        let checkpoint_after = |n: usize| {
+            wait_until("the records", Duration::from_secs(60), || {
+                out.lock().unwrap().len() == n
+            });
+            let before = running.checkpoint_status().completed;
+            wait_until("two more checkpoints", Duration::from_secs(60), || {
+                running.checkpoint_status().completed >= before + 2
+            });
+            running.checkpoint_status().last_completed.unwrap()
+        };
+        for v in 0..200_000u64 {
+            input.send(Record::new(EventTime(0), v)).unwrap();
+        }
+        let big = checkpoint_after(200_000);
+        for v in 1_000_000..1_000_010u64 {
+            input.send(Record::new(EventTime(0), v)).unwrap();
+        }
+        let small = checkpoint_after(200_010);
+        drop(input);
+        running.wait().unwrap();
+
+        let storage = CheckpointStorage::open(&uri(&checkpoints)).unwrap();
+        let tables = |id: u64| -> BTreeSet<String> {
+            storage
+                .verify(id)
+                .unwrap()
+                .shared
+                .into_iter()
+                .filter(|f| f.name.ends_with(".sst"))
+                .map(|f| f.name)
+                .collect()
+        };
+        assert!(
+            tables(big.id).is_subset(&tables(small.id)),
+            "the later checkpoint does not reuse the earlier table files"
+        );
+        assert!(
+            small.uploaded_bytes * 20 < small.bytes,
+            "10 new keys uploaded {} of {} bytes",
+            small.uploaded_bytes,
+            small.bytes
+        );
+    }
+
+    #[test]
+    fn an_incremental_rocksdb_checkpoint_restores_at_other_parallelisms_and_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = "fraud-small-then-large";
+        let expected = reference(job, KILL_EVENTS, dir.path());
+        let first = dir.path().join("first");
+        let checkpoints = dir.path().join("checkpoints");
+        let running = rocks_run(job, 2, &first, &checkpoints, &dir.path().join("s1"), None);
+        wait_until("checkpoints", Duration::from_secs(120), || {
+            running.checkpoint_status().completed >= 3
+        });
+        running.cancel();
+        let _ = running.wait();
+        let storage = CheckpointStorage::open(&uri(&checkpoints)).unwrap();
+        let latest = storage.latest_restorable().unwrap().manifest;
+        let content = SnapshotContent::from_manifest(&latest).unwrap();
+        assert!(
+            content.operators.iter().any(|o| !o.native.is_empty()),
+            "the checkpoint holds no RocksDB files"
+        );
+        let location = storage.location(latest.checkpoint);
+        let committed_first = JsonLinesSink::committed_lines(&first).unwrap();
+
+        for (p, rocks) in [(3usize, true), (1, false)] {
+            let out = dir.path().join(format!("restored-{p}"));
+            let graph = JobRegistry::bundled()
+                .build(job, p, 128, &job_config(KILL_EVENTS, &out))
+                .unwrap();
+            let options = RunOptions {
+                restore: Some(Restore::Snapshot(location.clone())),
+                state_backend: if rocks {
+                    StateBackend::RocksDb(RocksConfig {
+                        dir: dir.path().join(format!("s-{p}")),
+                        memory_budget: 64 << 20,
+                    })
+                } else {
+                    StateBackend::Heap
+                },
+                ..RunOptions::default()
+            };
+            start_embedded(graph, options).unwrap().wait().unwrap();
+            let mut all = committed_first.clone();
+            all.extend(JsonLinesSink::committed_lines(&out).unwrap());
+            all.sort();
+            assert_same(
+                &all,
+                &expected,
+                &format!("RocksDB checkpoint restored at {p} (RocksDB: {rocks})"),
+            );
+        }
+    }
+}

@@ -6,11 +6,13 @@
 //! writing to storage happens on the coordinator's thread while they go on processing.
 
 use crate::error::Error;
+use crate::snapshot::FileEntry;
 use crate::snapshot::{
     write_snapshot, Barrier, CheckpointStorage, FileTransaction, JobLayout, SnapshotKind,
     TaskSnapshot,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -135,7 +137,11 @@ pub struct CompletedSnapshot {
     pub location: String,
     /// From the barrier's request to the manifest written.
     pub duration: Duration,
+    /// The state it refers to, in storage.
     pub bytes: u64,
+    /// What this snapshot uploaded: less than `bytes` when RocksDB table files written for
+    /// earlier checkpoints are shared (incremental checkpoints).
+    pub uploaded_bytes: u64,
 }
 
 /// A savepoint asked for by the job's owner.
@@ -160,6 +166,8 @@ struct InFlight {
     savepoint: Option<SavepointRequest>,
     /// A part could not be encoded: the snapshot fails.
     error: Option<String>,
+    /// Shared files uploaded for it.
+    uploaded_bytes: u64,
 }
 
 pub(crate) struct Coordinator {
@@ -173,6 +181,9 @@ pub(crate) struct Coordinator {
     pub(crate) commands: Receiver<Command>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) status: Arc<Mutex<CheckpointStatus>>,
+    /// Shared files in checkpoint storage, by name: uploaded once, listed by every
+    /// checkpoint that still needs them.
+    pub(crate) uploaded: HashMap<String, FileEntry>,
 }
 
 impl Coordinator {
@@ -218,14 +229,18 @@ impl Coordinator {
                     mut snapshot,
                 }) => {
                     if let Some(f) = inflight.as_mut().filter(|f| f.id == checkpoint) {
-                        match snapshot.resolve() {
-                            Ok(()) => f.parts[task] = Some(snapshot),
+                        match snapshot.resolve(self.storage.as_ref(), &mut self.uploaded) {
+                            Ok(bytes) => {
+                                f.uploaded_bytes += bytes;
+                                f.parts[task] = Some(snapshot);
+                            }
                             Err(e) => f.error = Some(e),
                         }
                     }
                 }
                 Ok(Report::Finished { task, mut snapshot }) => {
-                    snapshot.resolve().map_err(|e| {
+                    let storage = self.storage.as_ref();
+                    snapshot.resolve(storage, &mut self.uploaded).map_err(|e| {
                         Error::Checkpoint(format!("final state of a finished subtask: {e}"))
                     })?;
                     if let Some(f) = inflight.as_mut() {
@@ -248,7 +263,7 @@ impl Coordinator {
                     failures_in_row += 1;
                     next_due = interval.map(|i| Instant::now() + i);
                 } else if f.parts.iter().all(Option::is_some) {
-                    let outcome = self.complete(f);
+                    let outcome = self.complete(f, &finished);
                     match outcome {
                         Ok(stop) => {
                             failures_in_row = 0;
@@ -314,6 +329,7 @@ impl Coordinator {
             parts: finished.to_vec(),
             savepoint: None,
             error: None,
+            uploaded_bytes: 0,
         }
     }
 
@@ -326,14 +342,17 @@ impl Coordinator {
     }
 
     /// Writes a snapshot whose parts are all in; returns whether the job should stop.
-    fn complete(&mut self, f: InFlight) -> Result<bool, String> {
-        let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
-        match f.savepoint {
+    fn complete(
+        &mut self,
+        mut f: InFlight,
+        finished: &[Option<TaskSnapshot>],
+    ) -> Result<bool, String> {
+        match f.savepoint.take() {
             Some(request) => {
                 let stop = request.stop;
                 let result = CheckpointStorage::open_savepoints(&request.storage)
                     .map_err(|e| e.to_string())
-                    .and_then(|storage| self.write(&storage, f.id, f.kind, f.started, parts, stop));
+                    .and_then(|storage| self.write(&storage, f, stop));
                 let _ = request.reply.send(result.clone());
                 result.map(|_| stop)
             }
@@ -341,12 +360,9 @@ impl Coordinator {
                 let Some(storage) = self.storage.take() else {
                     return Ok(false);
                 };
-                let result = self.write(&storage, f.id, f.kind, f.started, parts, true);
+                let result = self.write(&storage, f, true);
                 if result.is_ok() {
-                    let retain = self.config.as_ref().map_or(1, |c| c.retain);
-                    if let Err(e) = storage.retain(retain) {
-                        eprintln!("checkpoint retention: {e}");
-                    }
+                    self.retain(&storage, finished);
                 }
                 self.storage = Some(storage);
                 result.map(|_| false)
@@ -354,16 +370,30 @@ impl Coordinator {
         }
     }
 
+    /// Keeps the configured number of checkpoints and the shared files they (or the final
+    /// state of finished subtasks, still to be listed) need; forgets the deleted ones.
+    fn retain(&mut self, storage: &CheckpointStorage, finished: &[Option<TaskSnapshot>]) {
+        let protect: HashSet<String> = finished
+            .iter()
+            .flatten()
+            .flat_map(|t| t.shared_files().map(str::to_string))
+            .collect();
+        let keep = self.config.as_ref().map_or(1, |c| c.retain);
+        match storage.retain(keep, &protect) {
+            Ok(remaining) => self.uploaded.retain(|name, _| remaining.contains(name)),
+            Err(e) => eprintln!("checkpoint retention: {e}"),
+        }
+    }
+
     /// Writes the snapshot and, when `commit`, commits the sink transactions it lists.
     fn write(
         &self,
         storage: &CheckpointStorage,
-        id: u64,
-        kind: SnapshotKind,
-        started: Instant,
-        parts: Vec<TaskSnapshot>,
+        f: InFlight,
         commit: bool,
     ) -> Result<CompletedSnapshot, String> {
+        let (id, kind, started, uploaded_shared) = (f.id, f.kind, f.started, f.uploaded_bytes);
+        let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
         let transactions: Vec<FileTransaction> = parts
             .iter()
             .flat_map(|p| p.operators.iter())
@@ -376,7 +406,13 @@ impl Coordinator {
             kind,
             location: storage.location(id),
             duration: started.elapsed(),
-            bytes: manifest.files.iter().map(|f| f.size).sum(),
+            bytes: manifest
+                .files
+                .iter()
+                .chain(&manifest.shared)
+                .map(|f| f.size)
+                .sum(),
+            uploaded_bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + uploaded_shared,
         };
         if commit {
             commit_all(&transactions).map_err(|e| e.to_string())?;
@@ -393,20 +429,18 @@ impl Coordinator {
     fn finish(mut self, parts: Vec<TaskSnapshot>) -> Result<(), Error> {
         match self.storage.take() {
             Some(storage) => {
-                let id = self.next_id;
-                self.write(
-                    &storage,
-                    id,
-                    SnapshotKind::Final,
-                    Instant::now(),
-                    parts,
-                    true,
-                )
-                .map_err(Error::Checkpoint)?;
-                let retain = self.config.as_ref().map_or(1, |c| c.retain);
-                storage
-                    .retain(retain)
-                    .map_err(|e| Error::Checkpoint(e.to_string()))?;
+                let last = InFlight {
+                    id: self.next_id,
+                    kind: SnapshotKind::Final,
+                    started: Instant::now(),
+                    parts: parts.into_iter().map(Some).collect(),
+                    savepoint: None,
+                    error: None,
+                    uploaded_bytes: 0,
+                };
+                self.write(&storage, last, true)
+                    .map_err(Error::Checkpoint)?;
+                self.retain(&storage, &[]);
             }
             None => {
                 let transactions: Vec<FileTransaction> = parts

@@ -438,6 +438,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         commands,
         cancel: cancel.clone(),
         status: status.clone(),
+        uploaded: HashMap::new(),
     };
     let stop_job = cancel.clone();
     let handle = std::thread::Builder::new()

@@ -126,6 +126,12 @@ impl BuildCx {
         })
     }
 
+    /// The restored RocksDB databases of this operator (each store takes its key groups).
+    pub(crate) fn restored_native(&self) -> &[crate::snapshot::RestoredNative] {
+        self.restored_operator()
+            .map_or(&[], |op| op.native.as_slice())
+    }
+
     /// The restored position of a source split.
     pub(crate) fn restored_split(&self, split: usize) -> Option<crate::snapshot::SplitPosition> {
         self.restored_operator()?.splits.get(&split).copied()

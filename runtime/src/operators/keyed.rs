@@ -5,7 +5,9 @@ use crate::api::{
     Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
 };
 use crate::exec::{BuildCx, Operator, TwoInputOperator};
-use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};
+use crate::snapshot::{
+    decode, encode, Barrier, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot,
+};
 use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
@@ -40,6 +42,10 @@ impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
         ))
     }
 
+    fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), String> {
+        self.states.restore_native(native)
+    }
+
     fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
         let (states, timers): KeyedGroupEntry<K> = decode(bytes)?;
         self.states.restore_key_group(kg, &states)?;
@@ -57,7 +63,11 @@ impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
 impl<K: Key, O> KeyedCore<K, O> {
     /// Heap state is encoded right away; RocksDB state is pinned, and encoded by the
     /// coordinator afterwards (timers, on the heap, are encoded now either way).
-    fn snapshot_into(&mut self, op: &mut OperatorSnapshot) -> Result<(), String> {
+    fn snapshot_into(
+        &mut self,
+        op: &mut OperatorSnapshot,
+        kind: SnapshotKind,
+    ) -> Result<(), String> {
         let max = self.cx.assignment.max_parallelism();
         let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
         for (k, event, t) in self.timers.entries() {
@@ -65,6 +75,16 @@ impl<K: Key, O> KeyedCore<K, O> {
                 .entry(key_group(stable_hash(k), max))
                 .or_default()
                 .push((k, event, t));
+        }
+        if self.states.is_rocksdb() && kind != SnapshotKind::Savepoint {
+            // Incremental: the database's own files, plus the timers (on the heap) of each
+            // key group in the canonical form, beside empty states.
+            op.native = self.states.pin_native()?.map(Native::Pinned);
+            let empty_states = self.states.empty_key_group()?;
+            for (kg, t) in timers {
+                op.key_groups.push((kg, encode(&(&empty_states, t))?));
+            }
+            return Ok(());
         }
         if let Some(pinned) = self.states.pin()? {
             let timers: BTreeMap<u32, Vec<u8>> = timers
@@ -104,10 +124,10 @@ impl<K: Key, O> KeyedCore<K, O> {
         Ok(())
     }
 
-    fn barrier(&mut self, snapshot: &mut TaskSnapshot) {
+    fn barrier(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
         self.emit.send();
         let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
-        if let Err(e) = self.snapshot_into(part) {
+        if let Err(e) = self.snapshot_into(part, kind) {
             self.cx.fail(format!("snapshot: {e}"));
         }
     }
@@ -226,7 +246,7 @@ macro_rules! keyed_control {
             self.core.emit.out.flush();
         }
         fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-            self.core.barrier(snapshot);
+            self.core.barrier(barrier.kind, snapshot);
             self.core.emit.out.barrier(barrier, snapshot);
         }
         fn finish(&mut self) {

@@ -41,7 +41,7 @@ impl<O> Emitter<O> {
 }
 
 use crate::exec::BuildCx;
-use crate::snapshot::{OperatorSnapshot, TaskSnapshot};
+use crate::snapshot::{OperatorSnapshot, RestoredNative, TaskSnapshot};
 
 /// An operator that keeps state of its own, in snapshots.
 pub(crate) trait Snapshotted {
@@ -53,6 +53,10 @@ pub(crate) trait Snapshotted {
     fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), String> {
         Err("the operator keeps no state items".into())
     }
+    /// Loads the owned key groups of a snapshot's RocksDB database.
+    fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), String> {
+        Err("the operator keeps no RocksDB state".into())
+    }
 }
 
 /// Loads this subtask's share of the restored state into a freshly built operator.
@@ -63,6 +67,9 @@ pub(crate) fn restore<S: Snapshotted>(cx: &BuildCx, op: &mut S) -> Result<(), cr
     }
     for bytes in cx.restored_items() {
         op.restore_item(bytes).map_err(|e| cx.state_error(e))?;
+    }
+    for native in cx.restored_native() {
+        op.restore_native(native).map_err(|e| cx.state_error(e))?;
     }
     Ok(())
 }

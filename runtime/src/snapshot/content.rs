@@ -3,10 +3,11 @@
 //! any parallelism.
 
 use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
-use super::task::{FileTransaction, SnapshotKind, SplitPosition, TaskSnapshot};
+use super::task::{FileTransaction, Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 
 /// A state as an operator declares it: restoring needs the same name and schema version.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,6 +42,9 @@ pub struct OperatorContent {
     pub splits: Vec<SplitPosition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transactions: Vec<FileTransaction>,
+    /// RocksDB state in its own format (incremental checkpoints), per database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +108,7 @@ pub(crate) fn write_snapshot(
         }
     }
     let mut files = Vec::new();
+    let mut shared = Vec::new();
     let mut operators = Vec::new();
     for (index, d) in declared.iter().enumerate() {
         let mut content = OperatorContent {
@@ -120,6 +125,7 @@ pub(crate) fn write_snapshot(
             items: Vec::new(),
             splits: Vec::new(),
             transactions: Vec::new(),
+            native: Vec::new(),
         };
         let mut parts = by_uid.remove(&d.uid).unwrap_or_default();
         parts.sort_by_key(|p| p.subtask);
@@ -146,6 +152,19 @@ pub(crate) fn write_snapshot(
             }
             content.splits.extend(part.splits);
             content.transactions.extend(part.transactions);
+            match part.native {
+                Some(Native::Uploaded(r)) => {
+                    shared.extend(r.files.iter().map(|(_, f)| f.clone()));
+                    content.native.push(r);
+                }
+                Some(Native::Pinned(_)) => {
+                    return Err(SnapshotError::Corrupt {
+                        path: format!("snapshot {id}"),
+                        message: format!("RocksDB state of '{}' was never uploaded", d.uid),
+                    })
+                }
+                None => {}
+            }
         }
         content.key_groups.sort_by_key(|(kg, _)| *kg);
         content.splits.sort_by_key(|s| s.split);
@@ -161,6 +180,7 @@ pub(crate) fn write_snapshot(
         checkpoint: id,
         job: job.to_string(),
         files,
+        shared,
         content: serde_json::to_value(&content).map_err(|e| SnapshotError::Corrupt {
             path: format!("snapshot {id}"),
             message: e.to_string(),
@@ -170,12 +190,22 @@ pub(crate) fn write_snapshot(
     Ok(manifest)
 }
 
+/// A RocksDB database of a snapshot, downloaded to local disk.
+#[derive(Clone, Debug)]
+pub struct RestoredNative {
+    pub dir: PathBuf,
+    pub groups: Vec<u32>,
+    /// State names by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
 /// One operator's part of a snapshot being restored.
 #[derive(Default)]
 pub struct RestoredOperator {
     pub key_groups: HashMap<u32, Vec<u8>>,
     pub items: Vec<Vec<u8>>,
     pub splits: HashMap<usize, SplitPosition>,
+    pub native: Vec<RestoredNative>,
 }
 
 /// A verified snapshot, loaded for the subtasks of a new run to take their parts from.
@@ -183,6 +213,35 @@ pub struct RestoredState {
     pub id: u64,
     pub operators: HashMap<String, RestoredOperator>,
     pub content: SnapshotContent,
+    /// Local copies of RocksDB databases, removed with this value.
+    local: Option<PathBuf>,
+}
+
+impl Drop for RestoredState {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.local {
+            // Only a local copy of what storage holds.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Downloads the files of a RocksDB database into `dir`, checking each.
+fn download(
+    storage: &CheckpointStorage,
+    native: &NativeRef,
+    dir: &std::path::Path,
+) -> Result<(), SnapshotError> {
+    let io = |e: std::io::Error| SnapshotError::Corrupt {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for (name, entry) in &native.files {
+        let bytes = storage.read_shared(entry)?;
+        std::fs::write(dir.join(name), bytes).map_err(io)?;
+    }
+    Ok(())
 }
 
 impl RestoredState {
@@ -210,6 +269,16 @@ impl RestoredState {
                 })
         };
         let mut operators = HashMap::new();
+        let local = content
+            .operators
+            .iter()
+            .any(|o| !o.native.is_empty())
+            .then(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                std::env::temp_dir().join(format!("sluice-restore-{}-{nanos}", std::process::id()))
+            });
         for op in &content.operators {
             let mut restored = RestoredOperator::default();
             for (kg, r) in &op.key_groups {
@@ -221,12 +290,23 @@ impl RestoredState {
             for s in &op.splits {
                 restored.splits.insert(s.split, *s);
             }
+            for native in &op.native {
+                let Some(root) = &local else { continue };
+                let dir = root.join(&native.instance);
+                download(storage, native, &dir)?;
+                restored.native.push(RestoredNative {
+                    dir,
+                    groups: native.groups.clone(),
+                    states: native.states.clone(),
+                });
+            }
             operators.insert(op.uid.clone(), restored);
         }
         Ok(RestoredState {
             id: manifest.checkpoint,
             operators,
             content,
+            local,
         })
     }
 }
@@ -255,9 +335,12 @@ impl Compatibility {
         let declared: HashMap<&str, &DeclaredOperator> =
             job.iter().map(|d| (d.uid.as_str(), d)).collect();
         for op in content.operators.iter() {
-            let has_state = !op.key_groups.is_empty() || !op.items.is_empty();
+            let has_state = !op.key_groups.is_empty()
+                || !op.items.is_empty()
+                || !op.native.is_empty()
+                || !op.splits.is_empty();
             let Some(d) = declared.get(op.uid.as_str()) else {
-                if op.stateful && (has_state || !op.states.is_empty()) {
+                if has_state || (op.stateful && !op.states.is_empty()) {
                     c.missing_operators.push(op.uid.clone());
                 }
                 continue;

@@ -8,6 +8,8 @@
 //! chk-0000000042/op001-0003.state   state of operator 1, subtask 3: key groups and items,
 //!                                    each file listed with size and CRC32 in...
 //! chk-0000000042/_manifest.json     ...the manifest; written last, it completes the snapshot
+//! shared/<database>/000123.sst      RocksDB table files, uploaded once and listed by every
+//!                                    checkpoint that still needs them (incremental)
 //! _latest                           the id of the latest complete checkpoint
 //! ```
 //!
@@ -21,14 +23,15 @@ mod task;
 
 pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{
-    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
-    SnapshotContent, StateSchema,
+    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredNative, RestoredOperator,
+    RestoredState, SnapshotContent, StateSchema,
 };
 pub use storage::{
     CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, CHECKPOINTS,
-    MANIFEST_VERSION, SAVEPOINTS,
+    MANIFEST_VERSION, SAVEPOINTS, SHARED,
 };
 pub(crate) use task::{decode, encode, encode_by_key_group};
 pub use task::{
-    Barrier, FileTransaction, OperatorSnapshot, SnapshotKind, SplitPosition, TaskSnapshot,
+    Barrier, FileTransaction, Native, NativeRef, OperatorSnapshot, PinnedNative, SnapshotKind,
+    SplitPosition, TaskSnapshot,
 };

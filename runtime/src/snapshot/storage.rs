@@ -2,6 +2,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The manifest format this build writes and reads.
@@ -41,6 +42,10 @@ pub struct Manifest {
     pub checkpoint: u64,
     pub job: String,
     pub files: Vec<FileEntry>,
+    /// Files shared with other checkpoints (incremental RocksDB state), by path from the
+    /// storage root; a file stays while a retained checkpoint lists it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<FileEntry>,
     pub content: serde_json::Value,
 }
 
@@ -60,6 +65,9 @@ pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
 }
+
+/// Where files shared by checkpoints live, under the storage root.
+pub const SHARED: &str = "shared";
 
 /// The prefix of checkpoint directories.
 pub const CHECKPOINTS: &str = "chk";
@@ -180,9 +188,31 @@ impl CheckpointStorage {
         Ok(entry)
     }
 
+    /// Writes a file shared by checkpoints, at `name` from the storage root.
+    pub fn write_shared(&self, name: &str, bytes: Vec<u8>) -> Result<FileEntry, SnapshotError> {
+        let entry = FileEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+        };
+        self.put(&Path::from(name), bytes)?;
+        Ok(entry)
+    }
+
+    /// Reads a shared file and checks it against its manifest entry.
+    pub fn read_shared(&self, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
+        self.read_checked(Path::from(entry.name.as_str()), entry)
+    }
+
     /// Reads a state file and checks it against its manifest entry.
     pub fn read_file(&self, id: u64, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
-        let path = Path::from(format!("{}/{}", self.dir(id), entry.name));
+        self.read_checked(
+            Path::from(format!("{}/{}", self.dir(id), entry.name)),
+            entry,
+        )
+    }
+
+    fn read_checked(&self, path: Path, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
         let bytes = self.get(&path)?;
         let corrupt = |message: String| SnapshotError::Corrupt {
             path: format!("{}/{path}", self.uri),
@@ -267,11 +297,25 @@ impl CheckpointStorage {
         Ok(manifest)
     }
 
-    /// Checks that every file of checkpoint `id` is present and intact.
+    /// Checks that every file of checkpoint `id` is present and intact (shared files, which
+    /// may be large, by size here; their checksums are checked when they are read).
     pub fn verify(&self, id: u64) -> Result<Manifest, SnapshotError> {
         let manifest = self.manifest(id)?;
         for entry in &manifest.files {
             self.read_file(id, entry)?;
+        }
+        for entry in &manifest.shared {
+            let path = Path::from(entry.name.as_str());
+            let meta = self
+                .runtime
+                .block_on(self.store.head(&path))
+                .map_err(Self::store_error(&path))?;
+            if meta.size != entry.size {
+                return Err(SnapshotError::Corrupt {
+                    path: format!("{}/{path}", self.uri),
+                    message: format!("{} bytes, the manifest says {}", meta.size, entry.size),
+                });
+            }
         }
         Ok(manifest)
     }
@@ -303,10 +347,16 @@ impl CheckpointStorage {
     }
 
     /// Deletes all but the newest `keep` checkpoints up to the pointer's (which is always
-    /// kept); checkpoints newer than the pointer are in progress and left alone.
-    pub fn retain(&self, keep: usize) -> Result<(), SnapshotError> {
+    /// kept); checkpoints newer than the pointer are in progress and left alone. Then deletes
+    /// the shared files no retained checkpoint lists (except those in `protect`: uploaded for
+    /// checkpoints still to be written), and returns those that remain.
+    pub fn retain(
+        &self,
+        keep: usize,
+        protect: &HashSet<String>,
+    ) -> Result<HashSet<String>, SnapshotError> {
         let Some(latest) = self.pointer() else {
-            return Ok(());
+            return Ok(HashSet::new());
         };
         let ids = self
             .checkpoint_ids()?
@@ -319,12 +369,46 @@ impl CheckpointStorage {
                 .block_on(self.store.list_with_delimiter(Some(&dir)))
                 .map_err(Self::store_error(&dir))?;
             for object in listing.objects {
-                self.runtime
-                    .block_on(self.store.delete(&object.location))
-                    .map_err(Self::store_error(&object.location))?;
+                self.delete(&object.location)?;
             }
         }
-        Ok(())
+        // Reference counts of shared files: the retained manifests that list them.
+        let mut referenced = HashSet::new();
+        for id in self
+            .checkpoint_ids()?
+            .into_iter()
+            .filter(|&id| id <= latest)
+        {
+            if let Ok(m) = self.manifest(id) {
+                referenced.extend(m.shared.into_iter().map(|e| e.name));
+            }
+        }
+        // Shared files are `shared/<database>/<file>`: two levels to list.
+        let shared = Path::from(SHARED);
+        let databases = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&shared)))
+            .map_err(Self::store_error(&shared))?;
+        for database in databases.common_prefixes {
+            let files = self
+                .runtime
+                .block_on(self.store.list_with_delimiter(Some(&database)))
+                .map_err(Self::store_error(&database))?;
+            for object in files.objects {
+                let name = object.location.as_ref();
+                if !referenced.contains(name) && !protect.contains(name) {
+                    self.delete(&object.location)?;
+                }
+            }
+        }
+        referenced.extend(protect.iter().cloned());
+        Ok(referenced)
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), SnapshotError> {
+        self.runtime
+            .block_on(self.store.delete(path))
+            .map_err(Self::store_error(path))
     }
 }
 
@@ -347,6 +431,7 @@ mod tests {
             checkpoint: id,
             job: "test".into(),
             files,
+            shared: Vec::new(),
             content: serde_json::json!({"id": id}),
         })
         .unwrap();
@@ -404,7 +489,7 @@ mod tests {
         }
         // Checkpoint 6 is being written: retention leaves it alone.
         s.write_file(6, "op-a-0.state", vec![1]).unwrap();
-        s.retain(2).unwrap();
+        s.retain(2, &HashSet::new()).unwrap();
         assert_eq!(s.checkpoint_ids().unwrap(), vec![6, 5, 4]);
         assert_eq!(s.latest_restorable().unwrap().manifest.checkpoint, 5);
     }

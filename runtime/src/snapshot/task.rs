@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::path::PathBuf;
 
+use crate::snapshot::{CheckpointStorage, FileEntry, SHARED};
 use crate::state::{key_group, stable_hash};
+use std::collections::HashMap;
 
 /// Why a barrier flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +81,40 @@ impl std::fmt::Debug for Deferred {
     }
 }
 
+/// A RocksDB checkpoint (hard links to its table files) of one operator subtask, pinned
+/// when the barrier passed.
+#[derive(Clone, Debug)]
+pub struct PinnedNative {
+    /// The local checkpoint directory; removed once uploaded.
+    pub dir: PathBuf,
+    /// Names the database instance; its table files are shared under this name.
+    pub instance: String,
+    /// Counts the pins of the instance: names the files that change with every pin.
+    pub pin: u64,
+    /// The key groups the database holds.
+    pub groups: Vec<u32>,
+    /// State names, by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
+/// The files of a RocksDB checkpoint in storage: table files are uploaded once and shared
+/// by every later checkpoint that still has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeRef {
+    pub instance: String,
+    pub groups: Vec<u32>,
+    pub states: Vec<String>,
+    /// `(name in the database directory, the stored file)`.
+    pub files: Vec<(String, crate::snapshot::FileEntry)>,
+}
+
+/// RocksDB state in its own format: incremental checkpoints.
+#[derive(Clone, Debug)]
+pub enum Native {
+    Pinned(PinnedNative),
+    Uploaded(NativeRef),
+}
+
 /// One operator instance's part of a snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct OperatorSnapshot {
@@ -91,6 +127,7 @@ pub struct OperatorSnapshot {
     pub splits: Vec<SplitPosition>,
     pub transactions: Vec<FileTransaction>,
     pub deferred: Deferred,
+    pub native: Option<Native>,
 }
 
 /// What one subtask (a chain of operators) contributed to a snapshot.
@@ -100,16 +137,47 @@ pub struct TaskSnapshot {
 }
 
 impl TaskSnapshot {
-    /// Encodes every deferred part (the asynchronous part of the snapshot).
-    pub(crate) fn resolve(&mut self) -> Result<(), String> {
+    /// The asynchronous part of the snapshot: encodes deferred key groups and uploads the
+    /// files of pinned RocksDB checkpoints not yet in `storage` (`uploaded` remembers those
+    /// that are). Without storage, pinned checkpoints are released.
+    /// Returns the bytes uploaded.
+    pub(crate) fn resolve(
+        &mut self,
+        storage: Option<&CheckpointStorage>,
+        uploaded: &mut HashMap<String, FileEntry>,
+    ) -> Result<u64, String> {
+        let mut bytes = 0;
         for op in &mut self.operators {
             if let Some(encode) = op.deferred.0.take() {
                 let groups = encode().map_err(|e| format!("operator '{}': {e}", op.uid))?;
                 op.key_groups.extend(groups);
                 op.key_groups.sort_by_key(|(kg, _)| *kg);
             }
+            if let Some(Native::Pinned(pinned)) = &op.native {
+                let result = match storage {
+                    Some(storage) => {
+                        upload(storage, pinned, uploaded, &mut bytes).map(Native::Uploaded)
+                    }
+                    None => Err("no checkpoint storage for RocksDB state".to_string()),
+                };
+                // The pin is released whatever happened: the upload copied what it needed.
+                let _ = std::fs::remove_dir_all(&pinned.dir);
+                match result {
+                    Ok(native) => op.native = Some(native),
+                    Err(_) if storage.is_none() => op.native = None,
+                    Err(e) => return Err(format!("operator '{}': {e}", op.uid)),
+                }
+            }
         }
-        Ok(())
+        Ok(bytes)
+    }
+
+    /// The shared files this part refers to.
+    pub(crate) fn shared_files(&self) -> impl Iterator<Item = &str> {
+        self.operators.iter().flat_map(|op| match &op.native {
+            Some(Native::Uploaded(r)) => r.files.iter().map(|(_, e)| e.name.as_str()).collect(),
+            _ => Vec::new(),
+        })
     }
 
     pub(crate) fn operator(&mut self, uid: &str, subtask: usize) -> &mut OperatorSnapshot {
@@ -121,6 +189,57 @@ impl TaskSnapshot {
         let last = self.operators.len() - 1;
         &mut self.operators[last]
     }
+}
+
+/// Uploads the files of a pinned RocksDB checkpoint: table files once per database
+/// (they never change), the small files that describe this checkpoint every time.
+fn upload(
+    storage: &CheckpointStorage,
+    pinned: &PinnedNative,
+    uploaded: &mut HashMap<String, FileEntry>,
+    bytes_uploaded: &mut u64,
+) -> Result<NativeRef, String> {
+    let mut files = Vec::new();
+    let listing =
+        std::fs::read_dir(&pinned.dir).map_err(|e| format!("{}: {e}", pinned.dir.display()))?;
+    for entry in listing {
+        let path = entry
+            .map_err(|e| format!("{}: {e}", pinned.dir.display()))?
+            .path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let table = name.ends_with(".sst");
+        let stored = if table {
+            format!("{SHARED}/{}/{name}", pinned.instance)
+        } else {
+            format!("{SHARED}/{}/{}-{name}", pinned.instance, pinned.pin)
+        };
+        let file = match uploaded.get(&stored) {
+            Some(existing) if table => existing.clone(),
+            _ => {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = storage
+                    .write_shared(&stored, bytes)
+                    .map_err(|e| e.to_string())?;
+                *bytes_uploaded += file.size;
+                uploaded.insert(stored, file.clone());
+                file
+            }
+        };
+        files.push((name, file));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(NativeRef {
+        instance: pinned.instance.clone(),
+        groups: pinned.groups.clone(),
+        states: pinned.states.clone(),
+        files,
+    })
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {

@@ -77,6 +77,8 @@ fn expires_at(value: &[u8]) -> i64 {
 pub(crate) struct RocksStore {
     db: Option<DB>,
     dir: PathBuf,
+    /// Unique name of this database (run, operator, subtask): names its shared files.
+    instance: String,
     write: WriteOptions,
     /// Processing time seen by the compaction filter.
     now: Arc<AtomicI64>,
@@ -122,6 +124,7 @@ impl RocksStore {
         Ok(RocksStore {
             db: Some(db),
             dir,
+            instance: name.replace('/', "-"),
             write,
             now,
             key: Vec::with_capacity(64),
@@ -248,6 +251,55 @@ impl RocksStore {
             .map_err(|e| rocks_error("delete", e))
     }
 
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How many times the database was pinned.
+    pub(crate) fn pins(&self) -> u64 {
+        self.checkpoints
+    }
+
+    /// Copies key groups `groups` of a snapshot's database at `source` into this one,
+    /// renumbering states: `state_map[old index]` is the new index (`None`: dropped).
+    pub(crate) fn copy_groups_from(
+        &mut self,
+        source: &Path,
+        groups: &[u32],
+        state_map: &[Option<u16>],
+    ) -> Result<(), String> {
+        let src = DB::open_for_read_only(&Options::default(), source, false)
+            .map_err(|e| rocks_error("open snapshot", e))?;
+        for &kg in groups {
+            let prefix = (kg as u16).to_be_bytes();
+            let mut batch = WriteBatch::default();
+            let mut it = src.raw_iterator();
+            it.seek(prefix);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let old = k
+                    .get(2..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u16::from_be_bytes)
+                    .ok_or("malformed state key")?;
+                if let Some(Some(new)) = state_map.get(old as usize) {
+                    self.key.clear();
+                    self.key.extend_from_slice(k);
+                    self.key[2..4].copy_from_slice(&new.to_be_bytes());
+                    batch.put(&self.key, v);
+                }
+                it.next();
+            }
+            it.status().map_err(|e| rocks_error("scan snapshot", e))?;
+            self.db()
+                .write_opt(batch, &self.write)
+                .map_err(|e| rocks_error("restore", e))?;
+        }
+        Ok(())
+    }
+
     /// The synchronous part of a snapshot: flushes the write buffer and hard-links the
     /// table files into a checkpoint directory, which is returned.
     pub(crate) fn pin(&mut self) -> Result<PathBuf, String> {
@@ -290,30 +342,42 @@ pub(crate) fn encode_pinned(
     groups: &[u32],
     states: &[(String, u32, Shape)],
 ) -> Result<Vec<(u32, Vec<u8>)>, String> {
-    let result = (|| {
-        let db = DB::open_for_read_only(&Options::default(), checkpoint, false)
-            .map_err(|e| rocks_error("open checkpoint", e))?;
-        let mut out = Vec::new();
-        for &kg in groups {
-            let mut it = db.raw_iterator();
-            let mut encoded_states = Vec::with_capacity(states.len());
-            let mut empty = true;
-            for (index, (name, version, shape)) in states.iter().enumerate() {
-                let entries = encode_state(&mut it, kg, index as u16, *shape)?;
-                empty &= entries.len() == 8; // just the zero count
-                encoded_states.push((name.clone(), *version, entries));
-            }
-            if !empty {
-                let bytes = bincode::serialize(&encoded_states)
-                    .map_err(|e| format!("cannot encode state: {e}"))?;
-                out.push((kg, bytes));
-            }
-        }
-        Ok(out)
-    })();
+    let states: Vec<Option<(String, u32, Shape)>> = states.iter().cloned().map(Some).collect();
+    let result = encode_groups(checkpoint, groups, &states);
     // The checkpoint was only a pin; the snapshot now holds its content.
     let _ = std::fs::remove_dir_all(checkpoint);
     result
+}
+
+/// The canonical encoding of key groups `groups` of the database at `dir`; `states` by the
+/// index the keys carry (`None`: not wanted).
+pub(crate) fn encode_groups(
+    dir: &Path,
+    groups: &[u32],
+    states: &[Option<(String, u32, Shape)>],
+) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let db = DB::open_for_read_only(&Options::default(), dir, false)
+        .map_err(|e| rocks_error("open checkpoint", e))?;
+    let mut out = Vec::new();
+    for &kg in groups {
+        let mut it = db.raw_iterator();
+        let mut encoded_states = Vec::with_capacity(states.len());
+        let mut empty = true;
+        for (index, state) in states.iter().enumerate() {
+            let Some((name, version, shape)) = state else {
+                continue;
+            };
+            let entries = encode_state(&mut it, kg, index as u16, *shape)?;
+            empty &= entries.len() == 8; // just the zero count
+            encoded_states.push((name.clone(), *version, entries));
+        }
+        if !empty {
+            let bytes = bincode::serialize(&encoded_states)
+                .map_err(|e| format!("cannot encode state: {e}"))?;
+            out.push((kg, bytes));
+        }
+    }
+    Ok(out)
 }
 
 /// The canonical entries of one state in one key group: value and list states as

@@ -587,6 +587,71 @@ impl KeyedStateStore {
         }))
     }
 
+    /// The synchronous part of an incremental checkpoint of a RocksDB store: pins the
+    /// database; its files are uploaded (only those new since the last upload) afterwards.
+    pub(crate) fn pin_native(&mut self) -> Result<Option<crate::snapshot::PinnedNative>, String> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(None);
+        };
+        let dir = rocks.pin()?;
+        Ok(Some(crate::snapshot::PinnedNative {
+            dir,
+            instance: rocks.instance().to_string(),
+            pin: rocks.pins(),
+            groups: self.owned.clone(),
+            states: self
+                .slots
+                .iter()
+                .map(|s| s.descriptor.name.clone())
+                .collect(),
+        }))
+    }
+
+    /// Loads the key groups this subtask owns from a snapshot's RocksDB database: copied
+    /// as they are into a RocksDB store, decoded into heap tables.
+    pub fn restore_native(
+        &mut self,
+        native: &crate::snapshot::RestoredNative,
+    ) -> Result<(), String> {
+        let groups: Vec<u32> = native
+            .groups
+            .iter()
+            .copied()
+            .filter(|kg| self.local(*kg).is_ok())
+            .collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let index_of = |name: &String| self.slots.iter().position(|s| &s.descriptor.name == name);
+        if let Some(rocks) = self.rocks.as_mut() {
+            let map: Vec<Option<u16>> = native
+                .states
+                .iter()
+                .map(|n| {
+                    self.slots
+                        .iter()
+                        .position(|s| &s.descriptor.name == n)
+                        .map(|i| i as u16)
+                })
+                .collect();
+            return rocks.copy_groups_from(&native.dir, &groups, &map);
+        }
+        let states: Vec<Option<(String, u32, Shape)>> = native
+            .states
+            .iter()
+            .map(|n| {
+                index_of(n).map(|i| {
+                    let s = &self.slots[i];
+                    (n.clone(), s.descriptor.schema_version, s.shape)
+                })
+            })
+            .collect();
+        for (kg, bytes) in super::rocks::encode_groups(&native.dir, &groups, &states)? {
+            self.restore_key_group(kg, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// The canonical encoding of a key group in which no state has an entry.
     pub(crate) fn empty_key_group(&self) -> Result<Vec<u8>, String> {
         let states: Vec<(String, u32, Vec<u8>)> = self
