@@ -4,14 +4,17 @@
 # second of event time, results discarded (counted). Prints one table row per run.
 #
 #   bench/nexmark.sh                      # q0 q1 q2 q5 q7 q8 at parallelism 1 and 2
-#   QUERIES="q5 q7" PARALLELISM="2" EVENTS=20000000 bench/nexmark.sh
+#   QUERIES="q5 q7" PARALLELISM="2" EVENTS=20000000 STATE=heap bench/nexmark.sh
+#
+# STATE is the keyed-state backend of process functions (rocksdb, the default, or heap);
+# window and join operators keep their panes on the heap either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUERIES="${QUERIES:-q0 q1 q2 q5 q7 q8}"
 PARALLELISM="${PARALLELISM:-1 2}"
 EVENTS="${EVENTS:-10000000}"
-STATE="${STATE:-heap}"
+STATE="${STATE:-rocksdb}"
 
 cargo build --release -q -p sluice-runtime --bin sluice
 bin="${CARGO_TARGET_DIR:-target}/release/sluice"
@@ -39,7 +42,8 @@ spec:
   parallelism: $p
   maxParallelism: 128
 YAML
-    "$bin" run "$manifest" --progress-interval 0 2>"$work/out" || { cat "$work/out"; exit 1; }
+    "$bin" run "$manifest" --progress-interval 0 --state-backend "$STATE" \
+      --state-dir "$work/state" 2>"$work/out" || { cat "$work/out"; exit 1; }
     events=$(awk '/^  events /{print $2}' "$work/out")
     rate=$(awk '/events\/s /{print $2}' "$work/out")
     per_cpu=$(awk '/events\/CPU-s/{print $2}' "$work/out")

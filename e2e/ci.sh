@@ -13,6 +13,8 @@ bash "$cluster/down.sh" >/dev/null 2>&1 || true
 started=$SECONDS
 kubeconfig=$(bash "$cluster/up.sh" | tail -n 1)
 echo "cluster up in $((SECONDS - started))s"
+# The test stage built these binaries in the dev profile already.
+export SLUICE_IMAGE_PROFILE=dev
 bash "$cluster/images.sh" sluice
 bash "$cluster/images.sh" e2e
 

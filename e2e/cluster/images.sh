@@ -70,6 +70,11 @@ GO
   echo "$bin"
 }
 
+# The cargo profile of our binaries: CI uses `dev` (opt-level 1, dependencies optimized),
+# which its test stage has already built, instead of compiling RocksDB once more.
+profile="${SLUICE_IMAGE_PROFILE:-release}"
+profile_dir="$([[ $profile == dev ]] && echo debug || echo "$profile")"
+
 case "${1:-}" in
   system)
     image "$PAUSE_IMAGE" /pause "$(pause_binary)=/pause"
@@ -77,15 +82,15 @@ case "${1:-}" in
     ;;
   sluice)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
-    (cd "$here/../.." && cargo build --release -q --bin sluice)
+    (cd "$here/../.." && cargo build --profile "$profile" -q --bin sluice)
     "${CTR[@]}" images rm sluice.local/sluice:dev >/dev/null 2>&1 || true
-    image sluice.local/sluice:dev /usr/local/bin/sluice "$target/release/sluice=/usr/local/bin/sluice"
+    image sluice.local/sluice:dev /usr/local/bin/sluice "$target/$profile_dir/sluice=/usr/local/bin/sluice"
     ;;
   e2e)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
-    (cd "$here/../.." && cargo build --release -q -p sluice-e2e --bin e2e-echo)
+    (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-e2e --bin e2e-echo)
     "${CTR[@]}" images rm sluice.local/e2e-echo:dev >/dev/null 2>&1 || true
-    image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/release/e2e-echo=/usr/local/bin/e2e-echo"
+    image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/$profile_dir/e2e-echo=/usr/local/bin/e2e-echo"
     ;;
   *) die "usage: images.sh system|sluice|e2e" ;;
 esac

@@ -33,19 +33,16 @@ impl<T: Send + 'static> Source<T> for QueueSource<T> {
         1
     }
 
+    /// The queue holds only what its feeder sends: after a restore at `offset`, the feeder
+    /// is the one to send records from that position on.
     fn open_split(&self, _: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error> {
-        if offset > 0 {
-            return Err(Error::Graph(
-                "a queue source cannot be replayed: it cannot restore a position".into(),
-            ));
-        }
         let rx = self
             .rx
             .lock()
             .map_err(|_| Error::Graph("queue source poisoned by a panic".into()))?
             .take()
             .ok_or_else(|| Error::Graph("a queue source can be opened by one run only".into()))?;
-        Ok(Box::new(QueueReader { rx, taken: 0 }))
+        Ok(Box::new(QueueReader { rx, taken: offset }))
     }
 }
 

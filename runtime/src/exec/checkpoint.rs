@@ -144,10 +144,10 @@ pub struct CompletedSnapshot {
     pub uploaded_bytes: u64,
 }
 
-/// A savepoint asked for by the job's owner.
+/// A snapshot asked for by the job's owner.
 pub(crate) struct SavepointRequest {
-    /// `file:///…` root of the savepoint.
-    pub(crate) storage: String,
+    /// `file:///…` root of the savepoint; `None` asks for a checkpoint now.
+    pub(crate) storage: Option<String>,
     /// Stop the job once the savepoint is complete.
     pub(crate) stop: bool,
     pub(crate) reply: Sender<Result<CompletedSnapshot, String>>,
@@ -214,7 +214,12 @@ impl Coordinator {
             }
             if inflight.is_none() {
                 if let Some(Command::Savepoint(request)) = queued.pop() {
-                    let mut f = self.trigger(SnapshotKind::Savepoint, &finished);
+                    let kind = if request.storage.is_some() {
+                        SnapshotKind::Savepoint
+                    } else {
+                        SnapshotKind::Checkpoint
+                    };
+                    let mut f = self.trigger(kind, &finished);
                     f.savepoint = Some(request);
                     inflight = Some(f);
                 } else if next_due.is_some_and(|t| Instant::now() >= t) {
@@ -347,17 +352,24 @@ impl Coordinator {
         mut f: InFlight,
         finished: &[Option<TaskSnapshot>],
     ) -> Result<bool, String> {
-        match f.savepoint.take() {
-            Some(request) => {
-                let stop = request.stop;
-                let result = CheckpointStorage::open_savepoints(&request.storage)
+        let request = f.savepoint.take();
+        match request {
+            Some(SavepointRequest {
+                storage: Some(uri),
+                stop,
+                reply,
+            }) => {
+                let result = CheckpointStorage::open_savepoints(&uri)
                     .map_err(|e| e.to_string())
                     .and_then(|storage| self.write(&storage, f, stop));
-                let _ = request.reply.send(result.clone());
+                let _ = reply.send(result.clone());
                 result.map(|_| stop)
             }
-            None => {
+            checkpoint => {
                 let Some(storage) = self.storage.take() else {
+                    if let Some(r) = checkpoint {
+                        let _ = r.reply.send(Err("no checkpoint storage configured".into()));
+                    }
                     return Ok(false);
                 };
                 let result = self.write(&storage, f, true);
@@ -365,6 +377,9 @@ impl Coordinator {
                     self.retain(&storage, finished);
                 }
                 self.storage = Some(storage);
+                if let Some(r) = checkpoint {
+                    let _ = r.reply.send(result.clone());
+                }
                 result.map(|_| false)
             }
         }

@@ -100,10 +100,19 @@ impl RunningJob {
     /// Takes a savepoint into storage `uri` (`file:///…`) and waits for it. With `stop`, the
     /// job stops right after it, committing exactly the output the savepoint covers.
     pub fn savepoint(&self, uri: &str, stop: bool) -> Result<CompletedSnapshot, Error> {
+        self.snapshot(Some(uri.to_string()), stop)
+    }
+
+    /// Takes a checkpoint now (into the run's checkpoint storage) and waits for it.
+    pub fn checkpoint(&self) -> Result<CompletedSnapshot, Error> {
+        self.snapshot(None, false)
+    }
+
+    fn snapshot(&self, storage: Option<String>, stop: bool) -> Result<CompletedSnapshot, Error> {
         let (reply, result) = crossbeam_channel::bounded(1);
         self.commands
             .send(Command::Savepoint(SavepointRequest {
-                storage: uri.to_string(),
+                storage,
                 stop,
                 reply,
             }))

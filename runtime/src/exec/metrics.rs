@@ -21,7 +21,14 @@ pub struct TaskMetrics {
     backpressured_ns: AtomicU64,
     busy_ns: AtomicU64,
     watermark: AtomicI64,
+    /// Time to process one input batch (or one barrier), in power-of-two microsecond buckets:
+    /// bucket `b` counts batches that took less than `2^b` µs.
+    batch_latency: [AtomicU64; LATENCY_BUCKETS],
+    /// The longest synchronous part of a snapshot (pinning state as a barrier passes).
+    max_snapshot_sync_ns: AtomicU64,
 }
+
+const LATENCY_BUCKETS: usize = 32;
 
 /// A point-in-time copy of one subtask's counters.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +47,33 @@ pub struct TaskMetricsSnapshot {
     pub idle: Duration,
     pub backpressured: Duration,
     pub watermark: EventTime,
+    /// Batches per latency bucket (see [`TaskMetricsSnapshot::batch_latency_quantile`]).
+    pub batch_latency: Vec<u64>,
+    pub max_snapshot_sync: Duration,
+}
+
+impl TaskMetricsSnapshot {
+    /// The upper bound of the bucket holding quantile `q` of per-batch processing times.
+    pub fn batch_latency_quantile(&self, q: f64) -> Option<Duration> {
+        latency_quantile(&self.batch_latency, q)
+    }
+}
+
+/// The upper bound of the bucket of quantile `q` in power-of-two microsecond buckets.
+pub fn latency_quantile(buckets: &[u64], q: f64) -> Option<Duration> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, &n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(Duration::from_micros(1u64 << b));
+        }
+    }
+    None
 }
 
 impl TaskMetrics {
@@ -56,7 +90,21 @@ impl TaskMetrics {
             backpressured_ns: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            batch_latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_snapshot_sync_ns: AtomicU64::new(0),
         }
+    }
+
+    /// One batch (or barrier) took `d` to process.
+    pub fn record_batch(&self, d: Duration) {
+        let micros = d.as_micros() as u64;
+        let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.batch_latency[bucket].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_snapshot_sync(&self, d: Duration) {
+        self.max_snapshot_sync_ns
+            .fetch_max(d.as_nanos() as u64, Relaxed);
     }
 
     pub fn add_records_in(&self, n: usize) {
@@ -103,6 +151,27 @@ impl TaskMetrics {
             idle: Duration::from_nanos(idle),
             backpressured: Duration::from_nanos(bp),
             watermark: EventTime(self.watermark.load(Relaxed)),
+            batch_latency: self.batch_latency.iter().map(|b| b.load(Relaxed)).collect(),
+            max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_latency_quantiles_come_from_power_of_two_buckets() {
+        let m = TaskMetrics::new("t[0]".into(), false, false);
+        for _ in 0..98 {
+            m.record_batch(Duration::from_micros(3)); // < 4 µs
+        }
+        m.record_batch(Duration::from_micros(700)); // < 1024 µs
+        m.record_batch(Duration::from_millis(20)); // < 32768 µs
+        let s = m.snapshot();
+        assert_eq!(s.batch_latency_quantile(0.5), Some(Duration::from_micros(4)));
+        assert_eq!(s.batch_latency_quantile(0.99), Some(Duration::from_micros(1024)));
+        assert_eq!(s.batch_latency_quantile(1.0), Some(Duration::from_micros(32768)));
     }
 }

@@ -152,7 +152,11 @@ impl Alignment {
 /// Passes a barrier through the chain and reports the chain's part to the coordinator.
 fn snapshot_chain(cx: &BuildCx, barrier: Barrier, pass: impl FnOnce(Barrier, &mut TaskSnapshot)) {
     let mut snapshot = TaskSnapshot::default();
+    let started = Instant::now();
     pass(barrier, &mut snapshot);
+    let took = started.elapsed();
+    cx.metrics.record_snapshot_sync(took);
+    cx.metrics.record_batch(took);
     cx.control.report(if barrier.kind == SnapshotKind::Final {
         Report::Finished {
             task: cx.task,
@@ -263,9 +267,11 @@ impl<I: 'static> Task for OneInputTask<I> {
                     Received::Msg(Msg::Data(mut batch)) => {
                         received = true;
                         metrics.add_records_in(batch.len());
+                        let started = Instant::now();
                         let changes = clock.on_data(c);
                         apply(changes, |ch| forward_change(self.op.as_mut(), ch));
                         self.op.push(&mut batch);
+                        metrics.record_batch(started.elapsed());
                         continue;
                     }
                     Received::Msg(Msg::Watermark(wm)) => clock.on_watermark(c, wm),
@@ -403,13 +409,17 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
                 match got {
                     Got::Left(mut b) => {
                         metrics.add_records_in(b.len());
+                        let started = Instant::now();
                         apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
                         self.op.push_left(&mut b);
+                        metrics.record_batch(started.elapsed());
                     }
                     Got::Right(mut b) => {
                         metrics.add_records_in(b.len());
+                        let started = Instant::now();
                         apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
                         self.op.push_right(&mut b);
+                        metrics.record_batch(started.elapsed());
                     }
                     Got::Control(changes) => apply(changes, |ch| {
                         if let ClockChange::Watermark(wm) = ch {

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Checkpoints of large RocksDB state: full and incremental checkpoint duration and size,
+# per-batch latency while checkpoints run under load, restore throughput.
+#
+#   bench/checkpoints.sh                          # 1 Mi keys x 1 KiB = 1 GiB of state
+#   KEYS=100000 LOAD_SECONDS=5 bench/checkpoints.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec cargo run --release -q -p sluice-runtime --example checkpoint_bench

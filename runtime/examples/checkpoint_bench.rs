@@ -1,0 +1,204 @@
+//! Checkpoints of large RocksDB state: builds `KEYS` keys of `VALUE_BYTES` each (1 GiB by
+//! default), then measures a full checkpoint, an incremental one after a small change, the
+//! per-batch processing latency while checkpoints run under load, and restore throughput.
+//! Run through `bench/checkpoints.sh`.
+
+use sluice_runtime::api::{JobBuilder, KeyedProcessFunction, ProcessContext, Record};
+use sluice_runtime::api::WatermarkStrategy;
+use sluice_runtime::connectors::{DiscardSink, QueueSource};
+use sluice_runtime::exec::metrics::latency_quantile;
+use sluice_runtime::exec::{
+    start_embedded, CheckpointConfig, CompletedSnapshot, Restore, RunOptions, RunningJob,
+};
+use sluice_runtime::state::{RocksConfig, StateBackend, StateDescriptor, ValueState};
+use sluice_runtime::time::EventTime;
+use std::time::{Duration, Instant};
+
+struct Store {
+    value: ValueState<Vec<u8>>,
+}
+
+impl KeyedProcessFunction<u64, u64, u64> for Store {
+    fn process(&mut self, key: u64, ctx: &mut ProcessContext<'_, u64, u64>) {
+        ctx.value(self.value).set(payload(key));
+        ctx.emit(key);
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Incompressible bytes derived from the key.
+fn payload(key: u64) -> Vec<u8> {
+    let bytes = env("VALUE_BYTES", 1024) as usize;
+    let mut x = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn job(
+    dir: &std::path::Path,
+    parallelism: usize,
+    restore: Option<Restore>,
+) -> (RunningJob, crossbeam_channel::Sender<Record<u64>>) {
+    let (source, input) = QueueSource::<u64>::new();
+    let job = JobBuilder::new("checkpoint-bench", parallelism, 128);
+    job.source("keys", source, WatermarkStrategy::monotonous())
+        .key_by(|k: &u64| *k)
+        .process("store", |ctx| {
+            Ok(Store {
+                value: ctx.value_state::<u64, Vec<u8>>(StateDescriptor::new("value"))?,
+            })
+        })
+        .sink("discard", DiscardSink);
+    let options = RunOptions {
+        checkpoints: Some(CheckpointConfig {
+            interval: None,
+            retain: 2,
+            ..CheckpointConfig::new(format!("file://{}", dir.join("checkpoints").display()))
+        }),
+        restore,
+        state_backend: StateBackend::RocksDb(RocksConfig {
+            dir: dir.join(format!("state-{parallelism}")),
+            memory_budget: env("MEMORY_MIB", 512) as usize * (1 << 20),
+        }),
+        ..RunOptions::default()
+    };
+    let running = start_embedded(job.build().expect("job"), options).expect("start");
+    (running, input)
+}
+
+fn processed(job: &RunningJob) -> u64 {
+    job.metrics()
+        .iter()
+        .filter(|t| t.is_sink)
+        .map(|t| t.sink_records)
+        .sum()
+}
+
+fn wait_processed(job: &RunningJob, n: u64) {
+    while processed(job) < n {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn report(what: &str, c: &CompletedSnapshot) {
+    println!(
+        "{what:<34} {:>8.0} ms  {:>9.1} MiB referenced  {:>9.1} MiB uploaded",
+        c.duration.as_secs_f64() * 1000.0,
+        mib(c.bytes),
+        mib(c.uploaded_bytes)
+    );
+}
+
+fn main() {
+    let keys = env("KEYS", 1 << 20);
+    let parallelism = env("PARALLELISM", 1) as usize;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (running, input) = job(dir.path(), parallelism, None);
+
+    let started = Instant::now();
+    for k in 0..keys {
+        input.send(Record::new(EventTime(0), k)).expect("send");
+    }
+    wait_processed(&running, keys);
+    let built = started.elapsed();
+    println!(
+        "state built: {keys} keys x {} B in {:.1} s ({:.0} keys/s)",
+        env("VALUE_BYTES", 1024),
+        built.as_secs_f64(),
+        keys as f64 / built.as_secs_f64()
+    );
+
+    let full = running.checkpoint().expect("checkpoint");
+    report("full checkpoint", &full);
+    let changed = 1_000;
+    for k in 0..changed {
+        input.send(Record::new(EventTime(0), k * 7)).expect("send");
+    }
+    wait_processed(&running, keys + changed);
+    let small = running.checkpoint().expect("checkpoint");
+    report("after 1,000 updated keys", &small);
+
+    // Steady load with a checkpoint every 500 ms: per-batch latency on the keyed task.
+    let before: Vec<u64> = latency_buckets(&running);
+    let load = Instant::now();
+    let mut sent = keys + changed;
+    let mut next = Instant::now();
+    let mut checkpoints = 0;
+    while load.elapsed() < Duration::from_secs(env("LOAD_SECONDS", 10)) {
+        for k in 0..10_000u64 {
+            input
+                .send(Record::new(EventTime(0), (sent + k) % keys))
+                .expect("send");
+        }
+        sent += 10_000;
+        wait_processed(&running, sent);
+        if Instant::now() >= next {
+            running.checkpoint().expect("checkpoint");
+            checkpoints += 1;
+            next = Instant::now() + Duration::from_millis(500);
+        }
+    }
+    let after = latency_buckets(&running);
+    let during: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let sync = running
+        .metrics()
+        .iter()
+        .map(|t| t.max_snapshot_sync)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "under load, {checkpoints} checkpoints: per-batch latency p50 < {:?}, p99 < {:?}, \
+         max < {:?}; longest synchronous snapshot part {:.1} ms",
+        latency_quantile(&during, 0.5).unwrap_or_default(),
+        latency_quantile(&during, 0.99).unwrap_or_default(),
+        latency_quantile(&during, 1.0).unwrap_or_default(),
+        sync.as_secs_f64() * 1000.0
+    );
+    let last = running.checkpoint().expect("checkpoint");
+    drop(input);
+    running.wait().expect("job");
+
+    let restore_started = Instant::now();
+    let (restored, input) = job(
+        dir.path(),
+        parallelism,
+        Some(Restore::Snapshot(last.location.clone())),
+    );
+    drop(input);
+    restored.wait().expect("restore");
+    let took = restore_started.elapsed();
+    println!(
+        "restore of {:.1} MiB: {:.1} s ({:.0} MiB/s)",
+        mib(last.bytes),
+        took.as_secs_f64(),
+        mib(last.bytes) / took.as_secs_f64()
+    );
+}
+
+/// Per-batch latency buckets of the keyed operator's subtasks, summed.
+fn latency_buckets(job: &RunningJob) -> Vec<u64> {
+    let mut sum = Vec::new();
+    for t in job.metrics().iter().filter(|t| !t.is_source) {
+        sum.resize(t.batch_latency.len(), 0);
+        for (s, b) in sum.iter_mut().zip(&t.batch_latency) {
+            *s += b;
+        }
+    }
+    sum
+}
