@@ -3,8 +3,8 @@
 //! per-batch processing latency while checkpoints run under load, and restore throughput.
 //! Run through `bench/checkpoints.sh`.
 
-use sluice_runtime::api::{JobBuilder, KeyedProcessFunction, ProcessContext, Record};
 use sluice_runtime::api::WatermarkStrategy;
+use sluice_runtime::api::{JobBuilder, KeyedProcessFunction, ProcessContext, Record};
 use sluice_runtime::connectors::{DiscardSink, QueueSource};
 use sluice_runtime::exec::metrics::latency_quantile;
 use sluice_runtime::exec::{

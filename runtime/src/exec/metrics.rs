@@ -170,8 +170,17 @@ mod tests {
         m.record_batch(Duration::from_micros(700)); // < 1024 µs
         m.record_batch(Duration::from_millis(20)); // < 32768 µs
         let s = m.snapshot();
-        assert_eq!(s.batch_latency_quantile(0.5), Some(Duration::from_micros(4)));
-        assert_eq!(s.batch_latency_quantile(0.99), Some(Duration::from_micros(1024)));
-        assert_eq!(s.batch_latency_quantile(1.0), Some(Duration::from_micros(32768)));
+        assert_eq!(
+            s.batch_latency_quantile(0.5),
+            Some(Duration::from_micros(4))
+        );
+        assert_eq!(
+            s.batch_latency_quantile(0.99),
+            Some(Duration::from_micros(1024))
+        );
+        assert_eq!(
+            s.batch_latency_quantile(1.0),
+            Some(Duration::from_micros(32768))
+        );
     }
 }

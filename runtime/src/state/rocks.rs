@@ -317,6 +317,17 @@ impl RocksStore {
     }
 }
 
+#[cfg(test)]
+impl RocksStore {
+    /// Compacts everything and counts the entries left on disk.
+    pub(crate) fn compact_and_count(&self) -> usize {
+        let db = self.db();
+        db.flush().unwrap();
+        db.compact_range::<&[u8], &[u8]>(None, None);
+        db.iterator(rocksdb::IteratorMode::Start).count()
+    }
+}
+
 impl Drop for RocksStore {
     fn drop(&mut self) {
         drop(self.db.take());

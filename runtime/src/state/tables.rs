@@ -1162,6 +1162,66 @@ mod tests {
         assert_eq!(store.remove_expired(150), 1);
     }
 
+    fn rocks_store(dir: &std::path::Path) -> KeyedStateStore {
+        let backend = StateBackend::RocksDb(RocksConfig {
+            dir: dir.to_path_buf(),
+            memory_budget: 16 << 20,
+        });
+        KeyedStateStore::with_backend(&KeyGroupAssignment::contiguous(128, 1), 0, &backend, "t")
+            .unwrap()
+    }
+
+    #[test]
+    fn rocksdb_state_reads_like_the_heap_and_expires_in_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = rocks_store(dir.path());
+        let v = store
+            .register_value::<u64, u64>(
+                StateDescriptor::new("v")
+                    .ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+            )
+            .unwrap();
+        let m = store
+            .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+            .unwrap();
+        let l = store
+            .register_list::<u64, u64>(StateDescriptor::new("l"))
+            .unwrap();
+        for key in 0u64..1_000 {
+            let g = store.group_of(&key);
+            store.value(v, &key, g, 0).set(key);
+        }
+        let g = store_group(&7u64);
+        store.map(m, &7u64, g, 0).put("a".into(), 1);
+        store.map(m, &7u64, g, 0).put("b".into(), 2);
+        assert_eq!(store.map(m, &7u64, g, 0).remove(&"a".to_string()), Some(1));
+        assert_eq!(
+            store.map(m, &7u64, g, 0).entries(),
+            vec![("b".to_string(), 2)]
+        );
+        store.list(l, &7u64, g, 0).add(1);
+        store.list(l, &7u64, g, 0).add(2);
+        assert_eq!(store.list(l, &7u64, g, 0).get(), vec![1, 2]);
+        assert_eq!(store.value(v, &7u64, g, 99).get(), Some(7));
+        assert_eq!(store.value(v, &8u64, store_group(&8u64), 100).get(), None);
+        assert!(store.take_error().is_none());
+
+        // Expired entries are dropped for good by compaction, not only hidden from reads.
+        let rocks = store.rocks.as_ref().unwrap();
+        assert_eq!(
+            rocks.compact_and_count(),
+            1_000 - 1 + 1 + 1,
+            "before expiry"
+        );
+        store.remove_expired(100);
+        let rocks = store.rocks.as_ref().unwrap();
+        assert_eq!(
+            rocks.compact_and_count(),
+            2,
+            "only the map and list entries remain"
+        );
+    }
+
     #[test]
     fn registering_a_state_name_twice_is_an_error() {
         let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
