@@ -409,11 +409,7 @@ impl Coordinator {
     ) -> Result<CompletedSnapshot, String> {
         let (id, kind, started, uploaded_shared) = (f.id, f.kind, f.started, f.uploaded_bytes);
         let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
-        let transactions: Vec<FileTransaction> = parts
-            .iter()
-            .flat_map(|p| p.operators.iter())
-            .flat_map(|o| o.transactions.iter().cloned())
-            .collect();
+        let transactions = transactions_of(&parts);
         let manifest =
             write_snapshot(storage, &self.layout, id, kind, parts).map_err(|e| e.to_string())?;
         let done = CompletedSnapshot {
@@ -458,16 +454,20 @@ impl Coordinator {
                 self.retain(&storage, &[]);
             }
             None => {
-                let transactions: Vec<FileTransaction> = parts
-                    .iter()
-                    .flat_map(|p| p.operators.iter())
-                    .flat_map(|o| o.transactions.iter().cloned())
-                    .collect();
-                commit_all(&transactions)?;
+                commit_all(&transactions_of(&parts))?;
             }
         }
         Ok(())
     }
+}
+
+/// Every sink transaction the parts of a snapshot list.
+fn transactions_of(parts: &[TaskSnapshot]) -> Vec<FileTransaction> {
+    parts
+        .iter()
+        .flat_map(|p| p.operators.iter())
+        .flat_map(|o| o.transactions.iter().cloned())
+        .collect()
 }
 
 pub(crate) fn commit_all(transactions: &[FileTransaction]) -> Result<(), Error> {
