@@ -167,7 +167,7 @@ fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
     let out = dir.path().join("out");
     let manifest = write_manifest(dir.path(), job, KILL_EVENTS, &out);
     let savepoints = dir.path().join("savepoints");
-    let mut child = sluice()
+    let child = sluice()
         .arg("run")
         .arg(&manifest)
         .arg("--savepoint-dir")

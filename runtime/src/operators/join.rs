@@ -1,7 +1,7 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
 use super::keyed::KeyFn;
-use super::{Emitter, Snapshotted};
+use super::{Emitter, Restorable, Snapshotted};
 use crate::api::{Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{basic_control, BuildCx, TwoInputOperator};
 use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
@@ -108,7 +108,11 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Snapshotted
         op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
         Ok(())
     }
+}
 
+impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Restorable
+    for WindowJoinOp<K, A, B, O, W>
+{
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<WindowSidesEntry<K, A, B>> = decode(bytes)?;
         for (w, key, left, right) in entries {
@@ -214,7 +218,9 @@ impl<K: Key, A: StateValue, B: StateValue, O> Snapshotted for IntervalJoinOp<K, 
         op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
         Ok(())
     }
+}
 
+impl<K: Key, A: StateValue, B: StateValue, O> Restorable for IntervalJoinOp<K, A, B, O> {
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<IntervalEntry<K, A, B>> = decode(bytes)?;
         for (key, left, right) in entries {

@@ -1,6 +1,6 @@
 //! Keyed process functions, one and two inputs.
 
-use super::{Emitter, Snapshotted};
+use super::{Emitter, Restorable};
 use crate::api::{
     Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
 };
@@ -34,14 +34,7 @@ pub(crate) struct KeyedCore<K, O> {
 /// format, and its timers as `(key, event_time, timestamp)`.
 type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
 
-impl<K: Key, O> Snapshotted for KeyedCore<K, O> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        Err(format!(
-            "keyed state of '{}' snapshots through KeyedCore::snapshot_into",
-            op.uid
-        ))
-    }
-
+impl<K: Key, O> Restorable for KeyedCore<K, O> {
     fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), String> {
         self.states.restore_native(native)
     }

@@ -43,13 +43,13 @@ impl<O> Emitter<O> {
 use crate::exec::BuildCx;
 use crate::snapshot::{OperatorSnapshot, RestoredNative, TaskSnapshot};
 
-/// An operator that keeps state of its own, in snapshots.
-pub(crate) trait Snapshotted {
-    /// Adds the state to `op`: keyed state per key group, anything else as items.
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;
-    /// Loads one key group written by `snapshot` at any parallelism.
-    fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), String>;
-    /// Loads one item written by `snapshot` at any parallelism.
+/// An operator whose state a restored snapshot fills in when it is built.
+pub(crate) trait Restorable {
+    /// Loads one key group written at any parallelism.
+    fn restore_key_group(&mut self, _key_group: u32, _bytes: &[u8]) -> Result<(), String> {
+        Err("the operator keeps no keyed state".into())
+    }
+    /// Loads one non-keyed item written at any parallelism.
     fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), String> {
         Err("the operator keeps no state items".into())
     }
@@ -59,8 +59,15 @@ pub(crate) trait Snapshotted {
     }
 }
 
+/// An operator that keeps state of its own and encodes it when a barrier passes. (Keyed
+/// process operators snapshot through their `KeyedCore`, which may pin RocksDB instead.)
+pub(crate) trait Snapshotted: Restorable {
+    /// Adds the state to `op`: keyed state per key group, anything else as items.
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;
+}
+
 /// Loads this subtask's share of the restored state into a freshly built operator.
-pub(crate) fn restore<S: Snapshotted>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
+pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
     for (kg, bytes) in cx.restored_key_groups() {
         op.restore_key_group(kg, bytes)
             .map_err(|e| cx.state_error(format!("key group {kg}: {e}")))?;

@@ -7,7 +7,7 @@
 //! cleaned up goes to the late output.
 
 use super::keyed::KeyFn;
-use super::{Emitter, Snapshotted};
+use super::{Emitter, Restorable, Snapshotted};
 use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{BuildCx, Operator};
 use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
@@ -245,7 +245,11 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Snapshotted
         op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
         Ok(())
     }
+}
 
+impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
+    for WindowOp<K, I, A, O, W>
+{
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<PaneEntry<K, A::Acc>> = decode(bytes)?;
         for (w, fired, key, acc) in entries {
@@ -436,7 +440,9 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Snapshotted for SessionWindowOp<K, I
         op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
         Ok(())
     }
+}
 
+impl<K: Key, I, A: AggregateFunction<I>, O> Restorable for SessionWindowOp<K, I, A, O> {
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<SessionEntry<K, A::Acc>> = decode(bytes)?;
         for (key, sessions) in entries {

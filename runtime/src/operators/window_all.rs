@@ -4,7 +4,7 @@
 //! window and subtask crosses to the global phase, so the stream itself stays parallel.
 
 use super::window::WindowFn;
-use super::{Emitter, Snapshotted};
+use super::{Emitter, Restorable, Snapshotted};
 use crate::api::{AggregateFunction, Record, TimeWindow, WindowAssigner};
 use crate::exec::basic_control;
 use crate::exec::{BuildCx, Operator};
@@ -109,9 +109,9 @@ impl<I, A: AggregateFunction<I>, W: WindowAssigner> Snapshotted for LocalWindowA
     fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
         snapshot_panes(&self.panes, op)
     }
-    fn restore_key_group(&mut self, _: u32, _: &[u8]) -> Result<(), String> {
-        Err("a window-all operator keeps no keyed state".into())
-    }
+}
+
+impl<I, A: AggregateFunction<I>, W: WindowAssigner> Restorable for LocalWindowAllOp<I, A, W> {
     fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
@@ -121,9 +121,9 @@ impl<I, A: AggregateFunction<I>, O> Snapshotted for GlobalWindowAllOp<I, A, O> {
     fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
         snapshot_panes(&self.panes, op)
     }
-    fn restore_key_group(&mut self, _: u32, _: &[u8]) -> Result<(), String> {
-        Err("a window-all operator keeps no keyed state".into())
-    }
+}
+
+impl<I, A: AggregateFunction<I>, O> Restorable for GlobalWindowAllOp<I, A, O> {
     fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
