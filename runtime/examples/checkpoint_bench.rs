@@ -68,10 +68,10 @@ fn job(
             ..CheckpointConfig::new(format!("file://{}", dir.join("checkpoints").display()))
         }),
         restore,
-        state_backend: StateBackend::RocksDb(RocksConfig {
-            dir: dir.join(format!("state-{parallelism}")),
-            memory_budget: env("MEMORY_MIB", 512) as usize * (1 << 20),
-        }),
+        state_backend: StateBackend::RocksDb(RocksConfig::new(
+            dir.join(format!("state-{parallelism}")),
+            env("MEMORY_MIB", 512) as usize * (1 << 20),
+        )),
         ..RunOptions::default()
     };
     let running = start_embedded(job.build().expect("job"), options).expect("start");

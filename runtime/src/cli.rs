@@ -305,15 +305,13 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
     });
     let state_backend = match args.state_backend {
         BackendArg::Heap => StateBackend::Heap,
-        BackendArg::Rocksdb => StateBackend::RocksDb(RocksConfig {
-            dir: args
-                .state_dir
+        BackendArg::Rocksdb => StateBackend::RocksDb(RocksConfig::new(
+            args.state_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("sluice-state")),
-            memory_budget: args
-                .state_memory_mib
+            args.state_memory_mib
                 .map_or_else(RocksConfig::default_memory_budget, |m| m << 20),
-        }),
+        )),
     };
     Ok(RunOptions {
         checkpoints,

@@ -15,17 +15,37 @@ use sluice_runtime::connectors::{
 use sluice_runtime::Error;
 
 use sluice_runtime::exec::{start_embedded, Clock, JobSummary, RunOptions};
-use sluice_runtime::state::{StateDescriptor, TtlUpdate, ValueState};
+use sluice_runtime::state::{RocksConfig, StateBackend, StateDescriptor, TtlUpdate, ValueState};
 use sluice_runtime::time::{EventTime, ProcTime};
 use sluice_runtime::JobGraph;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn run(graph: JobGraph) -> JobSummary {
-    start_embedded(graph, RunOptions::default())
+    run_with(graph, RunOptions::default())
+}
+
+fn run_with(graph: JobGraph, options: RunOptions) -> JobSummary {
+    start_embedded(graph, options)
         .expect("job starts")
         .wait()
         .expect("job succeeds")
+}
+
+/// Both state backends; RocksDB with a window cache of a few entries, so that window
+/// contents really go through the database. (The directory lives as long as the options.)
+fn backends() -> Vec<(&'static str, RunOptions, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rocks = RunOptions {
+        state_backend: StateBackend::RocksDb(
+            RocksConfig::new(dir.path(), 32 << 20).window_cache_entries(4),
+        ),
+        ..RunOptions::default()
+    };
+    vec![
+        ("heap", RunOptions::default(), None),
+        ("RocksDB", rocks, Some(dir)),
+    ]
 }
 
 /// (key, ts) records spread over `splits` splits, in order per split.
@@ -51,7 +71,11 @@ fn sliding_window_counts_equal_a_batch_computation_at_any_parallelism() {
             start -= 500;
         }
     }
-    for parallelism in [1, 4] {
+    for ((backend, options, _dir), parallelism) in backends()
+        .into_iter()
+        .zip([1, 4])
+        .chain(backends().into_iter().zip([4, 1]))
+    {
         let job = JobBuilder::new("sliding", parallelism, 128);
         let (sink, out) = CollectSink::new();
         job.source(
@@ -66,14 +90,14 @@ fn sliding_window_counts_equal_a_batch_computation_at_any_parallelism() {
         ))
         .aggregate("count", Count, |k, w, c| (*k, w.start, c))
         .sink("out", sink);
-        run(job.build().unwrap());
+        run_with(job.build().unwrap(), options);
         let got: BTreeMap<(u64, i64), u64> = out
             .lock()
             .unwrap()
             .iter()
             .map(|r| ((r.value.0, r.value.1), r.value.2))
             .collect();
-        assert_eq!(got, expected, "parallelism {parallelism}");
+        assert_eq!(got, expected, "{backend}, parallelism {parallelism}");
     }
 }
 
@@ -110,38 +134,50 @@ fn records_beyond_allowed_lateness_go_to_the_late_output_counted_exactly() {
         "the input must contain late records"
     );
 
-    let job = JobBuilder::new("lateness", 1, 128);
-    job.set_watermark_interval(Duration::ZERO);
-    let late_tag = OutputTag::<(u64, i64)>::new("late");
-    let (sink, out) = CollectSink::new();
-    let (late_sink, late) = CollectSink::new();
-    let windowed = job
-        .source(
-            "src",
-            VecSource::new(vec![records]).max_per_poll(10),
-            WatermarkStrategy::monotonous(),
-        )
-        .key_by(|r: &(u64, i64)| r.0)
-        .window(TumblingEventTime::of(Duration::from_millis(size as u64)))
-        .allowed_lateness(Duration::from_millis(lateness as u64))
-        .late_output(&late_tag)
-        .aggregate("count", Count, |k, w, c| (*k, w.start, c));
-    windowed.sink("out", sink);
-    windowed.side_output(&late_tag).sink("late", late_sink);
-    let summary = run(job.build().unwrap());
+    let mut outputs = Vec::new();
+    for (backend, options, _dir) in backends() {
+        let job = JobBuilder::new("lateness", 1, 128);
+        job.set_watermark_interval(Duration::ZERO);
+        let late_tag = OutputTag::<(u64, i64)>::new("late");
+        let (sink, out) = CollectSink::new();
+        let (late_sink, late) = CollectSink::new();
+        let windowed = job
+            .source(
+                "src",
+                VecSource::new(vec![records.clone()]).max_per_poll(10),
+                WatermarkStrategy::monotonous(),
+            )
+            .key_by(|r: &(u64, i64)| r.0)
+            .window(TumblingEventTime::of(Duration::from_millis(size as u64)))
+            .allowed_lateness(Duration::from_millis(lateness as u64))
+            .late_output(&late_tag)
+            .aggregate("count", Count, |k, w, c| (*k, w.start, c));
+        windowed.sink("out", sink);
+        windowed.side_output(&late_tag).sink("late", late_sink);
+        let summary = run_with(job.build().unwrap(), options);
 
-    let mut got_late: Vec<(u64, i64)> = late.lock().unwrap().iter().map(|r| r.value).collect();
-    got_late.sort();
-    expected_late.sort();
-    assert_eq!(got_late, expected_late);
-    assert_eq!(summary.late_records(), expected_late.len() as u64);
-    // With lateness the window re-fires on each late update; its last result is final.
-    let mut finals: BTreeMap<(u64, i64), u64> = BTreeMap::new();
-    for r in out.lock().unwrap().iter() {
-        let e = finals.entry((r.value.0, r.value.1)).or_default();
-        *e = (*e).max(r.value.2);
+        let mut got_late: Vec<(u64, i64)> = late.lock().unwrap().iter().map(|r| r.value).collect();
+        got_late.sort();
+        expected_late.sort();
+        assert_eq!(got_late, expected_late, "{backend}");
+        assert_eq!(
+            summary.late_records(),
+            expected_late.len() as u64,
+            "{backend}"
+        );
+        // With lateness the window re-fires on each late update; its last result is final.
+        let mut finals: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+        let mut all: Vec<(u64, i64, u64)> = out.lock().unwrap().iter().map(|r| r.value).collect();
+        for &(k, start, count) in &all {
+            let e = finals.entry((k, start)).or_default();
+            *e = (*e).max(count);
+        }
+        assert_eq!(finals, expected, "{backend}");
+        all.sort();
+        outputs.push(all);
     }
-    assert_eq!(finals, expected);
+    // Every update, not only the final results, is the same on both backends.
+    assert_eq!(outputs[0], outputs[1]);
 }
 
 #[test]

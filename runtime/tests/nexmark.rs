@@ -76,12 +76,10 @@ fn run_job(name: &str, parallelism: usize, job_config: serde_json::Value) -> Vec
     run_job_on(name, parallelism, job_config, StateBackend::Heap)
 }
 
-/// Keyed state in RocksDB, in a fresh directory per run.
+/// Keyed state in RocksDB, in a fresh directory per run. The window cache is tiny so that
+/// window contents really go through the database.
 fn rocksdb(dir: &Path) -> StateBackend {
-    StateBackend::RocksDb(RocksConfig {
-        dir: dir.to_path_buf(),
-        memory_budget: 64 << 20,
-    })
+    StateBackend::RocksDb(RocksConfig::new(dir, 64 << 20).window_cache_entries(16))
 }
 
 fn run_job_on(

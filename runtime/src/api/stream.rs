@@ -846,7 +846,7 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
                             cx.clock.now(),
                             emit,
                             late,
-                        );
+                        )?;
                         restore(cx, &mut op)?;
                         Box::new(op)
                     };
@@ -970,13 +970,14 @@ impl<K: Key, A: Data + StateValue, B: Data + StateValue, W: WindowAssigner>
                     f.clone(),
                     Emitter::new(outs.take(0), cx.batch_size),
                     cx.clone(),
-                );
+                )?;
                 restore(cx, &mut op)?;
                 let op: Box<dyn TwoInputOperator<A, B>> = Box::new(op);
                 Ok(op)
             },
         )
-        .with_states(fixed_states(&[("window-join-buffers", 1)]))
+        // Version 2: entries are (window, fired, key, sides), as for window aggregates.
+        .with_states(fixed_states(&[("window-join-buffers", 2)]))
     }
 }
 

@@ -139,6 +139,30 @@ impl BuildCx {
 
     /// A keyed-state store for this operator subtask on the run's backend.
     pub(crate) fn keyed_state(&self) -> Result<crate::state::KeyedStateStore, Error> {
+        crate::state::KeyedStateStore::with_backend(
+            &self.assignment,
+            self.subtask as u32,
+            &self.state_backend,
+            &self.database_name(),
+        )
+        .map_err(|e| self.state_error(e))
+    }
+
+    /// This operator subtask's RocksDB database with the size of the window cache in front
+    /// of it, when the run keeps state in RocksDB.
+    pub(crate) fn rocks_store(&self) -> Result<Option<(crate::state::RocksStore, usize)>, Error> {
+        match self.state_backend.as_ref() {
+            crate::state::StateBackend::Heap => Ok(None),
+            crate::state::StateBackend::RocksDb(config) => {
+                crate::state::RocksStore::open(config, &self.database_name())
+                    .map(|store| Some((store, config.window_cache_entries)))
+                    .map_err(|e| self.state_error(e))
+            }
+        }
+    }
+
+    /// Names this operator subtask's database directory: unique per run and subtask.
+    fn database_name(&self) -> String {
         let safe_uid: String = self
             .uid
             .chars()
@@ -150,13 +174,7 @@ impl BuildCx {
                 }
             })
             .collect();
-        crate::state::KeyedStateStore::with_backend(
-            &self.assignment,
-            self.subtask as u32,
-            &self.state_backend,
-            &format!("{}/{safe_uid}-{}", self.run_id, self.subtask),
-        )
-        .map_err(|e| self.state_error(e))
+        format!("{}/{safe_uid}-{}", self.run_id, self.subtask)
     }
 
     /// A state error naming this operator, for failures while restoring.

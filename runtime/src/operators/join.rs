@@ -1,36 +1,34 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
 use super::keyed::KeyFn;
+use super::panes::Panes;
 use super::{Emitter, Restorable, Snapshotted};
 use crate::api::{Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{basic_control, BuildCx, TwoInputOperator};
-use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
+use crate::snapshot::{
+    decode, encode_by_key_group, Barrier, OperatorSnapshot, RestoredNative, TaskSnapshot,
+};
 use crate::state::StateValue;
 use crate::time::{EventTime, ProcTime};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(crate) type JoinFn<A, B, O> = Arc<dyn Fn(&A, &B) -> O + Send + Sync>;
 
+/// One key's records in one window.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sides<A, B> {
     left: Vec<A>,
     right: Vec<B>,
 }
 
-fn sides_of<'a, K: Key, A, B>(
-    windows: &'a mut BTreeMap<TimeWindow, FxHashMap<K, Sides<A, B>>>,
-    w: &TimeWindow,
-    key: &K,
-) -> &'a mut Sides<A, B> {
-    windows
-        .entry(*w)
-        .or_default()
-        .entry(key.clone())
-        .or_insert_with(|| Sides {
+impl<A, B> Sides<A, B> {
+    fn new() -> Self {
+        Sides {
             left: Vec::new(),
             right: Vec::new(),
-        })
+        }
+    }
 }
 
 /// Pairs every left and right record of the same key that fall in the same window; the
@@ -41,7 +39,7 @@ pub(crate) struct WindowJoinOp<K, A, B, O, W> {
     pub(crate) right_key: KeyFn<B, K>,
     pub(crate) assigner: W,
     pub(crate) f: JoinFn<A, B, O>,
-    pub(crate) windows: BTreeMap<TimeWindow, FxHashMap<K, Sides<A, B>>>,
+    pub(crate) panes: Panes<K, Sides<A, B>>,
     pub(crate) watermark: i64,
     pub(crate) scratch: Vec<TimeWindow>,
     pub(crate) emit: Emitter<O>,
@@ -56,18 +54,18 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> WindowJoinOp<K,
         f: JoinFn<A, B, O>,
         emit: Emitter<O>,
         cx: BuildCx,
-    ) -> Self {
-        WindowJoinOp {
+    ) -> Result<Self, crate::Error> {
+        Ok(WindowJoinOp {
             left_key,
             right_key,
             assigner,
             f,
-            windows: BTreeMap::new(),
+            panes: Panes::new(&cx)?,
             watermark: i64::MIN,
             scratch: Vec::new(),
             emit,
             cx,
-        }
+        })
     }
 
     /// Adds a record to each open window it belongs to: copies for all but the last, which
@@ -88,25 +86,18 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> WindowJoinOp<K,
             return;
         };
         for w in rest {
-            side(sides_of(&mut self.windows, w, &key)).push(value.clone());
+            self.panes
+                .update(*w, &key, Sides::new, |s, _| side(s).push(value.clone()));
         }
-        side(sides_of(&mut self.windows, last, &key)).push(value);
+        self.panes
+            .update(*last, &key, Sides::new, |s, _| side(s).push(value));
     }
-}
 
-/// A key's records in one window, in snapshots: `(window, key, left, right)`.
-type WindowSidesEntry<K, A, B> = (TimeWindow, K, Vec<A>, Vec<B>);
-
-impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Snapshotted
-    for WindowJoinOp<K, A, B, O, W>
-{
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        let entries = self.windows.iter().flat_map(|(w, keys)| {
-            keys.iter()
-                .map(move |(k, sides)| (k, (*w, k, &sides.left, &sides.right)))
-        });
-        op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
-        Ok(())
+    /// Fails the task with the first error the state backend met.
+    fn check_state(&mut self) {
+        if let Some(e) = self.panes.take_error() {
+            self.cx.fail(format!("window join state: {e}"));
+        }
     }
 }
 
@@ -114,13 +105,11 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Restorable
     for WindowJoinOp<K, A, B, O, W>
 {
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
-        let entries: Vec<WindowSidesEntry<K, A, B>> = decode(bytes)?;
-        for (w, key, left, right) in entries {
-            let sides = sides_of(&mut self.windows, &w, &key);
-            sides.left.extend(left);
-            sides.right.extend(right);
-        }
-        Ok(())
+        self.panes.restore_key_group(bytes)
+    }
+
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+        self.panes.restore_native(native)
     }
 }
 
@@ -132,6 +121,7 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
             let key = (self.left_key)(&r.value);
             self.insert(r.ts.0, key, r.value, |s| &mut s.left);
         }
+        self.check_state();
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
@@ -139,32 +129,32 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
             let key = (self.right_key)(&r.value);
             self.insert(r.ts.0, key, r.value, |s| &mut s.right);
         }
+        self.check_state();
     }
 
     fn watermark(&mut self, watermark: EventTime) {
         self.watermark = watermark.0;
-        while let Some(entry) = self.windows.first_entry() {
-            if entry.key().max_timestamp() > self.watermark {
-                break;
-            }
-            let (w, keys) = entry.remove_entry();
+        let (f, emit) = (&self.f, &mut self.emit);
+        self.panes.fire(watermark.0, 0, |w, _, sides| {
             let ts = EventTime(w.max_timestamp());
-            for sides in keys.values() {
-                for a in &sides.left {
-                    for b in &sides.right {
-                        self.emit.buf.push(Record::new(ts, (self.f)(a, b)));
-                        self.emit.maybe_send();
-                    }
+            for a in &sides.left {
+                for b in &sides.right {
+                    emit.buf.push(Record::new(ts, f(a, b)));
+                    emit.maybe_send();
                 }
             }
-        }
+        });
+        self.check_state();
         self.emit.send();
         self.emit.out.watermark(watermark);
     }
 
     fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
         self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
+        let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
+        if let Err(e) = self.panes.snapshot(part, barrier.kind) {
+            self.cx.fail(format!("snapshot: {e}"));
+        }
         self.emit.out.barrier(barrier, snapshot);
     }
 

@@ -3,6 +3,7 @@
 pub(crate) mod basic;
 pub(crate) mod join;
 pub(crate) mod keyed;
+pub(crate) mod panes;
 pub(crate) mod window;
 pub(crate) mod window_all;
 
@@ -60,7 +61,8 @@ pub(crate) trait Restorable {
 }
 
 /// An operator that keeps state of its own and encodes it when a barrier passes. (Keyed
-/// process operators snapshot through their `KeyedCore`, which may pin RocksDB instead.)
+/// process and window operators snapshot through their `KeyedCore` or `Panes`, which may
+/// pin RocksDB instead.)
 pub(crate) trait Snapshotted: Restorable {
     /// Adds the state to `op`: keyed state per key group, anything else as items.
     fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;

@@ -7,22 +7,19 @@
 //! cleaned up goes to the late output.
 
 use super::keyed::KeyFn;
+use super::panes::Panes;
 use super::{Emitter, Restorable, Snapshotted};
 use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{decode, encode_by_key_group, Barrier, OperatorSnapshot, TaskSnapshot};
+use crate::snapshot::{
+    decode, encode_by_key_group, Barrier, OperatorSnapshot, RestoredNative, TaskSnapshot,
+};
 use crate::state::TimerService;
 use crate::time::{EventTime, ProcTime};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(crate) type WindowFn<K, R, O> = Arc<dyn Fn(&K, TimeWindow, R) -> O + Send + Sync>;
-
-pub(crate) struct Pane<K, Acc> {
-    fired: bool,
-    accs: FxHashMap<K, Acc>,
-}
 
 /// Where late records go: the late side output (counted there) or, without one, counted
 /// as dropped.
@@ -59,7 +56,7 @@ pub(crate) struct WindowOp<K, I, A: AggregateFunction<I>, O, W> {
     pub(crate) agg: Arc<A>,
     pub(crate) window_fn: WindowFn<K, A::Out, O>,
     pub(crate) lateness: i64,
-    pub(crate) windows: BTreeMap<TimeWindow, Pane<K, A::Acc>>,
+    pub(crate) panes: Panes<K, A::Acc>,
     pub(crate) watermark: i64,
     pub(crate) now: i64,
     pub(crate) scratch: Vec<TimeWindow>,
@@ -78,20 +75,20 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> WindowOp<K, I, A,
         now: ProcTime,
         emit: Emitter<O>,
         late: LateOutput<I>,
-    ) -> Self {
-        WindowOp {
+    ) -> Result<Self, crate::Error> {
+        Ok(WindowOp {
             key_fn,
             assigner,
             agg,
             window_fn,
             lateness: if W::EVENT_TIME { lateness } else { 0 },
-            windows: BTreeMap::new(),
+            panes: Panes::new(&late.cx)?,
             watermark: i64::MIN,
             now: now.0,
             scratch: Vec::with_capacity(8),
             emit,
             late,
-        }
+        })
     }
 
     /// The time that closes windows: the watermark, or the clock for processing time.
@@ -106,33 +103,22 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> WindowOp<K, I, A,
     /// Fires every window whose end has passed and drops those past their lateness.
     fn fire(&mut self) {
         let t = self.closing_time();
-        let mut drop_up_to = None;
-        for (w, pane) in self.windows.iter_mut() {
-            if w.max_timestamp() > t {
-                break;
-            }
-            if !pane.fired {
-                pane.fired = true;
-                let ts = EventTime(w.max_timestamp());
-                for (key, acc) in &pane.accs {
-                    let out = (self.window_fn)(key, *w, self.agg.result(acc));
-                    self.emit.buf.push(Record::new(ts, out));
-                    self.emit.maybe_send();
-                }
-            }
-            if w.max_timestamp().saturating_add(self.lateness) <= t {
-                drop_up_to = Some(*w);
-            }
-        }
-        if let Some(last) = drop_up_to {
-            // Windows are ordered by start and (per assigner) equal in size, so every
-            // window up to `last` is past its lateness too.
-            let keep = self.windows.split_off(&last);
-            let mut keep = keep;
-            keep.remove(&last);
-            self.windows = keep;
-        }
+        let (agg, window_fn, emit) = (&self.agg, &self.window_fn, &mut self.emit);
+        self.panes.fire(t, self.lateness, |w, key, acc| {
+            let out = window_fn(key, w, agg.result(acc));
+            emit.buf
+                .push(Record::new(EventTime(w.max_timestamp()), out));
+            emit.maybe_send();
+        });
         self.emit.send();
+        self.check_state();
+    }
+
+    /// Fails the task with the first error the state backend met.
+    fn check_state(&mut self) {
+        if let Some(e) = self.panes.take_error() {
+            self.late.cx.fail(format!("window state: {e}"));
+        }
     }
 }
 
@@ -152,26 +138,22 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
                     continue;
                 }
                 accepted = true;
-                let pane = self.windows.entry(*w).or_insert_with(|| Pane {
-                    fired: false,
-                    accs: FxHashMap::default(),
-                });
-                let acc = match pane.accs.get_mut(&key) {
-                    Some(acc) => acc,
-                    None => pane
-                        .accs
-                        .entry(key.clone())
-                        .or_insert_with(|| self.agg.create()),
-                };
-                self.agg.add(acc, &r.value);
-                if pane.fired {
-                    // A late record within the allowed lateness: fire the update.
-                    let out = (self.window_fn)(&key, *w, self.agg.result(acc));
-                    self.emit
-                        .buf
-                        .push(Record::new(EventTime(w.max_timestamp()), out));
-                    self.emit.maybe_send();
-                }
+                let (agg, window_fn, emit) = (&self.agg, &self.window_fn, &mut self.emit);
+                self.panes.update(
+                    *w,
+                    &key,
+                    || agg.create(),
+                    |acc, fired| {
+                        agg.add(acc, &r.value);
+                        if fired {
+                            // A late record within the allowed lateness: fire the update.
+                            let out = window_fn(&key, *w, agg.result(acc));
+                            emit.buf
+                                .push(Record::new(EventTime(w.max_timestamp()), out));
+                            emit.maybe_send();
+                        }
+                    },
+                );
             }
             if !accepted {
                 self.late.push(r);
@@ -179,6 +161,7 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
         }
         self.emit.send();
         self.late.send();
+        self.check_state();
     }
 
     fn watermark(&mut self, watermark: EventTime) {
@@ -213,7 +196,10 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
     fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
         self.emit.send();
         self.late.send();
-        super::snapshot(&self.late.cx, self, snapshot);
+        let part = snapshot.operator(&self.late.cx.uid, self.late.cx.subtask);
+        if let Err(e) = self.panes.snapshot(part, barrier.kind) {
+            self.late.cx.fail(format!("snapshot: {e}"));
+        }
         self.late.control(|o| o.barrier(barrier, snapshot));
         self.emit.out.barrier(barrier, snapshot);
     }
@@ -230,37 +216,15 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
     }
 }
 
-/// A window pane entry in snapshots: `(window, fired, key, accumulator)`.
-type PaneEntry<K, Acc> = (TimeWindow, bool, K, Acc);
-
-impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Snapshotted
-    for WindowOp<K, I, A, O, W>
-{
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        let entries = self.windows.iter().flat_map(|(w, pane)| {
-            pane.accs
-                .iter()
-                .map(move |(k, acc)| (k, (*w, pane.fired, k, acc)))
-        });
-        op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
-        Ok(())
-    }
-}
-
 impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
     for WindowOp<K, I, A, O, W>
 {
     fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
-        let entries: Vec<PaneEntry<K, A::Acc>> = decode(bytes)?;
-        for (w, fired, key, acc) in entries {
-            let pane = self.windows.entry(w).or_insert_with(|| Pane {
-                fired,
-                accs: FxHashMap::default(),
-            });
-            pane.fired |= fired;
-            pane.accs.insert(key, acc);
-        }
-        Ok(())
+        self.panes.restore_key_group(bytes)
+    }
+
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+        self.panes.restore_native(native)
     }
 }
 

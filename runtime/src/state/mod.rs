@@ -4,8 +4,8 @@
 //! Job code reaches state only through [`ValueAccess`], [`MapAccess`] and [`ListAccess`]
 //! (from a `ProcessContext`): that is the backend interface. The heap backend behind it keeps
 //! live objects in one hash map per key group the subtask owns, so snapshots and rescaling
-//! work in whole key groups. The window and join operators keep their panes (per window,
-//! then per key) inside the operator.
+//! work in whole key groups. Window contents (per window, then per key) live in the window
+//! operators' own store (`operators::panes`), on the same backend.
 
 mod keygroups;
 mod rocks;
@@ -17,6 +17,7 @@ pub use keygroups::{
     MAX_MAX_PARALLELISM,
 };
 pub use rocks::RocksConfig;
+pub(crate) use rocks::RocksStore;
 pub use tables::{KeyedStateStore, ListAccess, MapAccess, StateBackend, ValueAccess};
 pub(crate) use timers::TimerService;
 

@@ -32,9 +32,27 @@ pub struct RocksConfig {
     pub dir: PathBuf,
     /// Block cache plus write buffers of every database of the process.
     pub memory_budget: usize,
+    /// Window contents each operator subtask caches on the heap in front of RocksDB
+    /// (see `operators::panes`).
+    pub window_cache_entries: usize,
 }
 
 impl RocksConfig {
+    pub const DEFAULT_WINDOW_CACHE_ENTRIES: usize = 16_384;
+
+    pub fn new(dir: impl Into<PathBuf>, memory_budget: usize) -> Self {
+        RocksConfig {
+            dir: dir.into(),
+            memory_budget,
+            window_cache_entries: Self::DEFAULT_WINDOW_CACHE_ENTRIES,
+        }
+    }
+
+    pub fn window_cache_entries(mut self, entries: usize) -> Self {
+        self.window_cache_entries = entries.max(1);
+        self
+    }
+
     /// A budget of 40 % of the container's memory limit (cgroup v2 `memory.max`), or
     /// 512 MiB when there is none.
     pub fn default_memory_budget() -> usize {
@@ -133,9 +151,16 @@ impl RocksStore {
         })
     }
 
-    fn db(&self) -> &DB {
+    pub(crate) fn db(&self) -> &DB {
         // Present from open until drop.
         self.db.as_ref().expect("database open")
+    }
+
+    /// Applies `batch` (without a write-ahead log, like every write).
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), String> {
+        self.db()
+            .write_opt(batch, &self.write)
+            .map_err(|e| rocks_error("write", e))
     }
 
     pub(crate) fn set_now(&self, now: i64) {

@@ -1163,10 +1163,7 @@ mod tests {
     }
 
     fn rocks_store(dir: &std::path::Path) -> KeyedStateStore {
-        let backend = StateBackend::RocksDb(RocksConfig {
-            dir: dir.to_path_buf(),
-            memory_budget: 16 << 20,
-        });
+        let backend = StateBackend::RocksDb(RocksConfig::new(dir.to_path_buf(), 16 << 20));
         KeyedStateStore::with_backend(&KeyGroupAssignment::contiguous(128, 1), 0, &backend, "t")
             .unwrap()
     }
