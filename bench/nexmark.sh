@@ -6,8 +6,8 @@
 #   bench/nexmark.sh                      # q0 q1 q2 q5 q7 q8 at parallelism 1 and 2
 #   QUERIES="q5 q7" PARALLELISM="2" EVENTS=20000000 STATE=heap bench/nexmark.sh
 #
-# STATE is the keyed-state backend of process functions (rocksdb, the default, or heap);
-# window and join operators keep their panes on the heap either way.
+# STATE is the state backend (rocksdb, the default, or heap) of process functions and of
+# window and window-join contents.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
