@@ -19,7 +19,9 @@ use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, SinkOp, S
 use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp};
 use crate::operators::keyed::{KeyFn, KeyedCoProcessOp, KeyedCore, KeyedProcessOp};
 use crate::operators::restore;
-use crate::operators::window::{LateOutput, SessionWindowOp, WindowFn, WindowOp};
+use crate::operators::window::{
+    LateOutput, SessionWindowOp, WindowFn, WindowOp, SESSIONS_STATE, SESSIONS_VERSION,
+};
 use crate::operators::window_all::{GlobalWindowAllOp, LocalWindowAllOp};
 use crate::operators::Emitter;
 use crate::state::StateValue;
@@ -833,7 +835,7 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
                             lateness,
                             emit,
                             late,
-                        );
+                        )?;
                         restore(cx, &mut op)?;
                         Box::new(op)
                     } else {
@@ -853,14 +855,11 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
                     Ok(op)
                 },
             )
-            .with_states(fixed_states(&[(
-                if self.assigner.session_gap().is_some() {
-                    "session-windows"
-                } else {
-                    "window-panes"
-                },
-                1,
-            )]))
+            .with_states(fixed_states(&[if self.assigner.session_gap().is_some() {
+                (SESSIONS_STATE, SESSIONS_VERSION)
+            } else {
+                ("window-panes", 1)
+            }]))
     }
 }
 

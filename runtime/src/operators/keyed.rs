@@ -117,7 +117,7 @@ impl<K: Key, O> KeyedCore<K, O> {
         Ok(())
     }
 
-    fn barrier(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
+    pub(crate) fn barrier(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
         self.emit.send();
         let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
         if let Err(e) = self.snapshot_into(part, kind) {
@@ -126,7 +126,7 @@ impl<K: Key, O> KeyedCore<K, O> {
     }
 
     /// Fails the task with the first error a state access met.
-    fn check_state(&mut self) {
+    pub(crate) fn check_state(&mut self) {
         if let Some(e) = self.states.take_error() {
             self.cx.fail(format!("keyed state: {e}"));
         }
@@ -148,11 +148,11 @@ impl<K: Key, O> KeyedCore<K, O> {
     }
 
     /// Reads the clock once per batch, so that state TTL sees the time the batch arrived.
-    fn refresh_now(&mut self) {
+    pub(crate) fn refresh_now(&mut self) {
         self.now = self.cx.clock.now();
     }
 
-    fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
+    pub(crate) fn context<'a>(&'a mut self, key: &'a K, ts: EventTime) -> ProcessContext<'a, K, O> {
         ProcessContext {
             group: self.states.group_of(key),
             key,
@@ -197,7 +197,7 @@ impl<K: Key, O> KeyedCore<K, O> {
     }
 
     /// Fires event-time timers up to `watermark`, then forwards it.
-    fn watermark(
+    pub(crate) fn watermark(
         &mut self,
         watermark: EventTime,
         on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
@@ -210,7 +210,11 @@ impl<K: Key, O> KeyedCore<K, O> {
     }
 
     /// Fires processing-time timers up to `now`, sweeps expired state, then forwards.
-    fn tick(&mut self, now: ProcTime, on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>)) {
+    pub(crate) fn tick(
+        &mut self,
+        now: ProcTime,
+        on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
+    ) {
         self.now = now;
         self.fire_processing_timers(on_timer);
         self.sweep_expired();

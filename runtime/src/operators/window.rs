@@ -6,17 +6,14 @@
 //! again with the new result (an updating output). A record whose windows have all been
 //! cleaned up goes to the late output.
 
-use super::keyed::KeyFn;
+use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
-use super::{Emitter, Restorable, Snapshotted};
+use super::{Emitter, Restorable};
 use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{
-    decode, encode_by_key_group, Barrier, OperatorSnapshot, RestoredNative, TaskSnapshot,
-};
-use crate::state::TimerService;
+use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
+use crate::state::{StateDescriptor, ValueState};
 use crate::time::{EventTime, ProcTime};
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 pub(crate) type WindowFn<K, R, O> = Arc<dyn Fn(&K, TimeWindow, R) -> O + Send + Sync>;
@@ -228,27 +225,30 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
     }
 }
 
-pub(crate) struct SessionState<Acc> {
-    window: TimeWindow,
-    acc: Acc,
-    fired: bool,
-}
+/// A key's sessions: `(window, fired, accumulator)`.
+type Sessions<Acc> = Vec<(TimeWindow, bool, Acc)>;
 
-/// Event-time session windows: a key's windows merge when they overlap or touch.
+/// The name of the keyed state that holds each key's sessions.
+pub(crate) const SESSIONS_STATE: &str = "session-windows";
+/// Version 2: sessions are keyed state (either backend) with their timers.
+pub(crate) const SESSIONS_VERSION: u32 = 2;
+
+/// Event-time session windows: a key's windows merge when they overlap or touch. Each
+/// key's sessions are keyed state, so they live on the run's backend; a timer per session
+/// end (and end plus lateness) fires and cleans them up.
 pub(crate) struct SessionWindowOp<K, I, A: AggregateFunction<I>, O> {
     pub(crate) key_fn: KeyFn<I, K>,
     pub(crate) gap: i64,
     pub(crate) agg: Arc<A>,
     pub(crate) window_fn: WindowFn<K, A::Out, O>,
     pub(crate) lateness: i64,
-    pub(crate) sessions: FxHashMap<K, Vec<SessionState<A::Acc>>>,
-    pub(crate) timers: TimerService<K>,
-    pub(crate) watermark: i64,
-    pub(crate) emit: Emitter<O>,
+    pub(crate) sessions: ValueState<Sessions<A::Acc>>,
+    pub(crate) core: KeyedCore<K, O>,
     pub(crate) late: LateOutput<I>,
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O> SessionWindowOp<K, I, A, O> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         key_fn: KeyFn<I, K>,
         gap: i64,
@@ -257,173 +257,154 @@ impl<K: Key, I, A: AggregateFunction<I>, O> SessionWindowOp<K, I, A, O> {
         lateness: i64,
         emit: Emitter<O>,
         late: LateOutput<I>,
-    ) -> Self {
-        SessionWindowOp {
+    ) -> Result<Self, crate::Error> {
+        let cx = late.cx.clone();
+        let mut states = cx.keyed_state()?;
+        let sessions = states
+            .register_value::<K, Sessions<A::Acc>>(
+                StateDescriptor::new(SESSIONS_STATE).schema_version(SESSIONS_VERSION),
+            )
+            .map_err(|e| cx.state_error(e))?;
+        Ok(SessionWindowOp {
             key_fn,
             gap,
             agg,
             window_fn,
             lateness,
-            sessions: FxHashMap::default(),
-            timers: TimerService::new(),
-            watermark: i64::MIN,
-            emit,
+            sessions,
+            core: KeyedCore::new(states, &cx, emit),
             late,
-        }
+        })
     }
 
-    fn add(&mut self, key: K, r: &Record<I>) -> bool {
+    /// Adds a record to its key's sessions, merging those it overlaps; false when late.
+    fn add(&mut self, key: &K, r: &Record<I>) -> bool {
+        let watermark = self.core.watermark.0;
         let mut window = TimeWindow::new(r.ts.0, r.ts.0.saturating_add(self.gap));
-        if window.max_timestamp().saturating_add(self.lateness) <= self.watermark {
+        if window.max_timestamp().saturating_add(self.lateness) <= watermark {
             return false;
         }
-        let sessions = self.sessions.entry(key.clone()).or_default();
-        let mut acc = self.agg.create();
-        self.agg.add(&mut acc, &r.value);
-        let mut fired = false;
-        let mut i = 0;
-        while i < sessions.len() {
-            if sessions[i].window.intersects(&window) {
-                let s = sessions.swap_remove(i);
-                window = window.cover(&s.window);
-                fired |= s.fired;
-                let mut merged = s.acc;
-                self.agg.merge(&mut merged, acc);
-                acc = merged;
-            } else {
-                i += 1;
-            }
-        }
-        let max_ts = window.max_timestamp();
-        if fired && max_ts <= self.watermark {
-            // Merged into a session that already fired: fire the update now.
-            let out = (self.window_fn)(&key, window, self.agg.result(&acc));
-            self.emit.buf.push(Record::new(EventTime(max_ts), out));
-            self.emit.maybe_send();
-        }
-        sessions.push(SessionState {
-            window,
-            acc,
-            fired: fired && max_ts <= self.watermark,
-        });
-        self.timers.register_event(&key, max_ts);
-        if self.lateness > 0 {
-            self.timers
-                .register_event(&key, max_ts.saturating_add(self.lateness));
-        }
-        true
-    }
-
-    fn fire(&mut self) {
-        let wm = self.watermark;
-        while let Some((_, key)) = self.timers.pop_event(wm) {
-            let Some(sessions) = self.sessions.get_mut(&key) else {
-                continue;
-            };
-            for s in sessions.iter_mut() {
-                let max_ts = s.window.max_timestamp();
-                if !s.fired && max_ts <= wm {
-                    s.fired = true;
-                    let out = (self.window_fn)(&key, s.window, self.agg.result(&s.acc));
-                    self.emit.buf.push(Record::new(EventTime(max_ts), out));
-                    self.emit.maybe_send();
+        let (agg, window_fn) = (&self.agg, &self.window_fn);
+        let mut ctx = self.core.context(key, r.ts);
+        let mut update = None;
+        ctx.value(self.sessions).update(|sessions| {
+            let sessions = sessions.get_or_insert_with(Vec::new);
+            let mut acc = agg.create();
+            agg.add(&mut acc, &r.value);
+            let mut fired = false;
+            let mut i = 0;
+            while i < sessions.len() {
+                if sessions[i].0.intersects(&window) {
+                    let (w, f, merged_acc) = sessions.swap_remove(i);
+                    window = window.cover(&w);
+                    fired |= f;
+                    let mut merged = merged_acc;
+                    agg.merge(&mut merged, acc);
+                    acc = merged;
+                } else {
+                    i += 1;
                 }
             }
-            let lateness = self.lateness;
-            sessions.retain(|s| s.window.max_timestamp().saturating_add(lateness) > wm);
-            if sessions.is_empty() {
-                self.sessions.remove(&key);
+            let max_ts = window.max_timestamp();
+            let fired = fired && max_ts <= watermark;
+            if fired {
+                // Merged into a session that already fired: fire the update now.
+                update = Some(window_fn(key, window, agg.result(&acc)));
             }
+            sessions.push((window, fired, acc));
+        });
+        let max_ts = window.max_timestamp();
+        if let Some(out) = update {
+            ctx.emit_at(EventTime(max_ts), out);
         }
-        self.emit.send();
+        ctx.register_event_timer(EventTime(max_ts));
+        if self.lateness > 0 {
+            ctx.register_event_timer(EventTime(max_ts.saturating_add(self.lateness)));
+        }
+        true
     }
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I, A, O> {
     fn push(&mut self, batch: &mut Vec<Record<I>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
             let key = (self.key_fn)(&r.value);
-            if !self.add(key, &r) {
+            if !self.add(&key, &r) {
                 self.late.push(r);
             }
+            self.core.emit.maybe_send();
         }
-        self.emit.send();
+        self.core.emit.send();
         self.late.send();
+        self.core.check_state();
     }
 
     fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        self.fire();
+        let (agg, window_fn, state, lateness) =
+            (&self.agg, &self.window_fn, self.sessions, self.lateness);
         self.late.control(|o| o.watermark(watermark));
-        self.emit.out.watermark(watermark);
+        self.core.watermark(watermark, |_, ctx| {
+            let wm = ctx.watermark().0;
+            let key = ctx.key().clone();
+            let mut results = Vec::new();
+            ctx.value(state).update(|sessions| {
+                let Some(list) = sessions.as_mut() else {
+                    return;
+                };
+                for (window, fired, acc) in list.iter_mut() {
+                    if !*fired && window.max_timestamp() <= wm {
+                        *fired = true;
+                        results.push((*window, window_fn(&key, *window, agg.result(acc))));
+                    }
+                }
+                list.retain(|(w, _, _)| w.max_timestamp().saturating_add(lateness) > wm);
+                if list.is_empty() {
+                    *sessions = None;
+                }
+            });
+            for (window, out) in results {
+                ctx.emit_at(EventTime(window.max_timestamp()), out);
+            }
+        });
     }
 
     fn idle(&mut self, idle: bool) {
         self.late.control(|o| o.idle(idle));
-        self.emit.out.idle(idle);
+        self.core.emit.out.idle(idle);
     }
 
     fn tick(&mut self, now: ProcTime) {
         self.late.control(|o| o.tick(now));
-        self.emit.out.tick(now);
+        self.core.tick(now, |_, _| {});
     }
 
     fn flush(&mut self) {
         self.late.control(|o| o.flush());
-        self.emit.send();
-        self.emit.out.flush();
+        self.core.emit.send();
+        self.core.emit.out.flush();
     }
 
     fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
         self.late.send();
-        super::snapshot(&self.late.cx, self, snapshot);
+        self.core.barrier(barrier.kind, snapshot);
         self.late.control(|o| o.barrier(barrier, snapshot));
-        self.emit.out.barrier(barrier, snapshot);
+        self.core.emit.out.barrier(barrier, snapshot);
     }
 
     fn finish(&mut self) {
         self.late.control(|o| o.finish());
-        self.emit.send();
-        self.emit.out.finish();
-    }
-}
-
-/// A key's sessions in snapshots: `(key, [(window, fired, accumulator)])`.
-type SessionEntry<K, Acc> = (K, Vec<(TimeWindow, bool, Acc)>);
-
-impl<K: Key, I, A: AggregateFunction<I>, O> Snapshotted for SessionWindowOp<K, I, A, O> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        let entries = self.sessions.iter().map(|(k, sessions)| {
-            let list: Vec<(TimeWindow, bool, &A::Acc)> = sessions
-                .iter()
-                .map(|s| (s.window, s.fired, &s.acc))
-                .collect();
-            (k, (k, list))
-        });
-        op.key_groups = encode_by_key_group(self.late.cx.assignment.max_parallelism(), entries)?;
-        Ok(())
+        self.core.emit.send();
+        self.core.emit.out.finish();
     }
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O> Restorable for SessionWindowOp<K, I, A, O> {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
-        let entries: Vec<SessionEntry<K, A::Acc>> = decode(bytes)?;
-        for (key, sessions) in entries {
-            for (window, fired, acc) in sessions {
-                // Timers are not stored: they follow from the sessions.
-                let max_ts = window.max_timestamp();
-                self.timers.register_event(&key, max_ts);
-                if self.lateness > 0 {
-                    self.timers
-                        .register_event(&key, max_ts.saturating_add(self.lateness));
-                }
-                self.sessions
-                    .entry(key.clone())
-                    .or_default()
-                    .push(SessionState { window, acc, fired });
-            }
-        }
-        Ok(())
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+        self.core.restore_key_group(kg, bytes)
+    }
+
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+        self.core.restore_native(native)
     }
 }
