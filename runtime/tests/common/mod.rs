@@ -1,6 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)] // each test file uses the part it needs
 
+pub mod run;
+
 use std::time::{Duration, Instant};
 
 /// Asserts that two sorted lists are equal, reporting sizes and the first difference
