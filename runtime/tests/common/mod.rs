@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses the part it needs
 
 pub mod run;
+pub mod s3;
 
 use std::time::{Duration, Instant};
 
