@@ -59,7 +59,8 @@ struct SnapshotArgs {
     /// Time between checkpoints (`500ms`, `10s`, `2m`); enables checkpointing.
     #[arg(long, value_parser = parse_duration)]
     checkpoint_interval: Option<Duration>,
-    /// Checkpoint storage (`file:///…` or a directory) [default: checkpoints/<job>].
+    /// Checkpoint storage (`file:///…`, `s3://bucket/prefix` or a directory)
+    /// [default: checkpoints/<job>].
     #[arg(long)]
     checkpoint_dir: Option<String>,
     /// Complete checkpoints kept.
@@ -69,13 +70,14 @@ struct SnapshotArgs {
     #[arg(long, default_value_t = 3)]
     tolerable_checkpoint_failures: u32,
     /// Starts from `latest` (the newest complete checkpoint in the checkpoint storage) or
-    /// from a checkpoint or savepoint directory.
+    /// from a checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
     #[arg(long)]
     restore: Option<String>,
     /// Restores even when state of the snapshot maps to no operator of the job (it is lost).
     #[arg(long)]
     allow_non_restored_state: bool,
-    /// Where Ctrl-C (or SIGTERM) writes the savepoint it stops with [default: savepoints/<job>].
+    /// Where Ctrl-C (or SIGTERM) writes the savepoint it stops with (`file:///…`,
+    /// `s3://bucket/prefix` or a directory) [default: savepoints/<job>].
     #[arg(long)]
     savepoint_dir: Option<String>,
     /// Where keyed state lives: `rocksdb` (state beyond memory, bounded memory use) or
@@ -103,7 +105,7 @@ enum SavepointCommand {
     /// Checks whether a job can restore a snapshot: lists the state that is missing, new or
     /// incompatible; exits non-zero when restoring would fail.
     Check {
-        /// A checkpoint or savepoint directory.
+        /// A checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
         snapshot: String,
         /// The job (as `sluice jobs` lists it).
         #[arg(long)]
@@ -115,7 +117,10 @@ enum SavepointCommand {
         allow_non_restored_state: bool,
     },
     /// Prints what a checkpoint or savepoint holds.
-    Inspect { snapshot: String },
+    Inspect {
+        /// A checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
+        snapshot: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -251,7 +256,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("'{text}': {e}"))
 }
 
-/// A `file://` URI for a storage given as a URI or a (relative) directory.
+/// The URI of a storage given as a URI (`file://`, `s3://`) or a (relative) directory.
 fn storage_uri(location: &str) -> Result<String, Error> {
     if location.contains("://") {
         return Ok(location.to_string());

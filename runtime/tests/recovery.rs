@@ -4,6 +4,9 @@
 
 mod common;
 
+use common::run::{
+    self, job_config, reference, sluice, sorted_output, write_manifest, CheckpointDir, KILL_EVENTS,
+};
 use common::{assert_same, wait_until};
 use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, Restore, RunOptions};
@@ -11,137 +14,25 @@ use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::{CheckpointStorage, SnapshotContent};
 use sluice_runtime::state::{KeyGroupAssignment, RocksConfig, StateBackend};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const EVENTS: u64 = 20_000_000;
-/// Runs with state in RocksDB (the default of `sluice run`) are slower in a test build:
-/// fewer events keep them short.
-const KILL_EVENTS: u64 = 4_000_000;
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn job_config(events: u64, output: &Path) -> serde_json::Value {
-    serde_json::json!({
-        "generator": { "events": events },
-        "output": output,
-    })
-}
 
 fn uri(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-fn sorted_output(dir: &Path) -> Vec<String> {
-    let mut lines = JsonLinesSink::committed_lines(dir).unwrap();
-    lines.sort();
-    lines
-}
-
-/// The output of an uninterrupted run, sorted.
-fn reference(job: &str, events: u64, dir: &Path) -> Vec<String> {
-    let out = dir.join(format!("reference-{job}"));
-    let graph = JobRegistry::bundled()
-        .build(job, 2, 128, &job_config(events, &out))
-        .unwrap();
-    start_embedded(graph, RunOptions::default())
-        .unwrap()
-        .wait()
-        .unwrap();
-    let lines = sorted_output(&out);
-    assert!(
-        !lines.is_empty(),
-        "{job}: the reference run produced nothing"
-    );
-    lines
-}
-
-fn write_manifest(dir: &Path, job: &str, events: u64, output: &Path) -> PathBuf {
-    let path = dir.join(format!("{job}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: {job}}}\n\
-             spec:\n  job:\n    name: {job}\n    config:\n      generator: {{events: {events}}}\n      \
-             output: {}\n  parallelism: 2\n",
-            output.display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// A small deterministic generator for kill times, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
-fn resume_command(manifest: &Path, checkpoints: &Path) -> Command {
-    let mut cmd = sluice();
-    cmd.arg("run")
-        .arg(manifest)
-        .args(["--checkpoint-interval", "100ms", "--restore", "latest"])
-        .args(["--state-backend", "rocksdb", "--state-dir"])
-        .arg(checkpoints.with_extension("rocksdb"))
-        .arg("--checkpoint-dir")
-        .arg(checkpoints)
-        .args(["--progress-interval", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Kills the job at random moments, resumes it each time from the latest checkpoint, lets
-/// the last attempt finish, and compares everything committed with the reference.
 fn kill_and_resume(job: &str, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let expected = reference(job, KILL_EVENTS, dir.path());
-    let out = dir.path().join("out");
     let checkpoints = dir.path().join("checkpoints");
-    let manifest = write_manifest(dir.path(), job, KILL_EVENTS, &out);
-    let mut rng = Lcg(seed);
-    let mut restored = 0;
-    for attempt in 0..5 {
-        let mut child = resume_command(&manifest, &checkpoints).spawn().unwrap();
-        // After the first attempt, let a checkpoint complete before the next kill so every
-        // round makes progress; the kill itself lands at a random moment after that.
-        if attempt > 0 {
-            let pointer = checkpoints.join("_latest");
-            let before = std::fs::read_to_string(&pointer).unwrap_or_default();
-            wait_until("a new checkpoint", Duration::from_secs(60), || {
-                std::fs::read_to_string(&pointer).unwrap_or_default() != before
-                    || child.try_wait().unwrap().is_some()
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
-        child.kill().unwrap();
-        let result = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        restored += stderr.matches("restoring from").count();
-    }
-    let last = resume_command(&manifest, &checkpoints).output().unwrap();
-    let stderr = String::from_utf8_lossy(&last.stderr);
-    assert!(last.status.success(), "{job}: {stderr}");
-    restored += stderr.matches("restoring from").count();
-    assert!(
-        restored >= 3,
-        "{job}: only {restored} runs restored from a checkpoint"
-    );
-    assert_same(
-        &sorted_output(&out),
-        &expected,
-        &format!("{job} after 5 kills"),
-    );
+    let pointer = checkpoints.join("_latest");
+    let target = CheckpointDir {
+        arg: checkpoints.display().to_string(),
+        env: Vec::new(),
+        pointer: Box::new(|| std::fs::read_to_string(&pointer).unwrap_or_default()),
+    };
+    run::kill_and_resume(job, seed, dir.path(), &target);
 }
 
 #[test]

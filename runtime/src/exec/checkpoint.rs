@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// Periodic checkpoints of a run.
 #[derive(Clone, Debug)]
 pub struct CheckpointConfig {
-    /// `file:///…` root of the job's checkpoints.
+    /// Root of the job's checkpoints: `file:///…` or `s3://bucket/prefix`.
     pub storage: String,
     /// Time between checkpoints; `None` takes checkpoints only at the end of input.
     pub interval: Option<Duration>,
@@ -146,7 +146,8 @@ pub struct CompletedSnapshot {
 
 /// A snapshot asked for by the job's owner.
 pub(crate) struct SavepointRequest {
-    /// `file:///…` root of the savepoint; `None` asks for a checkpoint now.
+    /// Root of the savepoint (`file:///…` or `s3://bucket/prefix`); `None` asks for a
+    /// checkpoint now.
     pub(crate) storage: Option<String>,
     /// Stop the job once the savepoint is complete.
     pub(crate) stop: bool,

@@ -97,8 +97,9 @@ impl RunningJob {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Takes a savepoint into storage `uri` (`file:///…`) and waits for it. With `stop`, the
-    /// job stops right after it, committing exactly the output the savepoint covers.
+    /// Takes a savepoint into storage `uri` (`file:///…` or `s3://bucket/prefix`) and waits
+    /// for it. With `stop`, the job stops right after it, committing exactly the output the
+    /// savepoint covers.
     pub fn savepoint(&self, uri: &str, stop: bool) -> Result<CompletedSnapshot, Error> {
         self.snapshot(Some(uri.to_string()), stop)
     }

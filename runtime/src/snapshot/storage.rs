@@ -1,9 +1,11 @@
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The manifest format this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -14,7 +16,7 @@ const LATEST: &str = "_latest";
 pub enum SnapshotError {
     #[error("checkpoint storage {uri}: {message}")]
     Uri { uri: String, message: String },
-    #[error("checkpoint storage: {path}: {source}")]
+    #[error("checkpoint storage {path}: {}", causes(source))]
     Store {
         path: String,
         #[source]
@@ -24,6 +26,21 @@ pub enum SnapshotError {
     Corrupt { path: String, message: String },
     #[error("no complete checkpoint in {uri}")]
     NoCheckpoint { uri: String },
+}
+
+/// An error with its causes: a store's own message often leaves out the one that says
+/// what went wrong (a refused connection, the server's reply).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A file of a checkpoint, as recorded in its manifest.
@@ -56,14 +73,63 @@ pub struct Restorable {
     pub skipped: Vec<String>,
 }
 
-/// Object storage holding a job's checkpoints. Calls block: they run on a private
-/// single-threaded runtime, so callers need none of their own.
+/// Object storage holding a job's checkpoints: a local directory (`file:///…`) or an S3
+/// bucket (`s3://bucket/prefix`). Calls block: they run on a private single-threaded
+/// runtime, so callers need none of their own.
 pub struct CheckpointStorage {
     uri: String,
     /// `chk` for checkpoints, `sp` for savepoints: the directory of snapshot 42 is `chk-0000000042`.
     prefix: &'static str,
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
+    /// Checkpoints whose objects this instance deleted. Some S3-compatible servers go on
+    /// listing an emptied prefix for minutes; these ids are not listed again.
+    deleted: Mutex<HashSet<u64>>,
+}
+
+const FILE: &str = "file://";
+const S3: &str = "s3://";
+
+/// An S3 store for `bucket/prefix` (the URI after `s3://`), configured from the environment.
+fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err("no bucket (s3://bucket/prefix)".into());
+    }
+    // S3's bucket naming rules, checked here so a typo is not reported as a network error.
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!(
+            "'{bucket}' is not a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-')"
+        ));
+    }
+    let prefix = Path::parse(prefix.trim_end_matches('/'))
+        .map_err(|e| format!("bad prefix '{prefix}': {e}"))?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // The AWS SDKs' setting for attempts per request (the first included).
+    if let Ok(attempts) = std::env::var("AWS_MAX_ATTEMPTS") {
+        let attempts: usize = attempts
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| format!("AWS_MAX_ATTEMPTS={attempts} is not a number from 1 up"))?;
+        builder = builder.with_retry(RetryConfig {
+            max_retries: attempts - 1,
+            ..RetryConfig::default()
+        });
+    }
+    let s3 = builder.build().map_err(|e| e.to_string())?;
+    Ok(if prefix.as_ref().is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    })
 }
 
 /// Where files shared by checkpoints live, under the storage root.
@@ -75,7 +141,10 @@ pub const CHECKPOINTS: &str = "chk";
 pub const SAVEPOINTS: &str = "sp";
 
 impl CheckpointStorage {
-    /// Opens `file:///absolute/path` (created if missing) holding checkpoints.
+    /// Opens `file:///absolute/path` (created if missing) or `s3://bucket/prefix` holding
+    /// checkpoints. S3 is configured from the standard environment: `AWS_ENDPOINT_URL`
+    /// (for S3-compatible servers), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ALLOW_HTTP`, and `AWS_MAX_ATTEMPTS` for the attempts per request.
     pub fn open(uri: &str) -> Result<Self, SnapshotError> {
         Self::open_with_prefix(uri, CHECKPOINTS)
     }
@@ -86,27 +155,38 @@ impl CheckpointStorage {
     }
 
     /// Opens the storage around one snapshot directory (`…/chk-0000000042` or
-    /// `…/sp-0000000007`, as a path or a `file://` URI) and returns it with the id.
+    /// `…/sp-0000000007`, as a path, a `file://` or an `s3://` URI) and returns it with the id.
     pub fn open_snapshot(location: &str) -> Result<(Self, u64), SnapshotError> {
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        let path =
-            std::path::absolute(path.trim_end_matches('/')).map_err(|e| SnapshotError::Uri {
-                uri: location.to_string(),
-                message: e.to_string(),
-            })?;
         let bad = || SnapshotError::Uri {
             uri: location.to_string(),
             message: "not a snapshot directory (chk-<id> or sp-<id>)".into(),
         };
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+        let (parent, name) = if let Some(rest) = location.strip_prefix(S3) {
+            // The parent keeps at least the bucket.
+            let (parent, name) = rest
+                .trim_end_matches('/')
+                .rsplit_once('/')
+                .ok_or_else(bad)?;
+            (format!("{S3}{parent}"), name.to_string())
+        } else {
+            let path = location.strip_prefix(FILE).unwrap_or(location);
+            let path = std::path::absolute(path.trim_end_matches('/')).map_err(|e| {
+                SnapshotError::Uri {
+                    uri: location.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+            let parent = path.parent().ok_or_else(bad)?;
+            (format!("{FILE}{}", parent.display()), name.to_string())
+        };
         let (prefix, id) = name.split_once('-').ok_or_else(bad)?;
         let prefix = [CHECKPOINTS, SAVEPOINTS]
             .into_iter()
             .find(|p| *p == prefix)
             .ok_or_else(bad)?;
         let id = id.parse().map_err(|_| bad())?;
-        let parent = path.parent().ok_or_else(bad)?;
-        let storage = Self::open_with_prefix(&format!("file://{}", parent.display()), prefix)?;
+        let storage = Self::open_with_prefix(&parent, prefix)?;
         Ok((storage, id))
     }
 
@@ -128,32 +208,49 @@ impl CheckpointStorage {
             uri: uri.to_string(),
             message: message.to_string(),
         };
-        let root = uri
-            .strip_prefix("file://")
-            .ok_or_else(|| bad("only file:// URIs are supported by this build"))?;
-        if !root.starts_with('/') {
-            return Err(bad("the path must be absolute (file:///…)"));
-        }
-        std::fs::create_dir_all(root).map_err(|e| bad(&e.to_string()))?;
-        // Deleting the last file of a checkpoint removes its directory too.
-        let store = LocalFileSystem::new_with_prefix(root)
-            .map_err(|e| bad(&e.to_string()))?
-            .with_automatic_cleanup(true);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| bad(&e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = if let Some(root) = uri.strip_prefix(FILE) {
+            if !root.starts_with('/') {
+                return Err(bad("the path must be absolute (file:///…)"));
+            }
+            std::fs::create_dir_all(root).map_err(|e| bad(&e.to_string()))?;
+            // Deleting the last file of a checkpoint removes its directory too.
+            let store = LocalFileSystem::new_with_prefix(root)
+                .map_err(|e| bad(&e.to_string()))?
+                .with_automatic_cleanup(true);
+            Arc::new(store)
+        } else if let Some(rest) = uri.strip_prefix(S3) {
+            let store = s3_store(rest).map_err(|m| bad(&m))?;
+            // Fails here, naming the storage, rather than at the first checkpoint when the
+            // endpoint is unreachable, the bucket missing or the credentials refused.
+            runtime
+                .block_on(store.list_with_delimiter(None))
+                .map_err(|e| bad(&format!("cannot list it: {}", causes(&e))))?;
+            store
+        } else {
+            return Err(bad(
+                "unsupported storage (file:///absolute/path or s3://bucket/prefix)",
+            ));
+        };
         Ok(CheckpointStorage {
             uri: uri.to_string(),
             prefix,
-            store: Arc::new(store),
+            store,
             runtime,
+            deleted: Mutex::default(),
         })
     }
 
-    fn store_error(path: &Path) -> impl FnOnce(object_store::Error) -> SnapshotError + '_ {
+    /// An error of the store, naming the object (or listed prefix) by its full URI.
+    fn store_error<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> impl FnOnce(object_store::Error) -> SnapshotError + 'a {
         move |source| SnapshotError::Store {
-            path: path.to_string(),
+            path: format!("{}/{path}", self.uri.trim_end_matches('/')),
             source,
         }
     }
@@ -162,14 +259,14 @@ impl CheckpointStorage {
         self.runtime
             .block_on(self.store.put(path, PutPayload::from(bytes)))
             .map(|_| ())
-            .map_err(Self::store_error(path))
+            .map_err(self.store_error(path))
     }
 
     fn get(&self, path: &Path) -> Result<Vec<u8>, SnapshotError> {
         self.runtime
             .block_on(async { self.store.get(path).await?.bytes().await })
             .map(|b| b.to_vec())
-            .map_err(Self::store_error(path))
+            .map_err(self.store_error(path))
     }
 
     /// Writes one state file of checkpoint `id` and returns its manifest entry.
@@ -255,14 +352,19 @@ impl CheckpointStorage {
         Ok(self.checkpoint_ids()?.first().map_or(1, |id| id + 1))
     }
 
-    /// Checkpoint ids with a directory in storage, newest first.
+    fn deleted(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        // A set of ids stays consistent whatever panicked while holding it.
+        self.deleted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checkpoint ids with a directory in storage (a prefix, in S3), newest first.
     fn checkpoint_ids(&self) -> Result<Vec<u64>, SnapshotError> {
         let root = Path::from("");
         let listing = self
             .runtime
             .block_on(self.store.list_with_delimiter(None))
-            .map_err(Self::store_error(&root))?;
-        let mut ids: Vec<u64> = listing
+            .map_err(self.store_error(&root))?;
+        let listed: HashSet<u64> = listing
             .common_prefixes
             .iter()
             .filter_map(|p| {
@@ -273,6 +375,10 @@ impl CheckpointStorage {
                     .ok()
             })
             .collect();
+        let mut deleted = self.deleted();
+        // What is no longer listed need not be remembered.
+        deleted.retain(|id| listed.contains(id));
+        let mut ids: Vec<u64> = listed.difference(&deleted).copied().collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)
     }
@@ -309,7 +415,7 @@ impl CheckpointStorage {
             let meta = self
                 .runtime
                 .block_on(self.store.head(&path))
-                .map_err(Self::store_error(&path))?;
+                .map_err(self.store_error(&path))?;
             if meta.size != entry.size {
                 return Err(SnapshotError::Corrupt {
                     path: format!("{}/{path}", self.uri),
@@ -367,10 +473,12 @@ impl CheckpointStorage {
             let listing = self
                 .runtime
                 .block_on(self.store.list_with_delimiter(Some(&dir)))
-                .map_err(Self::store_error(&dir))?;
+                .map_err(self.store_error(&dir))?;
             for object in listing.objects {
                 self.delete(&object.location)?;
             }
+            // In S3 the checkpoint is gone with its objects: there are no directories.
+            self.deleted().insert(id);
         }
         // Reference counts of shared files: the retained manifests that list them.
         let mut referenced = HashSet::new();
@@ -388,12 +496,12 @@ impl CheckpointStorage {
         let databases = self
             .runtime
             .block_on(self.store.list_with_delimiter(Some(&shared)))
-            .map_err(Self::store_error(&shared))?;
+            .map_err(self.store_error(&shared))?;
         for database in databases.common_prefixes {
             let files = self
                 .runtime
                 .block_on(self.store.list_with_delimiter(Some(&database)))
-                .map_err(Self::store_error(&database))?;
+                .map_err(self.store_error(&database))?;
             for object in files.objects {
                 let name = object.location.as_ref();
                 if !referenced.contains(name) && !protect.contains(name) {
@@ -408,7 +516,7 @@ impl CheckpointStorage {
     fn delete(&self, path: &Path) -> Result<(), SnapshotError> {
         self.runtime
             .block_on(self.store.delete(path))
-            .map_err(Self::store_error(path))
+            .map_err(self.store_error(path))
     }
 }
 
@@ -502,6 +610,29 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "checkpoint storage file://relative/dir: the path must be absolute (file:///…)"
+        );
+        let err = |uri: &str| CheckpointStorage::open(uri).err().unwrap().to_string();
+        assert_eq!(
+            err("s3:///prefix"),
+            "checkpoint storage s3:///prefix: no bucket (s3://bucket/prefix)"
+        );
+        assert!(
+            err("s3://Upper_Case/x").ends_with("'Upper_Case' is not a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-')"),
+            "{}",
+            err("s3://Upper_Case/x")
+        );
+        assert!(err("s3://bucket/a//b").contains("bad prefix 'a//b'"));
+        assert_eq!(
+            err("relative/dir"),
+            "checkpoint storage relative/dir: unsupported storage (file:///absolute/path or \
+             s3://bucket/prefix)"
+        );
+        assert_eq!(
+            CheckpointStorage::open_snapshot("s3://chk-0000000001")
+                .err()
+                .unwrap()
+                .to_string(),
+            "checkpoint storage s3://chk-0000000001: not a snapshot directory (chk-<id> or sp-<id>)"
         );
         let dir = tempfile::tempdir().unwrap();
         let err = storage(&dir).latest_restorable().unwrap_err().to_string();

@@ -1,6 +1,9 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)] // each test file uses the part it needs
 
+pub mod run;
+pub mod s3;
+
 use std::time::{Duration, Instant};
 
 /// Asserts that two sorted lists are equal, reporting sizes and the first difference

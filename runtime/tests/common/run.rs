@@ -1,0 +1,146 @@
+//! Running bundled jobs as a user does, through the `sluice` binary, and checking their
+//! committed output against an uninterrupted run.
+
+use super::{assert_same, wait_until};
+use sluice_runtime::connectors::JsonLinesSink;
+use sluice_runtime::exec::{start_embedded, RunOptions};
+use sluice_runtime::jobs::JobRegistry;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Runs with state in RocksDB (the default of `sluice run`) are slower in a test build:
+/// fewer events keep them short.
+pub const KILL_EVENTS: u64 = 4_000_000;
+
+pub fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+pub fn job_config(events: u64, output: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "generator": { "events": events },
+        "output": output,
+    })
+}
+
+pub fn sorted_output(dir: &Path) -> Vec<String> {
+    let mut lines = JsonLinesSink::committed_lines(dir).unwrap();
+    lines.sort();
+    lines
+}
+
+/// The output of an uninterrupted run, sorted.
+pub fn reference(job: &str, events: u64, dir: &Path) -> Vec<String> {
+    let out = dir.join(format!("reference-{job}"));
+    let graph = JobRegistry::bundled()
+        .build(job, 2, 128, &job_config(events, &out))
+        .unwrap();
+    start_embedded(graph, RunOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let lines = sorted_output(&out);
+    assert!(
+        !lines.is_empty(),
+        "{job}: the reference run produced nothing"
+    );
+    lines
+}
+
+pub fn write_manifest(dir: &Path, job: &str, events: u64, output: &Path) -> PathBuf {
+    let path = dir.join(format!("{job}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: {job}}}\n\
+             spec:\n  job:\n    name: {job}\n    config:\n      generator: {{events: {events}}}\n      \
+             output: {}\n  parallelism: 2\n",
+            output.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A small deterministic generator for kill times, so a failure can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Where a killed job keeps its checkpoints.
+pub struct CheckpointDir<'a> {
+    /// `--checkpoint-dir` of `sluice run`: a directory or a URI.
+    pub arg: String,
+    /// Environment the runs need to reach it.
+    pub env: Vec<(String, String)>,
+    /// Reads the `_latest` pointer (empty while there is none).
+    pub pointer: Box<dyn Fn() -> String + 'a>,
+}
+
+fn resume_command(manifest: &Path, checkpoints: &CheckpointDir, state: &Path) -> Command {
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--checkpoint-interval", "100ms", "--restore", "latest"])
+        .args(["--state-backend", "rocksdb", "--state-dir"])
+        .arg(state)
+        .args(["--checkpoint-dir", &checkpoints.arg])
+        .args(["--progress-interval", "0"])
+        .envs(checkpoints.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Kills the job at random moments, resumes it each time from the latest checkpoint, lets
+/// the last attempt finish, and compares everything committed with the reference.
+pub fn kill_and_resume(job: &str, seed: u64, dir: &Path, checkpoints: &CheckpointDir) {
+    let expected = reference(job, KILL_EVENTS, dir);
+    let out = dir.join("out");
+    let state = dir.join("rocksdb");
+    let manifest = write_manifest(dir, job, KILL_EVENTS, &out);
+    let mut rng = Lcg(seed);
+    let mut restored = 0;
+    for attempt in 0..5 {
+        let mut child = resume_command(&manifest, checkpoints, &state)
+            .spawn()
+            .unwrap();
+        // After the first attempt, let a checkpoint complete before the next kill so every
+        // round makes progress; the kill itself lands at a random moment after that.
+        if attempt > 0 {
+            let before = (checkpoints.pointer)();
+            wait_until("a new checkpoint", Duration::from_secs(60), || {
+                (checkpoints.pointer)() != before || child.try_wait().unwrap().is_some()
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        child.kill().unwrap();
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        restored += stderr.matches("restoring from").count();
+    }
+    let last = resume_command(&manifest, checkpoints, &state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(last.status.success(), "{job}: {stderr}");
+    restored += stderr.matches("restoring from").count();
+    assert!(
+        restored >= 3,
+        "{job}: only {restored} runs restored from a checkpoint"
+    );
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        &format!("{job} after 5 kills"),
+    );
+}
