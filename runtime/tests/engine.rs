@@ -397,7 +397,11 @@ fn interval_and_window_joins_equal_nested_loop_joins() {
             }
         }
     }
-    for parallelism in [1, 3] {
+    let runs = backends()
+        .into_iter()
+        .zip([1, 3])
+        .chain(backends().into_iter().zip([3, 1]));
+    for ((backend, options, _dir), parallelism) in runs {
         let job = JobBuilder::new("joins", parallelism, 128);
         let o = job
             .source(
@@ -425,7 +429,7 @@ fn interval_and_window_joins_equal_nested_loop_joins() {
         o.window_join(&p, TumblingEventTime::of(Duration::from_secs(1)))
             .apply("window", |a, b| (a.0, a.1, b.1))
             .sink("window-out", wsink);
-        let summary = run(job.build().unwrap());
+        let summary = run_with(job.build().unwrap(), options);
         let sorted = |v: &sluice_runtime::connectors::Collected<(u64, i64, i64)>| {
             let mut v: Vec<_> = v.lock().unwrap().iter().map(|r| r.value).collect();
             v.sort();
@@ -437,12 +441,12 @@ fn interval_and_window_joins_equal_nested_loop_joins() {
         assert_same(
             &sorted(&iout),
             &expected_interval,
-            &format!("interval join, parallelism {parallelism}"),
+            &format!("interval join, {backend}, parallelism {parallelism}"),
         );
         assert_same(
             &sorted(&wout),
             &expected_window,
-            &format!("window join, parallelism {parallelism}"),
+            &format!("window join, {backend}, parallelism {parallelism}"),
         );
     }
 }
@@ -482,7 +486,11 @@ fn session_windows_merge_per_key_like_a_batch_sessionization() {
         expected.push((key, start, end, n));
     }
     expected.sort();
-    for parallelism in [1, 2] {
+    let runs = backends()
+        .into_iter()
+        .zip([1, 2])
+        .chain(backends().into_iter().zip([2, 1]));
+    for ((backend, options, _dir), parallelism) in runs {
         let job = JobBuilder::new("sessions", parallelism, 128);
         let (sink, out) = CollectSink::new();
         job.source(
@@ -494,10 +502,14 @@ fn session_windows_merge_per_key_like_a_batch_sessionization() {
         .window(Session::with_gap(Duration::from_millis(gap as u64)))
         .aggregate("sessions", Count, |k, w, n| (*k, w.start, w.end, n))
         .sink("out", sink);
-        run(job.build().unwrap());
+        run_with(job.build().unwrap(), options);
         let mut got: Vec<_> = out.lock().unwrap().iter().map(|r| r.value).collect();
         got.sort();
-        assert_same(&got, &expected, &format!("parallelism {parallelism}"));
+        assert_same(
+            &got,
+            &expected,
+            &format!("{backend}, parallelism {parallelism}"),
+        );
     }
 }
 

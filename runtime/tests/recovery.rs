@@ -51,6 +51,11 @@ fn a_window_join_killed_repeatedly_commits_its_output_exactly_once() {
 }
 
 #[test]
+fn a_session_window_job_killed_repeatedly_commits_its_output_exactly_once() {
+    kill_and_resume("nexmark-q11", 31);
+}
+
+#[test]
 fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
     let job = "nexmark-q5";
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use crate::graph::{
     NodeDef, NodeKind, Outputs, Partition, PortType,
 };
 use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, SinkOp, SplitOp};
-use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp};
+use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp, INTERVAL_LEFT, INTERVAL_RIGHT};
 use crate::operators::keyed::{KeyFn, KeyedCoProcessOp, KeyedCore, KeyedProcessOp};
 use crate::operators::restore;
 use crate::operators::window::{
@@ -1005,23 +1005,19 @@ impl<K: Key, A: Data + StateValue, B: Data + StateValue> IntervalJoinBuilder<K, 
             self.right.partition(),
             name,
             move |cx, mut outs| {
-                let mut op = IntervalJoinOp {
-                    left_key: lk.clone(),
-                    right_key: rk.clone(),
-                    before,
-                    after,
-                    f: f.clone(),
-                    left: Default::default(),
-                    right: Default::default(),
-                    watermark: i64::MIN,
-                    emit: Emitter::new(outs.take(0), cx.batch_size),
-                    cx: cx.clone(),
-                };
+                let mut op = IntervalJoinOp::new(
+                    lk.clone(),
+                    rk.clone(),
+                    (before, after),
+                    f.clone(),
+                    Emitter::new(outs.take(0), cx.batch_size),
+                    cx,
+                )?;
                 restore(cx, &mut op)?;
                 let op: Box<dyn TwoInputOperator<A, B>> = Box::new(op);
                 Ok(op)
             },
         )
-        .with_states(fixed_states(&[("interval-join-buffers", 1)]))
+        .with_states(fixed_states(&[(INTERVAL_LEFT, 1), (INTERVAL_RIGHT, 1)]))
     }
 }

@@ -1,16 +1,13 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
-use super::keyed::KeyFn;
+use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
-use super::{Emitter, Restorable, Snapshotted};
+use super::{Emitter, Restorable};
 use crate::api::{Key, Record, TimeWindow, WindowAssigner};
 use crate::exec::{basic_control, BuildCx, TwoInputOperator};
-use crate::snapshot::{
-    decode, encode_by_key_group, Barrier, OperatorSnapshot, RestoredNative, TaskSnapshot,
-};
-use crate::state::StateValue;
+use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
+use crate::state::{StateDescriptor, StateValue, ValueState};
 use crate::time::{EventTime, ProcTime};
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 pub(crate) type JoinFn<A, B, O> = Arc<dyn Fn(&A, &B) -> O + Send + Sync>;
@@ -161,76 +158,73 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
     basic_control!();
 }
 
+/// One side's buffered records of a key: `(timestamp, record)`.
+type Buffer<T> = Vec<(i64, T)>;
+
+/// The keyed states of an interval join: each side's buffer per key.
+pub(crate) const INTERVAL_LEFT: &str = "interval-join-left";
+pub(crate) const INTERVAL_RIGHT: &str = "interval-join-right";
+
 /// Pairs a left record at `ta` with every right record of the same key at `tb` where
-/// `ta - before <= tb <= ta + after`, as soon as both have arrived. Buffers are trimmed by
-/// the watermark; records older than the watermark are counted as late.
+/// `ta - before <= tb <= ta + after`, as soon as both have arrived. Each side's records
+/// are keyed state (so they live on the run's backend); a timer per record removes it once
+/// the watermark shows no record it could match can still arrive. Records older than the
+/// watermark are counted as late.
 pub(crate) struct IntervalJoinOp<K, A, B, O> {
-    pub(crate) left_key: KeyFn<A, K>,
-    pub(crate) right_key: KeyFn<B, K>,
-    pub(crate) before: i64,
-    pub(crate) after: i64,
-    pub(crate) f: JoinFn<A, B, O>,
-    pub(crate) left: FxHashMap<K, Vec<Record<A>>>,
-    pub(crate) right: FxHashMap<K, Vec<Record<B>>>,
-    pub(crate) watermark: i64,
-    pub(crate) emit: Emitter<O>,
-    pub(crate) cx: BuildCx,
+    left_key: KeyFn<A, K>,
+    right_key: KeyFn<B, K>,
+    before: i64,
+    after: i64,
+    f: JoinFn<A, B, O>,
+    left: ValueState<Buffer<A>>,
+    right: ValueState<Buffer<B>>,
+    core: KeyedCore<K, O>,
 }
 
-/// A key's buffered records, in snapshots: `(key, [(ts, left)], [(ts, right)])`.
-type IntervalEntry<K, A, B> = (K, Vec<(i64, A)>, Vec<(i64, B)>);
+impl<K: Key, A: StateValue, B: StateValue, O> IntervalJoinOp<K, A, B, O> {
+    pub(crate) fn new(
+        left_key: KeyFn<A, K>,
+        right_key: KeyFn<B, K>,
+        (before, after): (i64, i64),
+        f: JoinFn<A, B, O>,
+        emit: Emitter<O>,
+        cx: &BuildCx,
+    ) -> Result<Self, crate::Error> {
+        let mut states = cx.keyed_state()?;
+        let left = states
+            .register_value::<K, Buffer<A>>(StateDescriptor::new(INTERVAL_LEFT))
+            .map_err(|e| cx.state_error(e))?;
+        let right = states
+            .register_value::<K, Buffer<B>>(StateDescriptor::new(INTERVAL_RIGHT))
+            .map_err(|e| cx.state_error(e))?;
+        Ok(IntervalJoinOp {
+            left_key,
+            right_key,
+            before,
+            after,
+            f,
+            left,
+            right,
+            core: KeyedCore::new(states, cx, emit),
+        })
+    }
 
-impl<K: Key, A: StateValue, B: StateValue, O> Snapshotted for IntervalJoinOp<K, A, B, O> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
-        let empty_a = Vec::new();
-        let empty_b = Vec::new();
-        let keys = self
-            .left
-            .keys()
-            .chain(self.right.keys().filter(|k| !self.left.contains_key(*k)));
-        let entries = keys.map(|k| {
-            let l: Vec<(i64, &A)> = self
-                .left
-                .get(k)
-                .unwrap_or(&empty_a)
-                .iter()
-                .map(|r| (r.ts.0, &r.value))
-                .collect();
-            let r: Vec<(i64, &B)> = self
-                .right
-                .get(k)
-                .unwrap_or(&empty_b)
-                .iter()
-                .map(|r| (r.ts.0, &r.value))
-                .collect();
-            (k, (k, l, r))
-        });
-        op.key_groups = encode_by_key_group(self.cx.assignment.max_parallelism(), entries)?;
-        Ok(())
+    fn late(&self, ts: i64) -> bool {
+        if ts < self.core.watermark.0 {
+            self.core.cx.metrics.add_late_records(1);
+            return true;
+        }
+        false
     }
 }
 
 impl<K: Key, A: StateValue, B: StateValue, O> Restorable for IntervalJoinOp<K, A, B, O> {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
-        let entries: Vec<IntervalEntry<K, A, B>> = decode(bytes)?;
-        for (key, left, right) in entries {
-            if !left.is_empty() {
-                let l = self.left.entry(key.clone()).or_default();
-                l.extend(
-                    left.into_iter()
-                        .map(|(ts, v)| Record::new(EventTime(ts), v)),
-                );
-            }
-            if !right.is_empty() {
-                let r = self.right.entry(key).or_default();
-                r.extend(
-                    right
-                        .into_iter()
-                        .map(|(ts, v)| Record::new(EventTime(ts), v)),
-                );
-            }
-        }
-        Ok(())
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+        self.core.restore_key_group(kg, bytes)
+    }
+
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+        self.core.restore_native(native)
     }
 }
 
@@ -238,77 +232,106 @@ impl<K: Key, A: StateValue, B: StateValue, O> TwoInputOperator<A, B>
     for IntervalJoinOp<K, A, B, O>
 {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
-            if r.ts.0 < self.watermark {
-                self.cx.metrics.add_late_records(1);
+            if self.late(r.ts.0) {
                 continue;
             }
             let key = (self.left_key)(&r.value);
+            let ta = r.ts.0;
             let (lo, hi) = (
-                r.ts.0.saturating_sub(self.before),
-                r.ts.0.saturating_add(self.after),
+                ta.saturating_sub(self.before),
+                ta.saturating_add(self.after),
             );
-            if let Some(rights) = self.right.get(&key) {
-                for b in rights.iter().filter(|b| lo <= b.ts.0 && b.ts.0 <= hi) {
-                    let ts = EventTime(r.ts.0.max(b.ts.0));
-                    self.emit
-                        .buf
-                        .push(Record::new(ts, (self.f)(&r.value, &b.value)));
-                    self.emit.maybe_send();
+            let (f, right, left, after) = (&self.f, self.right, self.left, self.after);
+            let mut ctx = self.core.context(&key, r.ts);
+            if let Some(rights) = ctx.value(right).get() {
+                for (tb, b) in rights.iter().filter(|(tb, _)| lo <= *tb && *tb <= hi) {
+                    ctx.emit_at(EventTime(ta.max(*tb)), f(&r.value, b));
                 }
             }
-            self.left.entry(key).or_default().push(r);
+            ctx.value(left)
+                .update(|l| l.get_or_insert_with(Vec::new).push((ta, r.value)));
+            // Removed once the watermark passes ta + after: no right record can match then.
+            ctx.register_event_timer(EventTime(ta.saturating_add(after).saturating_add(1)));
+            self.core.emit.maybe_send();
         }
-        self.emit.send();
+        self.core.emit.send();
+        self.core.check_state();
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
+        self.core.refresh_now();
         for r in batch.drain(..) {
-            if r.ts.0 < self.watermark {
-                self.cx.metrics.add_late_records(1);
+            if self.late(r.ts.0) {
                 continue;
             }
             let key = (self.right_key)(&r.value);
-            if let Some(lefts) = self.left.get(&key) {
-                for a in lefts.iter().filter(|a| {
-                    a.ts.0.saturating_sub(self.before) <= r.ts.0
-                        && r.ts.0 <= a.ts.0.saturating_add(self.after)
+            let tb = r.ts.0;
+            let (f, right, left) = (&self.f, self.right, self.left);
+            let (before, after) = (self.before, self.after);
+            let mut ctx = self.core.context(&key, r.ts);
+            if let Some(lefts) = ctx.value(left).get() {
+                for (ta, a) in lefts.iter().filter(|(ta, _)| {
+                    ta.saturating_sub(before) <= tb && tb <= ta.saturating_add(after)
                 }) {
-                    let ts = EventTime(r.ts.0.max(a.ts.0));
-                    self.emit
-                        .buf
-                        .push(Record::new(ts, (self.f)(&a.value, &r.value)));
-                    self.emit.maybe_send();
+                    ctx.emit_at(EventTime(tb.max(*ta)), f(a, &r.value));
                 }
             }
-            self.right.entry(key).or_default().push(r);
+            ctx.value(right)
+                .update(|v| v.get_or_insert_with(Vec::new).push((tb, r.value)));
+            ctx.register_event_timer(EventTime(tb.saturating_add(before).saturating_add(1)));
+            self.core.emit.maybe_send();
         }
-        self.emit.send();
+        self.core.emit.send();
+        self.core.check_state();
     }
 
     fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        let wm = watermark.0;
-        // Records still to come have timestamps >= wm. A left record at `ta` can match them
-        // while `ta + after >= wm`; a right record at `tb` while `tb + before >= wm`.
+        let (left, right) = (self.left, self.right);
         let (before, after) = (self.before, self.after);
-        self.left.retain(|_, v| {
-            v.retain(|a| a.ts.0.saturating_add(after) >= wm);
-            !v.is_empty()
+        self.core.watermark(watermark, |_, ctx| {
+            // Records still to come have timestamps >= wm. A left record at `ta` can match
+            // them while `ta + after >= wm`; a right record at `tb` while `tb + before >= wm`.
+            let wm = ctx.watermark().0;
+            ctx.value(left)
+                .update(|l| trim(l, |ta| ta.saturating_add(after) >= wm));
+            ctx.value(right)
+                .update(|r| trim(r, |tb| tb.saturating_add(before) >= wm));
         });
-        self.right.retain(|_, v| {
-            v.retain(|b| b.ts.0.saturating_add(before) >= wm);
-            !v.is_empty()
-        });
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+    }
+
+    fn idle(&mut self, idle: bool) {
+        self.core.emit.send();
+        self.core.emit.out.idle(idle);
+    }
+
+    fn tick(&mut self, now: ProcTime) {
+        self.core.tick(now, |_, _| {});
+    }
+
+    fn flush(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.flush();
     }
 
     fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
-        self.emit.out.barrier(barrier, snapshot);
+        self.core.barrier(barrier.kind, snapshot);
+        self.core.emit.out.barrier(barrier, snapshot);
     }
 
-    basic_control!();
+    fn finish(&mut self) {
+        self.core.emit.send();
+        self.core.emit.out.finish();
+    }
+}
+
+/// Keeps the records whose timestamp passes `keep`; an empty buffer is removed.
+fn trim<T>(buffer: &mut Option<Buffer<T>>, keep: impl Fn(i64) -> bool) {
+    if let Some(records) = buffer {
+        records.retain(|(t, _)| keep(*t));
+        if records.is_empty() {
+            *buffer = None;
+        }
+    }
 }

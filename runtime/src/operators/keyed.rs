@@ -27,7 +27,7 @@ pub(crate) struct KeyedCore<K, O> {
     pub(crate) now: ProcTime,
     pub(crate) next_sweep: i64,
     pub(crate) emit: Emitter<O>,
-    cx: BuildCx,
+    pub(crate) cx: BuildCx,
 }
 
 /// A key group of a keyed process operator in snapshots: its states in the canonical
