@@ -221,7 +221,12 @@ fn load_restore(
             (storage, manifest)
         }
     };
-    let restored = RestoredState::load(&storage, &manifest)?;
+    // Downloaded databases go beside the local state, so removing that removes them too.
+    let scratch = match &options.state_backend {
+        crate::state::StateBackend::RocksDb(config) => config.dir.clone(),
+        crate::state::StateBackend::Heap => std::env::temp_dir().join("sluice-state"),
+    };
+    let restored = RestoredState::load(&storage, &manifest, &scratch)?;
     let compat = Compatibility::check(
         &restored.content,
         graph.max_parallelism,

@@ -246,7 +246,13 @@ fn download(
 
 impl RestoredState {
     /// Reads every file of snapshot `manifest` (each is checked against its checksum).
-    pub fn load(storage: &CheckpointStorage, manifest: &Manifest) -> Result<Self, SnapshotError> {
+    /// RocksDB databases are downloaded into a new directory under `scratch`, removed when
+    /// the restored state is dropped.
+    pub fn load(
+        storage: &CheckpointStorage,
+        manifest: &Manifest,
+        scratch: &std::path::Path,
+    ) -> Result<Self, SnapshotError> {
         let content = SnapshotContent::from_manifest(manifest)?;
         let mut files: HashMap<String, Vec<u8>> = HashMap::new();
         for entry in &manifest.files {
@@ -277,7 +283,7 @@ impl RestoredState {
                 let nanos = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
-                std::env::temp_dir().join(format!("sluice-restore-{}-{nanos}", std::process::id()))
+                scratch.join(format!("restore-{}-{nanos}", std::process::id()))
             });
         for op in &content.operators {
             let mut restored = RestoredOperator::default();

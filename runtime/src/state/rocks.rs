@@ -84,9 +84,6 @@ fn shared_memory(budget: usize) -> &'static (Cache, WriteBufferManager) {
 
 pub(crate) const VALUE_HEADER: usize = 8;
 
-/// The size of one write buffer (memtable) of a database.
-const WRITE_BUFFER_BYTES: usize = 4 << 20;
-
 fn expires_at(value: &[u8]) -> i64 {
     value
         .get(..VALUE_HEADER)
@@ -124,10 +121,6 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_write_buffer_manager(buffers);
-        // A snapshot's synchronous part flushes the active write buffer, so its size bounds
-        // the pause: small buffers (more of them, so writes do not stall on one flush).
-        opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
-        opts.set_max_write_buffer_number(6);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
         table.set_cache_index_and_filter_blocks(true);
