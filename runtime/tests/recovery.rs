@@ -5,7 +5,8 @@
 mod common;
 
 use common::run::{
-    self, job_config, reference, sluice, sorted_output, write_manifest, CheckpointDir, KILL_EVENTS,
+    self, job_config, reference, resume, sluice, sorted_output, stop_with_sigterm, write_manifest,
+    CheckpointDir, KILL_EVENTS,
 };
 use common::{assert_same, wait_until};
 use sluice_runtime::connectors::JsonLinesSink;
@@ -14,7 +15,6 @@ use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::{CheckpointStorage, SnapshotContent};
 use sluice_runtime::state::{KeyGroupAssignment, RocksConfig, StateBackend};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 const EVENTS: u64 = 20_000_000;
@@ -63,51 +63,12 @@ fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
     let out = dir.path().join("out");
     let manifest = write_manifest(dir.path(), job, KILL_EVENTS, &out);
     let savepoints = dir.path().join("savepoints");
-    let child = sluice()
-        .arg("run")
-        .arg(&manifest)
-        .arg("--savepoint-dir")
-        .arg(&savepoints)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--progress-interval", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stop once the job is under way: its RocksDB state directory exists as soon as the
-    // operators are built.
-    wait_until("the job to start", Duration::from_secs(60), || {
-        dir.path().join("state").exists()
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let stopped = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(stopped.status.success(), "{stderr}");
-    let location = stderr
-        .lines()
-        .find_map(|l| l.split("resume with --restore ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
-        .to_string();
+    let location = stop_with_sigterm(&manifest, &savepoints.to_string_lossy(), dir.path(), &[]);
     assert!(location.contains("/sp-"), "{location}");
     let committed = JsonLinesSink::committed_lines(&out).unwrap().len();
     assert!(committed < expected.len(), "stopped after all output");
 
-    let resumed = sluice()
-        .arg("run")
-        .arg(&manifest)
-        .args(["--restore", &location, "--parallelism", "3"])
-        .arg("--state-dir")
-        .arg(dir.path().join("state-2"))
-        .args(["--progress-interval", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    resume(&manifest, &location, 3, dir.path(), &[]);
     assert_same(
         &sorted_output(&out),
         &expected,

@@ -5,20 +5,16 @@
 
 mod common;
 
+use common::assert_same;
 use common::run::{
-    self, reference, sluice, sorted_output, write_manifest, CheckpointDir, KILL_EVENTS,
+    self, printed, reference, resume, sluice, sorted_output, stop_with_sigterm, write_manifest,
+    CheckpointDir, KILL_EVENTS,
 };
 use common::s3::{closed_port, Bucket, S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
-use common::{assert_same, wait_until};
 use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::snapshot::Manifest;
 use std::collections::BTreeSet;
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn printed(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-}
 
 #[test]
 fn a_job_checkpointing_to_s3_killed_repeatedly_commits_its_output_exactly_once() {
@@ -51,33 +47,7 @@ fn sigterm_stops_with_a_savepoint_in_s3_that_restores_at_another_parallelism() {
     let out = dir.path().join("out");
     let manifest = write_manifest(dir.path(), job, KILL_EVENTS, &out);
     let savepoints = format!("s3://{BUCKET}/savepoints/q5");
-    let child = sluice()
-        .arg("run")
-        .arg(&manifest)
-        .args(["--savepoint-dir", &savepoints])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--progress-interval", "0"])
-        .envs(server.env())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stop once the job is under way: its RocksDB state directory exists as soon as the
-    // operators are built.
-    wait_until("the job to start", Duration::from_secs(60), || {
-        dir.path().join("state").exists()
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let stopped = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(stopped.status.success(), "{stderr}");
-    let location = stderr
-        .lines()
-        .find_map(|l| l.split("resume with --restore ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
-        .to_string();
+    let location = stop_with_sigterm(&manifest, &savepoints, dir.path(), &server.env());
     assert!(
         location.starts_with(&format!("{savepoints}/sp-")),
         "{location}"
@@ -105,21 +75,10 @@ fn sigterm_stops_with_a_savepoint_in_s3_that_restores_at_another_parallelism() {
         .unwrap();
     assert!(check.status.success(), "{}", printed(&check));
 
-    let resumed = sluice()
-        .arg("run")
-        .arg(&manifest)
-        .args(["--restore", &location, "--parallelism", "3"])
-        .arg("--state-dir")
-        .arg(dir.path().join("state-2"))
-        .args(["--progress-interval", "0"])
-        .envs(server.env())
-        .output()
-        .unwrap();
-    assert!(resumed.status.success(), "{}", printed(&resumed));
+    let resumed = resume(&manifest, &location, 3, dir.path(), &server.env());
     assert!(
-        printed(&resumed).contains(&format!("restoring from {location}")),
-        "{}",
-        printed(&resumed)
+        resumed.contains(&format!("restoring from {location}")),
+        "{resumed}"
     );
     assert_same(
         &sorted_output(&out),

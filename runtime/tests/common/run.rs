@@ -6,7 +6,7 @@ use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// Runs with state in RocksDB (the default of `sluice run`) are slower in a test build:
@@ -143,4 +143,74 @@ pub fn kill_and_resume(job: &str, seed: u64, dir: &Path, checkpoints: &Checkpoin
         &expected,
         &format!("{job} after 5 kills"),
     );
+}
+
+/// Everything a child process printed, for assertion messages.
+pub fn printed(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Runs `manifest` with `sluice run` (state under `dir/state`), stops it with SIGTERM once it
+/// is under way, and returns the savepoint location it reports; `env` reaches the process.
+pub fn stop_with_sigterm(
+    manifest: &Path,
+    savepoint_dir: &str,
+    dir: &Path,
+    env: &[(String, String)],
+) -> String {
+    let child = sluice()
+        .arg("run")
+        .arg(manifest)
+        .args(["--savepoint-dir", savepoint_dir])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--progress-interval", "0"])
+        .envs(env.iter().cloned())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop once the job is under way: its RocksDB state directory exists as soon as the
+    // operators are built. (Callers check that it stopped before the end of its input.)
+    wait_until("the job to start", Duration::from_secs(60), || {
+        dir.join("state").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .find_map(|l| l.split("resume with --restore ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
+        .to_string()
+}
+
+/// Runs `manifest` to its end from snapshot `location` at `parallelism` (state under
+/// `dir/state-2`) and returns what it printed.
+pub fn resume(
+    manifest: &Path,
+    location: &str,
+    parallelism: usize,
+    dir: &Path,
+    env: &[(String, String)],
+) -> String {
+    let resumed = sluice()
+        .arg("run")
+        .arg(manifest)
+        .args([
+            "--restore",
+            location,
+            "--parallelism",
+            &parallelism.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("state-2"))
+        .args(["--progress-interval", "0"])
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", printed(&resumed));
+    printed(&resumed)
 }
