@@ -434,8 +434,7 @@ fn check_savepoint(
     manifest: Option<&std::path::Path>,
     allow_non_restored_state: bool,
 ) -> Result<(), Error> {
-    let (_, m) = open_snapshot(snapshot)?;
-    let content = SnapshotContent::from_manifest(&m)?;
+    let content = SnapshotContent::read_verified(snapshot)?;
     let (config, max_parallelism) = match manifest {
         Some(path) => {
             let manifest = read_manifest(path)?;
