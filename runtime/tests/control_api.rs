@@ -342,7 +342,30 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
         "{printed}"
     );
 
+    // A savepoint that cannot be written fails alone: the job goes on.
+    let unwritable = dir.path().join("token").join("savepoints");
+    let (status, body) = job.post(
+        "/v1/savepoints",
+        &json!({ "targetDirectory": unwritable }).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let outcome = job.savepoint_outcome(body["id"].as_str().unwrap());
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("token/savepoints"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["location"], Value::Null);
+
     let status = job.json("/v1/job");
+    assert_eq!(status["phase"], "running", "{status}");
+    assert!(
+        status["checkpoints"]["failed"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
     let checkpoints_done = status["checkpoints"]["completed"].as_u64().unwrap();
     assert!(checkpoints_done >= 1, "{status}");
     assert!(
