@@ -91,6 +91,14 @@ impl Savepoints {
             .name("savepoint".into())
             .spawn(move || {
                 let result = job.savepoint(&target, stop);
+                match &result {
+                    Ok(done) => eprintln!(
+                        "control API: savepoint {request} completed: {}{}",
+                        done.location,
+                        if stop { " (the job stops)" } else { "" }
+                    ),
+                    Err(e) => eprintln!("control API: savepoint {request} failed: {e}"),
+                }
                 this.update(&request, |s| match result {
                     Ok(done) => {
                         s.status = SavepointState::Completed;
@@ -151,7 +159,11 @@ impl Savepoints {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
         loop {
-            let pending = inner.entries.iter().any(|e| e.status.stop && !e.reported);
+            // A failed stop did not stop the job: nothing to wait for.
+            let pending = inner
+                .entries
+                .iter()
+                .any(|e| e.status.stop && !e.reported && e.status.status != SavepointState::Failed);
             let left = deadline.saturating_duration_since(Instant::now());
             if !pending || left.is_zero() {
                 return;
