@@ -1,6 +1,7 @@
 //! The `sluice` command line. It is a library function so that any binary registering its
 //! own jobs is a complete `sluice` binary: `fn main() { sluice_runtime::cli::main_with(registry) }`.
 
+use crate::control::{self, BoundControl, ControlConfig};
 use crate::error::Error;
 use crate::exec::metrics::TaskMetricsSnapshot;
 use crate::exec::{
@@ -16,6 +17,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -39,6 +41,8 @@ enum Command {
         progress_interval: f64,
         #[command(flatten)]
         snapshots: SnapshotArgs,
+        #[command(flatten)]
+        control: ControlArgs,
     },
     /// Savepoint tools.
     Savepoint {
@@ -93,6 +97,22 @@ struct SnapshotArgs {
     #[arg(long)]
     state_memory_mib: Option<usize>,
 }
+
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// Serves the control API (HTTP + JSON, `docs/control-api.md`) at `host:port`; port 0
+    /// takes a free port. The address is printed once listening.
+    #[arg(long, value_name = "HOST:PORT")]
+    control_addr: Option<String>,
+    /// A file holding the API's bearer token [default: the SLUICE_CONTROL_TOKEN
+    /// environment variable]. Without a token the API listens on loopback only.
+    #[arg(long, value_name = "FILE")]
+    control_token_file: Option<PathBuf>,
+}
+
+/// How long a process whose job was stopped through the control API keeps serving it, at
+/// most, so that the client can read where the stop's savepoint went.
+const STOP_REPORT_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum BackendArg {
@@ -156,12 +176,14 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             parallelism,
             progress_interval,
             snapshots,
+            control,
         } => run(
             &registry,
             &manifest,
             parallelism,
             progress_interval,
             &snapshots,
+            &control,
         ),
         Command::Savepoint {
             command:
@@ -333,6 +355,7 @@ fn run(
     parallelism: Option<u32>,
     progress_interval: f64,
     snapshots: &SnapshotArgs,
+    control_args: &ControlArgs,
 ) -> Result<(), Error> {
     let manifest = read_manifest(manifest_path)?;
     let spec = &manifest.spec;
@@ -360,14 +383,32 @@ fn run(
             .as_deref()
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
+    // Bound before the job starts: a bad address or a missing token fails the run early.
+    let control = match &control_args.control_addr {
+        Some(addr) => {
+            let bound = BoundControl::bind(ControlConfig {
+                addr: addr.clone(),
+                token: control::read_token(control_args.control_token_file.as_deref())?,
+                default_savepoint_dir: Some(savepoints.clone()),
+            })?;
+            eprintln!("control API listening on http://{}", bound.local_addr());
+            Some(bound)
+        }
+        None => None,
+    };
     let cpu_start = cpu_time();
     install_stop_handler();
-    let job = start_embedded(graph, options)?;
+    let job = Arc::new(start_embedded(graph, options)?);
+    let control = control.map(|c| c.serve(job.clone())).transpose()?;
     let interval = Duration::from_secs_f64(progress_interval.max(0.0));
     let mut last = (Instant::now(), 0u64);
     while !job.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
         if STOP_REQUESTED.swap(false, Ordering::SeqCst) {
+            if job.stop_requested() {
+                eprintln!("already stopping");
+                continue;
+            }
             eprintln!("stopping with a savepoint into {savepoints}");
             let done = job.savepoint(&savepoints, true)?;
             eprintln!(
@@ -392,8 +433,20 @@ fn run(
             last = (Instant::now(), events);
         }
     }
+    if let Some(server) = control {
+        server.wait_for_stop_reported(STOP_REPORT_GRACE);
+        server.shutdown();
+    }
     let status = job.checkpoint_status();
-    let summary = job.wait()?;
+    let summary = match job.wait() {
+        // Cancelled by its owner (`POST /v1/stop` without a savepoint): a clean stop.
+        Err(Error::Cancelled) if job.stop_requested() => {
+            eprintln!("stopped without a savepoint");
+            print_checkpoints(&status);
+            return Ok(());
+        }
+        result => result?,
+    };
     print_summary(&summary, cpu_time().saturating_sub(cpu_start));
     print_checkpoints(&status);
     Ok(())
@@ -434,8 +487,7 @@ fn check_savepoint(
     manifest: Option<&std::path::Path>,
     allow_non_restored_state: bool,
 ) -> Result<(), Error> {
-    let (_, m) = open_snapshot(snapshot)?;
-    let content = SnapshotContent::from_manifest(&m)?;
+    let content = SnapshotContent::read_verified(snapshot)?;
     let (config, max_parallelism) = match manifest {
         Some(path) => {
             let manifest = read_manifest(path)?;

@@ -34,6 +34,8 @@ pub enum Error {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("the job was cancelled")]
     Cancelled,
+    #[error("control API: {0}")]
+    Control(String),
 }
 
 impl Error {

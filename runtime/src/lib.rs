@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod connectors;
+pub mod control;
 pub mod error;
 pub mod exec;
 mod graph;

@@ -269,6 +269,9 @@ impl Coordinator {
                     failures_in_row += 1;
                     next_due = interval.map(|i| Instant::now() + i);
                 } else if f.parts.iter().all(Option::is_some) {
+                    // A savepoint into storage its requester named: failing to write there
+                    // says nothing of the job's health, so the job goes on.
+                    let own_storage = f.savepoint.as_ref().is_some_and(|r| r.storage.is_some());
                     let outcome = self.complete(f, &finished);
                     match outcome {
                         Ok(stop) => {
@@ -283,7 +286,9 @@ impl Coordinator {
                         }
                         Err(e) => {
                             self.fail(e);
-                            failures_in_row += 1;
+                            if !own_storage {
+                                failures_in_row += 1;
+                            }
                         }
                     }
                     next_due = interval.map(|i| Instant::now() + i);

@@ -8,7 +8,9 @@ use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
 use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
-use crate::snapshot::{CheckpointStorage, Compatibility, JobLayout, RestoredState};
+use crate::snapshot::{
+    CheckpointStorage, Compatibility, DeclaredOperator, JobLayout, RestoredState,
+};
 use crate::state::KeyGroupAssignment;
 use crossbeam_channel::Sender;
 use crossbeam_utils::sync::{Parker, Unparker};
@@ -81,17 +83,222 @@ impl JobSummary {
     }
 }
 
+/// How a subtask is doing, as the job's owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubtaskState {
+    Running,
+    /// Reached the end of its input.
+    Finished,
+    /// Failed on its own: a root cause of the job's failure.
+    Failed(String),
+    /// Stopped because the job was cancelled, stopped, or another subtask failed.
+    Cancelled,
+}
+
+/// One subtask of a chain, named by the chain's first operator.
+#[derive(Clone, Debug)]
+pub struct SubtaskStatus {
+    pub operator: String,
+    pub subtask: usize,
+    pub state: SubtaskState,
+    pub metrics: TaskMetricsSnapshot,
+}
+
+/// A root cause of a job's failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobFailure {
+    /// The operator it names; `None` for the checkpoint coordinator.
+    pub operator: Option<String>,
+    pub subtask: Option<usize>,
+    pub cause: String,
+}
+
+type SubtaskThread = JoinHandle<Result<(), Error>>;
+
+/// One thread of a run, with how it ended: recorded by the thread itself, so the job's state
+/// can be read while it runs (joining is left to `wait`).
+struct ThreadSlot {
+    /// The chain head's uid and the subtask index; `None` for the checkpoint coordinator.
+    subtask: Option<(String, usize)>,
+    ended: Mutex<Option<Ending>>,
+}
+
+#[derive(Clone)]
+enum Ending {
+    Ok,
+    Failed {
+        failure: JobFailure,
+        secondary: bool,
+    },
+}
+
+impl ThreadSlot {
+    fn ending(&self) -> Option<Ending> {
+        self.ended.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn record(&self, result: &Result<(), Error>) {
+        let ending = match result {
+            Ok(()) => Ending::Ok,
+            Err(e) => {
+                let (operator, subtask) = match (e, &self.subtask) {
+                    (Error::Task { uid, subtask, .. }, _) => (Some(uid.clone()), Some(*subtask)),
+                    (Error::State { uid, .. }, own) => {
+                        (Some(uid.clone()), own.as_ref().map(|(_, s)| *s))
+                    }
+                    (_, Some((uid, s))) => (Some(uid.clone()), Some(*s)),
+                    (_, None) => (None, None),
+                };
+                Ending::Failed {
+                    failure: JobFailure {
+                        operator,
+                        subtask,
+                        cause: e.to_string(),
+                    },
+                    secondary: is_secondary(e),
+                }
+            }
+        };
+        if let Ok(mut slot) = self.ended.lock() {
+            *slot = Some(ending);
+        }
+    }
+}
+
+/// Whether a subtask's error is only a consequence of the job stopping (cancelled, or a
+/// peer it exchanges records with stopped), not a cause.
+fn is_secondary(e: &Error) -> bool {
+    matches!(e, Error::Cancelled)
+        || matches!(e, Error::Task { message, .. } if message.contains("subtask stopped"))
+}
+
+/// Runs `work` on a new thread that records how it ended in `slot`; a panic becomes an
+/// error naming the thread, so that a panicked subtask shows as failed while others run.
+fn spawn_recorded(
+    name: String,
+    slot: Arc<ThreadSlot>,
+    work: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<SubtaskThread, Error> {
+    let thread_name: String = name.chars().take(15).collect();
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|panic| {
+                    Err(Error::Graph(format!(
+                        "{name} panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                });
+            slot.record(&result);
+            result
+        })
+        .map_err(|e| Error::io("thread", e))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// What the job is, as its owner reports it.
+struct JobInfo {
+    name: String,
+    parallelism: usize,
+    max_parallelism: u32,
+    declared: Vec<DeclaredOperator>,
+}
+
 /// A job whose subtasks are running on threads of this process.
 pub struct RunningJob {
-    threads: Vec<(String, JoinHandle<Result<(), Error>>)>,
+    /// Taken by `wait`.
+    threads: Mutex<Vec<(String, SubtaskThread)>>,
+    /// Every thread's slot, subtasks first (in the order of `metrics`), the checkpoint
+    /// coordinator last.
+    slots: Vec<Arc<ThreadSlot>>,
     metrics: Vec<Arc<TaskMetrics>>,
     cancel: Arc<AtomicBool>,
+    /// The owner asked the job to stop (cancel, or a savepoint with stop).
+    stop_requested: AtomicBool,
     started: Instant,
     commands: Sender<Command>,
     status: Arc<Mutex<CheckpointStatus>>,
+    info: JobInfo,
 }
 
 impl RunningJob {
+    /// The job's name (the registry's job, as snapshots record it).
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The highest parallelism of the job's operators.
+    pub fn parallelism(&self) -> usize {
+        self.info.parallelism
+    }
+
+    pub fn max_parallelism(&self) -> u32 {
+        self.info.max_parallelism
+    }
+
+    /// What each operator declares, as a snapshot to restore is checked against.
+    pub fn declared_operators(&self) -> &[DeclaredOperator] {
+        &self.info.declared
+    }
+
+    /// Time since the subtasks started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether the owner asked the job to stop (a cancel, or a savepoint with stop not
+    /// failed yet).
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// Every subtask with its state and counters, in the order of [`RunningJob::metrics`].
+    pub fn subtasks(&self) -> Vec<SubtaskStatus> {
+        self.slots
+            .iter()
+            .zip(&self.metrics)
+            .filter_map(|(slot, metrics)| {
+                let (operator, subtask) = slot.subtask.clone()?;
+                let state = match slot.ending() {
+                    None => SubtaskState::Running,
+                    Some(Ending::Ok) => SubtaskState::Finished,
+                    Some(Ending::Failed {
+                        secondary: true, ..
+                    }) => SubtaskState::Cancelled,
+                    Some(Ending::Failed { failure, .. }) => SubtaskState::Failed(failure.cause),
+                };
+                Some(SubtaskStatus {
+                    operator,
+                    subtask,
+                    state,
+                    metrics: metrics.snapshot(),
+                })
+            })
+            .collect()
+    }
+
+    /// The root causes of the job's failure so far (empty while nothing failed on its own).
+    pub fn failures(&self) -> Vec<JobFailure> {
+        self.slots
+            .iter()
+            .filter_map(|slot| match slot.ending()? {
+                Ending::Failed {
+                    failure,
+                    secondary: false,
+                } => Some(failure),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Checkpoint history and where this run was restored from.
     pub fn checkpoint_status(&self) -> CheckpointStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
@@ -101,7 +308,16 @@ impl RunningJob {
     /// for it. With `stop`, the job stops right after it, committing exactly the output the
     /// savepoint covers.
     pub fn savepoint(&self, uri: &str, stop: bool) -> Result<CompletedSnapshot, Error> {
-        self.snapshot(Some(uri.to_string()), stop)
+        if !stop {
+            return self.snapshot(Some(uri.to_string()), false);
+        }
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let result = self.snapshot(Some(uri.to_string()), true);
+        if result.is_err() && !self.cancel.load(Ordering::Relaxed) {
+            // The job goes on after a failed stop-with-savepoint.
+            self.stop_requested.store(false, Ordering::SeqCst);
+        }
+        result
     }
 
     /// Takes a checkpoint now (into the run's checkpoint storage) and waits for it.
@@ -128,33 +344,37 @@ impl RunningJob {
         self.metrics.iter().map(|m| m.snapshot()).collect()
     }
 
+    /// Whether every thread of the run (subtasks and checkpoint coordinator) has ended.
     pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|(_, t)| t.is_finished())
+        self.slots.iter().all(|s| s.ending().is_some())
     }
 
     /// Asks every subtask to stop; `wait` then returns `Error::Cancelled`.
     pub fn cancel(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
         self.cancel.store(true, Ordering::Relaxed);
     }
 
     /// Waits for every subtask. The error returned is the root cause: the first failure
-    /// that is not merely a consequence of another subtask stopping.
-    pub fn wait(self) -> Result<JobSummary, Error> {
+    /// that is not merely a consequence of another subtask stopping. Only the first call
+    /// waits; later ones find no subtask left.
+    pub fn wait(&self) -> Result<JobSummary, Error> {
         let mut root: Option<Error> = None;
         let mut consequence: Option<Error> = None;
         let stopped = self.checkpoint_status().stopped;
-        for (name, t) in self.threads {
+        let threads = match self.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return Err(Error::Graph("the job's thread list is poisoned".into())),
+        };
+        for (name, t) in threads {
             let result = t.join().unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(Error::Graph(format!("{name} panicked: {message}")))
+                Err(Error::Graph(format!(
+                    "{name} panicked: {}",
+                    panic_message(panic.as_ref())
+                )))
             });
             if let Err(e) = result {
-                let secondary = matches!(e, Error::Cancelled)
-                    || matches!(&e, Error::Task { message, .. } if message.contains("subtask stopped"));
+                let secondary = is_secondary(&e);
                 if secondary && stopped {
                     // Stopped with a savepoint: a clean stop.
                     continue;
@@ -303,6 +523,12 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     }
     .max(restored.as_ref().map_or(0, |r| r.id + 1));
     let declared = graph.declared_operators()?;
+    let info = JobInfo {
+        name: graph.name.clone(),
+        parallelism: graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1),
+        max_parallelism: graph.max_parallelism,
+        declared: declared.clone(),
+    };
     let graph = Arc::new(graph);
     let (control, reports) = CheckpointControl::new();
     let (commands_tx, commands) = crossbeam_channel::unbounded();
@@ -365,6 +591,8 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
 
     let cancel = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    let mut slots = Vec::new();
+    let mut task_metrics_in_order = Vec::new();
     let mut task_index = 0;
     for &h in &heads {
         for s in 0..graph.nodes[h].parallelism {
@@ -398,35 +626,37 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
                 Error::Graph(format!("no doorbell for {}[{s}]", graph.nodes[h].uid))
             })?;
             let task_metrics = metrics[&(h, s)].clone();
+            task_metrics_in_order.push(task_metrics.clone());
             let graph = graph.clone();
             let cancel = cancel.clone();
             let options = options.clone();
             let name = format!("{}[{s}]", graph.nodes[h].uid);
-            let thread_name = name.clone();
-            let handle = std::thread::Builder::new()
-                .name(thread_name.chars().take(15).collect())
-                .spawn(move || {
-                    let result = build_task(
-                        &graph,
-                        h,
-                        s,
-                        wiring,
-                        inputs,
-                        parker,
-                        task_metrics,
-                        &options,
-                        &env,
-                    )
-                    .and_then(|task| task.run(&cancel));
-                    if let Err(e) = &result {
-                        if !matches!(e, Error::Cancelled) {
-                            // Stop the rest of the job: a failed subtask fails the job.
-                            cancel.store(true, Ordering::Relaxed);
-                        }
+            let slot = Arc::new(ThreadSlot {
+                subtask: Some((graph.nodes[h].uid.clone(), s)),
+                ended: Mutex::new(None),
+            });
+            slots.push(slot.clone());
+            let handle = spawn_recorded(name.clone(), slot, move || {
+                let result = build_task(
+                    &graph,
+                    h,
+                    s,
+                    wiring,
+                    inputs,
+                    parker,
+                    task_metrics,
+                    &options,
+                    &env,
+                )
+                .and_then(|task| task.run(&cancel));
+                if let Err(e) = &result {
+                    if !matches!(e, Error::Cancelled) {
+                        // Stop the rest of the job: a failed subtask fails the job.
+                        cancel.store(true, Ordering::Relaxed);
                     }
-                    result
-                })
-                .map_err(|e| Error::io("thread", e))?;
+                }
+                result
+            })?;
             threads.push((name, handle));
         }
     }
@@ -457,29 +687,31 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         uploaded: HashMap::new(),
     };
     let stop_job = cancel.clone();
-    let handle = std::thread::Builder::new()
-        .name("checkpoints".into())
-        .spawn(move || {
-            let result = coordinator.run();
-            if result.is_err() {
-                // Checkpointing failed for good: so does the job.
-                stop_job.store(true, Ordering::Relaxed);
-            }
-            result
-        })
-        .map_err(|e| Error::io("thread", e))?;
+    let slot = Arc::new(ThreadSlot {
+        subtask: None,
+        ended: Mutex::new(None),
+    });
+    slots.push(slot.clone());
+    let handle = spawn_recorded("checkpoints".into(), slot, move || {
+        let result = coordinator.run();
+        if result.is_err() {
+            // Checkpointing failed for good: so does the job.
+            stop_job.store(true, Ordering::Relaxed);
+        }
+        result
+    })?;
     threads.push(("checkpoint coordinator".to_string(), handle));
 
-    let mut all_metrics: Vec<(usize, usize, Arc<TaskMetrics>)> =
-        metrics.into_iter().map(|((h, s), m)| (h, s, m)).collect();
-    all_metrics.sort_by_key(|(h, s, _)| (*h, *s));
     Ok(RunningJob {
-        threads,
-        metrics: all_metrics.into_iter().map(|(_, _, m)| m).collect(),
+        threads: Mutex::new(threads),
+        slots,
+        metrics: task_metrics_in_order,
         cancel,
+        stop_requested: AtomicBool::new(false),
         started: Instant::now(),
         commands: commands_tx,
         status,
+        info,
     })
 }
 

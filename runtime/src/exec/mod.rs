@@ -9,7 +9,10 @@ pub(crate) mod operator;
 mod task;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
-pub use embedded::{start_embedded, JobSummary, Restore, RunOptions, RunningJob};
+pub use embedded::{
+    start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,
+    SubtaskStatus,
+};
 pub use operator::{Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 

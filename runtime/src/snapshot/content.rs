@@ -63,6 +63,13 @@ impl SnapshotContent {
         })
     }
 
+    /// The content of the checkpoint or savepoint directory `location` (a path, `file://` or
+    /// `s3://` URI), once every file of it matched its checksum.
+    pub fn read_verified(location: &str) -> Result<Self, SnapshotError> {
+        let (storage, id) = CheckpointStorage::open_snapshot(location)?;
+        Self::from_manifest(&storage.verify(id)?)
+    }
+
     /// Every sink transaction the snapshot lists.
     pub fn transactions(&self) -> impl Iterator<Item = &FileTransaction> {
         self.operators.iter().flat_map(|o| o.transactions.iter())
@@ -392,8 +399,9 @@ impl Compatibility {
     }
 }
 
-impl fmt::Display for Compatibility {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Compatibility {
+    /// One sentence per finding, as `sluice savepoint check` prints them.
+    pub fn messages(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some((snap, job)) = self.max_parallelism {
             lines.push(format!(
@@ -426,6 +434,12 @@ impl fmt::Display for Compatibility {
         if lines.is_empty() {
             lines.push("compatible: every state of the snapshot maps to the job".into());
         }
-        write!(f, "{}", lines.join("\n"))
+        lines
+    }
+}
+
+impl fmt::Display for Compatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.messages().join("\n"))
     }
 }

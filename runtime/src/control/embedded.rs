@@ -1,0 +1,111 @@
+//! The control API's view of a job running embedded in this process.
+
+use super::model::{
+    CheckpointSummary, CompatibilityReport, JobError, JobStatus, Phase, SnapshotInfo, SnapshotKind,
+    SubtaskState, SubtaskStatus,
+};
+use super::JobControl;
+use crate::error::Error;
+use crate::exec::{self, CompletedSnapshot, RunningJob};
+use crate::snapshot::{self, Compatibility, SnapshotContent};
+use crate::time::EventTime;
+
+impl JobControl for RunningJob {
+    fn status(&self) -> JobStatus {
+        let checkpoints = self.checkpoint_status();
+        let subtasks: Vec<SubtaskStatus> = self
+            .subtasks()
+            .into_iter()
+            .map(|s| {
+                let m = &s.metrics;
+                SubtaskStatus {
+                    operator: s.operator,
+                    subtask: s.subtask as u32,
+                    state: match s.state {
+                        exec::SubtaskState::Running => SubtaskState::Running,
+                        exec::SubtaskState::Finished => SubtaskState::Finished,
+                        exec::SubtaskState::Failed(_) => SubtaskState::Failed,
+                        exec::SubtaskState::Cancelled => SubtaskState::Cancelled,
+                    },
+                    source: m.is_source,
+                    sink: m.is_sink,
+                    records_in: m.records_in,
+                    records_out: m.records_out,
+                    sink_records: m.sink_records,
+                    late_records: m.late_records,
+                    busy_seconds: m.busy.as_secs_f64(),
+                    idle_seconds: m.idle.as_secs_f64(),
+                    backpressured_seconds: m.backpressured.as_secs_f64(),
+                    watermark_ms: (m.watermark != EventTime::MIN).then_some(m.watermark.0),
+                }
+            })
+            .collect();
+        let errors: Vec<JobError> = self
+            .failures()
+            .into_iter()
+            .map(|f| JobError {
+                operator: f.operator,
+                subtask: f.subtask.map(|s| s as u32),
+                cause: f.cause,
+            })
+            .collect();
+        // A failure is reported at once, while the other subtasks still wind down.
+        let phase = if !errors.is_empty() {
+            Phase::Failed
+        } else if self.is_finished() {
+            Phase::Finished
+        } else if self.stop_requested() {
+            Phase::Stopping
+        } else {
+            Phase::Running
+        };
+        JobStatus {
+            name: self.name().to_string(),
+            phase,
+            parallelism: self.parallelism() as u32,
+            max_parallelism: self.max_parallelism(),
+            uptime_seconds: self.uptime().as_secs_f64(),
+            subtasks,
+            checkpoints: CheckpointSummary {
+                completed: checkpoints.completed,
+                failed: checkpoints.failed,
+                last_completed: checkpoints.last_completed.as_ref().map(snapshot_info),
+                last_failure: checkpoints.last_failure,
+            },
+            restored_from: checkpoints.restored_from,
+            errors,
+        }
+    }
+
+    fn savepoint(&self, target: &str, stop: bool) -> Result<SnapshotInfo, Error> {
+        RunningJob::savepoint(self, target, stop).map(|s| snapshot_info(&s))
+    }
+
+    fn cancel(&self) {
+        RunningJob::cancel(self)
+    }
+
+    fn compatibility(
+        &self,
+        location: &str,
+        allow_non_restored_state: bool,
+    ) -> Result<CompatibilityReport, Error> {
+        let content = SnapshotContent::read_verified(location)?;
+        let c = Compatibility::check(&content, self.max_parallelism(), self.declared_operators());
+        Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+    }
+}
+
+fn snapshot_info(s: &CompletedSnapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        id: s.id,
+        kind: match s.kind {
+            snapshot::SnapshotKind::Checkpoint => SnapshotKind::Checkpoint,
+            snapshot::SnapshotKind::Savepoint => SnapshotKind::Savepoint,
+            snapshot::SnapshotKind::Final => SnapshotKind::Final,
+        },
+        location: s.location.clone(),
+        duration_ms: u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
+        bytes: s.bytes,
+    }
+}

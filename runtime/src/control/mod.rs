@@ -1,0 +1,50 @@
+//! The control API: HTTP + JSON under `/v1`, Prometheus text at `/metrics`, probes at
+//! `/healthz` and `/readyz`. `docs/control-api.md` is its reference.
+//!
+//! The server knows the job only through [`JobControl`]: the embedded [`RunningJob`]
+//! implements it (in `embedded.rs`), and so can a distributed coordinator, serving the same
+//! contract ([`model`]) to the Kubernetes operator.
+//!
+//! The server is plain `hyper` (HTTP/1.1) on a single-threaded tokio runtime of its own
+//! thread, rather than `axum`: hyper and tokio are already in the dependency tree, the API
+//! has a handful of routes that one `match` dispatches, and request bodies are parsed by hand
+//! anyway so that a bad field is named in the error, which is where axum's extractors would
+//! help. Work that blocks (savepoints, reading a snapshot to check it) runs on threads of
+//! its own, since checkpoint storage drives its own runtime.
+//!
+//! [`RunningJob`]: crate::exec::RunningJob
+
+mod auth;
+mod embedded;
+pub mod model;
+mod prometheus;
+mod savepoints;
+mod server;
+
+pub use auth::read_token;
+pub use server::{BoundControl, ControlConfig, ControlServer};
+
+use crate::error::Error;
+use model::{CompatibilityReport, JobStatus, SnapshotInfo};
+
+/// What the control API needs of a job.
+pub trait JobControl: Send + Sync {
+    /// The job's state and counters now. Called often (every request, every scrape):
+    /// it must not block.
+    fn status(&self) -> JobStatus;
+
+    /// Takes a savepoint into savepoint storage `target` (`file:///…` or
+    /// `s3://bucket/prefix`) and waits for it; with `stop` the job stops right after it.
+    fn savepoint(&self, target: &str, stop: bool) -> Result<SnapshotInfo, Error>;
+
+    /// Stops the job without a savepoint.
+    fn cancel(&self);
+
+    /// Whether the job could restore the checkpoint or savepoint at `location` (a path,
+    /// `file://` or `s3://` URI); may read the whole snapshot.
+    fn compatibility(
+        &self,
+        location: &str,
+        allow_non_restored_state: bool,
+    ) -> Result<CompatibilityReport, Error>;
+}

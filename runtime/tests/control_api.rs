@@ -1,0 +1,584 @@
+//! The control API of `sluice run --control-addr`, driven over HTTP as the operator will:
+//! authentication, job status, savepoints, stop-with-savepoint (restored exactly), metrics
+//! and the state-compatibility check.
+
+mod common;
+
+use common::run::{job_config, reference, sluice, sorted_output, write_manifest, KILL_EVENTS};
+use common::{assert_same, wait_until};
+use serde_json::{json, Value};
+use sluice_runtime::api::{JobBuilder, Record, WatermarkStrategy};
+use sluice_runtime::connectors::{JsonLinesSink, Sink, SinkContext, SinkWriter, VecSource};
+use sluice_runtime::control::model::{Phase, SubtaskState};
+use sluice_runtime::control::JobControl;
+use sluice_runtime::exec::{start_embedded, CheckpointConfig, RunOptions};
+use sluice_runtime::jobs::JobRegistry;
+use sluice_runtime::snapshot::CheckpointStorage;
+use sluice_runtime::time::EventTime;
+use sluice_runtime::Error;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-5f1c0a";
+const TIMEOUT: Duration = Duration::from_secs(120);
+const JOB: &str = "nexmark-q5";
+
+/// A `sluice run` child process serving the control API.
+struct Job {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Job {
+    /// Starts the job of `manifest` and reads the API's address from its standard error.
+    fn start(manifest: &Path, dir: &Path, extra: &[&str]) -> Job {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let mut child = sluice()
+            .arg("run")
+            .arg(manifest)
+            .args(["--control-addr", "127.0.0.1:0", "--control-token-file"])
+            .arg(&token_file)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--progress-interval", "0"])
+            .args(extra)
+            .env_remove("SLUICE_CONTROL_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let log = stderr.clone();
+        // Drains the pipe for the whole run, so the child never blocks on a full pipe.
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        let base = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("control API listening on ") {
+                        break url.to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "no control API address printed:\n{}",
+                    stderr.lock().unwrap()
+                ),
+            }
+        };
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(TIMEOUT))
+            .build();
+        Job {
+            child,
+            base,
+            agent: config.into(),
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = self.agent.post(&url).content_type("application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body.unwrap_or(""))
+            }
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        self.request("GET", path, None, token)
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let (status, text) = self.request("POST", path, Some(body), Some(TOKEN));
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}")),
+        )
+    }
+
+    /// `GET` with the token, expecting 200 and JSON.
+    fn json(&self, path: &str) -> Value {
+        let (status, text) = self.get(path, Some(TOKEN));
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn source_records(&self) -> u64 {
+        self.json("/v1/job")["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["source"] == json!(true))
+            .map(|t| t["recordsIn"].as_u64().unwrap())
+            .sum()
+    }
+
+    /// Polls a savepoint request until it is no longer in progress.
+    fn savepoint_outcome(&self, id: &str) -> Value {
+        let mut outcome = Value::Null;
+        wait_until("the savepoint", TIMEOUT, || {
+            outcome = self.json(&format!("/v1/savepoints/{id}"));
+            outcome["status"] != json!("in-progress")
+        });
+        outcome
+    }
+
+    /// Waits for the process to exit; returns its status and everything it printed.
+    fn exit(mut self) -> (ExitStatus, String) {
+        let mut status = None;
+        wait_until("the process to exit", TIMEOUT, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status.unwrap(), stderr)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the job running.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn error_of(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {text}"))
+        .to_string()
+}
+
+fn path_of(location: &str) -> PathBuf {
+    PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
+}
+
+/// A snapshot of a job other than q5: its final checkpoint.
+fn snapshot_of_another_job(dir: &Path) -> (String, Vec<String>) {
+    let job = "fraud-small-then-large";
+    let graph = JobRegistry::bundled()
+        .build(job, 1, 128, &job_config(2_000, &dir.join("other-out")))
+        .unwrap();
+    let q5 = JobRegistry::bundled()
+        .build(JOB, 2, 128, &job_config(1, &dir.join("unused")))
+        .unwrap();
+    let q5_uids: Vec<String> = q5.operators().into_iter().map(|(uid, _, _)| uid).collect();
+    let foreign: Vec<String> = graph
+        .operators()
+        .into_iter()
+        .filter(|(uid, _, stateful)| *stateful && !q5_uids.contains(uid))
+        .map(|(uid, _, _)| uid)
+        .collect();
+    assert!(
+        !foreign.is_empty(),
+        "{job} has no stateful operator q5 lacks"
+    );
+    let storage = format!("file://{}", dir.join("other-checkpoints").display());
+    let options = RunOptions {
+        checkpoints: Some(CheckpointConfig {
+            interval: None,
+            ..CheckpointConfig::new(storage.clone())
+        }),
+        ..RunOptions::default()
+    };
+    start_embedded(graph, options).unwrap().wait().unwrap();
+    let storage = CheckpointStorage::open(&storage).unwrap();
+    let id = storage.latest_restorable().unwrap().manifest.checkpoint;
+    (storage.location(id), foreign)
+}
+
+#[test]
+fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more input than the test lasts: the job is stopped at the end.
+    let manifest = write_manifest(dir.path(), JOB, 1_000_000_000, &dir.path().join("out"));
+    let checkpoints = dir.path().join("checkpoints");
+    let job = Job::start(
+        &manifest,
+        dir.path(),
+        &[
+            "--state-backend",
+            "heap",
+            "--checkpoint-interval",
+            "200ms",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
+    );
+
+    // Every endpoint but the probes wants the token.
+    for path in ["/v1/job", "/metrics", "/v1/savepoints/x"] {
+        let (status, text) = job.get(path, None);
+        assert_eq!(status, 401, "{path}: {text}");
+        assert!(error_of(&text).contains("Authorization: Bearer"), "{text}");
+        let (status, text) = job.get(path, Some("wrong-token"));
+        assert_eq!(status, 401, "{path}: {text}");
+        assert_eq!(error_of(&text), "wrong bearer token");
+    }
+    let (status, text) = job.request("POST", "/v1/stop", Some(r#"{"savepoint": false}"#), None);
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = job.get("/healthz", None);
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = job.get("/readyz", None);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["phase"],
+        "running"
+    );
+
+    let status = job.json("/v1/job");
+    assert_eq!(status["name"], JOB);
+    assert_eq!(status["phase"], "running");
+    assert_eq!(status["parallelism"], 2);
+    assert_eq!(status["maxParallelism"], 128);
+    assert_eq!(status["errors"], json!([]));
+    let subtasks = status["subtasks"].as_array().unwrap();
+    assert!(!subtasks.is_empty());
+    for t in subtasks {
+        assert_eq!(t["state"], "running", "{t}");
+        assert!(t["operator"].as_str().is_some_and(|o| !o.is_empty()), "{t}");
+        assert!(t["subtask"].as_u64().unwrap() < 2, "{t}");
+    }
+    wait_until("records to flow", TIMEOUT, || job.source_records() > 0);
+
+    // Bad requests name what is wrong.
+    let (status, body) = job.post("/v1/savepoints", r#"{"stop": "no"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("field 'stop'"),
+        "{body}"
+    );
+    let (status, body) = job.post("/v1/savepoints", r#"{"targetDirectory": "relative/dir"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("targetDirectory"),
+        "{body}"
+    );
+    let (status, text) = job.get("/v1/savepoints/no-such-id", Some(TOKEN));
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(error_of(&text), "unknown savepoint id 'no-such-id'");
+    let (status, text) = job.get("/v1/nothing", Some(TOKEN));
+    assert_eq!(status, 404, "{text}");
+
+    // A savepoint, in the background.
+    let savepoints = dir.path().join("savepoints");
+    let (status, body) = job.post(
+        "/v1/savepoints",
+        &json!({ "targetDirectory": savepoints }).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let outcome = job.savepoint_outcome(&id);
+    assert_eq!(outcome["status"], "completed", "{outcome}");
+    assert_eq!(outcome["error"], Value::Null);
+    let location = outcome["location"].as_str().unwrap().to_string();
+    assert!(location.contains("/sp-"), "{location}");
+    assert!(
+        path_of(&location).join("_manifest.json").is_file(),
+        "{location}"
+    );
+    let inspect = sluice()
+        .args(["savepoint", "inspect", &location])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert!(printed.contains("kind            Savepoint"), "{printed}");
+    assert!(
+        printed.contains(&format!("job             {JOB}")),
+        "{printed}"
+    );
+
+    // A savepoint that cannot be written fails alone: the job goes on.
+    let unwritable = dir.path().join("token").join("savepoints");
+    let (status, body) = job.post(
+        "/v1/savepoints",
+        &json!({ "targetDirectory": unwritable }).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let outcome = job.savepoint_outcome(body["id"].as_str().unwrap());
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("token/savepoints"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["location"], Value::Null);
+
+    let status = job.json("/v1/job");
+    assert_eq!(status["phase"], "running", "{status}");
+    assert!(
+        status["checkpoints"]["failed"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    let checkpoints_done = status["checkpoints"]["completed"].as_u64().unwrap();
+    assert!(checkpoints_done >= 1, "{status}");
+    assert!(
+        status["checkpoints"]["lastCompleted"]["id"]
+            .as_u64()
+            .is_some(),
+        "{status}"
+    );
+
+    // Prometheus text: every sample is `name{labels} value`.
+    let (code, metrics) = job.get("/metrics", Some(TOKEN));
+    assert_eq!(code, 200, "{metrics}");
+    let mut completed = None;
+    for line in metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let (name, labels) = series.split_once('{').unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && labels.ends_with('}'),
+            "{line}"
+        );
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        if name == "sluice_checkpoints_completed_total" {
+            completed = Some(value);
+        }
+    }
+    assert!(
+        completed.is_some_and(|c| c >= checkpoints_done as f64),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nsluice_checkpoints_failed_total{job=\"nexmark-q5\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE sluice_subtask_records_in_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_last_checkpoint_duration_seconds{"),
+        "{metrics}"
+    );
+
+    // Its own savepoint is compatible; one of another job is not, naming the operator.
+    let (status, report) = job.post(
+        "/v1/compatibility",
+        &json!({ "savepoint": location }).to_string(),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["compatible"], true, "{report}");
+    let (other, foreign) = snapshot_of_another_job(dir.path());
+    let (status, report) = job.post(
+        "/v1/compatibility",
+        &json!({ "savepoint": other, "allowNonRestoredState": false }).to_string(),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["compatible"], false, "{report}");
+    let messages: Vec<&str> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for uid in &foreign {
+        let expected = format!(
+            "operator '{uid}' has state in the snapshot but is not in the job \
+             (renamed uid or removed operator)"
+        );
+        assert!(messages.contains(&expected.as_str()), "{report}");
+        assert!(report["missingOperators"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(uid)));
+    }
+    let missing = dir.path().join("no-such-savepoint");
+    let (status, body) = job.post(
+        "/v1/compatibility",
+        &json!({ "savepoint": missing }).to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-savepoint"),
+        "{body}"
+    );
+
+    // Stop without a savepoint: a clean exit.
+    let (status, body) = job.post("/v1/stop", r#"{"savepoint": false}"#);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["savepointId"], Value::Null);
+    let (exit, stderr) = job.exit();
+    assert!(exit.success(), "{stderr}");
+    assert!(stderr.contains("stopped without a savepoint"), "{stderr}");
+}
+
+#[test]
+fn stop_with_savepoint_through_the_api_exits_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(JOB, KILL_EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let manifest = write_manifest(dir.path(), JOB, KILL_EVENTS, &out);
+    let job = Job::start(&manifest, dir.path(), &[]);
+    wait_until("records to flow", TIMEOUT, || job.source_records() > 0);
+
+    let savepoints = dir.path().join("savepoints");
+    let request = json!({ "savepoint": true, "targetDirectory": savepoints }).to_string();
+    let (status, body) = job.post("/v1/stop", &request);
+    assert_eq!(status, 202, "{body}");
+    let id = body["savepointId"].as_str().unwrap().to_string();
+    // One stop at a time.
+    let (status, body) = job.post("/v1/stop", &request);
+    assert_eq!(status, 409, "{body}");
+    let outcome = job.savepoint_outcome(&id);
+    assert_eq!(outcome["status"], "completed", "{outcome}");
+    assert_eq!(outcome["stop"], true);
+    let location = outcome["location"].as_str().unwrap().to_string();
+    let (exit, stderr) = job.exit();
+    assert!(exit.success(), "{stderr}");
+    let committed = JsonLinesSink::committed_lines(&out).unwrap().len();
+    assert!(committed < expected.len(), "stopped after all output");
+
+    let resumed = sluice()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--restore", &location, "--parallelism", "3"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state-2"))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("restoring from {location}")),
+        "{stderr}"
+    );
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "stopped through the control API, resumed at 3",
+    );
+}
+
+#[test]
+fn without_a_token_the_api_listens_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), JOB, 1_000, &dir.path().join("out"));
+    let result = sluice()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--control-addr", "0.0.0.0:0"])
+        .env_remove("SLUICE_CONTROL_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_job_reports_the_failing_operator_and_its_cause() {
+    struct Broken;
+    struct BrokenWriter;
+    impl Sink<u64> for Broken {
+        fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
+            Ok(Box::new(BrokenWriter))
+        }
+    }
+    impl SinkWriter<u64> for BrokenWriter {
+        fn write(&mut self, _: &[Record<u64>]) -> Result<(), Error> {
+            Err(Error::Input {
+                origin: "broken-sink".into(),
+                message: "disk full".into(),
+            })
+        }
+        fn finish(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+    let records: Vec<_> = (0..10_000u64)
+        .map(|i| Record::new(EventTime(i as i64), i))
+        .collect();
+    let job = JobBuilder::new("fail", 2, 128);
+    job.source(
+        "src",
+        VecSource::new(vec![records.clone(), records]),
+        WatermarkStrategy::monotonous(),
+    )
+    .rebalance("spread", 2)
+    .sink("broken", Broken);
+    let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
+    wait_until("the job to end", TIMEOUT, || running.is_finished());
+    let status = JobControl::status(&running);
+    assert_eq!(status.phase, Phase::Failed);
+    assert!(!status.errors.is_empty());
+    for e in &status.errors {
+        // The sink's error names no operator: the subtask's chain (spread → broken) is named
+        // by its first operator.
+        assert_eq!(e.operator.as_deref(), Some("spread"), "{e:?}");
+        assert_eq!(e.cause, "broken-sink: disk full");
+    }
+    let failed = status
+        .subtasks
+        .iter()
+        .filter(|t| t.state == SubtaskState::Failed)
+        .count();
+    assert_eq!(failed, status.errors.len());
+    assert!(running.wait().is_err());
+}
