@@ -36,6 +36,20 @@ pub enum Error {
     Cancelled,
     #[error("control API: {0}")]
     Control(String),
+    /// The network exchange with another process failed; `channel` is the logical channel
+    /// concerned, when the failure is about one.
+    #[error("exchange with {peer}{}: {message}", channel_suffix(*.channel))]
+    Exchange {
+        peer: String,
+        channel: Option<u32>,
+        message: String,
+    },
+}
+
+fn channel_suffix(channel: Option<u32>) -> String {
+    channel
+        .map(|c| format!(", channel {c}"))
+        .unwrap_or_default()
 }
 
 impl Error {

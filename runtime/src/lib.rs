@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 mod graph;
 pub mod jobs;
+pub(crate) mod net;
 pub mod nexmark;
 mod operators;
 pub mod snapshot;

@@ -23,7 +23,7 @@ use crate::time::EventTime;
 
 /// A value with the event time it carries. Records without an event time carry
 /// `EventTime::MIN`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record<T> {
     pub ts: EventTime,
     pub value: T,

@@ -1,0 +1,231 @@
+//! The wire format. A connection starts with [`MAGIC`] from the connecting side, then carries
+//! frames in both directions:
+//!
+//! ```text
+//! channel: u32 LE | kind: u8 | length: u32 LE | payload: `length` bytes
+//! ```
+//!
+//! Payloads: a data batch is the bincode of its `Vec<Record<T>>`; a watermark an `i64` LE;
+//! idle one byte (0 or 1); a barrier the checkpoint id `u64` LE and the snapshot kind (one
+//! byte); end nothing; a credit the number of batches granted, `u32` LE.
+
+use crate::api::Record;
+use crate::exec::channel::Msg;
+use crate::snapshot::{Barrier, SnapshotKind};
+use crate::time::EventTime;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{self, Read};
+
+/// Identifies the protocol and its version, so a stray connection fails at once.
+pub(crate) const MAGIC: [u8; 4] = *b"SLX1";
+pub(crate) const HEADER_LEN: usize = 9;
+/// A larger length is taken as a corrupt header rather than allocated.
+pub(crate) const MAX_PAYLOAD: usize = 256 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Data = 0,
+    Watermark = 1,
+    Idle = 2,
+    Barrier = 3,
+    End = 4,
+    Credit = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0 => Kind::Data,
+            1 => Kind::Watermark,
+            2 => Kind::Idle,
+            3 => Kind::Barrier,
+            4 => Kind::End,
+            5 => Kind::Credit,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Data => "data",
+            Kind::Watermark => "watermark",
+            Kind::Idle => "idle",
+            Kind::Barrier => "barrier",
+            Kind::End => "end",
+            Kind::Credit => "credit",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub(crate) channel: u32,
+    pub(crate) kind: Kind,
+    pub(crate) len: usize,
+}
+
+/// A frame that cannot be read; names the channel when the header got that far.
+#[derive(Debug)]
+pub(crate) struct Malformed {
+    pub(crate) channel: Option<u32>,
+    pub(crate) message: String,
+}
+
+/// Encodes `msg` as one frame of `channel` into `buf` (cleared first), so that the caller
+/// sends it with one write. `buf` is reused across calls: encoding allocates nothing once
+/// it has grown to the batch size.
+pub(crate) fn encode<T: Serialize>(
+    buf: &mut Vec<u8>,
+    channel: u32,
+    msg: &Msg<T>,
+) -> Result<(), String> {
+    buf.clear();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    let kind = match msg {
+        Msg::Data(records) => {
+            bincode::serialize_into(&mut *buf, records)
+                .map_err(|e| format!("cannot encode a data batch: {e}"))?;
+            Kind::Data
+        }
+        Msg::Watermark(t) => {
+            buf.extend_from_slice(&t.0.to_le_bytes());
+            Kind::Watermark
+        }
+        Msg::Idle(idle) => {
+            buf.push(u8::from(*idle));
+            Kind::Idle
+        }
+        Msg::Barrier(b) => {
+            buf.extend_from_slice(&b.checkpoint.to_le_bytes());
+            buf.push(match b.kind {
+                SnapshotKind::Checkpoint => 0,
+                SnapshotKind::Savepoint => 1,
+                SnapshotKind::Final => 2,
+            });
+            Kind::Barrier
+        }
+        Msg::End => Kind::End,
+    };
+    finish(buf, channel, kind)
+}
+
+/// Encodes a credit grant of `batches` for `channel` into `buf`.
+pub(crate) fn encode_credit(buf: &mut Vec<u8>, channel: u32, batches: u32) {
+    buf.clear();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    buf.extend_from_slice(&batches.to_le_bytes());
+    // A four-byte payload always fits.
+    let _ = finish(buf, channel, Kind::Credit);
+}
+
+fn finish(buf: &mut [u8], channel: u32, kind: Kind) -> Result<(), String> {
+    let len = buf.len() - HEADER_LEN;
+    if len > MAX_PAYLOAD {
+        return Err(format!(
+            "a {} frame of {len} bytes exceeds the limit of {MAX_PAYLOAD}",
+            kind.name()
+        ));
+    }
+    buf[0..4].copy_from_slice(&channel.to_le_bytes());
+    buf[4] = kind as u8;
+    buf[5..9].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Reads the next header; `None` when the stream ends cleanly between frames.
+pub(crate) fn read_header(r: &mut impl Read) -> io::Result<Option<[u8; HEADER_LEN]>> {
+    let mut header = [0; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        match r.read(&mut header[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed inside a frame header",
+                ))
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(header))
+}
+
+pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, Malformed> {
+    let channel = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let malformed = |message: String| Malformed {
+        channel: Some(channel),
+        message,
+    };
+    let kind = Kind::from_u8(bytes[4])
+        .ok_or_else(|| malformed(format!("unknown frame kind {}", bytes[4])))?;
+    let expected = match kind {
+        Kind::Data => None,
+        Kind::Watermark => Some(8),
+        Kind::Idle => Some(1),
+        Kind::Barrier => Some(9),
+        Kind::End => Some(0),
+        Kind::Credit => Some(4),
+    };
+    if len > MAX_PAYLOAD {
+        return Err(malformed(format!(
+            "{} frame length {len} exceeds the limit of {MAX_PAYLOAD}",
+            kind.name()
+        )));
+    }
+    if let Some(expected) = expected.filter(|&e| e != len) {
+        return Err(malformed(format!(
+            "{} frame has length {len}, expected {expected}",
+            kind.name()
+        )));
+    }
+    Ok(Header { channel, kind, len })
+}
+
+/// Decodes the payload of a frame of `kind` (any kind but credit).
+pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<Msg<T>, String> {
+    let byte = |i: usize| payload.get(i).copied().unwrap_or(0);
+    let le8 = || {
+        let mut b = [0; 8];
+        b.copy_from_slice(&payload[..8]);
+        b
+    };
+    // Lengths were checked against the kind by `parse_header`.
+    Ok(match kind {
+        Kind::Data => {
+            let records: Vec<Record<T>> = bincode::deserialize(payload)
+                .map_err(|e| format!("cannot decode a data batch: {e}"))?;
+            Msg::Data(records)
+        }
+        Kind::Watermark => Msg::Watermark(EventTime(i64::from_le_bytes(le8()))),
+        Kind::Idle => match byte(0) {
+            0 => Msg::Idle(false),
+            1 => Msg::Idle(true),
+            b => return Err(format!("idle frame holds {b}, expected 0 or 1")),
+        },
+        Kind::Barrier => {
+            let kind = match byte(8) {
+                0 => SnapshotKind::Checkpoint,
+                1 => SnapshotKind::Savepoint,
+                2 => SnapshotKind::Final,
+                b => return Err(format!("barrier frame has unknown snapshot kind {b}")),
+            };
+            Msg::Barrier(Barrier {
+                checkpoint: u64::from_le_bytes(le8()),
+                kind,
+            })
+        }
+        Kind::End => Msg::End,
+        Kind::Credit => return Err("a credit frame carries no message".into()),
+    })
+}
+
+pub(crate) fn credit_of(payload: &[u8]) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(&payload[..4]);
+    u32::from_le_bytes(b)
+}

@@ -1,0 +1,228 @@
+//! The sending side of a connection: [`RemoteSender`]s share one socket and hold a credit
+//! count per channel, replenished by credit frames the peer sends back.
+
+use super::frame::{self, Kind, HEADER_LEN};
+use crate::error::Error;
+use crate::exec::channel::{Disconnected, Msg};
+use crate::exec::metrics::TaskMetrics;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::marker::PhantomData;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+struct Shared {
+    peer: SocketAddr,
+    /// Writers take this for one whole frame, so frames of different channels never
+    /// interleave.
+    writer: Mutex<TcpStream>,
+    /// Another handle on the socket, to shut it down while a writer may be blocked.
+    closer: TcpStream,
+    state: Mutex<State>,
+    credit_arrived: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Data batches each channel may still send.
+    credits: FxHashMap<u32, u32>,
+    /// Why the connection is unusable, once it is.
+    failed: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking holder leaves the counters consistent: each update is one statement.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut state = lock(&self.state);
+        state.failed.get_or_insert(why);
+        drop(state);
+        self.credit_arrived.notify_all();
+        let _ = self.closer.shutdown(Shutdown::Both);
+    }
+}
+
+/// A connection to a peer process that carries the data of many logical channels to it.
+/// Keep it alive while its senders are in use: dropping it closes the connection.
+pub(crate) struct OutboundConnection {
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl OutboundConnection {
+    pub(crate) fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self, Error> {
+        let describe = format!("{addr:?}");
+        let stream = TcpStream::connect(&addr).map_err(|e| Error::Exchange {
+            peer: describe.clone(),
+            channel: None,
+            message: format!("cannot connect: {e}"),
+        })?;
+        Self::start(stream).map_err(|e| Error::Exchange {
+            peer: describe,
+            channel: None,
+            message: e.to_string(),
+        })
+    }
+
+    fn start(mut stream: TcpStream) -> std::io::Result<Self> {
+        // Frames are written whole; delaying small ones (credits, watermarks) only adds
+        // latency.
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        stream.write_all(&frame::MAGIC)?;
+        let mut reading = stream.try_clone()?;
+        let closer = stream.try_clone()?;
+        let shared = Arc::new(Shared {
+            peer,
+            writer: Mutex::new(stream),
+            closer,
+            state: Mutex::new(State::default()),
+            credit_arrived: Condvar::new(),
+        });
+        let for_reader = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("net-credits-{peer}"))
+            .spawn(move || {
+                let why = read_credits(&mut reading, &for_reader);
+                for_reader.fail(why);
+            })?;
+        Ok(OutboundConnection {
+            shared,
+            reader: Some(reader),
+        })
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Why the connection failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.shared.state).failed.clone()
+    }
+
+    /// A sender for logical channel `channel`; its blocked time counts as backpressure in
+    /// `metrics`. One sender per channel: the peer's credits are for that channel.
+    pub(crate) fn sender<T: Serialize>(
+        &self,
+        channel: u32,
+        metrics: Arc<TaskMetrics>,
+    ) -> RemoteSender<T> {
+        lock(&self.shared.state).credits.entry(channel).or_insert(0);
+        RemoteSender {
+            shared: self.shared.clone(),
+            channel,
+            buf: RefCell::new(Vec::new()),
+            metrics,
+            _records: PhantomData,
+        }
+    }
+}
+
+impl Drop for OutboundConnection {
+    fn drop(&mut self) {
+        self.shared
+            .fail("the connection was closed by this side".into());
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Applies credit frames until the connection ends; returns why it ended.
+fn read_credits(stream: &mut TcpStream, shared: &Shared) -> String {
+    let mut payload = [0u8; 4];
+    loop {
+        let header = match frame::read_header(stream) {
+            Ok(Some(h)) => h,
+            Ok(None) => return "the peer closed the connection".into(),
+            Err(e) => return format!("connection lost: {e}"),
+        };
+        let header = match frame::parse_header(&header) {
+            Ok(h) if h.kind == Kind::Credit => h,
+            Ok(h) => {
+                return format!(
+                    "channel {}: unexpected {} frame from the receiving side",
+                    h.channel,
+                    h.kind.name()
+                )
+            }
+            Err(m) => return format!("channel {:?}: {}", m.channel, m.message),
+        };
+        if let Err(e) = stream.read_exact(&mut payload) {
+            return format!("connection lost: {e}");
+        }
+        let granted = frame::credit_of(&payload);
+        let mut state = lock(&shared.state);
+        let credits = state.credits.entry(header.channel).or_insert(0);
+        *credits = credits.saturating_add(granted);
+        drop(state);
+        shared.credit_arrived.notify_all();
+    }
+}
+
+/// Sends the messages of one logical channel to the peer process; the remote counterpart
+/// of [`crate::exec::channel::ChannelSender`], with the same contract.
+pub(crate) struct RemoteSender<T> {
+    shared: Arc<Shared>,
+    channel: u32,
+    /// The frame being written, reused so that a batch costs no allocation once warm.
+    buf: RefCell<Vec<u8>>,
+    metrics: Arc<TaskMetrics>,
+    _records: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> RemoteSender<T> {
+    /// Sends `msg`. A data batch needs one credit of this channel and blocks until the peer
+    /// grants one; the blocked time is recorded as backpressure. Control messages need no
+    /// credit but go through the same ordered stream, so they never overtake data.
+    pub(crate) fn send(&self, msg: Msg<T>) -> Result<(), Disconnected> {
+        if matches!(msg, Msg::Data(_)) {
+            self.take_credit()?;
+        }
+        let mut buf = self.buf.borrow_mut();
+        if let Err(why) = frame::encode(&mut buf, self.channel, &msg) {
+            self.shared.fail(format!("channel {}: {why}", self.channel));
+            return Err(Disconnected);
+        }
+        debug_assert!(buf.len() >= HEADER_LEN);
+        let written = lock(&self.shared.writer).write_all(&buf);
+        if let Err(e) = written {
+            self.shared.fail(format!("connection lost: {e}"));
+            return Err(Disconnected);
+        }
+        Ok(())
+    }
+
+    fn take_credit(&self) -> Result<(), Disconnected> {
+        let mut state = lock(&self.shared.state);
+        let mut blocked_since = None;
+        loop {
+            if state.failed.is_some() {
+                return Err(Disconnected);
+            }
+            let credits = state.credits.entry(self.channel).or_insert(0);
+            if *credits > 0 {
+                *credits -= 1;
+                break;
+            }
+            blocked_since.get_or_insert_with(Instant::now);
+            state = self
+                .shared
+                .credit_arrived
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(started) = blocked_since {
+            self.metrics.add_backpressured(started.elapsed());
+        }
+        Ok(())
+    }
+}
