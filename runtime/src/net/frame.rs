@@ -188,34 +188,41 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, Malformed
 
 /// Decodes the payload of a frame of `kind` (any kind but credit).
 pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<Msg<T>, String> {
-    let byte = |i: usize| payload.get(i).copied().unwrap_or(0);
-    let le8 = || {
-        let mut b = [0; 8];
-        b.copy_from_slice(&payload[..8]);
-        b
+    let short = || {
+        format!(
+            "{} frame payload of {} bytes is too short",
+            kind.name(),
+            payload.len()
+        )
     };
-    // Lengths were checked against the kind by `parse_header`.
+    let le8 = |at: usize| {
+        payload
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .ok_or_else(short)
+    };
+    let byte = |at: usize| payload.get(at).copied().ok_or_else(short);
     Ok(match kind {
         Kind::Data => {
             let records: Vec<Record<T>> = bincode::deserialize(payload)
                 .map_err(|e| format!("cannot decode a data batch: {e}"))?;
             Msg::Data(records)
         }
-        Kind::Watermark => Msg::Watermark(EventTime(i64::from_le_bytes(le8()))),
-        Kind::Idle => match byte(0) {
+        Kind::Watermark => Msg::Watermark(EventTime(i64::from_le_bytes(le8(0)?))),
+        Kind::Idle => match byte(0)? {
             0 => Msg::Idle(false),
             1 => Msg::Idle(true),
             b => return Err(format!("idle frame holds {b}, expected 0 or 1")),
         },
         Kind::Barrier => {
-            let kind = match byte(8) {
+            let kind = match byte(8)? {
                 0 => SnapshotKind::Checkpoint,
                 1 => SnapshotKind::Savepoint,
                 2 => SnapshotKind::Final,
                 b => return Err(format!("barrier frame has unknown snapshot kind {b}")),
             };
             Msg::Barrier(Barrier {
-                checkpoint: u64::from_le_bytes(le8()),
+                checkpoint: u64::from_le_bytes(le8(0)?),
                 kind,
             })
         }
@@ -224,8 +231,7 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<
     })
 }
 
-pub(crate) fn credit_of(payload: &[u8]) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&payload[..4]);
-    u32::from_le_bytes(b)
+/// The batches a credit frame grants; `None` if its payload is not four bytes.
+pub(crate) fn credit_of(payload: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(payload).ok().map(u32::from_le_bytes)
 }

@@ -1,7 +1,7 @@
 //! The sending side of a connection: [`RemoteSender`]s share one socket and hold a credit
 //! count per channel, replenished by credit frames the peer sends back.
 
-use super::frame::{self, Kind, HEADER_LEN};
+use super::frame::{self, Kind};
 use crate::error::Error;
 use crate::exec::channel::{Disconnected, Msg};
 use crate::exec::metrics::TaskMetrics;
@@ -154,12 +154,17 @@ fn read_credits(stream: &mut TcpStream, shared: &Shared) -> String {
                     h.kind.name()
                 )
             }
-            Err(m) => return format!("channel {:?}: {}", m.channel, m.message),
+            Err(m) => match m.channel {
+                Some(c) => return format!("channel {c}: malformed frame: {}", m.message),
+                None => return format!("malformed frame: {}", m.message),
+            },
         };
         if let Err(e) = stream.read_exact(&mut payload) {
             return format!("connection lost: {e}");
         }
-        let granted = frame::credit_of(&payload);
+        let Some(granted) = frame::credit_of(&payload) else {
+            return format!("channel {}: malformed credit frame", header.channel);
+        };
         let mut state = lock(&shared.state);
         let credits = state.credits.entry(header.channel).or_insert(0);
         *credits = credits.saturating_add(granted);
@@ -192,7 +197,6 @@ impl<T: Serialize> RemoteSender<T> {
             self.shared.fail(format!("channel {}: {why}", self.channel));
             return Err(Disconnected);
         }
-        debug_assert!(buf.len() >= HEADER_LEN);
         let written = lock(&self.shared.writer).write_all(&buf);
         if let Err(e) = written {
             self.shared.fail(format!("connection lost: {e}"));

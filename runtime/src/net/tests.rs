@@ -324,13 +324,23 @@ fn a_corrupt_frame_is_an_error_naming_the_channel_and_the_fault() {
     );
 }
 
+#[test]
+fn decoding_a_short_payload_is_an_error_not_a_panic() {
+    use super::frame::{credit_of, decode, Kind};
+    for kind in [Kind::Watermark, Kind::Idle, Kind::Barrier, Kind::Data] {
+        assert!(decode::<u64>(kind, &[]).is_err(), "{kind:?}");
+    }
+    assert_eq!(credit_of(&[1, 2, 3]), None);
+    assert_eq!(credit_of(&[3, 0, 0, 0]), Some(3));
+}
+
 /// Prints the exchange's throughput over loopback: four channels on one connection,
 /// 100-byte records (on the wire) in batches of 1000.
 #[test]
 #[ignore]
 fn shuffle_throughput_over_loopback() {
     const CHANNELS: u32 = 4;
-    const BATCHES: usize = 500;
+    const BATCHES: usize = 2500;
     const BATCH: usize = 1000;
     // Event time (8 bytes) + string length (8) + 84 bytes.
     const RECORD_BYTES: usize = 100;
