@@ -194,6 +194,8 @@ impl<T: Serialize> RemoteSender<T> {
         }
         let mut buf = self.buf.borrow_mut();
         if let Err(why) = frame::encode(&mut buf, self.channel, &msg) {
+            // The batch was already paid for with a credit and the peer expects it: the
+            // channel cannot go on. The reason stays readable through `failure()`.
             self.shared.fail(format!("channel {}: {why}", self.channel));
             return Err(Disconnected);
         }
