@@ -5,17 +5,16 @@
 mod common;
 
 use common::run::{job_config, reference, sluice, sorted_output, write_manifest, KILL_EVENTS};
-use common::{assert_same, wait_until};
+use common::{assert_same, wait_until, BrokenSink};
 use serde_json::{json, Value};
 use sluice_runtime::api::{JobBuilder, Record, WatermarkStrategy};
-use sluice_runtime::connectors::{JsonLinesSink, Sink, SinkContext, SinkWriter, VecSource};
+use sluice_runtime::connectors::{JsonLinesSink, VecSource};
 use sluice_runtime::control::model::{Phase, SubtaskState};
 use sluice_runtime::control::JobControl;
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::CheckpointStorage;
 use sluice_runtime::time::EventTime;
-use sluice_runtime::Error;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -534,24 +533,6 @@ fn without_a_token_the_api_listens_on_loopback_only() {
 
 #[test]
 fn a_failed_job_reports_the_failing_operator_and_its_cause() {
-    struct Broken;
-    struct BrokenWriter;
-    impl Sink<u64> for Broken {
-        fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
-            Ok(Box::new(BrokenWriter))
-        }
-    }
-    impl SinkWriter<u64> for BrokenWriter {
-        fn write(&mut self, _: &[Record<u64>]) -> Result<(), Error> {
-            Err(Error::Input {
-                origin: "broken-sink".into(),
-                message: "disk full".into(),
-            })
-        }
-        fn finish(&mut self) -> Result<(), Error> {
-            Ok(())
-        }
-    }
     let records: Vec<_> = (0..10_000u64)
         .map(|i| Record::new(EventTime(i as i64), i))
         .collect();
@@ -562,7 +543,7 @@ fn a_failed_job_reports_the_failing_operator_and_its_cause() {
         WatermarkStrategy::monotonous(),
     )
     .rebalance("spread", 2)
-    .sink("broken", Broken);
+    .sink("broken", BrokenSink);
     let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
     wait_until("the job to end", TIMEOUT, || running.is_finished());
     let status = JobControl::status(&running);

@@ -3,7 +3,7 @@
 //! an independent computation over the same input.
 
 mod common;
-use common::{assert_same, wait_until};
+use common::{assert_same, wait_until, BrokenSink};
 
 use sluice_runtime::api::{
     Count, JobBuilder, KeyedProcessFunction, OutputTag, ProcessContext, Record, Session,
@@ -540,24 +540,6 @@ fn duplicate_uids_are_rejected_naming_both_operators() {
 
 #[test]
 fn a_failing_sink_fails_the_job_with_its_error() {
-    struct Broken;
-    struct BrokenWriter;
-    impl Sink<u64> for Broken {
-        fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
-            Ok(Box::new(BrokenWriter))
-        }
-    }
-    impl SinkWriter<u64> for BrokenWriter {
-        fn write(&mut self, _: &[Record<u64>]) -> Result<(), Error> {
-            Err(Error::Input {
-                origin: "broken-sink".into(),
-                message: "disk full".into(),
-            })
-        }
-        fn finish(&mut self) -> Result<(), Error> {
-            Ok(())
-        }
-    }
     let records: Vec<_> = (0..100_000u64)
         .map(|i| Record::new(EventTime(i as i64), i))
         .collect();
@@ -569,7 +551,7 @@ fn a_failing_sink_fails_the_job_with_its_error() {
     )
     .key_by(|x: &u64| *x)
     .process("noop", |_| Ok(Passthrough))
-    .sink("broken", Broken);
+    .sink("broken", BrokenSink);
     let err = start_embedded(job.build().unwrap(), RunOptions::default())
         .unwrap()
         .wait()

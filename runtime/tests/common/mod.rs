@@ -4,7 +4,33 @@
 pub mod run;
 pub mod s3;
 
+use sluice_runtime::api::Record;
+use sluice_runtime::connectors::{Sink, SinkContext, SinkWriter};
+use sluice_runtime::Error;
 use std::time::{Duration, Instant};
+
+/// A sink whose every write fails with "broken-sink: disk full".
+pub struct BrokenSink;
+
+struct BrokenWriter;
+
+impl Sink<u64> for BrokenSink {
+    fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, Error> {
+        Ok(Box::new(BrokenWriter))
+    }
+}
+
+impl SinkWriter<u64> for BrokenWriter {
+    fn write(&mut self, _: &[Record<u64>]) -> Result<(), Error> {
+        Err(Error::Input {
+            origin: "broken-sink".into(),
+            message: "disk full".into(),
+        })
+    }
+    fn finish(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
 
 /// Asserts that two sorted lists are equal, reporting sizes and the first difference
 /// rather than both lists.
