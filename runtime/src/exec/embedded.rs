@@ -361,18 +361,25 @@ impl RunningJob {
     pub fn wait(&self) -> Result<JobSummary, Error> {
         let mut root: Option<Error> = None;
         let mut consequence: Option<Error> = None;
-        let stopped = self.checkpoint_status().stopped;
         let threads = match self.threads.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
             Err(_) => return Err(Error::Graph("the job's thread list is poisoned".into())),
         };
-        for (name, t) in threads {
-            let result = t.join().unwrap_or_else(|panic| {
-                Err(Error::Graph(format!(
-                    "{name} panicked: {}",
-                    panic_message(panic.as_ref())
-                )))
-            });
+        let results: Vec<Result<(), Error>> = threads
+            .into_iter()
+            .map(|(name, t)| {
+                t.join().unwrap_or_else(|panic| {
+                    Err(Error::Graph(format!(
+                        "{name} panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                })
+            })
+            .collect();
+        // Read once every thread has ended: the coordinator records a stop with a savepoint
+        // after it has answered the savepoint's requester, who may already be waiting here.
+        let stopped = self.checkpoint_status().stopped;
+        for result in results {
             if let Err(e) = result {
                 let secondary = is_secondary(&e);
                 if secondary && stopped {
