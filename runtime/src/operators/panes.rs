@@ -307,7 +307,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
         create: impl FnOnce() -> V,
         f: impl FnOnce(&mut V, bool) -> R,
     ) -> R {
-        let kg = self.group(key);
+        let max_parallelism = self.max_parallelism;
         let pane = self.windows.entry(w).or_insert_with(Pane::new);
         let fired = pane.fired;
         let result = match pane.entries.get_mut(key) {
@@ -315,6 +315,8 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             None => {
                 let stored = match &mut self.rocks {
                     Some(rocks) if pane.in_db => {
+                        // Hashed only on a miss that must read: hits and heap stay hash-free.
+                        let kg = key_group(stable_hash(key), max_parallelism);
                         let r = rocks.read(kg, w, key);
                         Self::record(&mut self.error, r).flatten()
                     }
