@@ -44,6 +44,12 @@ pub enum Error {
         channel: Option<u32>,
         message: String,
     },
+    /// Between the coordinator and a worker: registration, deployment, a lost peer.
+    #[error("cluster ({peer}): {message}")]
+    Cluster { peer: String, message: String },
+    /// A distributed job failed and its restart strategy gave up.
+    #[error("the job failed after {restarts} restart(s): {cause}")]
+    Failed { restarts: u32, cause: String },
 }
 
 fn channel_suffix(channel: Option<u32>) -> String {

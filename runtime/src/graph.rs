@@ -10,6 +10,7 @@ use crate::exec::exchange::{ExchangeWriter, Routing};
 use crate::exec::metrics::TaskMetrics;
 use crate::exec::operator::{Discard, Tee};
 use crate::exec::{BuildCx, HeadArgs, Operator, Task};
+use crate::net::{InboundChannels, OutboundConnection};
 use crossbeam_utils::sync::Unparker;
 use std::any::Any;
 use std::sync::Arc;
@@ -32,6 +33,26 @@ pub(crate) struct PortType {
     pub(crate) writer: fn(Vec<ErasedSend>, ErasedRouting, &BuildCx) -> Erased,
     pub(crate) tee: fn(Vec<Erased>) -> Erased,
     pub(crate) discard: fn() -> Erased,
+    /// A `ChannelSender` of the port's records to logical channel `channel` of a
+    /// connection to another process.
+    pub(crate) remote_sender: fn(&OutboundConnection, u32, Arc<TaskMetrics>) -> ErasedSend,
+    /// Delivers logical channel `channel` of an inbound connection into a local
+    /// `ChannelSender` of the port's records.
+    pub(crate) deliver_inbound: fn(&mut InboundChannels, u32, ErasedSend),
+}
+
+fn new_remote_sender<T: Data>(
+    connection: &OutboundConnection,
+    channel: u32,
+    metrics: Arc<TaskMetrics>,
+) -> ErasedSend {
+    let sender: ChannelSender<T> =
+        ChannelSender::Remote(Box::new(connection.sender::<T>(channel, metrics)));
+    Box::new(sender)
+}
+
+fn deliver_inbound<T: Data>(channels: &mut InboundChannels, channel: u32, to: ErasedSend) {
+    channels.add(channel, downcast_send::<ChannelSender<T>>(to));
 }
 
 fn new_channel<T: Data>(
@@ -80,6 +101,8 @@ impl PortType {
             writer: new_writer::<T>,
             tee: new_tee::<T>,
             discard: new_discard::<T>,
+            remote_sender: new_remote_sender::<T>,
+            deliver_inbound: deliver_inbound::<T>,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! types ([`time`]).
 
 pub mod api;
+pub mod cluster;
 pub mod connectors;
 pub mod control;
 pub mod error;

@@ -43,8 +43,8 @@ pub enum Either<L, R> {
 }
 
 /// What can flow between operators.
-pub trait Data: Clone + Send + 'static {}
-impl<T: Clone + Send + 'static> Data for T {}
+pub trait Data: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static {}
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 
 /// What can partition a stream: hashed stably (the same key lands in the same key group in
 /// every process and every run), used as a state key, and written into snapshots.

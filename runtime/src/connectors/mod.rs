@@ -4,6 +4,7 @@ mod collect;
 mod jsonl;
 mod nexmark;
 mod queue_source;
+mod throttled;
 mod vec_source;
 
 pub use crate::snapshot::{FileTransaction, SplitPosition};
@@ -11,6 +12,7 @@ pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
 pub use nexmark::{NexmarkFileSource, NexmarkSource};
 pub use queue_source::QueueSource;
+pub use throttled::Throttled;
 pub use vec_source::VecSource;
 
 use crate::api::Record;

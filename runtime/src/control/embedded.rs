@@ -37,6 +37,7 @@ impl JobControl for RunningJob {
                     idle_seconds: m.idle.as_secs_f64(),
                     backpressured_seconds: m.backpressured.as_secs_f64(),
                     watermark_ms: (m.watermark != EventTime::MIN).then_some(m.watermark.0),
+                    worker: None,
                 }
             })
             .collect();
@@ -74,6 +75,8 @@ impl JobControl for RunningJob {
             },
             restored_from: checkpoints.restored_from,
             errors,
+            restarts: Default::default(),
+            workers: Vec::new(),
         }
     }
 
@@ -96,7 +99,7 @@ impl JobControl for RunningJob {
     }
 }
 
-fn snapshot_info(s: &CompletedSnapshot) -> SnapshotInfo {
+pub(crate) fn snapshot_info(s: &CompletedSnapshot) -> SnapshotInfo {
     SnapshotInfo {
         id: s.id,
         kind: match s.kind {

@@ -22,6 +22,7 @@ mod savepoints;
 mod server;
 
 pub use auth::read_token;
+pub(crate) use embedded::snapshot_info;
 pub use server::{BoundControl, ControlConfig, ControlServer};
 
 use crate::error::Error;

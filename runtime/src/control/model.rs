@@ -20,6 +20,9 @@ pub enum Phase {
     Finished,
     /// A subtask or checkpointing failed for good (see `errors`).
     Failed,
+    /// Distributed mode: the job failed (see `errors`) and restarts from its latest
+    /// checkpoint once `restarts.backoffMs` has passed.
+    Restarting,
 }
 
 impl Phase {
@@ -30,6 +33,7 @@ impl Phase {
             Phase::Stopping => "stopping",
             Phase::Finished => "finished",
             Phase::Failed => "failed",
+            Phase::Restarting => "restarting",
         }
     }
 }
@@ -50,8 +54,43 @@ pub struct JobStatus {
     pub checkpoints: CheckpointSummary,
     /// The checkpoint or savepoint this run was restored from.
     pub restored_from: Option<String>,
-    /// Root causes of the failure; empty unless the phase is `failed`.
+    /// Root causes of the failure; empty unless the phase is `failed`. While a
+    /// distributed job restarts, the causes of the failure it restarts from.
     pub errors: Vec<JobError>,
+    /// The in-job restart strategy (distributed mode; embedded runs never restart).
+    #[serde(default)]
+    pub restarts: RestartStatus,
+    /// The workers a distributed job runs on; empty in embedded mode.
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// How often a distributed job restarted from its latest checkpoint, and what comes next.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartStatus {
+    /// Restarts since the coordinator started.
+    pub count: u32,
+    /// Restarts without a healthy period in between; the strategy gives up beyond
+    /// `maxAttempts`.
+    pub consecutive: u32,
+    pub max_attempts: u32,
+    /// The wait before the next restart, while the job waits for it.
+    pub backoff_ms: Option<u64>,
+    /// Why the job last restarted.
+    pub last_failure: Option<String>,
+}
+
+/// One registered worker of a distributed job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub name: String,
+    /// Where it receives records from other workers.
+    pub address: String,
+    pub slots: u32,
+    /// Slots the current run uses.
+    pub used_slots: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +137,9 @@ pub struct SubtaskStatus {
     /// Event time (epoch milliseconds) the chain's output is complete up to; `null` before
     /// the first watermark.
     pub watermark_ms: Option<i64>,
+    /// The worker it runs on (distributed mode).
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -66,6 +66,7 @@ pub(super) fn render(s: &JobStatus) -> String {
         Phase::Stopping,
         Phase::Finished,
         Phase::Failed,
+        Phase::Restarting,
     ] {
         let value = f64::from(u8::from(s.phase == phase));
         f.sample(&[("job", job), ("phase", phase.as_str())], value);
@@ -84,6 +85,20 @@ pub(super) fn render(s: &JobStatus) -> String {
         "Time since the job's subtasks started.",
     )
     .sample(&base, s.uptime_seconds);
+    family(
+        &mut out,
+        "sluice_job_restarts_total",
+        "counter",
+        "Restarts of the job from its latest checkpoint (distributed mode).",
+    )
+    .sample(&base, f64::from(s.restarts.count));
+    family(
+        &mut out,
+        "sluice_job_workers",
+        "gauge",
+        "Workers registered with the coordinator (distributed mode).",
+    )
+    .sample(&base, s.workers.len() as f64);
 
     type Value = fn(&super::model::SubtaskStatus) -> Option<f64>;
     let per_subtask: [(&'static str, &str, &str, Value); 8] = [
@@ -221,10 +236,13 @@ mod tests {
                 idle_seconds: 0.0,
                 backpressured_seconds: 0.0,
                 watermark_ms: None,
+                worker: None,
             }],
             checkpoints: CheckpointSummary::default(),
             restored_from: None,
             errors: Vec::new(),
+            restarts: Default::default(),
+            workers: Vec::new(),
         };
         let text = render(&status);
         assert!(text.contains(

@@ -390,6 +390,7 @@ fn stoppable(state: &State) -> Result<(), ApiError> {
         Phase::Stopping => conflict("the job is already stopping"),
         Phase::Finished => conflict("the job already finished"),
         Phase::Failed => conflict("the job failed"),
+        Phase::Restarting => conflict("the job is restarting after a failure"),
     }
 }
 

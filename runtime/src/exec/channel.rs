@@ -28,29 +28,47 @@ pub(crate) enum Msg<T> {
 #[derive(Debug)]
 pub(crate) struct Disconnected;
 
-pub(crate) struct ChannelSender<T> {
-    tx: Sender<Msg<T>>,
-    doorbell: Unparker,
-    metrics: Arc<TaskMetrics>,
+/// The producer's end of a channel: a local queue, or a logical channel to a subtask in
+/// another process (`crate::net`), with the same contract.
+pub(crate) enum ChannelSender<T> {
+    Local {
+        tx: Sender<Msg<T>>,
+        doorbell: Unparker,
+        metrics: Arc<TaskMetrics>,
+    },
+    Remote(Box<dyn SendMsg<T>>),
+}
+
+/// Sends the messages of one channel to another process.
+pub(crate) trait SendMsg<T>: Send {
+    fn send(&self, msg: Msg<T>) -> Result<(), Disconnected>;
 }
 
 impl<T> ChannelSender<T> {
-    /// Sends `msg`, blocking while the queue is full; the blocked time is recorded as
-    /// backpressure of the sending task.
+    /// Sends `msg`, blocking while the queue is full (or, remote, while the consumer has
+    /// granted no credit); the blocked time is recorded as backpressure of the sending task.
     pub(crate) fn send(&self, msg: Msg<T>) -> Result<(), Disconnected> {
-        match self.tx.try_send(msg) {
+        let (tx, doorbell, metrics) = match self {
+            ChannelSender::Local {
+                tx,
+                doorbell,
+                metrics,
+            } => (tx, doorbell, metrics),
+            ChannelSender::Remote(remote) => return remote.send(msg),
+        };
+        match tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
                 let started = Instant::now();
                 // Ring first so a consumer that is asleep drains while we wait.
-                self.doorbell.unpark();
-                let sent = self.tx.send(msg);
-                self.metrics.add_backpressured(started.elapsed());
+                doorbell.unpark();
+                let sent = tx.send(msg);
+                metrics.add_backpressured(started.elapsed());
                 sent.map_err(|_| Disconnected)?;
             }
             Err(TrySendError::Disconnected(_)) => return Err(Disconnected),
         }
-        self.doorbell.unpark();
+        doorbell.unpark();
         Ok(())
     }
 }
@@ -84,7 +102,7 @@ pub(crate) fn channel<T>(
 ) -> (ChannelSender<T>, ChannelReceiver<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     (
-        ChannelSender {
+        ChannelSender::Local {
             tx,
             doorbell,
             metrics: producer_metrics,

@@ -55,6 +55,32 @@ pub(crate) enum Report {
     /// The subtask reached the end of its input; its final state stands in for it in every
     /// later snapshot.
     Finished { task: usize, snapshot: TaskSnapshot },
+    /// The subtask's part of `checkpoint` could not be written (reported by a worker, which
+    /// uploads its subtasks' parts itself): the snapshot fails.
+    Declined { checkpoint: u64, error: String },
+}
+
+/// How the checkpoint coordinator reaches the subtasks: through shared memory when they run
+/// in its process, through the workers' connections when they do not.
+pub(crate) trait TaskLink: Send {
+    /// Asks the sources to inject the barrier of snapshot `id`.
+    fn inject(&self, id: u64, kind: SnapshotKind);
+    /// Commits the sink transactions of the complete snapshot `id`, by the subtask (task
+    /// index) that pre-committed them, and tells every subtask that `id` is complete.
+    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String>;
+}
+
+impl TaskLink for Arc<CheckpointControl> {
+    fn inject(&self, id: u64, kind: SnapshotKind) {
+        self.request(id, kind);
+    }
+
+    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String> {
+        let transactions: Vec<FileTransaction> = transactions.into_iter().map(|(_, t)| t).collect();
+        commit_all(&transactions).map_err(|e| e.to_string())?;
+        self.mark_committed(id);
+        Ok(())
+    }
 }
 
 /// Shared by the coordinator and every subtask of a run.
@@ -96,7 +122,7 @@ impl CheckpointControl {
         })
     }
 
-    fn request(&self, id: u64, kind: SnapshotKind) {
+    pub(crate) fn request(&self, id: u64, kind: SnapshotKind) {
         let k = u8::from(kind == SnapshotKind::Savepoint);
         self.requested_kind.store(k, Ordering::Release);
         self.requested.store(id, Ordering::Release);
@@ -104,6 +130,11 @@ impl CheckpointControl {
 
     pub(crate) fn committed(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
+    }
+
+    /// The sink transactions of snapshots up to `id` are committed.
+    pub(crate) fn mark_committed(&self, id: u64) {
+        self.committed.fetch_max(id, Ordering::AcqRel);
     }
 
     /// The job is over when the coordinator is gone; a report it misses changes nothing.
@@ -177,7 +208,7 @@ pub(crate) struct Coordinator {
     pub(crate) config: Option<CheckpointConfig>,
     pub(crate) storage: Option<CheckpointStorage>,
     pub(crate) next_id: u64,
-    pub(crate) control: Arc<CheckpointControl>,
+    pub(crate) link: Box<dyn TaskLink>,
     pub(crate) reports: Receiver<Report>,
     pub(crate) commands: Receiver<Command>,
     pub(crate) cancel: Arc<AtomicBool>,
@@ -242,6 +273,11 @@ impl Coordinator {
                             }
                             Err(e) => f.error = Some(e),
                         }
+                    }
+                }
+                Ok(Report::Declined { checkpoint, error }) => {
+                    if let Some(f) = inflight.as_mut().filter(|f| f.id == checkpoint) {
+                        f.error.get_or_insert(error);
                     }
                 }
                 Ok(Report::Finished { task, mut snapshot }) => {
@@ -322,8 +358,7 @@ impl Coordinator {
                 }
             }
             if inflight.is_none() && finished.iter().all(Option::is_some) {
-                let parts = finished.into_iter().flatten().collect();
-                return self.finish(parts);
+                return self.finish(finished);
             }
         }
     }
@@ -331,7 +366,7 @@ impl Coordinator {
     fn trigger(&mut self, kind: SnapshotKind, finished: &[Option<TaskSnapshot>]) -> InFlight {
         let id = self.next_id;
         self.next_id += 1;
-        self.control.request(id, kind);
+        self.link.inject(id, kind);
         InFlight {
             id,
             kind,
@@ -414,8 +449,8 @@ impl Coordinator {
         commit: bool,
     ) -> Result<CompletedSnapshot, String> {
         let (id, kind, started, uploaded_shared) = (f.id, f.kind, f.started, f.uploaded_bytes);
+        let transactions = transactions_of(&f.parts);
         let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
-        let transactions = transactions_of(&parts);
         let manifest =
             write_snapshot(storage, &self.layout, id, kind, parts).map_err(|e| e.to_string())?;
         let done = CompletedSnapshot {
@@ -432,8 +467,7 @@ impl Coordinator {
             uploaded_bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + uploaded_shared,
         };
         if commit {
-            commit_all(&transactions).map_err(|e| e.to_string())?;
-            self.control.committed.fetch_max(id, Ordering::AcqRel);
+            self.link.commit(id, transactions)?;
         }
         if let Ok(mut s) = self.status.lock() {
             s.completed += 1;
@@ -443,14 +477,14 @@ impl Coordinator {
     }
 
     /// Every subtask finished: the final snapshot (when checkpointing) and the last commit.
-    fn finish(mut self, parts: Vec<TaskSnapshot>) -> Result<(), Error> {
+    fn finish(mut self, parts: Vec<Option<TaskSnapshot>>) -> Result<(), Error> {
         match self.storage.take() {
             Some(storage) => {
                 let last = InFlight {
                     id: self.next_id,
                     kind: SnapshotKind::Final,
                     started: Instant::now(),
-                    parts: parts.into_iter().map(Some).collect(),
+                    parts,
                     savepoint: None,
                     error: None,
                     uploaded_bytes: 0,
@@ -460,19 +494,27 @@ impl Coordinator {
                 self.retain(&storage, &[]);
             }
             None => {
-                commit_all(&transactions_of(&parts))?;
+                self.link
+                    .commit(self.next_id, transactions_of(&parts))
+                    .map_err(Error::Checkpoint)?;
             }
         }
         Ok(())
     }
 }
 
-/// Every sink transaction the parts of a snapshot list.
-fn transactions_of(parts: &[TaskSnapshot]) -> Vec<FileTransaction> {
+/// Every sink transaction the parts of a snapshot list, with the index of the subtask that
+/// pre-committed it.
+fn transactions_of(parts: &[Option<TaskSnapshot>]) -> Vec<(usize, FileTransaction)> {
     parts
         .iter()
-        .flat_map(|p| p.operators.iter())
-        .flat_map(|o| o.transactions.iter().cloned())
+        .enumerate()
+        .filter_map(|(task, p)| Some((task, p.as_ref()?)))
+        .flat_map(|(task, p)| {
+            p.operators
+                .iter()
+                .flat_map(move |o| o.transactions.iter().map(move |t| (task, t.clone())))
+        })
         .collect()
 }
 

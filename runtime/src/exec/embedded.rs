@@ -7,9 +7,10 @@ use super::checkpoint::{
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
+use crate::graph::PortType;
 use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
 use crate::snapshot::{
-    CheckpointStorage, Compatibility, DeclaredOperator, JobLayout, RestoredState,
+    CheckpointStorage, Compatibility, DeclaredOperator, JobLayout, RestoredState, SnapshotContent,
 };
 use crate::state::KeyGroupAssignment;
 use crossbeam_channel::Sender;
@@ -225,6 +226,7 @@ pub struct RunningJob {
     stop_requested: AtomicBool,
     started: Instant,
     commands: Sender<Command>,
+    control: Arc<CheckpointControl>,
     status: Arc<Mutex<CheckpointStatus>>,
     info: JobInfo,
 }
@@ -340,6 +342,11 @@ impl RunningJob {
             .map_err(Error::Checkpoint)
     }
 
+    /// What the run's subtasks and its supervisor share about snapshots.
+    pub(crate) fn control(&self) -> &Arc<CheckpointControl> {
+        &self.control
+    }
+
     pub fn metrics(&self) -> Vec<TaskMetricsSnapshot> {
         self.metrics.iter().map(|m| m.snapshot()).collect()
     }
@@ -413,6 +420,7 @@ fn load_restore(
     graph: &JobGraph,
     options: &RunOptions,
     status: &mut CheckpointStatus,
+    commit_restored: bool,
 ) -> Result<Option<RestoredState>, Error> {
     let Some(restore) = &options.restore else {
         return Ok(None);
@@ -466,7 +474,9 @@ fn load_restore(
         )));
     }
     // Output the snapshot covers is committed, even if the failed run did not get to it.
-    commit_all(&restored.content.transactions().cloned().collect::<Vec<_>>())?;
+    if commit_restored {
+        commit_all(&restored.content.transactions().cloned().collect::<Vec<_>>())?;
+    }
     let location = storage.location(manifest.checkpoint);
     eprintln!("restoring from {location}");
     status.restored_from = Some(location);
@@ -475,15 +485,15 @@ fn load_restore(
 
 /// The key-group owners of every stateful operator: restored from the snapshot (rescaled
 /// keeping as many owners as possible when the parallelism changed) or contiguous ranges.
-fn assignments(
+pub(crate) fn assignments(
     graph: &JobGraph,
-    restored: Option<&RestoredState>,
+    restored: Option<&SnapshotContent>,
 ) -> Result<HashMap<usize, Arc<KeyGroupAssignment>>, Error> {
     let mut out = HashMap::new();
     for (n, node) in graph.nodes.iter().enumerate() {
         let p = node.parallelism as u32;
         let previous = restored
-            .and_then(|r| r.content.operators.iter().find(|o| o.uid == node.uid))
+            .and_then(|r| r.operators.iter().find(|o| o.uid == node.uid))
             .filter(|o| o.assignment.len() == graph.max_parallelism as usize);
         let assignment = match previous {
             Some(o) => {
@@ -504,7 +514,7 @@ fn assignments(
 }
 
 /// A name for this run that no earlier run of the job had.
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -515,11 +525,87 @@ fn new_run_id() -> String {
     )
 }
 
+/// Where a run's state comes from, loaded and checked before anything runs.
+pub(crate) struct Prepared {
+    pub(crate) restored: Option<Arc<RestoredState>>,
+    pub(crate) assignments: Arc<HashMap<usize, Arc<KeyGroupAssignment>>>,
+    pub(crate) status: CheckpointStatus,
+}
+
+/// Loads the snapshot `options` restores from (committing the output it covers when
+/// `commit_restored`) and assigns key groups.
+pub(crate) fn prepare(
+    graph: &JobGraph,
+    options: &RunOptions,
+    commit_restored: bool,
+) -> Result<Prepared, Error> {
+    let mut status = CheckpointStatus::default();
+    let restored = load_restore(graph, options, &mut status, commit_restored)?.map(Arc::new);
+    let assignments = Arc::new(assignments(graph, restored.as_deref().map(|r| &r.content))?);
+    Ok(Prepared {
+        restored,
+        assignments,
+        status,
+    })
+}
+
+/// The share of a job one process runs when the job spans processes: subtask `s` of every
+/// operator runs in slot `s`, and each slot is on one worker.
+pub(crate) struct Placement<'a> {
+    /// The worker of each slot.
+    pub(crate) slot_workers: &'a [u32],
+    pub(crate) this_worker: u32,
+    pub(crate) links: &'a mut dyn RemoteLinks,
+}
+
+impl Placement<'_> {
+    fn is_local(&self, subtask: usize) -> bool {
+        self.slot_workers.get(subtask) == Some(&self.this_worker)
+    }
+
+    fn worker_of(&self, subtask: usize) -> Result<u32, Error> {
+        self.slot_workers
+            .get(subtask)
+            .copied()
+            .ok_or_else(|| Error::Graph(format!("no worker placed for slot {subtask}")))
+    }
+}
+
+/// The connections of a process to the other workers of its job. Logical channel ids are
+/// the same in every process: every process numbers the job's edges in the same order.
+pub(crate) trait RemoteLinks {
+    /// A sender of the port's records to `channel` on `worker`.
+    fn sender(
+        &mut self,
+        port: &PortType,
+        worker: u32,
+        channel: u32,
+        metrics: Arc<TaskMetrics>,
+    ) -> Result<ErasedSend, Error>;
+    /// Delivers `channel` from `worker` into the local sender `to`.
+    fn deliver(&mut self, port: &PortType, worker: u32, channel: u32, to: ErasedSend);
+}
+
+/// What the supervising thread of a run gets: in embedded mode the checkpoint coordinator,
+/// on a worker the relay to the job's coordinator.
+pub(crate) struct SupervisorParts {
+    pub(crate) layout: JobLayout,
+    /// Subtasks of the whole job.
+    pub(crate) tasks: usize,
+    /// The job's subtasks this process runs, by task index.
+    pub(crate) local_tasks: Vec<usize>,
+    pub(crate) control: Arc<CheckpointControl>,
+    pub(crate) reports: crossbeam_channel::Receiver<super::checkpoint::Report>,
+    pub(crate) commands: crossbeam_channel::Receiver<Command>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) status: Arc<Mutex<CheckpointStatus>>,
+}
+
+pub(crate) type Supervise = Box<dyn FnOnce(SupervisorParts) -> Result<(), Error> + Send>;
+
 /// Starts every subtask of `graph` on its own thread.
 pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob, Error> {
-    let mut status = CheckpointStatus::default();
-    let restored = load_restore(&graph, &options, &mut status)?.map(Arc::new);
-    let assignments = Arc::new(assignments(&graph, restored.as_deref())?);
+    let prepared = prepare(&graph, &options, true)?;
     let storage = match &options.checkpoints {
         Some(c) => Some(CheckpointStorage::open(&c.storage)?),
         None => None,
@@ -528,7 +614,41 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         Some(s) => s.next_id()?,
         None => 1,
     }
-    .max(restored.as_ref().map_or(0, |r| r.id + 1));
+    .max(prepared.restored.as_ref().map_or(0, |r| r.id + 1));
+    let config = options.checkpoints.clone();
+    let supervise: Supervise = Box::new(move |parts: SupervisorParts| {
+        Coordinator {
+            layout: parts.layout,
+            tasks: parts.tasks,
+            config,
+            storage,
+            next_id,
+            link: Box::new(parts.control),
+            reports: parts.reports,
+            commands: parts.commands,
+            cancel: parts.cancel,
+            status: parts.status,
+            uploaded: HashMap::new(),
+        }
+        .run()
+    });
+    launch(graph, options, prepared, None, supervise)
+}
+
+/// Starts the subtasks of `graph` this process runs (all of them without a placement) and
+/// the supervising thread.
+pub(crate) fn launch(
+    graph: JobGraph,
+    options: RunOptions,
+    prepared: Prepared,
+    mut placement: Option<Placement<'_>>,
+    supervise: Supervise,
+) -> Result<RunningJob, Error> {
+    let Prepared {
+        restored,
+        assignments,
+        status,
+    } = prepared;
     let declared = graph.declared_operators()?;
     let info = JobInfo {
         name: graph.name.clone(),
@@ -545,8 +665,13 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     let heads: Vec<usize> = (0..graph.nodes.len())
         .filter(|&n| !graph.is_chained(n))
         .collect();
+    let here: Option<Vec<bool>> = placement.as_ref().map(|p| {
+        let most = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+        (0..most).map(|s| p.is_local(s)).collect()
+    });
+    let local = |s: usize| here.as_ref().is_none_or(|h| h.get(s) == Some(&true));
 
-    // One metrics record and one doorbell per subtask of every chain.
+    // One metrics record and one doorbell per subtask of every chain run here.
     let mut metrics: HashMap<(usize, usize), Arc<TaskMetrics>> = HashMap::new();
     let mut parkers: HashMap<(usize, usize), Parker> = HashMap::new();
     let mut unparkers: HashMap<(usize, usize), Unparker> = HashMap::new();
@@ -555,7 +680,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         let is_source = matches!(node.kind, NodeKind::Source(_));
         let chain_has_sink =
             (0..graph.nodes.len()).any(|n| graph.nodes[n].is_sink && graph.head_of(n) == h);
-        for s in 0..node.parallelism {
+        for s in (0..node.parallelism).filter(|&s| local(s)) {
             let m = TaskMetrics::new(format!("{}[{s}]", node.uid), is_source, chain_has_sink);
             metrics.insert((h, s), Arc::new(m));
             let p = Parker::new();
@@ -564,9 +689,11 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         }
     }
 
-    // Channels for every edge that crosses chains.
+    // Channels for every edge that crosses chains; an edge between processes is a logical
+    // channel of a connection, numbered alike in every process.
     let mut senders: HashMap<EdgeKey, Vec<ErasedSend>> = HashMap::new();
     let mut receivers: HashMap<(usize, usize), Vec<(usize, ErasedSend)>> = HashMap::new();
+    let mut channel_id: u32 = 0;
     for &h in &heads {
         let node = &graph.nodes[h];
         for (i, edge) in node.inputs.iter().enumerate() {
@@ -583,15 +710,41 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
                 };
                 let mut txs = Vec::with_capacity(consumers.len());
                 for cs in consumers {
-                    let (tx, rx) = (port.channel)(
-                        options.channel_capacity,
-                        unparkers[&(h, cs)].clone(),
-                        metrics[&(producer_head, ps)].clone(),
-                    );
-                    txs.push(tx);
-                    receivers.entry((h, cs)).or_default().push((edge.side, rx));
+                    let channel = channel_id;
+                    channel_id += 1;
+                    match (local(ps), local(cs), placement.as_mut()) {
+                        (true, true, _) | (_, _, None) => {
+                            let (tx, rx) = (port.channel)(
+                                options.channel_capacity,
+                                unparkers[&(h, cs)].clone(),
+                                metrics[&(producer_head, ps)].clone(),
+                            );
+                            txs.push(tx);
+                            receivers.entry((h, cs)).or_default().push((edge.side, rx));
+                        }
+                        (true, false, Some(p)) => {
+                            let worker = p.worker_of(cs)?;
+                            let producer = metrics[&(producer_head, ps)].clone();
+                            txs.push(p.links.sender(&port, worker, channel, producer)?);
+                        }
+                        (false, true, Some(p)) => {
+                            // Delivery blocking on a full queue is not the producer's
+                            // backpressure here; it shows as credits withheld over there.
+                            let (tx, rx) = (port.channel)(
+                                options.channel_capacity,
+                                unparkers[&(h, cs)].clone(),
+                                metrics[&(h, cs)].clone(),
+                            );
+                            let worker = p.worker_of(ps)?;
+                            p.links.deliver(&port, worker, channel, tx);
+                            receivers.entry((h, cs)).or_default().push((edge.side, rx));
+                        }
+                        (false, false, Some(_)) => {}
+                    }
                 }
-                senders.insert((h, i, ps), txs);
+                if local(ps) {
+                    senders.insert((h, i, ps), txs);
+                }
             }
         }
     }
@@ -600,18 +753,24 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     let mut threads = Vec::new();
     let mut slots = Vec::new();
     let mut task_metrics_in_order = Vec::new();
+    let mut local_tasks = Vec::new();
     let mut task_index = 0;
     for &h in &heads {
         for s in 0..graph.nodes[h].parallelism {
+            let task = task_index;
+            task_index += 1;
+            if !local(s) {
+                continue;
+            }
+            local_tasks.push(task);
             let env = TaskEnv {
-                task: task_index,
+                task,
                 control: control.clone(),
                 restored: restored.clone(),
                 run_id: run_id.clone(),
                 assignments: assignments.clone(),
                 state_backend: state_backend.clone(),
             };
-            task_index += 1;
             let mut wiring = Wiring {
                 senders: HashMap::new(),
             };
@@ -668,7 +827,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         }
     }
 
-    let coordinator = Coordinator {
+    let parts = SupervisorParts {
         layout: JobLayout {
             job: graph.name.clone(),
             max_parallelism: graph.max_parallelism,
@@ -683,15 +842,12 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
                 .collect(),
         },
         tasks: task_index,
-        config: options.checkpoints.clone(),
-        storage,
-        next_id,
-        control,
+        local_tasks,
+        control: control.clone(),
         reports,
         commands,
         cancel: cancel.clone(),
         status: status.clone(),
-        uploaded: HashMap::new(),
     };
     let stop_job = cancel.clone();
     let slot = Arc::new(ThreadSlot {
@@ -700,7 +856,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
     });
     slots.push(slot.clone());
     let handle = spawn_recorded("checkpoints".into(), slot, move || {
-        let result = coordinator.run();
+        let result = supervise(parts);
         if result.is_err() {
             // Checkpointing failed for good: so does the job.
             stop_job.store(true, Ordering::Relaxed);
@@ -717,6 +873,7 @@ pub fn start_embedded(graph: JobGraph, options: RunOptions) -> Result<RunningJob
         stop_requested: AtomicBool::new(false),
         started: Instant::now(),
         commands: commands_tx,
+        control,
         status,
         info,
     })

@@ -9,6 +9,9 @@ pub(crate) mod operator;
 mod task;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
+pub(crate) use embedded::{
+    assignments, launch, prepare, Placement, RemoteLinks, Supervise, SupervisorParts,
+};
 pub use embedded::{
     start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,
     SubtaskStatus,

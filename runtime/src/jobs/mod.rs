@@ -6,7 +6,7 @@ pub mod fraud;
 pub mod nexmark_queries;
 
 use crate::api::{Data, JobBuilder, Stream, WatermarkStrategy};
-use crate::connectors::{DiscardSink, JsonLinesSink, NexmarkFileSource, NexmarkSource};
+use crate::connectors::{DiscardSink, JsonLinesSink, NexmarkFileSource, NexmarkSource, Throttled};
 use crate::error::Error;
 use crate::nexmark::{Event, NexmarkConfig};
 use crate::JobGraph;
@@ -190,6 +190,21 @@ pub struct NexmarkJobConfig {
     /// the number of splits have nothing to read.
     #[serde(default = "default_source_splits")]
     pub source_splits: usize,
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+/// How results are written (`spec.job.config.sink`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Sink subtasks, when not the job's parallelism (results are rebalanced onto them).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
+    /// Each sink subtask writes at most this many records per second; a faster stream is
+    /// slowed down by backpressure.
+    #[serde(default)]
+    pub max_records_per_second: Option<u64>,
 }
 
 fn default_source_splits() -> usize {
@@ -242,10 +257,25 @@ impl NexmarkJobConfig {
     }
 
     pub fn attach_output<O: Data + Serialize>(&self, out: &Stream<O>) {
-        match &self.output {
-            Output::Discard => out.sink("discard", DiscardSink),
-            Output::Path(p) if p.as_os_str() == "discard" => out.sink("discard", DiscardSink),
-            Output::Path(p) => out.sink("output", JsonLinesSink::new(p)),
+        let rebalanced;
+        let out = match self.sink.parallelism {
+            Some(p) => {
+                rebalanced = out.rebalance("to-sink", p.max(1));
+                &rebalanced
+            }
+            None => out,
+        };
+        let path = match &self.output {
+            Output::Path(p) if p.as_os_str() != "discard" => Some(p),
+            _ => None,
+        };
+        match (path, self.sink.max_records_per_second) {
+            (None, None) => out.sink("discard", DiscardSink),
+            (None, Some(rate)) => out.sink("discard", Throttled::new(DiscardSink, rate)),
+            (Some(p), None) => out.sink("output", JsonLinesSink::new(p)),
+            (Some(p), Some(rate)) => {
+                out.sink("output", Throttled::new(JsonLinesSink::new(p), rate))
+            }
         }
     }
 }

@@ -177,6 +177,7 @@ impl<T: DeserializeOwned + Send> Deliver for Queue<T> {
 
 /// A connection being received from; its reader runs until the peer closes it or it fails.
 pub(crate) struct InboundConnection {
+    #[cfg(test)]
     peer: SocketAddr,
     closer: TcpStream,
     reader: Option<JoinHandle<Result<(), Error>>>,
@@ -228,18 +229,21 @@ impl InboundConnection {
             })
             .map_err(io_error)?;
         Ok(InboundConnection {
+            #[cfg(test)]
             peer,
             closer,
             reader: Some(reader),
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     /// Waits until the peer has closed the connection after ending every channel, or
     /// returns why the connection failed.
+    #[cfg(test)]
     pub(crate) fn join(mut self) -> Result<(), Error> {
         match self.reader.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,

@@ -20,17 +20,12 @@
 //! blocking task threads at every channel, and the connection counts are small (one per
 //! pair of workers).
 
-// The distributed runtime that will use this is not wired in yet.
-#![allow(dead_code)]
-
 mod frame;
 mod inbound;
 mod outbound;
 
-#[allow(unused_imports)]
 pub(crate) use inbound::{InboundChannels, InboundConnection};
-#[allow(unused_imports)]
-pub(crate) use outbound::{OutboundConnection, RemoteSender};
+pub(crate) use outbound::OutboundConnection;
 
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,12 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 struct Shared {
-    peer: SocketAddr,
     /// Writers take this for one whole frame, so frames of different channels never
     /// interleave.
     writer: Mutex<TcpStream>,
@@ -57,14 +56,25 @@ pub(crate) struct OutboundConnection {
 }
 
 impl OutboundConnection {
+    #[cfg(test)]
     pub(crate) fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self, Error> {
+        Self::connect_with_hello(addr, &[])
+    }
+
+    /// Connects and writes `hello` before the stream of frames, so that the accepting side
+    /// can tell which peer (and which run) the connection comes from.
+    pub(crate) fn connect_with_hello(
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        hello: &[u8],
+    ) -> Result<Self, Error> {
         let describe = format!("{addr:?}");
-        let stream = TcpStream::connect(&addr).map_err(|e| Error::Exchange {
+        let mut stream = TcpStream::connect(&addr).map_err(|e| Error::Exchange {
             peer: describe.clone(),
             channel: None,
             message: format!("cannot connect: {e}"),
         })?;
-        Self::start(stream).map_err(|e| Error::Exchange {
+        let started = stream.write_all(hello).and_then(|()| Self::start(stream));
+        started.map_err(|e| Error::Exchange {
             peer: describe,
             channel: None,
             message: e.to_string(),
@@ -80,7 +90,6 @@ impl OutboundConnection {
         let mut reading = stream.try_clone()?;
         let closer = stream.try_clone()?;
         let shared = Arc::new(Shared {
-            peer,
             writer: Mutex::new(stream),
             closer,
             state: Mutex::new(State::default()),
@@ -99,11 +108,14 @@ impl OutboundConnection {
         })
     }
 
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.shared.peer
+    /// Closes the connection: its senders fail at once, blocked ones included.
+    pub(crate) fn close(&self) {
+        self.shared
+            .fail("the connection was closed by this side".into());
     }
 
     /// Why the connection failed, if it did.
+    #[cfg(test)]
     pub(crate) fn failure(&self) -> Option<String> {
         lock(&self.shared.state).failed.clone()
     }
@@ -182,6 +194,12 @@ pub(crate) struct RemoteSender<T> {
     buf: RefCell<Vec<u8>>,
     metrics: Arc<TaskMetrics>,
     _records: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> crate::exec::channel::SendMsg<T> for RemoteSender<T> {
+    fn send(&self, msg: Msg<T>) -> Result<(), Disconnected> {
+        RemoteSender::send(self, msg)
+    }
 }
 
 impl<T: Serialize> RemoteSender<T> {

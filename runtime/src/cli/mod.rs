@@ -13,6 +13,8 @@ use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent};
 use crate::state::{RocksConfig, StateBackend};
 use crate::time::EventTime;
 use clap::{Parser, Subcommand};
+
+mod cluster;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,10 @@ enum Command {
         #[command(flatten)]
         control: ControlArgs,
     },
+    /// Coordinates the job of a StreamJob manifest across `sluice worker` processes.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Runs subtasks of the job a `sluice coordinator` deploys.
+    Worker(cluster::WorkerArgs),
     /// Savepoint tools.
     Savepoint {
         #[command(subcommand)]
@@ -185,6 +191,8 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             &snapshots,
             &control,
         ),
+        Command::Coordinator(args) => cluster::coordinator(&registry, args),
+        Command::Worker(args) => cluster::worker(&registry, args),
         Command::Savepoint {
             command:
                 SavepointCommand::Check {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Distributed mode beside embedded on this machine: the same query at the same parallelism
+# run embedded (`sluice run`) and as a coordinator plus WORKERS workers with one slot each,
+# all on loopback. Prints wall time, events per second, events per CPU-second (CPU of every
+# process of the run) and the bytes per second that crossed the loopback interface (the
+# shuffle between workers; the embedded run moves none).
+#
+#   bench/distributed.sh                                   # q0 and q5, 2 workers
+#   QUERIES="q5" WORKERS=3 EVENTS=20000000 STATE=heap bench/distributed.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUERIES="${QUERIES:-q0 q5}"
+WORKERS="${WORKERS:-2}"
+EVENTS="${EVENTS:-10000000}"
+STATE="${STATE:-rocksdb}"
+
+cargo build --release -q -p sluice-runtime --bin sluice
+bin="${CARGO_TARGET_DIR:-target}/release/sluice"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+loopback_bytes() { awk '/^ *lo:/{print $2}' /proc/net/dev; }
+# CPU seconds (user + system) of a finished process, from GNU time's output file.
+cpu_of() { awk '{s += $1 + $2} END {print s}' "$@"; }
+
+printf '%-6s %-12s %8s %12s %14s %14s\n' query mode wall-s events/s events/CPU-s loopback-B/s
+for q in $QUERIES; do
+  manifest="$work/$q.yaml"
+  cat >"$manifest" <<YAML
+apiVersion: sluice.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: bench-$q
+spec:
+  job:
+    name: nexmark-$q
+    config:
+      generator:
+        events: $EVENTS
+        eventsPerSecond: 100000
+      output: discard
+  parallelism: $WORKERS
+YAML
+  for mode in embedded distributed; do
+    rm -rf "$work/state"* "$work"/*.time
+    before=$(loopback_bytes)
+    start=$(date +%s.%N)
+    if [ "$mode" = embedded ]; then
+      /usr/bin/time -f '%U %S' -o "$work/run.time" "$bin" run "$manifest" --progress-interval 0 \
+        --state-backend "$STATE" --state-dir "$work/state" 2>"$work/run.log" \
+        || { cat "$work/run.log"; exit 1; }
+    else
+      /usr/bin/time -f '%U %S' -o "$work/coordinator.time" "$bin" coordinator "$manifest" \
+        --listen 127.0.0.1:0 --state-backend "$STATE" 2>"$work/coordinator.log" &
+      coordinator=$!
+      until grep -q 'listening for workers on' "$work/coordinator.log"; do sleep 0.05; done
+      address=$(sed -n 's/.*listening for workers on //p' "$work/coordinator.log")
+      for w in $(seq 1 "$WORKERS"); do
+        /usr/bin/time -f '%U %S' -o "$work/worker-$w.time" "$bin" worker --coordinator "$address" \
+          --name "w$w" --slots 1 --data-addr 127.0.0.1:0 --state-dir "$work/state-$w" \
+          2>"$work/worker-$w.log" &
+      done
+      wait "$coordinator" || { cat "$work/coordinator.log"; exit 1; }
+      wait
+    fi
+    end=$(date +%s.%N)
+    after=$(loopback_bytes)
+    awk -v q="$q" -v m="$mode" -v s="$start" -v e="$end" -v n="$EVENTS" -v c="$(cpu_of "$work"/*.time)" \
+      -v b="$((after - before))" \
+      'BEGIN { w = e - s; printf "%-6s %-12s %8.2f %12.0f %14.0f %14.0f\n", q, m, w, n / w, n / c, b / w }'
+  done
+done

@@ -1,0 +1,225 @@
+//! `sluice coordinator` and `sluice worker`.
+
+use super::{
+    install_stop_handler, print_checkpoints, read_manifest, run_options, storage_uri, ControlArgs,
+    SnapshotArgs, STOP_REPORT_GRACE, STOP_REQUESTED,
+};
+use crate::cluster::{
+    run_worker, CoordinatorConfig, JobCoordinator, Outcome, RestartPolicy, WorkerConfig,
+};
+use crate::control::{self, BoundControl, ControlConfig, JobControl};
+use crate::error::Error;
+use crate::jobs::JobRegistry;
+use crate::state::{RocksConfig, StateBackend};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(super) struct CoordinatorArgs {
+    /// The StreamJob manifest (YAML).
+    manifest: PathBuf,
+    /// Overrides spec.parallelism.
+    #[arg(long)]
+    parallelism: Option<u32>,
+    /// Where workers connect (`host:port`; port 0 takes a free port, printed once listening).
+    #[arg(long, default_value = "0.0.0.0:6123")]
+    listen: String,
+    /// A worker silent for this long is taken for dead and the job restarts without it.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    worker_timeout: Duration,
+    #[command(flatten)]
+    restart: RestartArgs,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(clap::Args)]
+struct RestartArgs {
+    /// Wait before the first restart after a failure; doubles with each failure in a row.
+    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
+    restart_initial_backoff: Duration,
+    #[arg(long, value_parser = super::parse_duration, default_value = "60s")]
+    restart_max_backoff: Duration,
+    /// Restarts in a row before the job fails for good.
+    #[arg(long, default_value_t = 10)]
+    restart_max_attempts: u32,
+    /// A run healthy for this long starts the count of restarts in a row afresh.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10m")]
+    restart_reset_after: Duration,
+}
+
+#[derive(clap::Args)]
+pub(super) struct WorkerArgs {
+    /// The coordinator's address (`host:port`) [default: the SLUICE_COORDINATOR
+    /// environment variable].
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Subtasks of each operator this worker runs at most (one slot holds subtask `s` of
+    /// every operator).
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Names the worker in the coordinator's status [default: POD_NAME, or worker-<pid>].
+    #[arg(long)]
+    name: Option<String>,
+    /// Where other workers connect to send records (`host:port`; port 0 takes a free port).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    data_addr: String,
+    /// The host other workers reach this one at [default: the local address of the
+    /// connection to the coordinator].
+    #[arg(long)]
+    advertise_host: Option<String>,
+    /// RocksDB working directory [default: a directory under the system's temporary
+    /// directory].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// RocksDB memory budget in MiB [default: 40 % of the container's memory limit, or 512].
+    #[arg(long)]
+    state_memory_mib: Option<usize>,
+    /// How long to keep trying to reach the coordinator.
+    #[arg(long, value_parser = super::parse_duration, default_value = "60s")]
+    connect_timeout: Duration,
+}
+
+pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Error> {
+    let coordinator = args
+        .coordinator
+        .or_else(|| std::env::var("SLUICE_COORDINATOR").ok())
+        .ok_or_else(|| {
+            Error::Config("no coordinator: pass --coordinator or set SLUICE_COORDINATOR".into())
+        })?;
+    let name = args
+        .name
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    run_worker(
+        registry,
+        WorkerConfig {
+            coordinator,
+            name,
+            slots: args.slots.max(1),
+            data_bind: args.data_addr,
+            advertise_host: args.advertise_host,
+            state_dir: args
+                .state_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("sluice-state")),
+            state_memory: args
+                .state_memory_mib
+                .map_or_else(RocksConfig::default_memory_budget, |m| m << 20),
+            connect_timeout: args.connect_timeout,
+        },
+    )
+}
+
+pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Result<(), Error> {
+    let manifest = read_manifest(&args.manifest)?;
+    let spec = &manifest.spec;
+    let parallelism = args.parallelism.unwrap_or(spec.parallelism).max(1) as usize;
+    let graph = registry.build(
+        &spec.job.name,
+        parallelism,
+        spec.max_parallelism,
+        &spec.job.config,
+    )?;
+    let options = run_options(&manifest.metadata.name, &args.snapshots)?;
+    let savepoints = storage_uri(
+        args.snapshots
+            .savepoint_dir
+            .as_deref()
+            .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
+    )?;
+    let control = match &args.control.control_addr {
+        Some(addr) => {
+            let bound = BoundControl::bind(ControlConfig {
+                addr: addr.clone(),
+                token: control::read_token(args.control.control_token_file.as_deref())?,
+                default_savepoint_dir: Some(savepoints.clone()),
+            })?;
+            eprintln!("control API listening on http://{}", bound.local_addr());
+            Some(bound)
+        }
+        None => None,
+    };
+    let coordinator = Arc::new(JobCoordinator::bind(
+        CoordinatorConfig {
+            listen: args.listen,
+            job: spec.job.name.clone(),
+            config: spec.job.config.clone(),
+            parallelism,
+            max_parallelism: spec.max_parallelism,
+            checkpoints: options.checkpoints.clone(),
+            restore: options.restore.clone(),
+            allow_non_restored_state: options.allow_non_restored_state,
+            rocksdb: matches!(options.state_backend, StateBackend::RocksDb(_)),
+            restart: RestartPolicy {
+                initial_backoff: args.restart.restart_initial_backoff,
+                max_backoff: args.restart.restart_max_backoff,
+                max_attempts: args.restart.restart_max_attempts,
+                reset_after: args.restart.restart_reset_after,
+                ..RestartPolicy::default()
+            },
+            worker_timeout: args.worker_timeout,
+            batch_size: options.batch_size,
+            channel_capacity: options.channel_capacity,
+        },
+        &graph,
+    )?);
+    eprintln!(
+        "coordinator of {} ({}) at parallelism {parallelism} listening for workers on {}",
+        manifest.metadata.name,
+        spec.job.name,
+        coordinator.local_addr()
+    );
+    let server = control.map(|c| c.serve(coordinator.clone())).transpose()?;
+    install_stop_handler();
+    // Ctrl-C / SIGTERM stops with a savepoint, as `sluice run` does.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (coordinator, done, savepoints) = (coordinator.clone(), done.clone(), savepoints);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if !STOP_REQUESTED.swap(false, Ordering::SeqCst) || coordinator.stop_requested() {
+                    continue;
+                }
+                eprintln!("stopping with a savepoint into {savepoints}");
+                if let Err(e) = coordinator.savepoint(&savepoints, true) {
+                    eprintln!("stop with a savepoint failed: {e}");
+                }
+            }
+        })
+    };
+    let outcome = coordinator.run(&graph);
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    if let Some(server) = server {
+        server.wait_for_stop_reported(STOP_REPORT_GRACE);
+        server.shutdown();
+    }
+    let reason = match &outcome {
+        Ok(_) => "the job ended",
+        Err(_) => "the job failed",
+    };
+    coordinator.shutdown_workers(reason);
+    eprintln!("{} restart(s)", coordinator.status().restarts.count);
+    match outcome? {
+        Outcome::Finished => eprintln!("finished"),
+        Outcome::Cancelled => eprintln!("stopped without a savepoint"),
+        Outcome::Stopped(savepoint) => {
+            if let Some(s) = savepoint {
+                eprintln!(
+                    "savepoint {} written in {:.2}s ({} bytes); resume with --restore {}",
+                    s.id,
+                    s.duration.as_secs_f64(),
+                    s.bytes,
+                    s.location
+                );
+            }
+        }
+    }
+    print_checkpoints(&coordinator.checkpoint_status());
+    Ok(())
+}

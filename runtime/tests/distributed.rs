@@ -1,0 +1,543 @@
+//! Distributed mode on localhost: one `sluice coordinator` and `sluice worker` processes,
+//! checked against the embedded engine's output.
+
+mod common;
+
+use common::run::{job_config, reference, sluice, sorted_output, Lcg, KILL_EVENTS};
+use common::{assert_same, wait_until};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cluster-token-8d2e";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A child process whose standard error is collected (and drained, so it never blocks).
+struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Process {
+    fn spawn(mut command: std::process::Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("SLUICE_CONTROL_TOKEN")
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        Process {
+            child,
+            log,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits for a line starting with `prefix` and returns the rest of it.
+    fn printed_after(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(i) = line.find(prefix) {
+                        return line[i + prefix.len()..].to_string();
+                    }
+                }
+                Err(_) => panic!("'{prefix}' never printed:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    fn exit(mut self) -> (ExitStatus, String) {
+        let mut status = None;
+        wait_until("the process to exit", TIMEOUT, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (status.unwrap(), self.log())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A coordinator and its workers.
+struct Cluster {
+    dir: PathBuf,
+    coordinator: Option<Process>,
+    address: String,
+    api: String,
+    agent: ureq::Agent,
+    workers: HashMap<String, Process>,
+}
+
+impl Cluster {
+    fn start(manifest: &Path, dir: &Path, args: &[&str], workers: &[&str], slots: u32) -> Cluster {
+        let token = dir.join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let mut command = sluice();
+        command
+            .arg("coordinator")
+            .arg(manifest)
+            .args(["--listen", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
+            .arg("--control-token-file")
+            .arg(&token)
+            .args(args);
+        let coordinator = Process::spawn(command);
+        let api = coordinator.printed_after("control API listening on ");
+        let address = coordinator.printed_after("listening for workers on ");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(TIMEOUT))
+            .build()
+            .into();
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            coordinator: Some(coordinator),
+            address,
+            api,
+            agent,
+            workers: HashMap::new(),
+        };
+        for name in workers {
+            cluster.add_worker(name, slots);
+        }
+        cluster
+    }
+
+    fn add_worker(&mut self, name: &str, slots: u32) {
+        let mut command = sluice();
+        command
+            .arg("worker")
+            .args(["--coordinator", &self.address, "--name", name])
+            .args(["--slots", &slots.to_string(), "--data-addr", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(self.dir.join(format!("state-{name}")));
+        self.workers
+            .insert(name.to_string(), Process::spawn(command));
+    }
+
+    fn coordinator(&self) -> &Process {
+        self.coordinator.as_ref().unwrap()
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = self.agent.get(format!("{}{path}", self.api));
+        if let Some(t) = token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = request.call().unwrap_or_else(|e| {
+            let log = self
+                .coordinator
+                .as_ref()
+                .map(Process::log)
+                .unwrap_or_default();
+            panic!("GET {path}: {e}; the coordinator printed:\n{log}")
+        });
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.api))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .content_type("application/json")
+            .send(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn job(&self) -> Value {
+        let (status, text) = self.get("/v1/job", Some(TOKEN));
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn wait_for_phase(&self, phase: &str) -> Value {
+        let mut job = Value::Null;
+        wait_until(&format!("phase {phase}"), TIMEOUT, || {
+            job = self.job();
+            job["phase"] == json!(phase)
+        });
+        job
+    }
+
+    /// Waits for the coordinator to exit; returns its status and what it and each worker
+    /// printed. Every worker exits with it.
+    fn exit(&mut self) -> (ExitStatus, String, HashMap<String, String>) {
+        let (status, log) = self.coordinator.take().unwrap().exit();
+        let mut logs = HashMap::new();
+        for (name, worker) in self.workers.drain() {
+            let (worker_status, worker_log) = worker.exit();
+            assert!(
+                worker_status.success(),
+                "worker {name} after the job ended:\n{worker_log}\ncoordinator:\n{log}"
+            );
+            logs.insert(name, worker_log);
+        }
+        (status, log, logs)
+    }
+}
+
+fn manifest(dir: &Path, name: &str, job: &str, parallelism: usize, config: &Value) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let manifest = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": {"name": name},
+        "spec": {"job": {"name": job, "config": config}, "parallelism": parallelism},
+    });
+    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    path
+}
+
+fn sum(job: &Value, field: &str, filter: impl Fn(&Value) -> bool) -> u64 {
+    job["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| filter(s))
+        .map(|s| s[field].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn three_workers_produce_exactly_the_embedded_output_of_the_stateful_queries() {
+    let events = 400_000;
+    for job in [
+        "nexmark-q3",
+        "nexmark-q4",
+        "nexmark-q5",
+        "nexmark-q7",
+        "nexmark-q8",
+        "nexmark-q11",
+        "fraud-small-then-large",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = reference(job, events, dir.path());
+        let out = dir.path().join("out");
+        let manifest = manifest(dir.path(), "job", job, 3, &job_config(events, &out));
+        let chk = dir.path().join("chk");
+        let mut cluster = Cluster::start(
+            &manifest,
+            dir.path(),
+            &[
+                "--checkpoint-interval",
+                "300ms",
+                "--checkpoint-dir",
+                chk.to_str().unwrap(),
+            ],
+            &["a", "b", "c"],
+            1,
+        );
+        let (status, log, workers) = cluster.exit();
+        assert!(status.success(), "{job}:\n{log}");
+        for (name, worker) in &workers {
+            assert!(
+                worker.contains("runs ") && !worker.contains("runs 0 subtask"),
+                "{job}: worker {name} ran nothing:\n{worker}"
+            );
+        }
+        assert_same(
+            &sorted_output(&out),
+            &expected,
+            &format!("{job} on 3 workers"),
+        );
+    }
+}
+
+#[test]
+fn a_worker_killed_repeatedly_recovers_from_the_latest_checkpoint_exactly_once() {
+    let job = "nexmark-q5";
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(job, KILL_EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let manifest = manifest(dir.path(), "q5", job, 3, &job_config(KILL_EVENTS, &out));
+    let chk = dir.path().join("chk");
+    let mut cluster = Cluster::start(
+        &manifest,
+        dir.path(),
+        &[
+            "--checkpoint-interval",
+            "200ms",
+            "--checkpoint-dir",
+            chk.to_str().unwrap(),
+            "--restart-initial-backoff",
+            "100ms",
+            "--worker-timeout",
+            "3s",
+        ],
+        &["w0", "w1", "w2"],
+        1,
+    );
+    let mut rng = Lcg(11);
+    let mut next = 3;
+    for round in 0..4 {
+        // Kill once a checkpoint of this attempt completed, at a random moment after it.
+        let completed = cluster.wait_for_phase("running")["checkpoints"]["completed"].clone();
+        wait_until("a checkpoint", TIMEOUT, || {
+            cluster.job()["checkpoints"]["completed"] != completed
+        });
+        std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
+        let restarts = cluster.job()["restarts"]["count"].as_u64().unwrap();
+        let mut names: Vec<String> = cluster.workers.keys().cloned().collect();
+        names.sort();
+        let victim = names[rng.below(names.len() as u64) as usize].clone();
+        let worker = cluster.workers.remove(&victim).unwrap();
+        if round == 3 {
+            // Frozen rather than dead: only the missing heartbeats tell.
+            worker.signal(libc::SIGSTOP);
+        } else {
+            worker.signal(libc::SIGKILL);
+        }
+        let replacement = format!("w{next}");
+        next += 1;
+        cluster.add_worker(&replacement, 1);
+        wait_until("the restart", TIMEOUT, || {
+            cluster.job()["restarts"]["count"].as_u64().unwrap() > restarts
+        });
+        let status = cluster.job();
+        assert!(
+            status["restarts"]["lastFailure"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("worker {victim}")),
+            "{status}"
+        );
+        drop(worker);
+    }
+    let (status, log, workers) = cluster.exit();
+    assert!(status.success(), "{log}");
+    let restarts: u32 = log
+        .lines()
+        .find_map(|l| l.strip_suffix(" restart(s)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no restart count:\n{log}"));
+    assert!(restarts >= 4, "{log}\n{workers:#?}");
+    assert!(log.matches("restoring file://").count() >= 3, "{log}");
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "q5 after 4 worker failures",
+    );
+}
+
+#[test]
+fn a_savepoint_taken_on_three_workers_restores_on_two_and_on_four() {
+    let job = "nexmark-q5";
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(job, KILL_EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let config = job_config(KILL_EVENTS, &out);
+    let savepoints = dir.path().join("savepoints");
+    let savepoint_arg = ["--savepoint-dir", savepoints.to_str().unwrap()];
+    let first = manifest(dir.path(), "q5", job, 3, &config);
+    let mut cluster = Cluster::start(&first, dir.path(), &savepoint_arg, &["a", "b", "c"], 1);
+    wait_until("the job to make progress", TIMEOUT, || {
+        sum(&cluster.job(), "recordsIn", |s| s["source"] == json!(true)) > 200_000
+    });
+    cluster.coordinator().signal(libc::SIGTERM);
+    let (status, log, _) = cluster.exit();
+    assert!(status.success(), "{log}");
+    let savepoint = log
+        .lines()
+        .find_map(|l| l.split("resume with --restore ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint reported:\n{log}"))
+        .to_string();
+    let before_stop: Vec<PathBuf> = files(&out);
+    assert!(
+        sorted_output(&out).len() < expected.len(),
+        "the job ended before it was stopped"
+    );
+    for (parallelism, workers) in [(2, vec!["d", "e"]), (4, vec!["f", "g", "h", "i"])] {
+        // Each restore starts from what the stopped run committed.
+        for f in files(&out) {
+            if !before_stop.contains(&f) {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        let resumed = manifest(dir.path(), "q5", job, parallelism, &config);
+        let mut cluster = Cluster::start(
+            &resumed,
+            dir.path(),
+            &["--restore", &savepoint],
+            &workers,
+            1,
+        );
+        let (status, log, _) = cluster.exit();
+        assert!(status.success(), "{log}");
+        assert!(log.contains(&format!("restoring {savepoint}")), "{log}");
+        assert_same(
+            &sorted_output(&out),
+            &expected,
+            &format!("q5 stopped on 3 workers, resumed on {parallelism}"),
+        );
+    }
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[test]
+fn a_slow_sink_on_one_worker_holds_memory_bounded_on_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more events than the test lets through: only backpressure stops the sources.
+    let config = json!({
+        "generator": {"events": 1_000_000_000u64},
+        "sink": {"parallelism": 1, "maxRecordsPerSecond": 20_000},
+    });
+    let manifest = manifest(dir.path(), "q1", "nexmark-q1", 3, &config);
+    let mut cluster = Cluster::start(&manifest, dir.path(), &[], &["a", "b", "c"], 1);
+    cluster.wait_for_phase("running");
+    let mut peak: HashMap<String, u64> = HashMap::new();
+    let mut in_flight = 0;
+    let started = Instant::now();
+    let mut job = Value::Null;
+    while started.elapsed() < Duration::from_secs(8) {
+        job = cluster.job();
+        let sent = sum(&job, "recordsOut", |s| s["source"] == json!(true));
+        let received = sum(&job, "recordsIn", |s| s["sink"] == json!(true));
+        in_flight = in_flight.max(sent.saturating_sub(received));
+        for (name, worker) in &cluster.workers {
+            let rss = rss_mib(worker.pid());
+            let p = peak.entry(name.clone()).or_default();
+            *p = (*p).max(rss);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let read = sum(&job, "recordsIn", |s| s["source"] == json!(true));
+    let written = sum(&job, "sinkRecords", |_| true);
+    // The sink takes about 20k records a second; unbounded buffering would let the sources
+    // read millions a second.
+    assert!(written > 50_000, "the sink wrote only {written}:\n{job}");
+    assert!(
+        read < written + 500_000,
+        "sources read {read} events while the sink wrote {written}"
+    );
+    // Per channel: 8 batches queued, 8 credited, one being written, of 1024 records.
+    assert!(
+        in_flight < 3 * 17 * 1024 + 3 * 1024,
+        "{in_flight} records in flight"
+    );
+    for s in job["subtasks"].as_array().unwrap() {
+        if s["source"] == json!(true) {
+            assert!(
+                s["backpressuredSeconds"].as_f64().unwrap() > 1.0,
+                "source subtask on {} was not held back: {s}",
+                s["worker"]
+            );
+        }
+    }
+    for (name, mib) in &peak {
+        assert!(*mib < 300, "worker {name} peaked at {mib} MiB");
+    }
+    let (status, text) = cluster.post("/v1/stop", r#"{"savepoint": false}"#);
+    assert_eq!(status, 202, "{text}");
+    let (status, log, _) = cluster.exit();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped without a savepoint"), "{log}");
+}
+
+#[test]
+fn the_coordinators_api_refuses_requests_without_the_token_and_reports_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"generator": {"events": 1_000_000_000u64, "eventsPerSecond": 50_000}});
+    let manifest = manifest(dir.path(), "q5", "nexmark-q5", 2, &config);
+    let mut cluster = Cluster::start(&manifest, dir.path(), &[], &["a", "b"], 1);
+    for path in ["/v1/job", "/metrics", "/v1/savepoints"] {
+        let (status, text) = cluster.get(path, None);
+        assert_eq!(status, 401, "GET {path} without a token: {text}");
+        let (status, _) = cluster.get(path, Some("not-the-token"));
+        assert_eq!(status, 401, "GET {path} with a wrong token");
+    }
+    assert_eq!(cluster.get("/healthz", None).0, 200);
+    let job = cluster.wait_for_phase("running");
+    assert_eq!(job["parallelism"], json!(2));
+    let workers = job["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{job}");
+    for w in workers {
+        assert_eq!(w["usedSlots"], json!(1), "{job}");
+    }
+    wait_until("subtasks of both workers", TIMEOUT, || {
+        let job = cluster.job();
+        let on: std::collections::HashSet<String> = job["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["worker"].as_str().unwrap_or_default().to_string())
+            .collect();
+        on.contains("a") && on.contains("b")
+    });
+    let (status, metrics) = cluster.get("/metrics", Some(TOKEN));
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sluice_job_workers{job=\"nexmark-q5\"} 2"),
+        "{metrics}"
+    );
+    let (status, text) = cluster.post("/v1/stop", r#"{"savepoint": false}"#);
+    assert_eq!(status, 202, "{text}");
+    let (status, log, _) = cluster.exit();
+    assert!(status.success(), "{log}");
+}
