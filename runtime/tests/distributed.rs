@@ -16,6 +16,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "cluster-token-8d2e";
+
+/// The tests of this file run one at a time: each runs a coordinator and several workers,
+/// and two clusters sharing a small machine would make heartbeats late and restarts
+/// spurious.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A child process whose standard error is collected (and drained, so it never blocks).
@@ -249,6 +260,7 @@ fn sum(job: &Value, field: &str, filter: impl Fn(&Value) -> bool) -> u64 {
 
 #[test]
 fn three_workers_produce_exactly_the_embedded_output_of_the_stateful_queries() {
+    let _serial = one_cluster_at_a_time();
     let events = 400_000;
     for job in [
         "nexmark-q3",
@@ -294,6 +306,7 @@ fn three_workers_produce_exactly_the_embedded_output_of_the_stateful_queries() {
 
 #[test]
 fn a_worker_killed_repeatedly_recovers_from_the_latest_checkpoint_exactly_once() {
+    let _serial = one_cluster_at_a_time();
     let job = "nexmark-q5";
     let dir = tempfile::tempdir().unwrap();
     let expected = reference(job, KILL_EVENTS, dir.path());
@@ -311,13 +324,12 @@ fn a_worker_killed_repeatedly_recovers_from_the_latest_checkpoint_exactly_once()
             "--restart-initial-backoff",
             "100ms",
             "--worker-timeout",
-            "3s",
+            "5s",
         ],
         &["w0", "w1", "w2"],
         1,
     );
     let mut rng = Lcg(11);
-    let mut next = 3;
     for round in 0..4 {
         // Kill once a checkpoint of this attempt completed, at a random moment after it.
         let completed = cluster.wait_for_phase("running")["checkpoints"]["completed"].clone();
@@ -336,9 +348,7 @@ fn a_worker_killed_repeatedly_recovers_from_the_latest_checkpoint_exactly_once()
         } else {
             worker.signal(libc::SIGKILL);
         }
-        let replacement = format!("w{next}");
-        next += 1;
-        cluster.add_worker(&replacement, 1);
+        cluster.add_worker(&format!("w{}", round + 3), 1);
         wait_until("the restart", TIMEOUT, || {
             cluster.job()["restarts"]["count"].as_u64().unwrap() > restarts
         });
@@ -370,6 +380,7 @@ fn a_worker_killed_repeatedly_recovers_from_the_latest_checkpoint_exactly_once()
 
 #[test]
 fn a_savepoint_taken_on_three_workers_restores_on_two_and_on_four() {
+    let _serial = one_cluster_at_a_time();
     let job = "nexmark-q5";
     let dir = tempfile::tempdir().unwrap();
     let expected = reference(job, KILL_EVENTS, dir.path());
@@ -442,6 +453,7 @@ fn rss_mib(pid: i32) -> u64 {
 
 #[test]
 fn a_slow_sink_on_one_worker_holds_memory_bounded_on_every_worker() {
+    let _serial = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // Far more events than the test lets through: only backpressure stops the sources.
     let config = json!({
@@ -502,6 +514,7 @@ fn a_slow_sink_on_one_worker_holds_memory_bounded_on_every_worker() {
 
 #[test]
 fn the_coordinators_api_refuses_requests_without_the_token_and_reports_the_workers() {
+    let _serial = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let config = json!({"generator": {"events": 1_000_000_000u64, "eventsPerSecond": 50_000}});
     let manifest = manifest(dir.path(), "q5", "nexmark-q5", 2, &config);

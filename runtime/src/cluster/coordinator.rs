@@ -637,10 +637,13 @@ impl JobCoordinator {
                         *failure = Some(errors);
                     }
                 }
-                Ok(Event::Lost { worker, why }) if !cancel && failure.is_none() => {
-                    if chosen.iter().any(|w| w.id == worker) && !ended.contains(&worker) {
-                        *failure = Some(vec![cluster_error(why)]);
-                    }
+                Ok(Event::Lost { worker, why })
+                    if !cancel
+                        && failure.is_none()
+                        && chosen.iter().any(|w| w.id == worker)
+                        && !ended.contains(&worker) =>
+                {
+                    *failure = Some(vec![cluster_error(why)]);
                 }
                 _ => {}
             }
