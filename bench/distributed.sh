@@ -15,6 +15,7 @@ WORKERS="${WORKERS:-2}"
 EVENTS="${EVENTS:-10000000}"
 STATE="${STATE:-rocksdb}"
 
+[[ -x /usr/bin/time ]] || { echo "GNU time measures each process's CPU: apt-get install time" >&2; exit 1; }
 cargo build --release -q -p sluice-runtime --bin sluice
 bin="${CARGO_TARGET_DIR:-target}/release/sluice"
 work="$(mktemp -d)"
