@@ -225,27 +225,30 @@ fn bad_s3_uris_and_an_unreachable_endpoint_are_reported_with_the_uri() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    let text = failing_run(&unreachable, &["--checkpoint-dir", "s3:///checkpoints"]);
-    assert_error(
-        &text,
-        "error: checkpoint storage s3:///checkpoints: no bucket (s3://bucket/prefix)",
-    );
-    let text = failing_run(&unreachable, &["--checkpoint-dir", "s3://My_Bucket/x"]);
-    assert_error(
-        &text,
-        "error: checkpoint storage s3://My_Bucket/x: 'My_Bucket' is not a valid bucket name",
-    );
-    let text = failing_run(&unreachable, &["--checkpoint-dir", "s3://sluice/a//b"]);
-    assert_error(
-        &text,
-        "error: checkpoint storage s3://sluice/a//b: bad prefix",
-    );
-    let text = failing_run(&unreachable, &["--checkpoint-dir", "gs://sluice/x"]);
-    assert_error(
-        &text,
-        "error: checkpoint storage gs://sluice/x: unsupported storage \
-         (file:///absolute/path or s3://bucket/prefix)",
-    );
+    for (uri, expected) in [
+        (
+            "s3:///checkpoints",
+            "error: checkpoint storage s3:///checkpoints: no bucket (s3://bucket/prefix)",
+        ),
+        (
+            "s3://My_Bucket/x",
+            "error: checkpoint storage s3://My_Bucket/x: 'My_Bucket' is not a valid bucket name",
+        ),
+        (
+            "s3://sluice/a//b",
+            "error: checkpoint storage s3://sluice/a//b: bad prefix",
+        ),
+        (
+            "gs://sluice/x",
+            "error: checkpoint storage gs://sluice/x: unsupported storage \
+             (file:///absolute/path or s3://bucket/prefix)",
+        ),
+    ] {
+        assert_error(
+            &failing_run(&unreachable, &["--checkpoint-dir", uri]),
+            expected,
+        );
+    }
     let text = failing_run(&unreachable, &["--checkpoint-dir", "s3://sluice/jobs/q5"]);
     assert_error(
         &text,

@@ -1,13 +1,13 @@
 //! `sluice coordinator` and `sluice worker`.
 
 use super::{
-    install_stop_handler, print_checkpoints, read_manifest, run_options, storage_uri, ControlArgs,
-    SnapshotArgs, STOP_REPORT_GRACE, STOP_REQUESTED,
+    bind_control, install_stop_handler, print_checkpoints, read_manifest, run_options, storage_uri,
+    ControlArgs, SnapshotArgs, STOP_REPORT_GRACE, STOP_REQUESTED,
 };
 use crate::cluster::{
     run_worker, CoordinatorConfig, JobCoordinator, Outcome, RestartPolicy, WorkerConfig,
 };
-use crate::control::{self, BoundControl, ControlConfig, JobControl};
+use crate::control::JobControl;
 use crate::error::Error;
 use crate::jobs::JobRegistry;
 use crate::state::{RocksConfig, StateBackend};
@@ -131,18 +131,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             .as_deref()
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
-    let control = match &args.control.control_addr {
-        Some(addr) => {
-            let bound = BoundControl::bind(ControlConfig {
-                addr: addr.clone(),
-                token: control::read_token(args.control.control_token_file.as_deref())?,
-                default_savepoint_dir: Some(savepoints.clone()),
-            })?;
-            eprintln!("control API listening on http://{}", bound.local_addr());
-            Some(bound)
-        }
-        None => None,
-    };
+    let control = bind_control(&args.control, &savepoints)?;
     let coordinator = Arc::new(JobCoordinator::bind(
         CoordinatorConfig {
             listen: args.listen,

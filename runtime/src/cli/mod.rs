@@ -392,18 +392,7 @@ fn run(
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
     // Bound before the job starts: a bad address or a missing token fails the run early.
-    let control = match &control_args.control_addr {
-        Some(addr) => {
-            let bound = BoundControl::bind(ControlConfig {
-                addr: addr.clone(),
-                token: control::read_token(control_args.control_token_file.as_deref())?,
-                default_savepoint_dir: Some(savepoints.clone()),
-            })?;
-            eprintln!("control API listening on http://{}", bound.local_addr());
-            Some(bound)
-        }
-        None => None,
-    };
+    let control = bind_control(control_args, &savepoints)?;
     let cpu_start = cpu_time();
     install_stop_handler();
     let job = Arc::new(start_embedded(graph, options)?);
@@ -458,6 +447,20 @@ fn run(
     print_summary(&summary, cpu_time().saturating_sub(cpu_start));
     print_checkpoints(&status);
     Ok(())
+}
+
+/// Binds the control API when `--control-addr` asks for it, printing where it listens.
+fn bind_control(args: &ControlArgs, savepoints: &str) -> Result<Option<BoundControl>, Error> {
+    let Some(addr) = &args.control_addr else {
+        return Ok(None);
+    };
+    let bound = BoundControl::bind(ControlConfig {
+        addr: addr.clone(),
+        token: control::read_token(args.control_token_file.as_deref())?,
+        default_savepoint_dir: Some(savepoints.to_string()),
+    })?;
+    eprintln!("control API listening on http://{}", bound.local_addr());
+    Ok(Some(bound))
 }
 
 fn print_checkpoints(s: &CheckpointStatus) {

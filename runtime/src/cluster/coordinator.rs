@@ -4,7 +4,7 @@
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker};
 use super::restart::{RestartPolicy, Restarts};
-use super::PROTOCOL;
+use super::{lock, PROTOCOL};
 use crate::control::model::{
     CheckpointSummary, CompatibilityReport, JobError, JobStatus, Phase, RestartStatus,
     SnapshotInfo, SubtaskStatus, WorkerStatus,
@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How the coordinator runs its job.
@@ -64,10 +64,6 @@ const WIND_DOWN: Duration = Duration::from_secs(30);
 /// How long a worker gets to commit a complete snapshot's transactions.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A registered worker, as the coordinator reaches it.
 struct WorkerLink {
     id: u64,
@@ -77,6 +73,8 @@ struct WorkerLink {
     writer: Mutex<TcpStream>,
     last_seen: Mutex<Instant>,
     alive: AtomicBool,
+    /// Why the coordinator closed the connection, when it did: what the loss reports.
+    closed_because: Mutex<Option<String>>,
     /// Its subtasks of the attempt it last reported on.
     subtasks: Mutex<(u64, Vec<SubtaskStatus>)>,
 }
@@ -85,16 +83,17 @@ impl WorkerLink {
     /// Sends a message; `false` when the worker is gone.
     fn send(&self, message: &ToWorker) -> bool {
         let mut buf = Vec::new();
-        let sent = write_message(&mut *lock(&self.writer), &mut buf, message).is_ok();
-        if !sent {
-            self.disconnect();
+        let sent = write_message(&mut *lock(&self.writer), &mut buf, message);
+        if let Err(e) = &sent {
+            self.disconnect(format!("lost: cannot send to it: {e}"));
         }
-        sent
+        sent.is_ok()
     }
 
-    /// Closes the connection; the worker's reader then reports it lost.
-    fn disconnect(&self) {
+    /// Closes the connection; the worker's reader then reports it lost, saying `why`.
+    fn disconnect(&self, why: String) {
         self.alive.store(false, Ordering::SeqCst);
+        lock(&self.closed_because).get_or_insert(why);
         let _ = lock(&self.writer).shutdown(Shutdown::Both);
     }
 
@@ -120,7 +119,6 @@ enum Event {
 /// Where the reports of the running attempt go.
 struct AttemptLink {
     attempt: u64,
-    workers: Vec<u64>,
     /// Slots of the attempt on each of its workers.
     slots: HashMap<u64, u32>,
     reports: Sender<Report>,
@@ -134,7 +132,6 @@ struct View {
     phase: Option<Phase>,
     errors: Vec<JobError>,
     restarts: RestartStatus,
-    restored_from: Option<String>,
     attempt_started: Option<Instant>,
 }
 
@@ -347,21 +344,18 @@ impl JobCoordinator {
         }
     }
 
-    /// Disconnects workers that stopped sending heartbeats.
-    fn drop_silent_workers(&self) -> Vec<String> {
-        let mut lost = Vec::new();
+    /// Disconnects workers that stopped sending heartbeats; each loss then arrives as an
+    /// event like any other.
+    fn drop_silent_workers(&self) {
         for w in lock(&self.workers).iter() {
             let silent = lock(&w.last_seen).elapsed();
             if w.alive.load(Ordering::SeqCst) && silent > self.config.worker_timeout {
-                lost.push(format!(
-                    "{} unreachable: no heartbeat for {:.1}s",
-                    w.describe(),
+                w.disconnect(format!(
+                    "unreachable: no heartbeat for {:.1}s",
                     silent.as_secs_f64()
                 ));
-                w.disconnect();
             }
         }
-        lost
     }
 
     fn run_attempt(
@@ -425,7 +419,6 @@ impl JobCoordinator {
         }
         *lock(&self.current) = Some(AttemptLink {
             attempt,
-            workers: chosen.iter().map(|w| w.id).collect(),
             slots,
             reports: reports_tx,
             commits: commits_tx,
@@ -465,14 +458,8 @@ impl JobCoordinator {
                 you: i as u32,
             })));
         }
-        {
-            let mut view = lock(&self.view);
-            view.restored_from = restore.map(str::to_string);
-            view.attempt_started = Some(Instant::now());
-        }
-        if let Ok(mut s) = self.status.lock() {
-            s.restored_from = restore.map(str::to_string);
-        }
+        lock(&self.view).attempt_started = Some(Instant::now());
+        lock(&self.status).restored_from = restore.map(str::to_string);
 
         let attempt_cancel = Arc::new(AtomicBool::new(false));
         let link = DistributedLink {
@@ -509,8 +496,11 @@ impl JobCoordinator {
         self.set_phase(Phase::Running);
         let started = Instant::now();
 
-        let ids: HashSet<u64> = chosen.iter().map(|w| w.id).collect();
-        let mut ended: HashSet<u64> = HashSet::new();
+        let mut taking_part = TakingPart {
+            attempt,
+            workers: &chosen,
+            ended: HashSet::new(),
+        };
         let mut failure: Option<Vec<JobError>> = None;
         let mut outcome: Option<Outcome> = None;
         while failure.is_none() && outcome.is_none() {
@@ -518,44 +508,10 @@ impl JobCoordinator {
                 outcome = Some(Outcome::Cancelled);
                 break;
             }
-            match self.events.recv_timeout(Duration::from_millis(50)) {
-                Ok(Event::Lost { worker, why })
-                    if ids.contains(&worker) && !ended.contains(&worker) =>
-                {
-                    failure = Some(vec![cluster_error(why)]);
-                }
-                Ok(Event::Ended {
-                    worker,
-                    attempt: a,
-                    finished,
-                    errors,
-                }) if a == attempt => {
-                    ended.insert(worker);
-                    if !finished {
-                        let name = chosen
-                            .iter()
-                            .find(|w| w.id == worker)
-                            .map(|w| w.describe())
-                            .unwrap_or_default();
-                        failure = Some(if errors.is_empty() {
-                            vec![cluster_error(format!(
-                                "{name} ended its subtasks unfinished"
-                            ))]
-                        } else {
-                            errors
-                        });
-                    }
-                }
-                _ => {}
+            if let Ok(event) = self.events.recv_timeout(Duration::from_millis(50)) {
+                failure = taking_part.failure_in(event);
             }
-            let silent: Vec<String> = self
-                .drop_silent_workers()
-                .into_iter()
-                .filter(|_| failure.is_none())
-                .collect();
-            if !silent.is_empty() {
-                failure = Some(silent.into_iter().map(cluster_error).collect());
-            }
+            self.drop_silent_workers();
             if failure.is_none() && checkpoints.is_finished() {
                 let stopped = lock(&self.status).stopped;
                 match checkpoints.join() {
@@ -576,7 +532,7 @@ impl JobCoordinator {
         attempt_cancel.store(true, Ordering::SeqCst);
         // A finished job's workers end by themselves; every other ending cancels them.
         let cancel = !matches!(outcome, Some(Outcome::Finished));
-        self.wind_down(attempt, &chosen, &mut ended, cancel, &mut failure);
+        self.wind_down(&mut taking_part, cancel, &mut failure);
         *lock(&self.current) = None;
         match (outcome, failure) {
             (Some(outcome), None) => {
@@ -595,57 +551,38 @@ impl JobCoordinator {
     }
 
     /// Waits until every worker of the attempt has ended it (cancelling it first when
-    /// `cancel`); a worker that does not in time is disconnected.
+    /// `cancel`); a worker that does not in time is disconnected. Without `cancel`, a
+    /// failure while the workers end is the attempt's failure.
     fn wind_down(
         &self,
-        attempt: u64,
-        chosen: &[Arc<WorkerLink>],
-        ended: &mut HashSet<u64>,
+        taking_part: &mut TakingPart,
         cancel: bool,
         failure: &mut Option<Vec<JobError>>,
     ) {
+        let attempt = taking_part.attempt;
         if cancel {
-            for w in chosen.iter().filter(|w| !ended.contains(&w.id)) {
+            for w in taking_part.running() {
                 w.send(&ToWorker::Cancel { attempt });
             }
         }
         let deadline = Instant::now() + WIND_DOWN;
         loop {
-            let waiting: Vec<&Arc<WorkerLink>> = chosen
-                .iter()
-                .filter(|w| !ended.contains(&w.id) && w.alive.load(Ordering::SeqCst))
-                .collect();
+            let waiting = taking_part.running();
             if waiting.is_empty() {
                 return;
             }
             if Instant::now() >= deadline {
                 for w in waiting {
-                    eprintln!("{} did not end attempt {attempt} in time", w.describe());
-                    w.disconnect();
+                    w.disconnect(format!("did not end attempt {attempt} in time"));
                 }
                 return;
             }
-            match self.events.recv_timeout(Duration::from_millis(50)) {
-                Ok(Event::Ended {
-                    worker,
-                    attempt: a,
-                    finished,
-                    errors,
-                }) if a == attempt => {
-                    ended.insert(worker);
-                    if !finished && !cancel && failure.is_none() {
-                        *failure = Some(errors);
+            if let Ok(event) = self.events.recv_timeout(Duration::from_millis(50)) {
+                if let Some(f) = taking_part.failure_in(event) {
+                    if !cancel {
+                        failure.get_or_insert(f);
                     }
                 }
-                Ok(Event::Lost { worker, why })
-                    if !cancel
-                        && failure.is_none()
-                        && chosen.iter().any(|w| w.id == worker)
-                        && !ended.contains(&worker) =>
-                {
-                    *failure = Some(vec![cluster_error(why)]);
-                }
-                _ => {}
             }
         }
     }
@@ -653,7 +590,7 @@ impl JobCoordinator {
     fn subtasks(&self) -> Vec<SubtaskStatus> {
         let attempt = lock(&self.current)
             .as_ref()
-            .map(|c| (c.attempt, c.workers.clone()));
+            .map(|c| (c.attempt, c.slots.keys().copied().collect::<Vec<_>>()));
         let Some((attempt, ids)) = attempt else {
             return Vec::new();
         };
@@ -669,6 +606,54 @@ impl JobCoordinator {
         }
         out.sort_by(|a, b| (&a.operator, a.subtask).cmp(&(&b.operator, b.subtask)));
         out
+    }
+}
+
+/// The workers of an attempt and which of them have ended it.
+struct TakingPart<'a> {
+    attempt: u64,
+    workers: &'a [Arc<WorkerLink>],
+    ended: HashSet<u64>,
+}
+
+impl TakingPart<'_> {
+    /// The workers still running the attempt.
+    fn running(&self) -> Vec<&Arc<WorkerLink>> {
+        self.workers
+            .iter()
+            .filter(|w| !self.ended.contains(&w.id) && w.alive.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// Records what `event` says of the attempt; returns the failure it is, if any.
+    fn failure_in(&mut self, event: Event) -> Option<Vec<JobError>> {
+        match event {
+            Event::Lost { worker, why } => {
+                let ours = self.workers.iter().any(|w| w.id == worker);
+                (ours && !self.ended.contains(&worker)).then(|| vec![cluster_error(why)])
+            }
+            Event::Ended {
+                worker,
+                attempt,
+                finished,
+                errors,
+            } if attempt == self.attempt => {
+                self.ended.insert(worker);
+                if finished {
+                    return None;
+                }
+                Some(if errors.is_empty() {
+                    let who = self.workers.iter().find(|w| w.id == worker);
+                    vec![cluster_error(format!(
+                        "{} ended its subtasks unfinished",
+                        who.map(|w| w.describe()).unwrap_or_default()
+                    ))]
+                } else {
+                    errors
+                })
+            }
+            Event::Ended { .. } | Event::Registered => None,
+        }
     }
 }
 
@@ -774,6 +759,7 @@ impl Acceptor {
             writer: Mutex::new(stream),
             last_seen: Mutex::new(Instant::now()),
             alive: AtomicBool::new(true),
+            closed_because: Mutex::new(None),
             subtasks: Mutex::new((0, Vec::new())),
         });
         eprintln!("{} registered with {} slots", link.describe(), link.slots);
@@ -790,9 +776,12 @@ impl Acceptor {
                 let _ = self.events.send(event);
             }
         };
-        link.disconnect();
+        let why = lock(&link.closed_because)
+            .clone()
+            .unwrap_or(format!("lost: {why}"));
+        link.disconnect(why.clone());
         lock(&self.workers).retain(|w| w.id != link.id);
-        let why = format!("{} lost: {why}", link.describe());
+        let why = format!("{} {why}", link.describe());
         eprintln!("{why}");
         let _ = self.events.send(Event::Lost {
             worker: link.id,
@@ -995,13 +984,8 @@ impl JobControl for JobCoordinator {
                 .elapsed()
                 .as_secs_f64(),
             subtasks,
-            checkpoints: CheckpointSummary {
-                completed: checkpoints.completed,
-                failed: checkpoints.failed,
-                last_completed: checkpoints.last_completed.as_ref().map(snapshot_info),
-                last_failure: checkpoints.last_failure,
-            },
-            restored_from: view.restored_from.clone(),
+            checkpoints: CheckpointSummary::from(&checkpoints),
+            restored_from: checkpoints.restored_from,
             errors: view.errors.clone(),
             restarts: view.restarts.clone(),
             workers,
@@ -1033,7 +1017,7 @@ impl JobControl for JobCoordinator {
         if outcome.is_err() && stop {
             self.stop_requested.store(false, Ordering::SeqCst);
         }
-        outcome.map(|s| snapshot_info(&s))
+        outcome.map(|s| SnapshotInfo::from(&s))
     }
 
     fn cancel(&self) {
@@ -1046,14 +1030,13 @@ impl JobControl for JobCoordinator {
         location: &str,
         allow_non_restored_state: bool,
     ) -> Result<CompatibilityReport, Error> {
-        let content = SnapshotContent::read_verified(location)?;
-        let c = Compatibility::check(&content, self.config.max_parallelism, &self.declared);
-        Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+        crate::control::check_compatibility(
+            location,
+            self.config.max_parallelism,
+            &self.declared,
+            allow_non_restored_state,
+        )
     }
-}
-
-fn snapshot_info(s: &CompletedSnapshot) -> SnapshotInfo {
-    crate::control::snapshot_info(s)
 }
 
 #[cfg(test)]

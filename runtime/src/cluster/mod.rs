@@ -31,6 +31,13 @@ pub use worker::{run_worker, WorkerConfig};
 
 use protocol::PROTOCOL;
 
+/// Locks `m` even if a holder panicked: what the cluster's mutexes guard (a socket, a
+/// timestamp, a report, a map of pending channels) is replaced whole or appended to, never
+/// left half-updated, and a worker or coordinator must keep serving its job.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The bytes a worker opens a data connection with: which attempt and which worker it comes
 /// from, so the receiving worker can hand it the channels that attempt expects from it.
 mod hello {

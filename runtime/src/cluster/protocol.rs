@@ -105,7 +105,7 @@ pub(crate) enum ToCoordinator {
         error: Option<String>,
     },
     /// Every subtask of the attempt on this worker has ended: `finished` when they reached
-    /// the end of their input or stopped with a savepoint, else `errors` says why.
+    /// the end of their input; else `errors` says why, or is empty when they were cancelled.
     Ended {
         attempt: u64,
         finished: bool,

@@ -3,7 +3,7 @@
 //! snapshot parts and commits their sink transactions when told.
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker, WirePart};
-use super::{hello, HELLO_LEN, PROTOCOL};
+use super::{hello, lock, HELLO_LEN, PROTOCOL};
 use crate::control::model::JobError;
 use crate::control::JobControl;
 use crate::error::Error;
@@ -49,10 +49,6 @@ pub struct WorkerConfig {
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 /// How long an accepted data connection may wait for the deployment that expects it.
 const INBOUND_WAIT: Duration = Duration::from_secs(30);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The connection to the coordinator, shared by the threads that report on it.
 struct Upstream {
@@ -507,16 +503,11 @@ impl Worker<'_> {
             .name("attempt".into())
             .spawn(move || {
                 let result = job.wait();
-                let finished = result.is_ok() || job.checkpoint_status().stopped;
-                let mut errors: Vec<JobError> = job
-                    .failures()
-                    .into_iter()
-                    .map(|f| JobError {
-                        operator: f.operator,
-                        subtask: f.subtask.map(|s| s as u32),
-                        cause: f.cause,
-                    })
-                    .collect();
+                // A stop with a savepoint reaches a worker as a cancel: only the coordinator
+                // knows the savepoint completed.
+                let finished = result.is_ok();
+                let mut errors: Vec<JobError> =
+                    job.failures().into_iter().map(JobError::from).collect();
                 if let (Err(e), true) = (&result, errors.is_empty()) {
                     if !job.stop_requested() {
                         errors.push(JobError {

@@ -6,8 +6,8 @@ use super::model::{
 };
 use super::JobControl;
 use crate::error::Error;
-use crate::exec::{self, CompletedSnapshot, RunningJob};
-use crate::snapshot::{self, Compatibility, SnapshotContent};
+use crate::exec::{self, CheckpointStatus, CompletedSnapshot, JobFailure, RunningJob};
+use crate::snapshot;
 use crate::time::EventTime;
 
 impl JobControl for RunningJob {
@@ -41,15 +41,7 @@ impl JobControl for RunningJob {
                 }
             })
             .collect();
-        let errors: Vec<JobError> = self
-            .failures()
-            .into_iter()
-            .map(|f| JobError {
-                operator: f.operator,
-                subtask: f.subtask.map(|s| s as u32),
-                cause: f.cause,
-            })
-            .collect();
+        let errors: Vec<JobError> = self.failures().into_iter().map(JobError::from).collect();
         // A failure is reported at once, while the other subtasks still wind down.
         let phase = if !errors.is_empty() {
             Phase::Failed
@@ -67,12 +59,7 @@ impl JobControl for RunningJob {
             max_parallelism: self.max_parallelism(),
             uptime_seconds: self.uptime().as_secs_f64(),
             subtasks,
-            checkpoints: CheckpointSummary {
-                completed: checkpoints.completed,
-                failed: checkpoints.failed,
-                last_completed: checkpoints.last_completed.as_ref().map(snapshot_info),
-                last_failure: checkpoints.last_failure,
-            },
+            checkpoints: CheckpointSummary::from(&checkpoints),
             restored_from: checkpoints.restored_from,
             errors,
             restarts: Default::default(),
@@ -81,7 +68,7 @@ impl JobControl for RunningJob {
     }
 
     fn savepoint(&self, target: &str, stop: bool) -> Result<SnapshotInfo, Error> {
-        RunningJob::savepoint(self, target, stop).map(|s| snapshot_info(&s))
+        RunningJob::savepoint(self, target, stop).map(|s| SnapshotInfo::from(&s))
     }
 
     fn cancel(&self) {
@@ -93,22 +80,48 @@ impl JobControl for RunningJob {
         location: &str,
         allow_non_restored_state: bool,
     ) -> Result<CompatibilityReport, Error> {
-        let content = SnapshotContent::read_verified(location)?;
-        let c = Compatibility::check(&content, self.max_parallelism(), self.declared_operators());
-        Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+        super::check_compatibility(
+            location,
+            self.max_parallelism(),
+            self.declared_operators(),
+            allow_non_restored_state,
+        )
     }
 }
 
-pub(crate) fn snapshot_info(s: &CompletedSnapshot) -> SnapshotInfo {
-    SnapshotInfo {
-        id: s.id,
-        kind: match s.kind {
-            snapshot::SnapshotKind::Checkpoint => SnapshotKind::Checkpoint,
-            snapshot::SnapshotKind::Savepoint => SnapshotKind::Savepoint,
-            snapshot::SnapshotKind::Final => SnapshotKind::Final,
-        },
-        location: s.location.clone(),
-        duration_ms: u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
-        bytes: s.bytes,
+impl From<&CompletedSnapshot> for SnapshotInfo {
+    fn from(s: &CompletedSnapshot) -> Self {
+        SnapshotInfo {
+            id: s.id,
+            kind: match s.kind {
+                snapshot::SnapshotKind::Checkpoint => SnapshotKind::Checkpoint,
+                snapshot::SnapshotKind::Savepoint => SnapshotKind::Savepoint,
+                snapshot::SnapshotKind::Final => SnapshotKind::Final,
+            },
+            location: s.location.clone(),
+            duration_ms: u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
+            bytes: s.bytes,
+        }
+    }
+}
+
+impl From<&CheckpointStatus> for CheckpointSummary {
+    fn from(s: &CheckpointStatus) -> Self {
+        CheckpointSummary {
+            completed: s.completed,
+            failed: s.failed,
+            last_completed: s.last_completed.as_ref().map(SnapshotInfo::from),
+            last_failure: s.last_failure.clone(),
+        }
+    }
+}
+
+impl From<JobFailure> for JobError {
+    fn from(f: JobFailure) -> Self {
+        JobError {
+            operator: f.operator,
+            subtask: f.subtask.map(|s| s as u32),
+            cause: f.cause,
+        }
     }
 }

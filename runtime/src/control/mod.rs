@@ -22,11 +22,23 @@ mod savepoints;
 mod server;
 
 pub use auth::read_token;
-pub(crate) use embedded::snapshot_info;
 pub use server::{BoundControl, ControlConfig, ControlServer};
 
 use crate::error::Error;
 use model::{CompatibilityReport, JobStatus, SnapshotInfo};
+
+/// Whether a job of `max_parallelism` declaring `declared` could restore the checkpoint or
+/// savepoint at `location`; reads and verifies the whole snapshot.
+pub(crate) fn check_compatibility(
+    location: &str,
+    max_parallelism: u32,
+    declared: &[crate::snapshot::DeclaredOperator],
+    allow_non_restored_state: bool,
+) -> Result<CompatibilityReport, Error> {
+    let content = crate::snapshot::SnapshotContent::read_verified(location)?;
+    let c = crate::snapshot::Compatibility::check(&content, max_parallelism, declared);
+    Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+}
 
 /// What the control API needs of a job.
 pub trait JobControl: Send + Sync {
