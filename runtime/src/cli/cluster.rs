@@ -29,12 +29,29 @@ pub(super) struct CoordinatorArgs {
     /// A worker silent for this long is taken for dead and the job restarts without it.
     #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
     worker_timeout: Duration,
+    /// What SIGTERM (and Ctrl-C) does: stop the job with a savepoint, or cancel it so that
+    /// the next start resumes from the latest checkpoint. Under a supervisor that restarts
+    /// the coordinator (a Kubernetes Deployment), `cancel` is the safe choice: output
+    /// committed by a savepoint the supervisor never learns of would be produced again.
+    #[arg(long, value_enum, default_value_t = OnTerminate::Savepoint)]
+    on_terminate: OnTerminate,
+    /// Keep serving the control API after the job ends, until SIGTERM, instead of exiting:
+    /// a supervisor reads how the job ended (and where its savepoint went) before it removes
+    /// the process, and a container that exited would only be started again.
+    #[arg(long)]
+    wait_for_termination: bool,
     #[command(flatten)]
     restart: RestartArgs,
     #[command(flatten)]
     snapshots: SnapshotArgs,
     #[command(flatten)]
     control: ControlArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnTerminate {
+    Savepoint,
+    Cancel,
 }
 
 #[derive(clap::Args)]
@@ -164,14 +181,20 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     );
     let server = control.map(|c| c.serve(coordinator.clone())).transpose()?;
     install_stop_handler();
-    // Ctrl-C / SIGTERM stops with a savepoint, as `sluice run` does.
+    // Ctrl-C / SIGTERM stops with a savepoint, as `sluice run` does, or cancels.
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (coordinator, done, savepoints) = (coordinator.clone(), done.clone(), savepoints);
+        let on_terminate = args.on_terminate;
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
                 if !STOP_REQUESTED.swap(false, Ordering::SeqCst) || coordinator.stop_requested() {
+                    continue;
+                }
+                if on_terminate == OnTerminate::Cancel {
+                    eprintln!("cancelling: the next start resumes from the latest checkpoint");
+                    coordinator.cancel();
                     continue;
                 }
                 eprintln!("stopping with a savepoint into {savepoints}");
@@ -184,15 +207,22 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     let outcome = coordinator.run(&graph);
     done.store(true, Ordering::SeqCst);
     let _ = watcher.join();
-    if let Some(server) = server {
-        server.wait_for_stop_reported(STOP_REPORT_GRACE);
-        server.shutdown();
-    }
     let reason = match &outcome {
         Ok(_) => "the job ended",
         Err(_) => "the job failed",
     };
     coordinator.shutdown_workers(reason);
+    if let Some(server) = server {
+        if args.wait_for_termination {
+            eprintln!("{reason}; serving its status until terminated");
+            while !STOP_REQUESTED.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        } else {
+            server.wait_for_stop_reported(STOP_REPORT_GRACE);
+        }
+        server.shutdown();
+    }
     eprintln!("{} restart(s)", coordinator.status().restarts.count);
     match outcome? {
         Outcome::Finished => eprintln!("finished"),

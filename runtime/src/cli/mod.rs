@@ -83,6 +83,11 @@ struct SnapshotArgs {
     /// from a checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
     #[arg(long)]
     restore: Option<String>,
+    /// With `--restore latest`: the checkpoint or savepoint to start from while the checkpoint
+    /// storage holds no checkpoint yet. A supervisor passes the same arguments to every
+    /// restart, and only the first start uses this snapshot.
+    #[arg(long)]
+    initial_snapshot: Option<String>,
     /// Restores even when state of the snapshot maps to no operator of the job (it is lost).
     #[arg(long)]
     allow_non_restored_state: bool,
@@ -325,13 +330,20 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
             .as_deref()
             .unwrap_or(&format!("checkpoints/{name}")),
     )?;
-    let restore = args.restore.as_deref().map(|r| match r {
-        "latest" => Restore::Latest,
-        other => Restore::Snapshot(other.to_string()),
-    });
+    let restore = match (args.restore.as_deref(), &args.initial_snapshot) {
+        (Some("latest"), Some(initial)) => Some(Restore::LatestOr(initial.clone())),
+        (Some("latest"), None) => Some(Restore::Latest),
+        (Some(other), None) => Some(Restore::Snapshot(other.to_string())),
+        (None, None) => None,
+        (_, Some(_)) => {
+            return Err(Error::Config(
+                "--initial-snapshot needs --restore latest".into(),
+            ))
+        }
+    };
     let checkpoints = (args.checkpoint_interval.is_some()
         || args.checkpoint_dir.is_some()
-        || restore == Some(Restore::Latest))
+        || matches!(restore, Some(Restore::Latest | Restore::LatestOr(_))))
     .then(|| CheckpointConfig {
         interval: args.checkpoint_interval,
         retain: args.retain_checkpoints.max(1),

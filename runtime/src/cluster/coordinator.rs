@@ -244,10 +244,11 @@ impl JobCoordinator {
         let mut restore = match &self.config.restore {
             None => None,
             Some(Restore::Snapshot(location)) => Some(location.clone()),
-            Some(Restore::Latest) => match &storage {
-                Some(s) => latest_checkpoint(s, 0),
-                None => None,
-            },
+            Some(Restore::Latest) => storage.as_ref().and_then(|s| latest_checkpoint(s, 0)),
+            Some(Restore::LatestOr(initial)) => storage
+                .as_ref()
+                .and_then(|s| latest_checkpoint(s, 0))
+                .or_else(|| Some(initial.clone())),
         };
         let mut restarts = Restarts::default();
         let mut attempt = 0;
@@ -439,9 +440,11 @@ impl JobCoordinator {
                 .map(|r| format!(", restoring {r}"))
                 .unwrap_or_default()
         );
+        let run_id = crate::exec::new_run_id();
         for (i, w) in chosen.iter().enumerate() {
             w.send(&ToWorker::Deploy(Box::new(Deployment {
                 attempt,
+                run_id: run_id.clone(),
                 job: graph.name.clone(),
                 config: config_text.clone(),
                 parallelism: self.config.parallelism,

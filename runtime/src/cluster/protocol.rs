@@ -20,6 +20,8 @@ const MAX_MESSAGE: usize = 1 << 30;
 pub(crate) struct Deployment {
     /// Numbers the runs of the job; messages of an earlier attempt are ignored.
     pub(crate) attempt: u64,
+    /// Names the attempt in its output (see `Placement::run_id`).
+    pub(crate) run_id: String,
     /// The registered job and its `spec.job.config` (JSON text).
     pub(crate) job: String,
     pub(crate) config: String,

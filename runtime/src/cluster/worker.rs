@@ -465,6 +465,7 @@ impl Worker<'_> {
         };
         let supervise: Supervise = Box::new(move |parts| relay.run(parts));
         let placement = Placement {
+            run_id: &d.run_id,
             slot_workers: &d.slot_workers,
             this_worker: d.you,
             links: &mut links,

@@ -27,6 +27,10 @@ pub enum Restore {
     /// The latest complete checkpoint in the run's checkpoint storage; an empty storage
     /// starts the job from scratch.
     Latest,
+    /// The latest complete checkpoint, or this snapshot while the storage has none: how a
+    /// supervised run (the operator's) starts from a savepoint once and from its own
+    /// checkpoints after every restart.
+    LatestOr(String),
     /// A checkpoint or savepoint directory (`…/chk-<id>`, `…/sp-<id>`).
     Snapshot(String),
 }
@@ -426,7 +430,7 @@ fn load_restore(
         return Ok(None);
     };
     let (storage, manifest) = match restore {
-        Restore::Latest => {
+        Restore::Latest | Restore::LatestOr(_) => {
             let config = options.checkpoints.as_ref().ok_or_else(|| {
                 Error::Checkpoint("restoring the latest checkpoint needs checkpoint storage".into())
             })?;
@@ -440,21 +444,24 @@ fn load_restore(
                     (storage, r.manifest)
                 }
                 Err(crate::snapshot::SnapshotError::NoCheckpoint { .. }) => {
-                    eprintln!(
-                        "restore: no complete checkpoint in {}; starting from empty state",
-                        config.storage
-                    );
-                    return Ok(None);
+                    if let Restore::LatestOr(initial) = restore {
+                        eprintln!(
+                            "restore: no complete checkpoint in {}; starting from {initial}",
+                            config.storage
+                        );
+                        open_snapshot(initial)?
+                    } else {
+                        eprintln!(
+                            "restore: no complete checkpoint in {}; starting from empty state",
+                            config.storage
+                        );
+                        return Ok(None);
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Restore::Snapshot(location) => {
-            let (storage, id) = CheckpointStorage::open_snapshot(location)?;
-            // Loading checks every file against its checksum; no separate verification pass.
-            let manifest = storage.manifest(id)?;
-            (storage, manifest)
-        }
+        Restore::Snapshot(location) => open_snapshot(location)?,
     };
     // Downloaded databases go beside the local state, so removing that removes them too.
     let scratch = match &options.state_backend {
@@ -481,6 +488,13 @@ fn load_restore(
     eprintln!("restoring from {location}");
     status.restored_from = Some(location);
     Ok(Some(restored))
+}
+
+fn open_snapshot(location: &str) -> Result<(CheckpointStorage, crate::snapshot::Manifest), Error> {
+    let (storage, id) = CheckpointStorage::open_snapshot(location)?;
+    // Loading checks every file against its checksum; no separate verification pass.
+    let manifest = storage.manifest(id)?;
+    Ok((storage, manifest))
 }
 
 /// The key-group owners of every stateful operator: restored from the snapshot (rescaled
@@ -552,6 +566,9 @@ pub(crate) fn prepare(
 /// The share of a job one process runs when the job spans processes: subtask `s` of every
 /// operator runs in slot `s`, and each slot is on one worker.
 pub(crate) struct Placement<'a> {
+    /// The attempt's run id, the same in every worker: sinks tell their own pending output
+    /// from that of earlier attempts by it.
+    pub(crate) run_id: &'a str,
     /// The worker of each slot.
     pub(crate) slot_workers: &'a [u32],
     pub(crate) this_worker: u32,
@@ -660,7 +677,10 @@ pub(crate) fn launch(
     let (control, reports) = CheckpointControl::new();
     let (commands_tx, commands) = crossbeam_channel::unbounded();
     let status = Arc::new(Mutex::new(status));
-    let run_id: Arc<str> = Arc::from(new_run_id());
+    let run_id: Arc<str> = match &placement {
+        Some(p) => Arc::from(p.run_id),
+        None => Arc::from(new_run_id()),
+    };
     let state_backend = Arc::new(options.state_backend.clone());
     let heads: Vec<usize> = (0..graph.nodes.len())
         .filter(|&n| !graph.is_chained(n))

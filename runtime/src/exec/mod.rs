@@ -10,7 +10,7 @@ mod task;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
 pub(crate) use embedded::{
-    assignments, launch, prepare, Placement, RemoteLinks, Supervise, SupervisorParts,
+    assignments, launch, new_run_id, prepare, Placement, RemoteLinks, Supervise, SupervisorParts,
 };
 pub use embedded::{
     start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,

@@ -1,0 +1,348 @@
+//! What the operator has observed and decided about a `StreamJob`.
+//!
+//! The status is the operator's write-ahead log: it records the spec it is about to roll out
+//! ([`StreamJobStatus::target`]) and the step it is taking ([`StreamJobStatus::operation`])
+//! *before* acting, so that an operator restarted at any point resumes the step instead of
+//! starting over or losing state. Times are RFC 3339 UTC text (`2026-01-01T00:00:00Z`), so
+//! the type stays the same with and without the `kube` feature.
+
+use crate::spec::{free_form_object, StreamJobSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Condition types the operator sets.
+pub mod condition_types {
+    /// The job runs its current spec and completes checkpoints.
+    pub const READY: &str = "Ready";
+    /// A deploy, upgrade, rescale, suspend, resume or rollback is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs attention: failures, restarts, a refused upgrade.
+    pub const DEGRADED: &str = "Degraded";
+    /// The namespace's StreamQuota has room for the job (False while it waits in Queued).
+    pub const ADMITTED: &str = "Admitted";
+    /// The last savepoint request completed (False with the reason when it failed).
+    pub const SAVEPOINT: &str = "Savepoint";
+}
+
+/// The observed state of a StreamJob.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["type"],
+    ))]
+    pub conditions: Vec<Condition>,
+
+    /// The spec being rolled out, recorded before the rollout starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<SpecRevision>,
+
+    /// The last spec that ran healthy: what a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<SpecRevision>,
+
+    /// The step in progress, recorded before it is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointInfo>,
+
+    /// The newest completed savepoint (also the last entry of `savepoints` that completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_savepoint: Option<SavepointInfo>,
+
+    /// Savepoints the operator knows of and has not deleted, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub savepoints: Vec<SavepointInfo>,
+
+    /// The last `spec.savepoints.triggerNonce` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_trigger_nonce: Option<i64>,
+
+    /// The parallelism the job runs at now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+
+    /// The same as `parallelism`, for the scale subresource (`kubectl scale`, autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+
+    /// Label selector of the job's pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// The last error, kept until the job is healthy again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<RestartStatus>,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Seen, nothing started yet.
+    Pending,
+    /// Waiting for room in the namespace's StreamQuota.
+    Queued,
+    /// Pods starting, job not yet running.
+    Deploying,
+    Running,
+    /// Moving to a new spec (savepoint, stop, start).
+    Upgrading,
+    /// Changing parallelism: state redistributed by key groups.
+    Rescaling,
+    /// Stopping with a savepoint to suspend (or to make room for a higher priority).
+    Suspending,
+    Suspended,
+    /// Waiting out the backoff before a restart after a failure.
+    Restarting,
+    /// Returning to the last stable spec.
+    RollingBack,
+    /// Given up: too many restarts, or an error that needs a spec change.
+    Failed,
+    /// Taking the final savepoint before the StreamJob goes away.
+    Deleting,
+}
+
+/// A condition in the shape of Kubernetes' `metav1.Condition`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Progressing, Degraded, Admitted or Savepoint (see `condition_types`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: ConditionStatus,
+    /// A CamelCase word for programs.
+    pub reason: String,
+    /// The same for people.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl StreamJobStatus {
+    /// Sets a condition, keeping its `lastTransitionTime` when the status did not change, as
+    /// Kubernetes' convention asks.
+    pub fn set_condition(&mut self, condition: Condition) {
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition.type_)
+        {
+            Some(existing) => {
+                let since = if existing.status == condition.status {
+                    std::mem::take(&mut existing.last_transition_time)
+                } else {
+                    condition.last_transition_time.clone()
+                };
+                *existing = Condition {
+                    last_transition_time: since,
+                    ..condition
+                };
+            }
+            None => self.conditions.push(condition),
+        }
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// A spec as the operator recorded it: its fingerprint, and the spec itself so that a
+/// rollback or a resumed upgrade needs nothing but the status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecRevision {
+    /// The fingerprint of `spec` (`StreamJobSpec::fingerprint`).
+    pub hash: String,
+    /// The metadata.generation the spec came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Stored without the spec's schema and rules, so that a later, stricter CRD can never
+    /// make an old status unwritable.
+    #[schemars(schema_with = "free_form_object")]
+    pub spec: StreamJobSpec,
+    /// The savepoint (or checkpoint) this spec starts or started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub recorded_at: Option<String>,
+}
+
+impl SpecRevision {
+    pub fn new(spec: StreamJobSpec, generation: Option<i64>) -> Self {
+        Self {
+            hash: spec.fingerprint(),
+            generation,
+            spec,
+            restore_from: None,
+            recorded_at: None,
+        }
+    }
+}
+
+/// A step of the lifecycle in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub kind: OperationKind,
+    /// How far the operation got, in the operator's words (e.g. `SavepointRequested`,
+    /// `OldJobStopped`): free text so the operator's state machine can grow without a CRD
+    /// change.
+    pub step: String,
+    #[schemars(extend("format" = "date-time"))]
+    pub started_at: String,
+    /// The savepoint the operation asked for or restores from, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Attempts of the current step, for retries with backoff.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Step-specific facts (request ids, pod names …) the operator needs to resume.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum OperationKind {
+    Deploy,
+    Upgrade,
+    Rescale,
+    Suspend,
+    Resume,
+    Rollback,
+    Restart,
+    Savepoint,
+    Preempt,
+    Delete,
+}
+
+/// A completed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointInfo {
+    pub id: u64,
+    /// Where its manifest is.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub completed_at: Option<String>,
+}
+
+/// A savepoint, requested or taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    /// Where it is (its manifest), once the coordinator has said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub trigger: SavepointTrigger,
+    pub state: SavepointState,
+    /// The trigger nonce it answers, for manual savepoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<i64>,
+    /// Fingerprint of the spec that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub triggered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub completed_at: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a savepoint was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SavepointTrigger {
+    /// `spec.savepoints.triggerNonce` changed.
+    Manual,
+    Periodic,
+    Upgrade,
+    Suspend,
+    Preemption,
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SavepointState {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// An error with what the operator was doing when it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    /// A CamelCase word for programs, e.g. `IncompatibleState`.
+    pub reason: String,
+    pub message: String,
+    /// The phase the job was in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The operation under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationKind>,
+    /// More facts: the savepoint, the pod, the operator uid that failed …
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, String>,
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
+}
+
+/// Restarts after failures (see `spec.restartPolicy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartStatus {
+    /// Restarts since the job was last healthy for `resetAfter`; drives the backoff and
+    /// `maxRestarts`.
+    #[serde(default)]
+    pub count: u32,
+    /// Restarts over the life of the StreamJob.
+    #[serde(default)]
+    pub total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_restart_time: Option<String>,
+    /// When the pending restart may happen (end of the current backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub next_restart_time: Option<String>,
+    /// What the last failure was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
