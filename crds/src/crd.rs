@@ -1,5 +1,6 @@
 //! The CustomResourceDefinitions, as installed in a cluster and committed under
-//! `crds/generated/` (the `crdgen` binary writes them; a test keeps them in sync).
+//! `crds/generated/` and in the Helm chart's `crds/` (the `crdgen` binary writes both; a test
+//! keeps them in sync).
 
 use crate::{StreamJob, StreamQuota};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -7,7 +8,10 @@ use kube::CustomResourceExt;
 
 /// The command that rewrites the committed YAML, from the workspace root.
 pub const REGENERATE: &str =
-    "cargo run -p sluice-crds --features kube --bin crdgen -- crds/generated";
+    "cargo run -p sluice-crds --features kube --bin crdgen -- crds/generated charts/sluice/crds";
+
+/// Where the committed copies live, relative to the workspace root.
+pub const COMMITTED_DIRS: [&str; 2] = ["crds/generated", "charts/sluice/crds"];
 
 pub fn stream_job() -> CustomResourceDefinition {
     StreamJob::crd()

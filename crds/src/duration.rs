@@ -151,7 +151,16 @@ mod tests {
         assert_eq!(ms("1m5ms"), Some(60_005));
         assert_eq!(ms("0s"), Some(0));
         for bad in [
-            "", "5", "m", "1.5h", "5 m", "5min", "1d", "-5s", "1234567890s", "5S",
+            "",
+            "5",
+            "m",
+            "1.5h",
+            "5 m",
+            "5min",
+            "1d",
+            "-5s",
+            "1234567890s",
+            "5S",
         ] {
             assert_eq!(ms(bad), None, "{bad:?}");
         }

@@ -137,9 +137,8 @@ mod kube_conversions {
     impl From<StreamJobManifest> for StreamJob {
         fn from(m: StreamJobManifest) -> Self {
             let mut job = StreamJob::new(&m.metadata.name, m.spec);
-            let non_empty = |map: std::collections::BTreeMap<String, String>| {
-                (!map.is_empty()).then_some(map)
-            };
+            let non_empty =
+                |map: std::collections::BTreeMap<String, String>| (!map.is_empty()).then_some(map);
             job.metadata.namespace = m.metadata.namespace;
             job.metadata.labels = non_empty(m.metadata.labels);
             job.metadata.annotations = non_empty(m.metadata.annotations);

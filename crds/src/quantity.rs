@@ -205,7 +205,9 @@ mod tests {
         assert_eq!(m("1E"), Some(1_000_000_000_000_000_000_000));
         assert_eq!(m("1n"), Some(1), "rounded up to a thousandth");
         assert_eq!(m("0"), Some(0));
-        for bad in ["", "abc", "1.2.3", "-1", "1Gb", "1 Gi", "1e", "1e+", "Gi", "."] {
+        for bad in [
+            "", "abc", "1.2.3", "-1", "1Gb", "1 Gi", "1e", "1e+", "Gi", ".",
+        ] {
             assert_eq!(m(bad), None, "{bad:?}");
         }
     }
@@ -214,13 +216,24 @@ mod tests {
     fn integers_in_yaml_become_text_and_fractions_must_be_text() {
         let q: Vec<Quantity> = serde_yaml::from_str("[2, '0.5', 4Gi]").unwrap();
         assert_eq!(q, ["2", "0.5", "4Gi"].map(Quantity::from));
-        let err = serde_yaml::from_str::<Quantity>("0.5").unwrap_err().to_string();
-        assert!(err.starts_with("invalid type: floating point `0.5`, expected an integer or a string"), "{err}");
+        let err = serde_yaml::from_str::<Quantity>("0.5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid type: floating point `0.5`, expected an integer or a string"),
+            "{err}"
+        );
     }
 
     #[test]
     fn negative_numbers_are_reported_as_such() {
-        assert_eq!(Quantity::from("-1").check(), Err("must not be negative".into()));
-        assert!(Quantity::from("-x").check().unwrap_err().contains("is not a quantity"));
+        assert_eq!(
+            Quantity::from("-1").check(),
+            Err("must not be negative".into())
+        );
+        assert!(Quantity::from("-x")
+            .check()
+            .unwrap_err()
+            .contains("is not a quantity"));
     }
 }

@@ -30,7 +30,11 @@ use serde::{Deserialize, Serialize};
         derive = "Default",
         doc = "Limits for the StreamJobs of a namespace, and how priority classes share them.",
         printcolumn(name = "Jobs", type_ = "integer", json_path = ".status.used.jobs"),
-        printcolumn(name = "Max Jobs", type_ = "integer", json_path = ".spec.limits.maxJobs"),
+        printcolumn(
+            name = "Max Jobs",
+            type_ = "integer",
+            json_path = ".spec.limits.maxJobs"
+        ),
         printcolumn(
             name = "Parallelism",
             type_ = "integer",
@@ -41,9 +45,15 @@ use serde::{Deserialize, Serialize};
             type_ = "integer",
             json_path = ".spec.limits.maxParallelism"
         ),
-        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+        printcolumn(
+            name = "Age",
+            type_ = "date",
+            json_path = ".metadata.creationTimestamp"
+        )
     )
 )]
+// clippy takes the repeated `type_` of the printer columns for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.defaultPriorityClass) || (has(self.priorityClasses) && self.priorityClasses.exists(c, c.name == self.defaultPriorityClass))",

@@ -355,7 +355,7 @@ impl Default for Checkpointing {
 
 /// Savepoints: portable snapshots taken on request, periodically, and before upgrades,
 /// suspension and deletion.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Savepoints {
     /// Change to any new value to take a savepoint now.
@@ -377,18 +377,6 @@ pub struct Savepoints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), extend("x-kubernetes-validations" = [uri_rule()]))]
     pub storage: Option<String>,
-}
-
-impl Default for Savepoints {
-    fn default() -> Self {
-        Self {
-            trigger_nonce: None,
-            periodic_interval: None,
-            retention: SavepointRetention::default(),
-            on_delete: OnDelete::default(),
-            storage: None,
-        }
-    }
 }
 
 /// Which savepoints the operator deletes. It never deletes the newest completed savepoint,

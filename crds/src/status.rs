@@ -190,6 +190,11 @@ pub struct SpecRevision {
     /// The savepoint (or checkpoint) this spec starts or started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// Names the deployment of this spec: its checkpoints go under
+    /// `<checkpointing.storage>/<namespace>/<name>/<run>`, so that a restarted coordinator
+    /// resumes from its own run's checkpoints and never from an older run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub recorded_at: Option<String>,
@@ -202,6 +207,7 @@ impl SpecRevision {
             generation,
             spec,
             restore_from: None,
+            run: None,
             recorded_at: None,
         }
     }

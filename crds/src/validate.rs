@@ -205,12 +205,18 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), ValidationErrors> {
             );
         }
     }
-    // Written so that NaN (YAML `.nan`) fails too.
-    if !(b.multiplier >= 1.0) {
-        v.add("spec.restartPolicy.backoff.multiplier", "must be at least 1");
+    // `is_nan` so that YAML `.nan` fails too.
+    if b.multiplier.is_nan() || b.multiplier < 1.0 {
+        v.add(
+            "spec.restartPolicy.backoff.multiplier",
+            "must be at least 1",
+        );
     }
     if !(0.0..=1.0).contains(&b.jitter) {
-        v.add("spec.restartPolicy.backoff.jitter", "must be between 0 and 1");
+        v.add(
+            "spec.restartPolicy.backoff.jitter",
+            "must be between 0 and 1",
+        );
     }
     duration(
         &mut v,
@@ -291,7 +297,12 @@ pub fn validate_name(name: &str) -> Result<(), ValidationErrors> {
 pub fn validate_quota(spec: &StreamQuotaSpec) -> Result<(), ValidationErrors> {
     let mut v = ValidationErrors::default();
     quota_limits(&mut v, "spec.limits", &spec.limits);
-    max_items(&mut v, "spec.priorityClasses", spec.priority_classes.len(), 32);
+    max_items(
+        &mut v,
+        "spec.priorityClasses",
+        spec.priority_classes.len(),
+        32,
+    );
     let mut seen = BTreeSet::new();
     for (i, class) in spec.priority_classes.iter().enumerate() {
         let path = format!("spec.priorityClasses[{i}]");

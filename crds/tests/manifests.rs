@@ -37,9 +37,15 @@ fn every_field_of_the_spec_loads() {
         (s.parallelism, s.max_parallelism, s.slots_per_worker),
         (6, 512, 2)
     );
-    assert_eq!(s.coordinator.resources.requests["cpu"], Quantity::from("500m"));
+    assert_eq!(
+        s.coordinator.resources.requests["cpu"],
+        Quantity::from("500m")
+    );
     assert_eq!(s.worker.resources.requests["cpu"], Quantity::from("2"));
-    assert_eq!(s.worker.resources.limits["nvidia.com/gpu"], Quantity::from("1"));
+    assert_eq!(
+        s.worker.resources.limits["nvidia.com/gpu"],
+        Quantity::from("1")
+    );
     assert_eq!(
         s.worker.pod_template.as_ref().unwrap()["spec"]["nodeSelector"]["pool"],
         "streaming"
@@ -57,7 +63,10 @@ fn every_field_of_the_spec_loads() {
     assert_eq!(sp.periodic_interval, Some(HumanDuration::from("6h")));
     assert_eq!(sp.retention.max_count, 10);
     assert_eq!(
-        sp.retention.max_age.as_ref().and_then(HumanDuration::to_std),
+        sp.retention
+            .max_age
+            .as_ref()
+            .and_then(HumanDuration::to_std),
         Some(std::time::Duration::from_secs(168 * 3600))
     );
     assert_eq!(sp.on_delete, OnDelete::None);
@@ -84,7 +93,10 @@ fn every_field_of_the_spec_loads() {
     assert_eq!(r.reset_after, HumanDuration::from("30m"));
     assert_eq!(s.priority.as_deref(), Some("critical"));
     let token = s.secrets.token.as_ref().unwrap();
-    assert_eq!((token.name.as_str(), token.key.as_str()), ("hot-items-control", "api-token"));
+    assert_eq!(
+        (token.name.as_str(), token.key.as_str()),
+        ("hot-items-control", "api-token")
+    );
     assert_eq!(s.secrets.env[0].name, "s3-credentials");
 }
 
@@ -94,7 +106,10 @@ fn omitted_fields_take_the_defaults_the_crd_declares() {
     let m = parse_manifest(yaml, "inline").unwrap();
     assert_eq!(m.spec, StreamJobSpec::new(JobSpec::new("q")));
     let s = &m.spec;
-    assert_eq!((s.parallelism, s.max_parallelism, s.slots_per_worker), (1, 128, 1));
+    assert_eq!(
+        (s.parallelism, s.max_parallelism, s.slots_per_worker),
+        (1, 128, 1)
+    );
     assert!(s.job.config.is_null());
     assert_eq!(s.checkpointing.interval, HumanDuration::from("30s"));
     assert_eq!(s.checkpointing.retention, 3);
