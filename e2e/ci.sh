@@ -16,6 +16,13 @@ echo "cluster up in $((SECONDS - started))s"
 # The test stage built these binaries in the dev profile already.
 export SLUICE_IMAGE_PROFILE=dev
 bash "$cluster/images.sh" sluice
+bash "$cluster/images.sh" operator
 bash "$cluster/images.sh" e2e
+
+# The operator as users install it: the chart, with its CRDs, from this checkout.
+helm="$(bash "$cluster/helm.sh" | tail -n 1)"
+KUBECONFIG="$kubeconfig" "$helm" install sluice "$cluster/../../charts/sluice" \
+  --namespace sluice-system --create-namespace \
+  --set image.pullPolicy=Never --wait --timeout 5m
 
 KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=2

@@ -5,6 +5,7 @@
 #
 #   images.sh system   # the pause and CoreDNS images the cluster itself needs
 #   images.sh sluice   # sluice.local/sluice:dev from the workspace's release build
+#   images.sh operator # sluice.local/sluice-operator:dev, the operator
 #   images.sh e2e      # sluice.local/e2e-echo:dev, the end-to-end tests' helper
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -92,5 +93,11 @@ case "${1:-}" in
     "${CTR[@]}" images rm sluice.local/e2e-echo:dev >/dev/null 2>&1 || true
     image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/$profile_dir/e2e-echo=/usr/local/bin/e2e-echo"
     ;;
-  *) die "usage: images.sh system|sluice|e2e" ;;
+  operator)
+    target="${CARGO_TARGET_DIR:-$here/../../target}"
+    (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-operator --bin sluice-operator)
+    "${CTR[@]}" images rm sluice.local/sluice-operator:dev >/dev/null 2>&1 || true
+    image sluice.local/sluice-operator:dev /usr/local/bin/sluice-operator "$target/$profile_dir/sluice-operator=/usr/local/bin/sluice-operator"
+    ;;
+  *) die "usage: images.sh system|sluice|operator|e2e" ;;
 esac

@@ -36,6 +36,8 @@ pub async fn cluster(test: &str) -> Option<Client> {
         );
         return None;
     }
+    // Two crypto providers are linked in (kube's ring, object_store's): name one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match Config::infer().await {
         Ok(c) => c,
         Err(e) => panic!("{test}: KUBECONFIG is set but unusable: {e}"),
@@ -58,12 +60,13 @@ impl TestNamespace {
         let suffix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let name = format!("e2e-{}-{suffix:08x}", test.replace('_', "-"))
+        // The suffix survives truncation: runs of one test never share a namespace.
+        let stem: String = format!("e2e-{}", test.replace('_', "-"))
             .chars()
-            .take(63)
-            .collect::<String>()
-            .trim_end_matches('-')
-            .to_string();
+            // Short enough that every child's DNS name stays short too.
+            .take(40)
+            .collect();
+        let name = format!("{}-{suffix:08x}", stem.trim_end_matches('-'));
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
         }))
@@ -112,6 +115,13 @@ impl TestNamespace {
                 }
                 if let Ok(logs) = pods.logs(&name, &LogParams::default()).await {
                     eprintln!("    logs:\n{logs}");
+                }
+                let previous = LogParams {
+                    previous: true,
+                    ..LogParams::default()
+                };
+                if let Ok(logs) = pods.logs(&name, &previous).await {
+                    eprintln!("    logs of the previous container:\n{logs}");
                 }
             }
         }
@@ -175,3 +185,26 @@ where
 pub const SLUICE_IMAGE: &str = "sluice.local/sluice:dev";
 /// The test-helper image built by `e2e/cluster/images.sh e2e`.
 pub const ECHO_IMAGE: &str = "sluice.local/e2e-echo:dev";
+
+/// A test against the cluster in a namespace of its own: skipped without a cluster, the
+/// namespace diagnosed on failure and deleted after success.
+#[macro_export]
+macro_rules! e2e_test {
+    ($name:ident, |$ns:ident| $body:block) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some(client) = $crate::cluster(stringify!($name)).await else {
+                return;
+            };
+            let $ns = $crate::TestNamespace::create(&client, stringify!($name))
+                .await
+                .expect("namespace");
+            let result: $crate::Result<()> = async { $body }.await;
+            if let Err(e) = &result {
+                $ns.diagnose().await;
+                panic!("{}: {e}", stringify!($name));
+            }
+            $ns.finish().await.expect("namespace deleted");
+        }
+    };
+}

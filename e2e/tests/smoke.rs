@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, ResourceExt};
-use sluice_e2e::{cluster, wait_for, wait_until, Result, TestNamespace, ECHO_IMAGE, SLUICE_IMAGE};
+use sluice_e2e::{e2e_test, wait_for, wait_until, Result, TestNamespace, ECHO_IMAGE, SLUICE_IMAGE};
 use std::time::Duration;
 
 fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -54,26 +54,6 @@ async fn run_to_completion(
         "pod {name} failed; logs:\n{logs}"
     );
     Ok(logs)
-}
-
-macro_rules! e2e_test {
-    ($name:ident, |$ns:ident| $body:block) => {
-        #[tokio::test]
-        async fn $name() {
-            let Some(client) = cluster(stringify!($name)).await else {
-                return;
-            };
-            let $ns = TestNamespace::create(&client, stringify!($name))
-                .await
-                .expect("namespace");
-            let result: Result<()> = async { $body }.await;
-            if let Err(e) = &result {
-                $ns.diagnose().await;
-                panic!("{}: {e}", stringify!($name));
-            }
-            $ns.finish().await.expect("namespace deleted");
-        }
-    };
 }
 
 e2e_test!(our_image_runs_sluice_version_in_a_pod, |ns| {

@@ -1,3 +1,19 @@
 //! The Sluice operator: reconciles `StreamJob` resources into coordinator and worker pods and
-//! drives each job's lifecycle through the coordinator's control API. See DESIGN.md; the
-//! reconcile pipeline lands with the operator issue.
+//! drives each job's lifecycle through the coordinator's control API.
+//!
+//! The pipeline of one reconcile (`reconcile.rs`): observe the children and the coordinator
+//! → plan the next step (`plan.rs`, pure) → write the status, the write-ahead log → apply the
+//! children built by `build.rs` (pure) and call the coordinator → publish events.
+
+pub mod build;
+pub mod cli;
+pub mod control;
+pub mod error;
+mod http;
+pub mod leader;
+pub mod log;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
+
+pub use error::Error;

@@ -1,0 +1,107 @@
+{{/*
+Chart name, for the app.kubernetes.io/name label.
+*/}}
+{{- define "sluice.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every resource name. Kubernetes names are limited to 63 characters for some kinds,
+so it is truncated; a release already named after the chart is not repeated.
+*/}}
+{{- define "sluice.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "sluice.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Value of the helm.sh/chart label.
+*/}}
+{{- define "sluice.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels that select the operator pods. They must not change between releases, since a
+Deployment's selector is immutable.
+*/}}
+{{- define "sluice.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sluice.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+Labels on every resource of the chart.
+*/}}
+{{- define "sluice.labels" -}}
+helm.sh/chart: {{ include "sluice.chart" . }}
+{{ include "sluice.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: sluice
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+The operator's ServiceAccount.
+*/}}
+{{- define "sluice.serviceAccountName" -}}
+{{- include "sluice.fullname" . }}
+{{- end }}
+
+{{/*
+Permissions on the resources the operator reconciles, in every namespace it watches. Shared by
+the ClusterRole (whole cluster) and the per-namespace Roles (watchNamespaces set), so both
+modes grant exactly the same verbs.
+*/}}
+{{- define "sluice.watchRules" -}}
+# The operator's own resources: it never creates or deletes them, only reconciles them.
+- apiGroups: ["sluice.dev"]
+  resources: ["streamjobs", "streamquotas"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["sluice.dev"]
+  resources: ["streamjobs/status", "streamquotas/status"]
+  verbs: ["get", "patch", "update"]
+# The finalizer keeps a deleted StreamJob until its delete policy (such as a final savepoint) has run.
+- apiGroups: ["sluice.dev"]
+  resources: ["streamjobs/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["sluice.dev"]
+  resources: ["streamjobs/scale"]
+  verbs: ["get"]
+# What the operator creates for a StreamJob, owned by it so deletion cascades.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Pods are observed for health and deleted to restart a failed job; never created directly.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# Run-to-completion work the operator starts on a StreamJob's behalf.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -1,0 +1,602 @@
+//! The children of a StreamJob, built from the revision it runs: pure functions from spec to
+//! Kubernetes objects, so that every field the operator sets is tested without a cluster.
+//!
+//! One job is a coordinator Deployment (one pod: it must never run twice) and Service, a
+//! worker StatefulSet (stable names for the coordinator's status) and headless Service, a
+//! ConfigMap with the manifest the coordinator runs, a PodDisruptionBudget, and the Secret
+//! with the control API's token (created once, never rewritten).
+
+use crate::error::Error;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::{json, Value};
+use sluice_crds::{PodRole, SpecRevision, StreamJobSpec};
+use std::collections::BTreeMap;
+
+/// Where workers reach the coordinator.
+pub const COORDINATOR_PORT: u16 = 6123;
+/// The control API (the operator's and the probes' way in).
+pub const CONTROL_PORT: u16 = 8081;
+/// Where workers receive records from each other.
+pub const DATA_PORT: u16 = 6124;
+/// Key of the token in the Secret the operator generates.
+pub const TOKEN_KEY: &str = "token";
+const MANIFEST_DIR: &str = "/etc/sluice";
+const STATE_DIR: &str = "/var/lib/sluice/state";
+
+/// Names and labels of one StreamJob's children.
+#[derive(Clone, Debug)]
+pub struct JobRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl JobRef {
+    pub fn coordinator(&self) -> String {
+        format!("{}-coordinator", self.name)
+    }
+    pub fn worker(&self) -> String {
+        format!("{}-worker", self.name)
+    }
+    pub fn manifest(&self) -> String {
+        format!("{}-job", self.name)
+    }
+    pub fn token(&self) -> String {
+        format!("{}-token", self.name)
+    }
+    pub fn preflight(&self) -> String {
+        format!("{}-preflight", self.name)
+    }
+    /// Labels every child carries; `role` tells coordinator from workers.
+    pub fn labels(&self, role: Option<&str>) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "sluice".to_string()),
+            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "sluice-operator".to_string(),
+            ),
+            ("sluice.dev/job".to_string(), self.name.clone()),
+        ]);
+        if let Some(role) = role {
+            l.insert("sluice.dev/role".to_string(), role.to_string());
+        }
+        l
+    }
+    /// The label selector of the job's workers (the scale subresource's `selector`).
+    pub fn worker_selector(&self) -> String {
+        format!("sluice.dev/job={},sluice.dev/role=worker", self.name)
+    }
+    fn owner(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: sluice_crds::API_VERSION.into(),
+            kind: sluice_crds::KIND.into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+    fn metadata(&self, name: String, role: Option<&str>) -> Value {
+        json!({
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.labels(role),
+            "ownerReferences": [self.owner()],
+        })
+    }
+}
+
+/// Where a job's snapshots go.
+pub struct Storage {
+    /// This run's checkpoints.
+    pub checkpoints: Option<String>,
+    /// The job's savepoints (each operation's in a directory of its own below).
+    pub savepoints: Option<String>,
+}
+
+impl Storage {
+    pub fn of(job: &JobRef, spec: &StreamJobSpec, run: Option<&str>) -> Self {
+        let base = spec.checkpointing.storage.as_deref().map(trim_slash);
+        let scoped = |root: &str| format!("{root}/{}/{}", job.namespace, job.name);
+        Storage {
+            checkpoints: base.zip(run).map(|(b, r)| format!("{}/{r}", scoped(b))),
+            savepoints: spec
+                .savepoints
+                .storage
+                .as_deref()
+                .map(|s| scoped(trim_slash(s)))
+                .or_else(|| base.map(|b| scoped(&format!("{b}/savepoints")))),
+        }
+    }
+}
+
+fn trim_slash(s: &str) -> &str {
+    s.trim_end_matches('/')
+}
+
+/// Workers needed for a parallelism: every subtask needs a slot.
+pub fn worker_count(spec: &StreamJobSpec) -> u32 {
+    spec.parallelism.div_ceil(spec.slots_per_worker.max(1))
+}
+
+/// The children that run one revision.
+pub struct Children {
+    pub manifest: ConfigMap,
+    pub coordinator: Deployment,
+    pub coordinator_service: Service,
+    pub workers: StatefulSet,
+    pub worker_service: Service,
+    pub disruption_budget: PodDisruptionBudget,
+}
+
+pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error> {
+    let spec = &revision.spec;
+    let image = image(spec)?;
+    let storage = Storage::of(job, spec, revision.run.as_deref());
+    let manifest_yaml = manifest(job, spec)?;
+
+    let mut args = vec![
+        "coordinator".to_string(),
+        format!("{MANIFEST_DIR}/job.yaml"),
+        format!("--listen=0.0.0.0:{COORDINATOR_PORT}"),
+        format!("--control-addr=0.0.0.0:{CONTROL_PORT}"),
+        // The Deployment restarts a coordinator that exits; it must neither take a savepoint
+        // the operator does not know of on SIGTERM nor exit when the job ends.
+        "--on-terminate=cancel".into(),
+        "--wait-for-termination".into(),
+        format!("--parallelism={}", spec.parallelism),
+        format!("--state-dir={STATE_DIR}"),
+    ];
+    if let Some(dir) = &storage.checkpoints {
+        args.push(format!("--checkpoint-dir={dir}"));
+        args.push(format!(
+            "--checkpoint-interval={}",
+            millis(spec.checkpointing.interval.to_std())
+        ));
+        args.push(format!(
+            "--retain-checkpoints={}",
+            spec.checkpointing.retention
+        ));
+        args.push("--restore=latest".into());
+        if let Some(from) = &revision.restore_from {
+            args.push(format!("--initial-snapshot={from}"));
+        }
+    } else if let Some(from) = &revision.restore_from {
+        args.push(format!("--restore={from}"));
+    }
+    if let Some(dir) = &storage.savepoints {
+        args.push(format!("--savepoint-dir={dir}"));
+    }
+    if spec.allow_non_restored_state {
+        args.push("--allow-non-restored-state".into());
+    }
+    let restart = &spec.restart_policy;
+    args.push(format!(
+        "--restart-initial-backoff={}",
+        millis(restart.backoff.initial.to_std())
+    ));
+    args.push(format!(
+        "--restart-max-backoff={}",
+        millis(restart.backoff.max.to_std())
+    ));
+    args.push(format!(
+        "--restart-max-attempts={}",
+        restart.max_restarts.unwrap_or(u32::MAX)
+    ));
+    args.push(format!(
+        "--restart-reset-after={}",
+        millis(restart.reset_after.to_std())
+    ));
+
+    let token_env = {
+        let (name, key) = match &spec.secrets.token {
+            Some(t) => (t.name.clone(), t.key.clone()),
+            None => (job.token(), TOKEN_KEY.to_string()),
+        };
+        json!({"name": "SLUICE_CONTROL_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+    };
+    let env_from: Vec<Value> = spec
+        .secrets
+        .env
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s.name}}))
+        .collect();
+    let annotations = json!({
+        "sluice.dev/spec-hash": revision.hash,
+        "sluice.dev/run": revision.run,
+    });
+
+    let coordinator_pod = pod_template(
+        job,
+        spec,
+        &spec.coordinator,
+        "coordinator",
+        &annotations,
+        json!({
+            "name": "sluice",
+            "image": image,
+            "args": args,
+            "env": [token_env, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "envFrom": env_from,
+            "ports": [
+                {"name": "workers", "containerPort": COORDINATOR_PORT},
+                {"name": "control", "containerPort": CONTROL_PORT},
+            ],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "control"}, "periodSeconds": 2},
+            "volumeMounts": [
+                {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true},
+                {"name": "state", "mountPath": STATE_DIR},
+            ],
+        }),
+        json!([
+            {"name": "manifest", "configMap": {"name": job.manifest()}},
+            {"name": "state", "emptyDir": {}},
+        ]),
+    )?;
+    let worker_pod = pod_template(
+        job,
+        spec,
+        &spec.worker,
+        "worker",
+        &annotations,
+        json!({
+            "name": "sluice",
+            "image": image,
+            "args": [
+                "worker",
+                format!("--coordinator={}:{COORDINATOR_PORT}", job.coordinator()),
+                format!("--slots={}", spec.slots_per_worker),
+                format!("--data-addr=0.0.0.0:{DATA_PORT}"),
+                format!("--state-dir={STATE_DIR}"),
+                // Workers start before the coordinator more often than not.
+                "--connect-timeout=300s",
+            ],
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "envFrom": env_from,
+            "ports": [{"name": "data", "containerPort": DATA_PORT}],
+            "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
+        }),
+        json!([{"name": "state", "emptyDir": {}}]),
+    )?;
+
+    let coordinator_labels = job.labels(Some("coordinator"));
+    let worker_labels = job.labels(Some("worker"));
+    Ok(Children {
+        manifest: from_json(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": job.metadata(job.manifest(), None),
+            "data": {"job.yaml": manifest_yaml},
+        }))?,
+        coordinator: from_json(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": job.metadata(job.coordinator(), Some("coordinator")),
+            "spec": {
+                "replicas": 1,
+                // Never two coordinators of one job at once.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": coordinator_labels},
+                "template": coordinator_pod,
+            },
+        }))?,
+        coordinator_service: from_json(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": job.metadata(job.coordinator(), Some("coordinator")),
+            "spec": {
+                "selector": coordinator_labels,
+                "ports": [
+                    {"name": "workers", "port": COORDINATOR_PORT, "targetPort": "workers"},
+                    {"name": "control", "port": CONTROL_PORT, "targetPort": "control"},
+                ],
+            },
+        }))?,
+        workers: from_json(json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": job.metadata(job.worker(), Some("worker")),
+            "spec": {
+                "replicas": worker_count(spec),
+                "serviceName": job.worker(),
+                // The coordinator waits for all of them; one at a time would only be slower.
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": worker_labels},
+                "template": worker_pod,
+            },
+        }))?,
+        worker_service: from_json(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": job.metadata(job.worker(), Some("worker")),
+            "spec": {
+                "clusterIP": "None",
+                "selector": worker_labels,
+                "ports": [{"name": "data", "port": DATA_PORT, "targetPort": "data"}],
+            },
+        }))?,
+        // Every pod of a job is needed: a drain may take one at a time, and the job restarts
+        // from its latest checkpoint after each.
+        disruption_budget: from_json(json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": job.metadata(job.name.clone(), None),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"sluice.dev/job": job.name}}},
+        }))?,
+    })
+}
+
+fn image(spec: &StreamJobSpec) -> Result<&str, Error> {
+    spec.image
+        .as_deref()
+        .ok_or_else(|| Error::Build("spec.image: required to run the job on Kubernetes".into()))
+}
+
+/// The upgrade pre-flight: a Job running the new revision's image against the savepoint,
+/// with the new manifest in a ConfigMap of its own.
+pub fn preflight(
+    job: &JobRef,
+    revision: &SpecRevision,
+    savepoint: &str,
+) -> Result<(ConfigMap, k8s_openapi::api::batch::v1::Job), Error> {
+    let spec = &revision.spec;
+    let manifest_yaml = manifest(job, spec)?;
+    let mut args = vec![
+        "savepoint".to_string(),
+        "check".into(),
+        savepoint.to_string(),
+        format!("--job={}", spec.job.name),
+        format!("--manifest={MANIFEST_DIR}/job.yaml"),
+    ];
+    if spec.allow_non_restored_state {
+        args.push("--allow-non-restored-state".into());
+    }
+    let env_from: Vec<Value> = spec
+        .secrets
+        .env
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s.name}}))
+        .collect();
+    let mut pod = pod_template(
+        job,
+        spec,
+        &spec.coordinator,
+        "preflight",
+        &json!({"sluice.dev/spec-hash": revision.hash}),
+        json!({
+            "name": "sluice",
+            "image": image(spec)?,
+            "args": args,
+            "envFrom": env_from,
+            "volumeMounts": [{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}],
+        }),
+        json!([{"name": "manifest", "configMap": {"name": job.preflight()}}]),
+    )?;
+    pod["spec"]["restartPolicy"] = json!("Never");
+    Ok((
+        from_json(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": job.metadata(job.preflight(), None),
+            "data": {"job.yaml": manifest_yaml},
+        }))?,
+        from_json(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": job.metadata(job.preflight(), Some("preflight")),
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "template": pod},
+        }))?,
+    ))
+}
+
+fn manifest(job: &JobRef, spec: &StreamJobSpec) -> Result<String, Error> {
+    serde_yaml::to_string(&json!({
+        "apiVersion": sluice_crds::API_VERSION,
+        "kind": sluice_crds::KIND,
+        "metadata": {"name": job.name},
+        "spec": spec,
+    }))
+    .map_err(|e| Error::Build(format!("the job manifest: {e}")))
+}
+
+/// The Secret holding a generated control API token.
+pub fn token_secret(job: &JobRef, token: &str) -> Result<Secret, Error> {
+    from_json(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": job.metadata(job.token(), None),
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }))
+}
+
+/// A pod template: ours, then `spec.podTemplate`, then the role's, merged in that order.
+#[allow(clippy::too_many_arguments)]
+fn pod_template(
+    job: &JobRef,
+    spec: &StreamJobSpec,
+    role: &PodRole,
+    role_name: &str,
+    annotations: &Value,
+    mut container: Value,
+    volumes: Value,
+) -> Result<Value, Error> {
+    if !role.resources.is_empty() {
+        container["resources"] = serde_json::to_value(&role.resources)
+            .map_err(|e| Error::Build(format!("resources: {e}")))?;
+    }
+    let mut template = json!({
+        "metadata": {"labels": job.labels(Some(role_name)), "annotations": annotations},
+        "spec": {
+            "containers": [container],
+            "volumes": volumes,
+            // A coordinator cancelling, a worker closing its connections: seconds.
+            "terminationGracePeriodSeconds": 30,
+        },
+    });
+    let role_field = if role_name == "worker" {
+        "spec.worker.podTemplate"
+    } else {
+        "spec.coordinator.podTemplate"
+    };
+    for (field, overlay) in [
+        ("spec.podTemplate", &spec.pod_template),
+        (role_field, &role.pod_template),
+    ] {
+        if let Some(overlay) = overlay {
+            merge(&mut template, overlay);
+            // Checked here so that a bad override names its field, not the child.
+            serde_json::from_value::<PodTemplateSpec>(template.clone())
+                .map_err(|e| Error::Build(format!("{field}: {e}")))?;
+        }
+    }
+    Ok(template)
+}
+
+/// Merges `overlay` into `base`: objects key by key, lists of named objects (containers,
+/// volumes, env, ports …) entry by entry by `name`, anything else replaced.
+pub fn merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(o)) if o.iter().all(named) && b.iter().all(named) => {
+            for item in o {
+                match b.iter_mut().find(|e| e["name"] == item["name"]) {
+                    Some(existing) => merge(existing, item),
+                    None => b.push(item.clone()),
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn named(v: &Value) -> bool {
+    v.get("name").is_some_and(Value::is_string)
+}
+
+fn millis(d: Option<std::time::Duration>) -> String {
+    format!("{}ms", d.map_or(0, |d| d.as_millis()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::Build(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::parse_manifest;
+
+    fn revision(yaml: &str) -> SpecRevision {
+        let m = parse_manifest(yaml, "test.yaml").unwrap();
+        let mut r = SpecRevision::new(m.spec, Some(1));
+        r.run = Some("r1".into());
+        r
+    }
+
+    fn job() -> JobRef {
+        JobRef {
+            namespace: "ns".into(),
+            name: "q5".into(),
+            uid: "u-1".into(),
+        }
+    }
+
+    const BASE: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: StreamJob
+metadata: {name: q5}
+spec:
+  image: sluice:1
+  job: {name: nexmark-q5, config: {output: /data/out}}
+  parallelism: 5
+  slotsPerWorker: 2
+  checkpointing: {storage: "file:///data/ck/", interval: 2s}
+"#;
+
+    #[test]
+    fn a_revision_becomes_a_coordinator_and_enough_workers_for_its_slots() {
+        let mut r = revision(BASE);
+        r.restore_from = Some("file:///data/sp-1".into());
+        let c = children(&job(), &r).unwrap();
+        let workers = c.workers.spec.unwrap();
+        assert_eq!(workers.replicas, Some(3));
+        let pod = c.coordinator.spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        for expected in [
+            "--parallelism=5",
+            "--checkpoint-dir=file:///data/ck/ns/q5/r1",
+            "--checkpoint-interval=2000ms",
+            "--restore=latest",
+            "--initial-snapshot=file:///data/sp-1",
+            "--savepoint-dir=file:///data/ck/savepoints/ns/q5",
+            "--on-terminate=cancel",
+        ] {
+            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+        }
+        assert_eq!(pod.containers[0].image.as_deref(), Some("sluice:1"));
+        let manifest = &c.manifest.data.unwrap()["job.yaml"];
+        let back = parse_manifest(manifest, "cm").unwrap();
+        assert_eq!(back.spec, r.spec);
+    }
+
+    #[test]
+    fn pod_template_overrides_merge_by_name_and_name_their_field_when_bad() {
+        let with_volume = format!(
+            "{BASE}  podTemplate:\n    spec:\n      volumes: [{{name: data, hostPath: {{path: /srv}}}}]\n      containers: [{{name: sluice, volumeMounts: [{{name: data, mountPath: /data}}]}}]\n"
+        );
+        let c = children(&job(), &revision(&with_volume)).unwrap();
+        let pod = c.workers.spec.unwrap().template.spec.unwrap();
+        let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(volumes, ["state", "data"]);
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.mount_path)
+            .collect();
+        assert_eq!(mounts, ["/var/lib/sluice/state", "/data"]);
+
+        let bad = format!("{BASE}  worker:\n    podTemplate:\n      spec: {{containers: 3}}\n");
+        let err = children(&job(), &revision(&bad)).err().unwrap().to_string();
+        assert!(err.contains("spec.worker.podTemplate"), "{err}");
+    }
+
+    #[test]
+    fn without_storage_a_job_has_no_checkpoints_and_starts_from_its_savepoint_only() {
+        let yaml = BASE.replace(
+            "  checkpointing: {storage: \"file:///data/ck/\", interval: 2s}\n",
+            "  upgradeMode: stateless\n",
+        );
+        let c = children(&job(), &revision(&yaml)).unwrap();
+        let args = c
+            .coordinator
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(
+            !args.iter().any(|a| a.starts_with("--checkpoint-dir")),
+            "{args:?}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Flags, leader election and the controller loop.
+
+use crate::control::ControlClient;
+use crate::error::Error;
+use crate::leader::{LeaderElection, RENEW_EVERY};
+use crate::metrics::Metrics;
+use crate::reconcile::{reconcile, Context};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use sluice_crds::StreamJob;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "sluice-operator", about = "Reconciles StreamJob resources")]
+struct Args {
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(
+        long,
+        env = "SLUICE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    watch_namespaces: Vec<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    #[arg(long, value_parser = ["json", "text"], default_value = "json")]
+    log_format: String,
+    /// Hold a Lease before acting, so that replicas take turns.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    #[arg(long, default_value = "sluice-operator")]
+    lease_name: String,
+    /// The Lease's namespace [default: the pod's, from POD_NAMESPACE].
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's name in the Lease and in events [default: POD_NAME].
+    #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
+    identity: String,
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    crate::log::set_json(args.log_format == "json");
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(crate::http::serve(
+        args.metrics_addr.clone(),
+        metrics.clone(),
+    ));
+
+    let mut held_lease = None;
+    if args.leader_election {
+        let election = Arc::new(LeaderElection::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &args.identity,
+        ));
+        held_lease = Some(election.clone());
+        crate::log::info(&format!(
+            "{} waiting for lease {}/{}",
+            args.identity, args.lease_namespace, args.lease_name
+        ));
+        while !election.try_acquire().await.unwrap_or(false) {
+            tokio::time::sleep(RENEW_EVERY).await;
+        }
+        crate::log::info(&format!("{} leads", args.identity));
+        metrics.leading.store(true, Ordering::Relaxed);
+        // Losing the lease ends the process: a replica that cannot renew must stop acting at
+        // once, and a fresh start is the simplest way to stand by again.
+        tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                match election.try_acquire().await {
+                    Ok(true) => failures = 0,
+                    Ok(false) => {
+                        crate::log::warn("lost the lease to another replica; exiting");
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        crate::log::warn(&format!("renewing the lease: {e}"));
+                        // Renewals fail for a whole lease duration: another replica may lead.
+                        if failures >= 3 {
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            }
+        });
+    } else {
+        metrics.leading.store(true, Ordering::Relaxed);
+    }
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sluice-operator".into(),
+                instance: Some(args.identity.clone()),
+            },
+        ),
+        control: ControlClient::default(),
+        metrics,
+    });
+    let namespaces: Vec<Option<String>> = {
+        let named: Vec<_> = args
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| Some(n.clone()))
+            .collect();
+        if named.is_empty() {
+            vec![None]
+        } else {
+            named
+        }
+    };
+    let controllers = namespaces.into_iter().map(|ns| {
+        let jobs: Api<StreamJob> = api(&client, ns.as_deref());
+        Controller::new(jobs, watcher::Config::default())
+            .owns(
+                api::<Deployment>(&client, ns.as_deref()),
+                watcher::Config::default(),
+            )
+            .owns(
+                api::<StatefulSet>(&client, ns.as_deref()),
+                watcher::Config::default(),
+            )
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .boxed()
+    });
+    crate::log::info("reconciling StreamJobs");
+    futures::stream::select_all(controllers)
+        // Failed reconciles are logged by `error_policy`.
+        .for_each(|_| async {})
+        .await;
+    // SIGTERM: the controllers have stopped; hand over at once.
+    if let Some(election) = held_lease {
+        if let Err(e) = election.release().await {
+            crate::log::warn(&format!("releasing the lease: {e}"));
+        }
+    }
+    crate::log::info("stopped");
+    Ok(())
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+    crate::log::warn(&format!(
+        "{}/{}: {error}",
+        kube::ResourceExt::namespace(job.as_ref()).unwrap_or_default(),
+        kube::ResourceExt::name_any(job.as_ref())
+    ));
+    Action::requeue(error.retry_after())
+}

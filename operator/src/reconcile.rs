@@ -1,0 +1,540 @@
+//! One reconcile of a StreamJob: observe → plan (pure, `plan.rs`) → write the status →
+//! apply → publish events. The status is written before anything is acted on, so that an
+//! operator stopped between the two finds the step it was about to take.
+
+use crate::build::{self, JobRef, CONTROL_PORT, TOKEN_KEY};
+use crate::control::ControlClient;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::plan::{self, Action, Inputs, Observed, Preflight};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use sluice_crds::{StreamJob, StreamJobStatus};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+pub const FIELD_MANAGER: &str = "sluice-operator";
+/// Held until the job is stopped as `spec.savepoints.onDelete` asks.
+pub const FINALIZER: &str = "sluice.dev/stop-job";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub control: ControlClient,
+    pub metrics: Arc<Metrics>,
+}
+
+pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&sj, &ctx).await;
+    ctx.metrics
+        .reconciled(result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
+    let namespace = sj.namespace().unwrap_or_default();
+    let job = JobRef {
+        namespace: namespace.clone(),
+        name: sj.name_any(),
+        uid: sj.uid().unwrap_or_default(),
+    };
+    let client = ctx.client.clone();
+    let jobs: Api<StreamJob> = Api::namespaced(client.clone(), &namespace);
+    let deleting = sj.meta().deletion_timestamp.is_some();
+    if !deleting && !sj.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = sj.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        jobs.patch(
+            &job.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+        )
+        .await?;
+    }
+    if deleting && !sj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+
+    let status = sj.status.clone().unwrap_or_default();
+    let token = match token(&client, &job, sj, !deleting).await? {
+        Some(t) => t,
+        // Going away without ever having had a token: nothing ran that could be stopped.
+        None => {
+            let mut status = status;
+            let link = Link {
+                base: None,
+                token: String::new(),
+            };
+            let mut writer = StatusWriter {
+                jobs: jobs.clone(),
+                name: job.name.clone(),
+                resource_version: None,
+            };
+            return apply(
+                ctx,
+                &job,
+                sj,
+                &mut status,
+                Action::ReleaseFinalizer,
+                &link,
+                &mut writer,
+            )
+            .await
+            .map(|()| Requeue::await_change());
+        }
+    };
+    let link = Link {
+        base: control_base(&client, &job).await?,
+        token,
+    };
+    let observed = observe(ctx, &job, &status, &link).await?;
+    let plan = plan::plan(&Inputs {
+        job: &job,
+        spec: &sj.spec,
+        generation: sj.meta().generation,
+        deleting,
+        status: &status,
+        observed: &observed,
+        now: SystemTime::now(),
+    });
+
+    // Written even when unchanged: the write's resourceVersion precondition is what stops a
+    // reconcile of a stale copy (the watch cache can lag behind our own last write) from
+    // acting on an outdated log.
+    let mut writer = StatusWriter {
+        jobs: jobs.clone(),
+        name: job.name.clone(),
+        resource_version: sj.meta().resource_version.clone(),
+    };
+    match writer.write(&plan.status).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            return Ok(Requeue::requeue(std::time::Duration::from_millis(500)));
+        }
+        other => other?,
+    }
+    ctx.metrics
+        .phase(&job.namespace, &job.name, plan.status.phase);
+    for note in &plan.notes {
+        publish(ctx, sj, note).await;
+    }
+    let mut status = plan.status;
+    for action in plan.actions {
+        apply(ctx, &job, sj, &mut status, action, &link, &mut writer).await?;
+    }
+    Ok(Requeue::requeue(plan.requeue))
+}
+
+/// How to reach a job's coordinator.
+struct Link {
+    /// The control API's base URL: the Service's cluster IP, which needs no DNS (a long
+    /// namespace can make `<service>.<namespace>.svc` fall through to the node's search
+    /// domains); `None` while there is no Service.
+    base: Option<String>,
+    token: String,
+}
+
+async fn control_base(client: &Client, job: &JobRef) -> Result<Option<String>, Error> {
+    let services: Api<Service> = Api::namespaced(client.clone(), &job.namespace);
+    Ok(services
+        .get_opt(&job.coordinator())
+        .await?
+        .and_then(|s| s.spec?.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .map(|ip| format!("http://{ip}:{CONTROL_PORT}")))
+}
+
+/// The control API token: the user's Secret, or one the operator generates once (when
+/// `create` allows; `None` when there is none).
+async fn token(
+    client: &Client,
+    job: &JobRef,
+    sj: &StreamJob,
+    create: bool,
+) -> Result<Option<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &job.namespace);
+    let (name, key) = match &sj.spec.secrets.token {
+        Some(t) => (t.name.clone(), t.key.clone()),
+        None => (job.token(), TOKEN_KEY.to_string()),
+    };
+    if let Some(secret) = secrets.get_opt(&name).await? {
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&key))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
+        return value.map(Some).ok_or_else(|| {
+            Error::Config(format!(
+                "Secret {name} has no key {key} (spec.secrets.token)"
+            ))
+        });
+    }
+    if !create {
+        return Ok(None);
+    }
+    if sj.spec.secrets.token.is_some() {
+        return Err(Error::Config(format!(
+            "Secret {name} of spec.secrets.token does not exist"
+        )));
+    }
+    let token = random_token()?;
+    secrets
+        .create(&PostParams::default(), &build::token_secret(job, &token)?)
+        .await?;
+    Ok(Some(token))
+}
+
+fn random_token() -> Result<String, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Config(format!("/dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn observe(
+    ctx: &Context,
+    job: &JobRef,
+    status: &StreamJobStatus,
+    link: &Link,
+) -> Result<Observed, Error> {
+    let client = &ctx.client;
+    let mut observed = Observed::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("sluice.dev/job={}", job.name)))
+        .await?;
+    observed.pod_runs = list
+        .items
+        .iter()
+        .filter(|p| p.labels().get("sluice.dev/role").map(String::as_str) != Some("preflight"))
+        .map(|p| {
+            p.annotations()
+                .get("sluice.dev/run")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    observed.crash = list.items.iter().find_map(crash_of);
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
+    let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
+    match (&link.base, deployed) {
+        (Some(base), true) => match ctx.control.job(base, &link.token).await {
+            Ok(view) => observed.job = Some(view),
+            Err(e) => observed.unreachable = Some(e.to_string()),
+        },
+        _ => observed.unreachable = Some("no coordinator deployed".into()),
+    }
+    if let Some(id) = status
+        .operation
+        .as_ref()
+        .and_then(|o| o.details.get("savepointId"))
+    {
+        if let (Some(base), Some(_)) = (&link.base, &observed.job) {
+            observed.savepoint = ctx
+                .control
+                .savepoint_status(base, &link.token, id)
+                .await
+                .unwrap_or(None);
+        }
+    }
+    let preflight: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
+    observed.preflight = match preflight.get_opt(&job.preflight()).await? {
+        None => Preflight::Absent,
+        Some(j) => {
+            let s = j.status.unwrap_or_default();
+            if s.succeeded.unwrap_or(0) > 0 {
+                Preflight::Passed
+            } else if s.failed.unwrap_or(0) > 0 {
+                Preflight::Failed(preflight_report(&pods, job).await)
+            } else {
+                Preflight::Running
+            }
+        }
+    };
+    Ok(observed)
+}
+
+/// The check's own words: the last lines its pod printed.
+async fn preflight_report(pods: &Api<Pod>, job: &JobRef) -> String {
+    let Ok(list) = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", job.preflight())))
+        .await
+    else {
+        return "the check failed".into();
+    };
+    for pod in list {
+        if let Ok(logs) = pods.logs(&pod.name_any(), &LogParams::default()).await {
+            let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
+            if !tail.is_empty() {
+                return tail;
+            }
+        }
+    }
+    "the check failed".into()
+}
+
+/// A container that keeps failing, named with why.
+fn crash_of(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        let failing = matches!(
+            reason,
+            "CrashLoopBackOff"
+                | "ErrImagePull"
+                | "ImagePullBackOff"
+                | "ErrImageNeverPull"
+                | "CreateContainerConfigError"
+                | "InvalidImageName"
+        );
+        failing.then(|| {
+            let last = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| {
+                    format!(
+                        " (exit code {}{})",
+                        t.exit_code,
+                        t.message
+                            .as_deref()
+                            .map(|m| format!(": {}", m.trim()))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "pod {} container {}: {reason}{last}",
+                pod.name_any(),
+                c.name
+            )
+        })
+    })
+}
+
+/// Writes the status only over the version of the object the plan was made from.
+struct StatusWriter {
+    jobs: Api<StreamJob>,
+    name: String,
+    resource_version: Option<String>,
+}
+
+impl StatusWriter {
+    async fn write(&mut self, status: &StreamJobStatus) -> Result<(), Error> {
+        let patch = json!({
+            "apiVersion": sluice_crds::API_VERSION,
+            "kind": sluice_crds::KIND,
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": status,
+        });
+        let written = self
+            .jobs
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+        self.resource_version = written.metadata.resource_version;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    ctx: &Context,
+    job: &JobRef,
+    sj: &StreamJob,
+    status: &mut StreamJobStatus,
+    action: Action,
+    link: &Link,
+    writer: &mut StatusWriter,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let ns = &job.namespace;
+    match action {
+        Action::Deploy(revision) => {
+            let c = match build::children(job, &revision) {
+                Ok(c) => c,
+                Err(e) => {
+                    publish(
+                        ctx,
+                        sj,
+                        &plan::Note {
+                            warning: true,
+                            reason: "InvalidSpec",
+                            message: e.to_string(),
+                        },
+                    )
+                    .await;
+                    return Err(e);
+                }
+            };
+            server_side_apply(client, ns, &c.manifest).await?;
+            server_side_apply(client, ns, &c.coordinator_service).await?;
+            server_side_apply(client, ns, &c.worker_service).await?;
+            server_side_apply(client, ns, &c.disruption_budget).await?;
+            server_side_apply(client, ns, &c.workers).await?;
+            server_side_apply(client, ns, &c.coordinator).await?;
+        }
+        Action::RemovePods => {
+            let dp = DeleteParams::foreground();
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            ignore_missing(deployments.delete(&job.coordinator(), &dp).await.map(drop))?;
+            ignore_missing(sets.delete(&job.worker(), &dp).await.map(drop))?;
+        }
+        Action::Savepoint { target, stop } => {
+            let started = Instant::now();
+            let base = link.base.as_deref().unwrap_or_default();
+            match ctx
+                .control
+                .savepoint(base, &link.token, &target, stop)
+                .await
+            {
+                Ok(id) => {
+                    if let Some(op) = status.operation.as_mut() {
+                        op.details.insert("savepointId".into(), id);
+                        writer.write(status).await?;
+                    }
+                    ctx.metrics
+                        .savepoint_requested(started.elapsed().as_secs_f64());
+                }
+                // Asked again on the next reconcile, up to the operation's attempts.
+                Err(e) => {
+                    publish(
+                        ctx,
+                        sj,
+                        &plan::Note {
+                            warning: true,
+                            reason: "SavepointRequestFailed",
+                            message: e.to_string(),
+                        },
+                    )
+                    .await
+                }
+            }
+        }
+        Action::Cancel => {
+            let base = link.base.as_deref().unwrap_or_default();
+            if let Err(e) = ctx.control.cancel(base, &link.token).await {
+                publish(
+                    ctx,
+                    sj,
+                    &plan::Note {
+                        warning: true,
+                        reason: "CancelFailed",
+                        message: e.to_string(),
+                    },
+                )
+                .await;
+            }
+        }
+        Action::Preflight {
+            revision,
+            savepoint,
+        } => {
+            let (config, check) = build::preflight(job, &revision, &savepoint)?;
+            server_side_apply(client, ns, &config).await?;
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            if api.get_opt(&job.preflight()).await?.is_none() {
+                api.create(&PostParams::default(), &check).await?;
+            }
+        }
+        Action::RemovePreflight => {
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            ignore_missing(
+                api.delete(&job.preflight(), &DeleteParams::background())
+                    .await
+                    .map(drop),
+            )?;
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            ignore_missing(
+                maps.delete(&job.preflight(), &DeleteParams::default())
+                    .await
+                    .map(drop),
+            )?;
+        }
+        Action::ReleaseFinalizer => {
+            let finalizers: Vec<String> = sj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            writer
+                .jobs
+                .patch(
+                    &job.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn ignore_missing(r: Result<(), kube::Error>) -> Result<(), Error> {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+async fn server_side_apply<K>(client: &Client, ns: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
+    let event = KubeEvent {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.to_string(),
+        note: Some(note.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &sj.object_ref(&())).await {
+        crate::log::warn(&format!("event {}: {e}", note.reason));
+    }
+    crate::log::info(&format!(
+        "{}/{}: {}: {}",
+        sj.namespace().unwrap_or_default(),
+        sj.name_any(),
+        note.reason,
+        note.message
+    ));
+}

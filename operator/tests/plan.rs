@@ -1,0 +1,459 @@
+//! The lifecycle state machine (`plan`), step by step, from a spec fixture and the status the
+//! previous step wrote: every transition a StreamJob goes through, without a cluster.
+
+use sluice_crds::{
+    condition_types, ConditionStatus, OperationKind, Phase, SavepointState, StreamJobManifest,
+    StreamJobSpec, StreamJobStatus,
+};
+use sluice_operator::build::JobRef;
+use sluice_operator::control::{CheckpointsView, JobView, SavepointView, SnapshotView};
+use sluice_operator::plan::{plan, steps, Action, Inputs, Observed, Plan, Preflight};
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+fn fixture(name: &str) -> StreamJobSpec {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Straight into the type, without the manifest checks: the operator must cope with
+    // whatever the API server let in.
+    let manifest: StreamJobManifest = serde_yaml::from_str(&text).unwrap();
+    manifest.spec
+}
+
+fn job() -> JobRef {
+    JobRef {
+        namespace: "risk".into(),
+        name: "fraud".into(),
+        uid: "uid-1".into(),
+    }
+}
+
+/// 2026-11-27T10:00:00Z plus `secs`.
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_773_600 + secs)
+}
+
+struct World {
+    spec: StreamJobSpec,
+    generation: i64,
+    status: StreamJobStatus,
+    now: SystemTime,
+}
+
+impl World {
+    fn new(spec: StreamJobSpec) -> Self {
+        World {
+            spec,
+            generation: 1,
+            status: StreamJobStatus::default(),
+            now: at(0),
+        }
+    }
+
+    /// One reconcile: the plan for what is observed, whose status becomes the next input.
+    fn step(&mut self, observed: &Observed) -> Plan {
+        self.step_deleting(observed, false)
+    }
+
+    fn step_deleting(&mut self, observed: &Observed, deleting: bool) -> Plan {
+        let p = plan(&Inputs {
+            job: &job(),
+            spec: &self.spec,
+            generation: Some(self.generation),
+            deleting,
+            status: &self.status,
+            observed,
+            now: self.now,
+        });
+        self.status = p.status.clone();
+        self.now += Duration::from_secs(2);
+        p
+    }
+
+    fn change(&mut self, edit: impl FnOnce(&mut StreamJobSpec)) {
+        edit(&mut self.spec);
+        self.generation += 1;
+    }
+
+    fn run(&self) -> String {
+        self.status.target.as_ref().unwrap().run.clone().unwrap()
+    }
+
+    /// The coordinator of the targeted run answering with `phase`.
+    fn coordinator(&self, phase: &str) -> Observed {
+        Observed {
+            job: Some(JobView {
+                phase: phase.into(),
+                parallelism: self.spec.parallelism,
+                ..JobView::default()
+            }),
+            pod_runs: BTreeSet::from([self.run()]),
+            ..Observed::default()
+        }
+    }
+
+    fn op_step(&self) -> &str {
+        &self.status.operation.as_ref().unwrap().step
+    }
+
+    /// The directory the operation asked its savepoint into.
+    fn savepoint_dir(&self) -> String {
+        self.status.operation.as_ref().unwrap().details["targetDirectory"].clone()
+    }
+}
+
+fn savepoint_done(location: &str) -> SavepointView {
+    SavepointView {
+        status: "completed".into(),
+        location: Some(location.into()),
+        error: None,
+    }
+}
+
+fn condition(status: &StreamJobStatus, type_: &str) -> (ConditionStatus, String, String) {
+    let c = status.condition(type_).unwrap();
+    (c.status, c.reason.clone(), c.message.clone())
+}
+
+/// Deploys and reaches Running: the start of most tests.
+fn running(spec: StreamJobSpec) -> World {
+    let mut w = World::new(spec);
+    w.step(&Observed::default());
+    w.step(&w.coordinator("running"));
+    w
+}
+
+#[test]
+fn a_new_job_records_its_revision_before_any_pod_exists_then_runs() {
+    let mut w = World::new(fixture("running-job.yaml"));
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Deploying));
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.hash, w.spec.fingerprint());
+    assert!(target.run.as_deref().unwrap().starts_with("run-"));
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Deploy
+    );
+    assert!(
+        p.actions.is_empty(),
+        "pods come on the next look: {:?}",
+        p.actions
+    );
+
+    let p = w.step(&Observed::default());
+    assert_eq!(p.actions, [Action::Deploy(target.clone())]);
+    assert_eq!(
+        condition(&p.status, condition_types::READY).0,
+        ConditionStatus::False
+    );
+
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert!(p.status.operation.is_none());
+    assert_eq!(p.status.stable, Some(target));
+    assert_eq!(p.status.replicas, Some(2));
+    assert_eq!(
+        p.status.selector.as_deref(),
+        Some("sluice.dev/job=fraud,sluice.dev/role=worker")
+    );
+    assert_eq!(
+        condition(&p.status, condition_types::READY),
+        (
+            ConditionStatus::True,
+            "Running".into(),
+            "the job runs its spec".into()
+        )
+    );
+    assert_eq!(p.status.observed_generation, Some(1));
+}
+
+#[test]
+fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop() {
+    let mut w = running(fixture("running-job.yaml"));
+    let old_run = w.run();
+    w.change(|s| s.job.config["output"] = "/data/out-v2".into());
+
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Upgrading));
+    assert_eq!(w.op_step(), steps::PREFLIGHT_SAVEPOINT);
+    let dir = w.savepoint_dir();
+    assert!(
+        dir.starts_with("file:///data/sluice/savepoints/risk/fraud/"),
+        "{dir}"
+    );
+    assert_eq!(
+        p.actions,
+        [Action::Savepoint {
+            target: dir.clone(),
+            stop: false
+        }]
+    );
+
+    let mut observed = w.coordinator("running");
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000007")));
+    let p = w.step(&observed);
+    assert_eq!(w.op_step(), steps::PREFLIGHT_CHECK);
+    let Action::Preflight {
+        revision,
+        savepoint,
+    } = &p.actions[0]
+    else {
+        panic!("{:?}", p.actions)
+    };
+    assert_eq!(savepoint, &format!("{dir}/sp-0000000007"));
+    assert_eq!(revision.spec, w.spec);
+
+    let mut observed = w.coordinator("running");
+    observed.preflight = Preflight::Passed;
+    let p = w.step(&observed);
+    assert_eq!(w.op_step(), steps::STOPPING);
+    assert_eq!(p.actions[0], Action::RemovePreflight);
+    assert!(matches!(
+        &p.actions[1],
+        Action::Savepoint { stop: true, .. }
+    ));
+    let stop_dir = w.savepoint_dir();
+
+    let mut observed = w.coordinator("finished");
+    observed.savepoint = Some(savepoint_done(&format!("{stop_dir}/sp-0000000009")));
+    let p = w.step(&observed);
+    assert_eq!(p.actions, [Action::RemovePods]);
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.spec, w.spec);
+    assert_eq!(
+        target.restore_from,
+        Some(format!("{stop_dir}/sp-0000000009"))
+    );
+    assert_ne!(target.run.as_deref(), Some(old_run.as_str()));
+    assert_eq!(w.op_step(), steps::DEPLOYING);
+
+    // The old pods are still terminating: no new pods next to them.
+    let mut old = w.coordinator("finished");
+    old.pod_runs = BTreeSet::from([old_run]);
+    let p = w.step(&old);
+    assert_eq!(p.actions, [Action::RemovePods]);
+    assert_eq!(p.status.phase, Some(Phase::Upgrading));
+
+    let p = w.step(&Observed::default());
+    assert_eq!(p.actions, [Action::Deploy(target.clone())]);
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert_eq!(p.status.stable, Some(target));
+    let kept: Vec<_> = p.status.savepoints.iter().map(|s| s.state).collect();
+    assert_eq!(kept, [SavepointState::Completed, SavepointState::Completed]);
+}
+
+#[test]
+fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps_running() {
+    let mut w = running(fixture("running-job.yaml"));
+    let old = w.status.target.clone().unwrap();
+    w.change(|s| s.job.name = "fraud-detection-v2".into());
+    w.step(&w.coordinator("running"));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator("running");
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000003")));
+    w.step(&observed);
+
+    let mut observed = w.coordinator("running");
+    observed.preflight = Preflight::Failed("operator 'rules' has state the job lacks".into());
+    let p = w.step(&observed);
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert!(p.status.operation.is_none());
+    assert_eq!(p.status.target, Some(old), "the old spec still runs");
+    let (status, reason, message) = condition(&p.status, condition_types::DEGRADED);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::True, "UpgradeRefused")
+    );
+    assert!(
+        message.contains("operator 'rules' has state the job lacks"),
+        "{message}"
+    );
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.warning && n.reason == "UpgradeRefused"));
+    assert!(p.actions.contains(&Action::RemovePreflight));
+
+    // Not tried again until the spec changes.
+    let p = w.step(&w.coordinator("running"));
+    assert!(p.status.operation.is_none());
+    w.change(|s| s.job.name = "fraud-detection".into());
+    w.change(|s| s.parallelism = 3);
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Rescaling));
+}
+
+#[test]
+fn an_operator_restarted_after_asking_for_the_stop_finds_the_savepoint_by_its_directory() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.change(|s| s.parallelism = 4);
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Rescaling));
+    let dir = w.savepoint_dir();
+    // The savepoint id was never recorded; the coordinator has stopped since.
+    let mut observed = w.coordinator("finished");
+    observed.job.as_mut().unwrap().checkpoints = CheckpointsView {
+        last_completed: Some(SnapshotView {
+            id: 12,
+            kind: "savepoint".into(),
+            location: format!("{dir}/sp-0000000012"),
+        }),
+        last_failure: None,
+    };
+    let p = w.step(&observed);
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.spec.parallelism, 4);
+    assert_eq!(target.restore_from, Some(format!("{dir}/sp-0000000012")));
+}
+
+#[test]
+fn a_stop_request_not_seen_within_the_grace_period_is_asked_again() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.change(|s| s.parallelism = 3);
+    w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator("running"));
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::Savepoint { .. })));
+    w.now += Duration::from_secs(31);
+    let p = w.step(&w.coordinator("running"));
+    assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
+    assert_eq!(p.status.operation.as_ref().unwrap().attempts, 2);
+}
+
+#[test]
+fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_stable_one() {
+    let mut w = running(fixture("running-job.yaml"));
+    let stable = w.status.stable.clone().unwrap();
+    w.change(|s| s.parallelism = 3);
+    w.step(&w.coordinator("running"));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator("finished");
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000005")));
+    w.step(&observed);
+
+    let crashing = Observed {
+        crash: Some("pod fraud-worker-0 container sluice: CrashLoopBackOff".into()),
+        pod_runs: BTreeSet::from([w.run()]),
+        ..Observed::default()
+    };
+    let p = w.step(&crashing);
+    let (status, reason, _) = condition(&p.status, condition_types::DEGRADED);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::True, "PodsFailing")
+    );
+    w.now += Duration::from_secs(121);
+    let p = w.step(&crashing);
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.hash, stable.hash);
+    assert_eq!(target.restore_from, Some(format!("{dir}/sp-0000000005")));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.reason == "RollingBack" && n.message.contains("CrashLoopBackOff")));
+    assert_eq!(p.status.error.as_ref().unwrap().reason, "RolledBack");
+
+    w.step(&Observed::default());
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    // The spec that failed is not tried again by itself.
+    let p = w.step(&w.coordinator("running"));
+    assert!(p.status.operation.is_none());
+}
+
+#[test]
+fn suspending_stops_with_a_savepoint_and_removes_the_pods_and_resuming_starts_from_it() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.status.phase, Some(Phase::Suspending));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator("finished");
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000002")));
+    let p = w.step(&observed);
+    assert_eq!(p.status.phase, Some(Phase::Suspended));
+    assert_eq!(p.actions, [Action::RemovePods]);
+    assert_eq!(p.status.parallelism, Some(0));
+    let saved = p.status.last_savepoint.clone().unwrap();
+    assert_eq!(saved.path, Some(format!("{dir}/sp-0000000002")));
+
+    let p = w.step(&Observed::default());
+    assert!(p.actions.is_empty());
+    w.change(|s| s.state = sluice_crds::DesiredState::Running);
+    let p = w.step(&Observed::default());
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Resume
+    );
+    assert_eq!(p.status.target.unwrap().restore_from, saved.path);
+}
+
+#[test]
+fn deleting_takes_a_final_savepoint_before_letting_go_unless_the_policy_says_none() {
+    let mut w = running(fixture("running-job.yaml"));
+    let p = w.step_deleting(&w.coordinator("running"), true);
+    assert_eq!(p.status.phase, Some(Phase::Deleting));
+    assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator("finished");
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000004")));
+    let p = w.step_deleting(&observed, true);
+    assert_eq!(p.actions, [Action::RemovePods, Action::ReleaseFinalizer]);
+
+    let mut spec = fixture("running-job.yaml");
+    spec.savepoints.on_delete = sluice_crds::OnDelete::None;
+    let mut w = running(spec);
+    let p = w.step_deleting(&w.coordinator("running"), true);
+    assert_eq!(p.actions, [Action::ReleaseFinalizer]);
+}
+
+#[test]
+fn a_spec_that_breaks_the_rules_is_reported_and_nothing_is_deployed() {
+    let mut w = World::new(fixture("invalid-backoff.yaml"));
+    let p = w.step(&Observed::default());
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let (status, reason, message) = condition(&p.status, condition_types::DEGRADED);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::True, "InvalidSpec")
+    );
+    assert!(
+        message.contains("spec.restartPolicy.backoff.max"),
+        "{message}"
+    );
+}
+
+#[test]
+fn savepoint_retention_keeps_the_newest_and_never_the_one_a_revision_restores_from() {
+    let mut spec = fixture("running-job.yaml");
+    spec.savepoints.retention.max_count = 1;
+    let mut w = running(spec);
+    for (n, nonce) in [(1, 1), (2, 2), (3, 3)] {
+        w.change(|s| s.savepoints.trigger_nonce = Some(nonce));
+        let p = w.step(&w.coordinator("running"));
+        assert_eq!(
+            p.status.operation.as_ref().unwrap().kind,
+            OperationKind::Savepoint
+        );
+        let dir = w.savepoint_dir();
+        let mut observed = w.coordinator("running");
+        observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
+        let p = w.step(&observed);
+        assert!(p.status.operation.is_none());
+        assert_eq!(p.status.savepoint_trigger_nonce, Some(nonce));
+    }
+    let kept: Vec<_> = w
+        .status
+        .savepoints
+        .iter()
+        .map(|s| s.path.clone().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].ends_with("/sp-3"), "{kept:?}");
+}
