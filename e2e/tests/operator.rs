@@ -114,6 +114,47 @@ fn reference(job: &str, config: &Value, dir: &Path) -> Vec<String> {
     lines
 }
 
+/// Waits for the job to commit all its output, then compares it with an uninterrupted run:
+/// nothing lost, nothing twice. Returns the number of lines.
+async fn exactly_the_reference(dir: &Path, config: &Value) -> Result<usize> {
+    let expected = reference("nexmark-q0", config, dir);
+    let output = wait_for("all output", Duration::from_secs(600), || async {
+        let lines = committed(dir);
+        Ok((lines.len() >= expected.len()).then_some(lines))
+    })
+    .await?;
+    assert!(
+        output == expected,
+        "committed output differs from the reference: {} lines, {} expected",
+        output.len(),
+        expected.len()
+    );
+    Ok(expected.len())
+}
+
+/// The longest time between two commits of output (files written, by their modification
+/// time) from `from` to `to`: how long the job's output paused.
+fn output_gap(dir: &Path, from: Instant, to: Instant) -> Duration {
+    let now = (Instant::now(), std::time::SystemTime::now());
+    let wall = |i: Instant| now.1 - now.0.duration_since(i);
+    let (from, to) = (wall(from), wall(to));
+    let mut times: Vec<_> = JsonLinesSink::committed_files(&dir.join("out"))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    times.sort();
+    let mut edges = vec![from];
+    edges.extend(times);
+    edges.push(to);
+    edges
+        .windows(2)
+        .filter_map(|w| w[1].duration_since(w[0]).ok())
+        .max()
+        .unwrap_or_default()
+}
+
 fn pods_of(name: &str) -> kube::api::ListParams {
     kube::api::ListParams::default().labels(&format!("sluice.dev/job={name}"))
 }
@@ -170,6 +211,7 @@ e2e_test!(
         )
         .await?;
         let upgraded = settled(&api, "q0", Phase::Running).await?;
+        let gap = output_gap(&dir, started, Instant::now());
         let status = upgraded.status.unwrap_or_default();
         let savepoint = status
             .last_savepoint
@@ -180,8 +222,10 @@ e2e_test!(
             savepoint.path
         );
         eprintln!(
-            "upgrade: {:.1}s from the spec change to running again; {} lines committed before",
+            "upgrade: {:.1}s from the spec change to running again; longest pause in committed \
+             output {:.1}s; {} lines committed before",
             started.elapsed().as_secs_f64(),
+            gap.as_secs_f64(),
             before
         );
 
@@ -222,21 +266,10 @@ e2e_test!(
             suspend_savepoint.path
         );
 
-        let expected = reference("nexmark-q0", &config, &dir);
-        let output = wait_for("all output", Duration::from_secs(600), || async {
-            let lines = committed(&dir);
-            Ok((lines.len() >= expected.len()).then_some(lines))
-        })
-        .await?;
+        let expected = exactly_the_reference(&dir, &config).await?;
         assert!(
-            while_suspended < expected.len(),
+            while_suspended < expected,
             "the job ended before it was suspended"
-        );
-        assert!(
-            output == expected,
-            "committed output differs from the reference: {} lines, {} expected",
-            output.len(),
-            expected.len()
         );
         remove(&dir);
         Ok(())
@@ -346,3 +379,84 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+e2e_test!(
+    an_upgrade_survives_the_operator_being_killed_in_the_middle,
+    |ns| {
+        let api: Api<StreamJob> = ns.api();
+        let (mut sj, dir) = stream_job(&ns, "q0", "nexmark-q0", json!({}))?;
+        let config = job_config(&dir, 600_000, 1_500);
+        sj.spec.job.config = config.clone();
+        api.create(&PostParams::default(), &sj).await?;
+        settled(&api, "q0", Phase::Running).await?;
+
+        patch(
+            &api,
+            "q0",
+            json!({"job": {"config": job_config(&dir, 600_000, 2_000)}}),
+        )
+        .await?;
+        let step = wait_for("the upgrade to be under way", STEP_TIMEOUT, || async {
+            let status = api.get("q0").await?.status.unwrap_or_default();
+            Ok(status.operation.map(|o| o.step))
+        })
+        .await?;
+        // Every replica, without grace: no chance to finish the step or hand over.
+        let operators: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(ns.client.clone(), "sluice-system");
+        let selector = kube::api::ListParams::default().labels("app.kubernetes.io/name=sluice");
+        for pod in operators.list(&selector).await? {
+            let name = pod.metadata.name.unwrap_or_default();
+            operators
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await?;
+        }
+        eprintln!("operator killed during step {step}");
+
+        let upgraded = settled(&api, "q0", Phase::Running).await?;
+        let target = upgraded.status.unwrap_or_default().target.expect("target");
+        assert_eq!(target.spec.job.config, job_config(&dir, 600_000, 2_000));
+        exactly_the_reference(&dir, &config).await?;
+        remove(&dir);
+        Ok(())
+    }
+);
+
+e2e_test!(
+    a_new_spec_whose_pods_crash_is_rolled_back_and_nothing_is_lost,
+    |ns| {
+        let api: Api<StreamJob> = ns.api();
+        let (mut sj, dir) = stream_job(&ns, "q0", "nexmark-q0", json!({}))?;
+        let config = job_config(&dir, 600_000, 1_500);
+        sj.spec.job.config = config.clone();
+        api.create(&PostParams::default(), &sj).await?;
+        let first = settled(&api, "q0", Phase::Running).await?;
+        let stable = first.status.unwrap_or_default().target.expect("target");
+
+        // Workers that cannot start: the coordinator (and the pre-flight) are fine.
+        let crashing = json!({"worker": {"podTemplate": {"spec": {"containers": [
+            {"name": "sluice", "args": ["worker", "--no-such-flag"]}
+        ]}}}});
+        patch(&api, "q0", crashing).await?;
+        let rolled_back = wait_for("the rollback", Duration::from_secs(400), || async {
+            let sj = api.get("q0").await?;
+            let status = sj.status.clone().unwrap_or_default();
+            let degraded = status.condition("Degraded").cloned();
+            let back = status.phase == Some(Phase::Running)
+                && status.operation.is_none()
+                && degraded.as_ref().is_some_and(|c| c.reason == "RolledBack");
+            Ok(back.then_some(status))
+        })
+        .await?;
+        let target = rolled_back.target.expect("target");
+        assert_eq!(target.hash, stable.hash, "back on the stable spec");
+        let message = rolled_back.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            message.contains("CrashLoopBackOff") || message.contains("exit code"),
+            "{message}"
+        );
+        exactly_the_reference(&dir, &config).await?;
+        remove(&dir);
+        Ok(())
+    }
+);

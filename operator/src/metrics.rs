@@ -14,6 +14,10 @@ pub struct Metrics {
     reconcile_micros: AtomicU64,
     savepoint_requests: AtomicU64,
     savepoint_request_micros: AtomicU64,
+    /// Completed savepoints: count and summed seconds.
+    savepoints: Mutex<(u64, f64)>,
+    /// Completed operations by kind: count and summed seconds.
+    operations: Mutex<BTreeMap<String, (u64, f64)>>,
     phases: Mutex<BTreeMap<(String, String), Option<Phase>>>,
     /// Set while this replica holds the lease (or without leader election).
     pub leading: AtomicBool,
@@ -35,6 +39,24 @@ impl Metrics {
         self.savepoint_requests.fetch_add(1, Ordering::Relaxed);
         self.savepoint_request_micros
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn timing(&self, timing: &crate::plan::Timing) {
+        match timing {
+            crate::plan::Timing::Savepoint(d) => {
+                if let Ok(mut s) = self.savepoints.lock() {
+                    s.0 += 1;
+                    s.1 += d.as_secs_f64();
+                }
+            }
+            crate::plan::Timing::Operation(kind, d) => {
+                if let Ok(mut o) = self.operations.lock() {
+                    let e = o.entry(format!("{kind:?}")).or_default();
+                    e.0 += 1;
+                    e.1 += d.as_secs_f64();
+                }
+            }
+        }
     }
 
     pub fn phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
@@ -74,6 +96,26 @@ impl Metrics {
             "sluice_operator_savepoint_requests_total {}",
             self.savepoint_requests.load(Ordering::Relaxed)
         );
+        let (count, seconds) = self.savepoints.lock().map(|s| *s).unwrap_or_default();
+        let _ = writeln!(out, "# HELP sluice_operator_savepoint_seconds From request to completed savepoint.\n# TYPE sluice_operator_savepoint_seconds summary");
+        let _ = writeln!(out, "sluice_operator_savepoint_seconds_sum {seconds}");
+        let _ = writeln!(out, "sluice_operator_savepoint_seconds_count {count}");
+        let operations = self
+            .operations
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        let _ = writeln!(out, "# HELP sluice_operator_operation_seconds From a spec change to the job running it, by operation (Upgrade, Rescale, Resume, Rollback, Deploy).\n# TYPE sluice_operator_operation_seconds summary");
+        for (kind, (count, seconds)) in operations {
+            let _ = writeln!(
+                out,
+                "sluice_operator_operation_seconds_sum{{operation=\"{kind}\"}} {seconds}"
+            );
+            let _ = writeln!(
+                out,
+                "sluice_operator_operation_seconds_count{{operation=\"{kind}\"}} {count}"
+            );
+        }
         let phases = self.phases.lock().map(|p| p.clone()).unwrap_or_default();
         let name = |p: &Option<Phase>| p.map_or("Pending".to_string(), |p| format!("{p:?}"));
         let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();

@@ -81,11 +81,21 @@ pub struct Note {
     pub message: String,
 }
 
+/// How long something the plan saw finish took, for the operator's metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Timing {
+    /// From the request to the completed savepoint.
+    Savepoint(Duration),
+    /// From the spec change (or the request) to the job running the new revision.
+    Operation(OperationKind, Duration),
+}
+
 #[derive(Debug)]
 pub struct Plan {
     pub status: StreamJobStatus,
     pub actions: Vec<Action>,
     pub notes: Vec<Note>,
+    pub timings: Vec<Timing>,
     pub requeue: Duration,
 }
 
@@ -111,6 +121,8 @@ pub mod steps {
 const SAVEPOINT_ID: &str = "savepointId";
 const TARGET_DIR: &str = "targetDirectory";
 const REQUESTED_AT: &str = "requestedAt";
+/// When an operation that went through several steps began.
+const SINCE: &str = "since";
 /// How long a savepoint request may take to show in the coordinator's status.
 const SAVEPOINT_GRACE: Duration = Duration::from_secs(30);
 const SAVEPOINT_ATTEMPTS: u32 = 3;
@@ -121,6 +133,7 @@ pub fn plan(i: &Inputs) -> Plan {
         status: i.status.clone(),
         actions: Vec::new(),
         notes: Vec::new(),
+        timings: Vec::new(),
         requeue: Duration::from_secs(10),
     };
     p.status.selector = Some(i.job.worker_selector());
@@ -137,6 +150,7 @@ pub fn plan(i: &Inputs) -> Plan {
         status: p.status,
         actions: p.actions,
         notes: p.notes,
+        timings: p.timings,
         requeue: p.requeue,
     }
 }
@@ -146,6 +160,7 @@ struct Planner<'a> {
     status: StreamJobStatus,
     actions: Vec<Action>,
     notes: Vec<Note>,
+    timings: Vec<Timing>,
     requeue: Duration,
 }
 
@@ -587,6 +602,10 @@ impl Planner<'_> {
             completed_at: Some(self.now()),
             error: None,
         };
+        if let Some(asked) = op.details.get(REQUESTED_AT).and_then(|t| parse_time(t)) {
+            let took = self.i.now.duration_since(asked).unwrap_or_default();
+            self.timings.push(Timing::Savepoint(took));
+        }
         if !self.status.savepoints.iter().any(|s| s.path == info.path) {
             self.status.savepoints.push(info.clone());
             self.note(
@@ -813,10 +832,13 @@ impl Planner<'_> {
             }
             kind => {
                 let revision = self.new_revision(self.i.spec, op.savepoint.clone());
+                // The readiness timeout counts from here: the savepoint and the stop before
+                // are not the new revision's time to start. The operation's own start is kept
+                // for its duration.
+                let since = op.details.get(SINCE).cloned().unwrap_or(op.started_at);
                 self.begin_deploy(kind, revision);
                 if let Some(o) = self.status.operation.as_mut() {
-                    o.started_at = op.started_at;
-                    o.details = op.details;
+                    o.details.insert(SINCE.into(), since);
                 }
             }
         }
@@ -835,6 +857,11 @@ impl Planner<'_> {
         self.actions.push(Action::Deploy(target.clone()));
         // A bounded job may reach the end of its input between two looks.
         if matches!(self.job_phase(), Some("running" | "finished")) {
+            let since = op.details.get(SINCE).unwrap_or(&op.started_at);
+            if let Some(t) = parse_time(since) {
+                let took = self.i.now.duration_since(t).unwrap_or_default();
+                self.timings.push(Timing::Operation(op.kind, took));
+            }
             self.note(
                 "Running",
                 format!(

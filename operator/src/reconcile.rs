@@ -126,6 +126,9 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
     for note in &plan.notes {
         publish(ctx, sj, note).await;
     }
+    for timing in &plan.timings {
+        ctx.metrics.timing(timing);
+    }
     let mut status = plan.status;
     for action in plan.actions {
         apply(ctx, &job, sj, &mut status, action, &link, &mut writer).await?;
@@ -285,43 +288,54 @@ async fn preflight_report(pods: &Api<Pod>, job: &JobRef) -> String {
     "the check failed".into()
 }
 
-/// A container that keeps failing, named with why.
+/// A container that keeps failing, named with why: waiting for a reason that does not go away
+/// by itself, or restarted after a failed exit.
 fn crash_of(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|c| {
-        let waiting = c.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        let failing = matches!(
-            reason,
-            "CrashLoopBackOff"
-                | "ErrImagePull"
-                | "ImagePullBackOff"
-                | "ErrImageNeverPull"
-                | "CreateContainerConfigError"
-                | "InvalidImageName"
-        );
-        failing.then(|| {
-            let last = c
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| {
-                    format!(
-                        " (exit code {}{})",
-                        t.exit_code,
-                        t.message
-                            .as_deref()
-                            .map(|m| format!(": {}", m.trim()))
-                            .unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            format!(
-                "pod {} container {}: {reason}{last}",
-                pod.name_any(),
-                c.name
+        let waiting = c
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref());
+        let stuck = waiting.filter(|r| {
+            matches!(
+                *r,
+                "CrashLoopBackOff"
+                    | "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "ErrImageNeverPull"
+                    | "CreateContainerConfigError"
+                    | "InvalidImageName"
             )
-        })
+        });
+        let failed_exit = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0 && c.restart_count > 0);
+        if stuck.is_none() && failed_exit.is_none() {
+            return None;
+        }
+        let exit = failed_exit
+            .map(|t| {
+                format!(
+                    " (exit code {}{})",
+                    t.exit_code,
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "pod {} container {}: {}{exit}, {} restart(s)",
+            pod.name_any(),
+            c.name,
+            stuck.unwrap_or("restarted"),
+            c.restart_count
+        ))
     })
 }
 
@@ -469,6 +483,7 @@ async fn apply(
             )?;
         }
         Action::ReleaseFinalizer => {
+            ctx.metrics.forget(&job.namespace, &job.name);
             let finalizers: Vec<String> = sj
                 .finalizers()
                 .iter()

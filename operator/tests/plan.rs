@@ -7,7 +7,7 @@ use sluice_crds::{
 };
 use sluice_operator::build::JobRef;
 use sluice_operator::control::{CheckpointsView, JobView, SavepointView, SnapshotView};
-use sluice_operator::plan::{plan, steps, Action, Inputs, Observed, Plan, Preflight};
+use sluice_operator::plan::{plan, steps, Action, Inputs, Observed, Plan, Preflight, Timing};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -240,6 +240,15 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     let p = w.step(&w.coordinator("running"));
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert_eq!(p.status.stable, Some(target));
+    // Timed from the spec change, not from the new pods.
+    let Some(Timing::Operation(OperationKind::Upgrade, took)) = p.timings.first() else {
+        panic!("{:?}", p.timings)
+    };
+    assert_eq!(
+        *took,
+        Duration::from_secs(6 * 2),
+        "six looks, two seconds apart"
+    );
     let kept: Vec<_> = p.status.savepoints.iter().map(|s| s.state).collect();
     assert_eq!(kept, [SavepointState::Completed, SavepointState::Completed]);
 }
