@@ -71,7 +71,7 @@ impl Default for ControlClient {
 
 impl ControlClient {
     pub async fn job(&self, base: &str, token: &str) -> Result<JobView, Error> {
-        let body = self.call("GET", base, "/v1/job", token, None).await?;
+        let body = self.call(base, "/v1/job", token, None).await?;
         parse(base, "/v1/job", body)
     }
 
@@ -82,7 +82,7 @@ impl ControlClient {
         id: &str,
     ) -> Result<Option<SavepointView>, Error> {
         let path = format!("/v1/savepoints/{id}");
-        match self.call("GET", base, &path, token, None).await {
+        match self.call(base, &path, token, None).await {
             Ok(body) => parse(base, &path, body).map(Some),
             // An id of an earlier coordinator process: the request is lost with it.
             Err(Error::Control { status: 404, .. }) => Ok(None),
@@ -99,9 +99,7 @@ impl ControlClient {
         stop: bool,
     ) -> Result<String, Error> {
         let body = json!({"targetDirectory": target, "stop": stop});
-        let reply = self
-            .call("POST", base, "/v1/savepoints", token, Some(body))
-            .await?;
+        let reply = self.call(base, "/v1/savepoints", token, Some(body)).await?;
         reply
             .get("id")
             .and_then(Value::as_str)
@@ -111,20 +109,13 @@ impl ControlClient {
 
     /// Stops the job without a savepoint: output since its latest checkpoint is dropped.
     pub async fn cancel(&self, base: &str, token: &str) -> Result<(), Error> {
-        self.call(
-            "POST",
-            base,
-            "/v1/stop",
-            token,
-            Some(json!({"savepoint": false})),
-        )
-        .await
-        .map(drop)
+        self.call(base, "/v1/stop", token, Some(json!({"savepoint": false})))
+            .await
+            .map(drop)
     }
 
     async fn call(
         &self,
-        method: &'static str,
         base: &str,
         path: &str,
         token: &str,
@@ -156,7 +147,6 @@ impl ControlClient {
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or(text);
-            let _ = method;
             return Err(Error::control(base, path, status, message));
         }
         serde_json::from_str(&text).map_err(|e| Error::control(base, path, status, e.to_string()))

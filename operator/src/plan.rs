@@ -293,7 +293,7 @@ impl Planner<'_> {
                 return;
             }
             (false, DesiredState::Suspended) => {
-                self.begin_stop(OperationKind::Suspend, SavepointTrigger::Suspend);
+                self.begin_stop(OperationKind::Suspend);
                 return;
             }
             (false, DesiredState::Running) => {}
@@ -316,7 +316,7 @@ impl Planner<'_> {
                         target.spec.parallelism, spec.parallelism
                     ),
                 );
-                self.begin_stop(OperationKind::Rescale, SavepointTrigger::Upgrade);
+                self.begin_stop(OperationKind::Rescale);
             } else {
                 self.begin_upgrade();
             }
@@ -476,7 +476,7 @@ impl Planner<'_> {
                 .is_some_and(|t| Storage::of(self.i.job, &t.spec, None).savepoints.is_some())
     }
 
-    fn begin_stop(&mut self, kind: OperationKind, _trigger: SavepointTrigger) {
+    fn begin_stop(&mut self, kind: OperationKind) {
         let mut op = self.start(kind, steps::STOPPING);
         self.set_phase(match kind {
             OperationKind::Suspend => Phase::Suspending,
@@ -683,7 +683,6 @@ impl Planner<'_> {
                 SavepointOutcome::Pending => {}
                 SavepointOutcome::Failed(why) => {
                     self.abort(
-                        &op,
                         "SavepointFailed",
                         format!("the pre-flight savepoint failed: {why}"),
                     );
@@ -703,9 +702,7 @@ impl Planner<'_> {
                 Preflight::Failed(why) => {
                     self.actions.push(Action::RemovePreflight);
                     let savepoint = op.savepoint.clone().unwrap_or_default();
-                    self.abort(
-                        &op,
-                        "UpgradeRefused",
+                    self.abort("UpgradeRefused",
                         format!("the new spec cannot restore savepoint {savepoint}: {why}; the job keeps running its current spec"),
                     );
                 }
@@ -807,7 +804,6 @@ impl Planner<'_> {
             SavepointOutcome::Pending => {}
             SavepointOutcome::Failed(why) => {
                 self.abort(
-                    &op,
                     "SavepointFailed",
                     format!("stop with a savepoint failed: {why}"),
                 );
@@ -930,14 +926,13 @@ impl Planner<'_> {
     }
 
     /// Ends an operation that could not go on; the old job keeps running.
-    fn abort(&mut self, op: &Operation, reason: &'static str, message: String) {
+    fn abort(&mut self, reason: &'static str, message: String) {
         self.warn(reason, message.clone());
         self.fail(reason, message, Some(&self.i.spec.fingerprint()));
         self.finish_operation();
         if let Some(t) = self.status.target.clone() {
             self.watch_running(&t);
         }
-        let _ = op;
     }
 
     fn fail(&mut self, reason: &str, message: String, spec_hash: Option<&str>) {
@@ -968,7 +963,7 @@ impl Planner<'_> {
         let wants_savepoint = self.i.spec.savepoints.on_delete == OnDelete::Savepoint;
         if wants_savepoint && self.can_savepoint() {
             self.note("Deleting", "taking a final savepoint before the job goes");
-            self.begin_stop(OperationKind::Delete, SavepointTrigger::Delete);
+            self.begin_stop(OperationKind::Delete);
         } else {
             self.set_phase(Phase::Deleting);
             self.actions.push(Action::ReleaseFinalizer);
