@@ -66,6 +66,11 @@ pub struct StreamJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub savepoints: Vec<SavepointInfo>,
 
+    /// Savepoints retention dropped from `savepoints` whose files are still to be deleted
+    /// (by a Job running `sluice savepoint delete` with the job's image and volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_savepoints: Vec<String>,
+
     /// The last `spec.savepoints.triggerNonce` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint_trigger_nonce: Option<i64>,

@@ -7,6 +7,10 @@
 #   images.sh sluice   # sluice.local/sluice:dev from the workspace's release build
 #   images.sh operator # sluice.local/sluice-operator:dev, the operator
 #   images.sh e2e      # sluice.local/e2e-echo:dev, the end-to-end tests' helper
+#
+# With SLUICE_IMAGE_ARCHIVES=<dir>, the OCI archives are written there (<name>-<tag>.tar)
+# instead, and no containerd is needed: for another cluster, e.g.
+# `kind load image-archive <dir>/sluice-dev.tar`.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 CTR=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
@@ -16,7 +20,7 @@ CTR=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
 image() {
   local ref=$1 entrypoint=$2; shift 2
   local name=${ref%:*} tag=${ref##*:}
-  if "${CTR[@]}" images ls -q | grep -qx "$ref"; then
+  if [[ -z ${SLUICE_IMAGE_ARCHIVES:-} ]] && "${CTR[@]}" images ls -q | grep -qx "$ref"; then
     return
   fi
   local work
@@ -37,11 +41,28 @@ image() {
   echo "root:x:0:0:root:/:/bin/false" >"$root/etc/passwd"
   umoci repack --image "$work/oci:$tag" "$work/bundle" >/dev/null
   umoci config --image "$work/oci:$tag" --config.entrypoint "$entrypoint" >/dev/null
+  if [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]]; then
+    # The full reference, not only the tag: an import without a base name keeps it.
+    sed -i "s|\"org.opencontainers.image.ref.name\":\"$tag\"|\"org.opencontainers.image.ref.name\":\"$ref\"|" \
+      "$work/oci/index.json"
+  fi
   tar -C "$work/oci" -cf "$work/image.tar" .
+  if [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]]; then
+    mkdir -p "$SLUICE_IMAGE_ARCHIVES"
+    mv "$work/image.tar" "$SLUICE_IMAGE_ARCHIVES/${name##*/}-$tag.tar"
+    rm -rf "$work"
+    log "image $ref: $SLUICE_IMAGE_ARCHIVES/${name##*/}-$tag.tar"
+    return
+  fi
   "${CTR[@]}" images import --base-name "$name" "$work/image.tar" >/dev/null
   rm -rf "$work"
   "${CTR[@]}" images ls -q | grep -qx "$ref" || die "image $ref was not imported"
   log "image $ref"
+}
+
+# Removes an older build of the image from the cluster's containerd, if there is one.
+forget() {
+  [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]] || "${CTR[@]}" images rm "$1" >/dev/null 2>&1 || true
 }
 
 # The pause container only has to sleep until it is killed.
@@ -84,19 +105,19 @@ case "${1:-}" in
   sluice)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
     (cd "$here/../.." && cargo build --profile "$profile" -q --bin sluice)
-    "${CTR[@]}" images rm sluice.local/sluice:dev >/dev/null 2>&1 || true
+    forget sluice.local/sluice:dev
     image sluice.local/sluice:dev /usr/local/bin/sluice "$target/$profile_dir/sluice=/usr/local/bin/sluice"
     ;;
   e2e)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
     (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-e2e --bin e2e-echo)
-    "${CTR[@]}" images rm sluice.local/e2e-echo:dev >/dev/null 2>&1 || true
+    forget sluice.local/e2e-echo:dev
     image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/$profile_dir/e2e-echo=/usr/local/bin/e2e-echo"
     ;;
   operator)
     target="${CARGO_TARGET_DIR:-$here/../../target}"
     (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-operator --bin sluice-operator)
-    "${CTR[@]}" images rm sluice.local/sluice-operator:dev >/dev/null 2>&1 || true
+    forget sluice.local/sluice-operator:dev
     image sluice.local/sluice-operator:dev /usr/local/bin/sluice-operator "$target/$profile_dir/sluice-operator=/usr/local/bin/sluice-operator"
     ;;
   *) die "usage: images.sh system|sluice|operator|e2e" ;;

@@ -138,12 +138,25 @@ impl TestNamespace {
         }
     }
 
-    /// Deletes the namespace (and everything in it).
+    /// Deletes the namespace (and everything in it), asking again after an error: a test
+    /// that passed does not fail on one dropped request to the API server.
     pub async fn finish(self) -> Result<()> {
-        Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::background())
-            .await?;
-        Ok(())
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match namespaces
+                .delete(&self.name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if attempts >= 5 => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("deleting namespace {} (attempt {attempts}): {e}", self.name);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 }
 

@@ -8,11 +8,12 @@
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
-use sluice_crds::{Phase, StreamJob};
+use sluice_crds::{HumanDuration, Phase, StreamJob, UpgradeMode};
 use sluice_e2e::{e2e_test, wait_for, Result, TestNamespace, SLUICE_IMAGE};
 use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,27 @@ fn stream_job(
     }))
     .map_err(|e| sluice_e2e::E2eError::Config(e.to_string()))?;
     Ok((sj, dir))
+}
+
+/// Starts the throttled q0 (600,000 events, 1,500 a second per subtask: about 200 s) with
+/// `edit` applied to its spec, and waits until it runs. Returns its directory and config.
+async fn start_q0(
+    ns: &TestNamespace,
+    api: &Api<StreamJob>,
+    edit: impl FnOnce(&mut sluice_crds::StreamJobSpec),
+) -> Result<(PathBuf, Value, StreamJob)> {
+    let (mut sj, dir) = stream_job(ns, "q0", "nexmark-q0", json!({}))?;
+    let config = job_config(&dir, 600_000, 1_500);
+    sj.spec.job.config = config.clone();
+    edit(&mut sj.spec);
+    api.create(&PostParams::default(), &sj).await?;
+    let running = settled(api, "q0", Phase::Running).await?;
+    Ok((dir, config, running))
+}
+
+/// The change every upgrade test makes: a faster sink, which needs new pods.
+fn faster(dir: &Path) -> Value {
+    json!({"job": {"config": job_config(dir, 600_000, 2_000)}})
 }
 
 /// Waits until the operator has acted on the latest spec and the job is in `phase` with no
@@ -171,8 +193,7 @@ async fn pod_count(ns: &TestNamespace, name: &str) -> Result<usize> {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get("sluice.dev/role"))
-                .map(String::as_str)
-                != Some("preflight")
+                .is_some_and(|role| role == "coordinator" || role == "worker")
         })
         .count())
 }
@@ -185,13 +206,7 @@ e2e_test!(
     a_stream_job_runs_upgrades_rescales_suspends_and_resumes_exactly_once,
     |ns| {
         let api: Api<StreamJob> = ns.api();
-        let (sj, dir) = stream_job(&ns, "q0", "nexmark-q0", json!({}))?;
-        let config = job_config(&dir, 600_000, 1_500);
-        let mut sj = sj;
-        sj.spec.job.config = config.clone();
-        api.create(&PostParams::default(), &sj).await?;
-
-        let running = settled(&api, "q0", Phase::Running).await?;
+        let (dir, config, running) = start_q0(&ns, &api, |_| {}).await?;
         let status = running.status.unwrap_or_default();
         let ready = status.condition("Ready").expect("a Ready condition");
         assert_eq!(format!("{:?}", ready.status), "True", "{ready:?}");
@@ -204,12 +219,7 @@ e2e_test!(
         // A config change needs new pods: savepoint, pre-flight, stop, start from the savepoint.
         let before = committed(&dir).len();
         let started = Instant::now();
-        patch(
-            &api,
-            "q0",
-            json!({"job": {"config": job_config(&dir, 600_000, 2_000)}}),
-        )
-        .await?;
+        patch(&api, "q0", faster(&dir)).await?;
         let upgraded = settled(&api, "q0", Phase::Running).await?;
         let gap = output_gap(&dir, started, Instant::now());
         let status = upgraded.status.unwrap_or_default();
@@ -384,18 +394,9 @@ e2e_test!(
     an_upgrade_survives_the_operator_being_killed_in_the_middle,
     |ns| {
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, dir) = stream_job(&ns, "q0", "nexmark-q0", json!({}))?;
-        let config = job_config(&dir, 600_000, 1_500);
-        sj.spec.job.config = config.clone();
-        api.create(&PostParams::default(), &sj).await?;
-        settled(&api, "q0", Phase::Running).await?;
+        let (dir, config, _) = start_q0(&ns, &api, |_| {}).await?;
 
-        patch(
-            &api,
-            "q0",
-            json!({"job": {"config": job_config(&dir, 600_000, 2_000)}}),
-        )
-        .await?;
+        patch(&api, "q0", faster(&dir)).await?;
         let step = wait_for("the upgrade to be under way", STEP_TIMEOUT, || async {
             let status = api.get("q0").await?.status.unwrap_or_default();
             Ok(status.operation.map(|o| o.step))
@@ -426,11 +427,7 @@ e2e_test!(
     a_new_spec_whose_pods_crash_is_rolled_back_and_nothing_is_lost,
     |ns| {
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, dir) = stream_job(&ns, "q0", "nexmark-q0", json!({}))?;
-        let config = job_config(&dir, 600_000, 1_500);
-        sj.spec.job.config = config.clone();
-        api.create(&PostParams::default(), &sj).await?;
-        let first = settled(&api, "q0", Phase::Running).await?;
+        let (dir, config, first) = start_q0(&ns, &api, |_| {}).await?;
         let stable = first.status.unwrap_or_default().target.expect("target");
 
         // Workers that cannot start: the coordinator (and the pre-flight) are fine.
@@ -454,6 +451,79 @@ e2e_test!(
         assert!(
             message.contains("CrashLoopBackOff") || message.contains("exit code"),
             "{message}"
+        );
+        exactly_the_reference(&dir, &config).await?;
+        remove(&dir);
+        Ok(())
+    }
+);
+
+/// Savepoint directories with a manifest under `root`, as the `file://` URIs the status uses.
+fn savepoints_on_disk(root: &Path) -> BTreeSet<String> {
+    walk(root)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "_manifest.json"))
+        .filter_map(|p| Some(format!("file://{}", p.parent()?.display())))
+        .collect()
+}
+
+e2e_test!(
+    periodic_savepoints_past_retention_leave_storage_and_a_last_state_upgrade_is_exact,
+    |ns| {
+        let api: Api<StreamJob> = ns.api();
+        let (dir, config, _) = start_q0(&ns, &api, |spec| {
+            spec.upgrade_mode = UpgradeMode::LastState;
+            spec.savepoints.periodic_interval = Some(HumanDuration::new("10s"));
+            spec.savepoints.retention.max_count = 2;
+        })
+        .await?;
+
+        let first = wait_for("a periodic savepoint", STEP_TIMEOUT, || async {
+            let status = api.get("q0").await?.status.unwrap_or_default();
+            Ok(status.savepoints.first().and_then(|s| s.path.clone()))
+        })
+        .await?;
+        // Storage holds exactly the savepoints the status lists, once the first is retired
+        // and the Job deleting retired savepoints has finished.
+        let root = dir.join(format!("state/savepoints/{}/q0", ns.name));
+        let kept = wait_for(
+            "the oldest savepoints to leave storage",
+            STEP_TIMEOUT,
+            || async {
+                let status = api.get("q0").await?.status.unwrap_or_default();
+                let listed: BTreeSet<String> = status
+                    .savepoints
+                    .iter()
+                    .filter_map(|s| s.path.clone())
+                    .collect();
+                let done = !listed.contains(&first)
+                    && status.retired_savepoints.is_empty()
+                    && savepoints_on_disk(&root) == listed;
+                Ok(done.then_some(listed))
+            },
+        )
+        .await?;
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let first_dir = PathBuf::from(first.trim_start_matches("file://"));
+        assert!(
+            !first_dir.exists(),
+            "{} is still there",
+            first_dir.display()
+        );
+
+        // last-state: cancel, then start from the newest checkpoint of the cancelled run.
+        patch(&api, "q0", faster(&dir)).await?;
+        let upgraded = settled(&api, "q0", Phase::Running).await?;
+        let from = upgraded
+            .status
+            .unwrap_or_default()
+            .target
+            .and_then(|t| t.restore_from)
+            .expect("a restore source");
+        let runs = format!("file://{}/state/{}/q0/run-", dir.display(), ns.name);
+        assert!(
+            from.starts_with(&runs) && !from.contains("/chk-"),
+            "restores from the cancelled run's checkpoint storage, not {from}"
         );
         exactly_the_reference(&dir, &config).await?;
         remove(&dir);

@@ -8,6 +8,7 @@
 
 use crate::error::Error;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job as BatchJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -49,6 +50,9 @@ impl JobRef {
     }
     pub fn preflight(&self) -> String {
         format!("{}-preflight", self.name)
+    }
+    pub fn savepoint_cleanup(&self) -> String {
+        format!("{}-savepoint-cleanup", self.name)
     }
     /// Labels every child carries; `role` tells coordinator from workers.
     pub fn labels(&self, role: Option<&str>) -> BTreeMap<String, String> {
@@ -137,7 +141,6 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
     let spec = &revision.spec;
     let image = image(spec)?;
     let storage = Storage::of(job, spec, revision.run.as_deref());
-    let manifest_yaml = manifest(job, spec)?;
 
     let mut args = vec![
         "coordinator".to_string(),
@@ -199,12 +202,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
         };
         json!({"name": "SLUICE_CONTROL_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
     };
-    let env_from: Vec<Value> = spec
-        .secrets
-        .env
-        .iter()
-        .map(|s| json!({"secretRef": {"name": s.name}}))
-        .collect();
+    let secret_env = env_from(spec);
     let annotations = json!({
         "sluice.dev/spec-hash": revision.hash,
         "sluice.dev/run": revision.run,
@@ -221,7 +219,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
             "image": image,
             "args": args,
             "env": [token_env, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "envFrom": env_from,
+            "envFrom": secret_env,
             "ports": [
                 {"name": "workers", "containerPort": COORDINATOR_PORT},
                 {"name": "control", "containerPort": CONTROL_PORT},
@@ -256,7 +254,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
                 "--connect-timeout=300s",
             ],
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "envFrom": env_from,
+            "envFrom": secret_env,
             "ports": [{"name": "data", "containerPort": DATA_PORT}],
             "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
         }),
@@ -266,12 +264,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
     let coordinator_labels = job.labels(Some("coordinator"));
     let worker_labels = job.labels(Some("worker"));
     Ok(Children {
-        manifest: from_json(json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": job.metadata(job.manifest(), None),
-            "data": {"job.yaml": manifest_yaml},
-        }))?,
+        manifest: manifest_config_map(job, job.manifest(), spec)?,
         coordinator: from_json(json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -342,9 +335,8 @@ pub fn preflight(
     job: &JobRef,
     revision: &SpecRevision,
     savepoint: &str,
-) -> Result<(ConfigMap, k8s_openapi::api::batch::v1::Job), Error> {
+) -> Result<(ConfigMap, BatchJob), Error> {
     let spec = &revision.spec;
-    let manifest_yaml = manifest(job, spec)?;
     let mut args = vec![
         "savepoint".to_string(),
         "check".into(),
@@ -355,42 +347,119 @@ pub fn preflight(
     if spec.allow_non_restored_state {
         args.push("--allow-non-restored-state".into());
     }
-    let env_from: Vec<Value> = spec
-        .secrets
-        .env
-        .iter()
-        .map(|s| json!({"secretRef": {"name": s.name}}))
+    let check = tool_job(
+        job,
+        spec,
+        ToolJob {
+            name: job.preflight(),
+            role: "preflight",
+            annotations: json!({"sluice.dev/spec-hash": revision.hash}),
+            args,
+            mounts: json!([{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}]),
+            volumes: json!([{"name": "manifest", "configMap": {"name": job.preflight()}}]),
+            // A failed check is an answer, not a fault to retry.
+            backoff_limit: 0,
+        },
+    )?;
+    Ok((manifest_config_map(job, job.preflight(), spec)?, check))
+}
+
+/// Annotation of the savepoint cleanup Job: the savepoints it deletes, as a JSON list.
+pub const CLEANUP_SAVEPOINTS: &str = "sluice.dev/savepoints";
+
+/// A Job deleting savepoints with the job's image, secrets and volumes: whatever storage
+/// the job reaches, this reaches too.
+pub fn savepoint_cleanup(
+    job: &JobRef,
+    spec: &StreamJobSpec,
+    savepoints: &[String],
+) -> Result<BatchJob, Error> {
+    let args = ["savepoint", "delete"]
+        .into_iter()
+        .map(String::from)
+        .chain(savepoints.iter().cloned())
         .collect();
+    let mut cleanup = tool_job(
+        job,
+        spec,
+        ToolJob {
+            name: job.savepoint_cleanup(),
+            role: "savepoint-cleanup",
+            annotations: json!({}),
+            args,
+            mounts: json!([]),
+            volumes: json!([]),
+            // Storage that is briefly unreachable: the Job's own backoff retries.
+            backoff_limit: 3,
+        },
+    )?;
+    let list = serde_json::to_string(savepoints)
+        .map_err(|e| Error::Build(format!("savepoint list: {e}")))?;
+    cleanup
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CLEANUP_SAVEPOINTS.into(), list);
+    Ok(cleanup)
+}
+
+/// A run-to-completion command of the job's image (pre-flight check, savepoint cleanup).
+struct ToolJob {
+    name: String,
+    role: &'static str,
+    annotations: Value,
+    args: Vec<String>,
+    /// Volume mounts beside those of `spec.podTemplate`.
+    mounts: Value,
+    volumes: Value,
+    backoff_limit: u32,
+}
+
+/// A Job running a command with the job's image, secrets and pod template (so its volumes).
+fn tool_job(job: &JobRef, spec: &StreamJobSpec, tool: ToolJob) -> Result<BatchJob, Error> {
     let mut pod = pod_template(
         job,
         spec,
         &spec.coordinator,
-        "preflight",
-        &json!({"sluice.dev/spec-hash": revision.hash}),
+        tool.role,
+        &tool.annotations,
         json!({
             "name": "sluice",
             "image": image(spec)?,
-            "args": args,
-            "envFrom": env_from,
-            "volumeMounts": [{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}],
+            "args": tool.args,
+            "envFrom": env_from(spec),
+            "volumeMounts": tool.mounts,
         }),
-        json!([{"name": "manifest", "configMap": {"name": job.preflight()}}]),
+        tool.volumes,
     )?;
     pod["spec"]["restartPolicy"] = json!("Never");
-    Ok((
-        from_json(json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": job.metadata(job.preflight(), None),
-            "data": {"job.yaml": manifest_yaml},
-        }))?,
-        from_json(json!({
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": job.metadata(job.preflight(), Some("preflight")),
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "template": pod},
-        }))?,
-    ))
+    from_json(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": job.metadata(tool.name, Some(tool.role)),
+        "spec": {"backoffLimit": tool.backoff_limit, "ttlSecondsAfterFinished": 3600, "template": pod},
+    }))
+}
+
+fn env_from(spec: &StreamJobSpec) -> Vec<Value> {
+    spec.secrets
+        .env
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s.name}}))
+        .collect()
+}
+
+fn manifest_config_map(
+    job: &JobRef,
+    name: String,
+    spec: &StreamJobSpec,
+) -> Result<ConfigMap, Error> {
+    from_json(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": job.metadata(name, None),
+        "data": {"job.yaml": manifest(job, spec)?},
+    }))
 }
 
 fn manifest(job: &JobRef, spec: &StreamJobSpec) -> Result<String, Error> {
@@ -574,6 +643,28 @@ spec:
         let bad = format!("{BASE}  worker:\n    podTemplate:\n      spec: {{containers: 3}}\n");
         let err = children(&job(), &revision(&bad)).err().unwrap().to_string();
         assert!(err.contains("spec.worker.podTemplate"), "{err}");
+    }
+
+    #[test]
+    fn the_savepoint_cleanup_runs_the_jobs_image_with_its_volumes_and_names_its_savepoints() {
+        let with_volume = format!(
+            "{BASE}  podTemplate:\n    spec:\n      volumes: [{{name: data, hostPath: {{path: /srv}}}}]\n      containers: [{{name: sluice, volumeMounts: [{{name: data, mountPath: /data}}]}}]\n"
+        );
+        let spec = revision(&with_volume).spec;
+        let doomed = ["file:///data/sp/a/sp-0000000001".to_string()];
+        let cleanup = savepoint_cleanup(&job(), &spec, &doomed).unwrap();
+        let listed = &cleanup.metadata.annotations.as_ref().unwrap()[CLEANUP_SAVEPOINTS];
+        assert_eq!(serde_json::from_str::<Vec<String>>(listed).unwrap(), doomed);
+        let pod = cleanup.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("sluice:1"));
+        assert_eq!(
+            container.args.clone().unwrap(),
+            ["savepoint", "delete", "file:///data/sp/a/sp-0000000001"]
+        );
+        let mounts = container.volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == "/data"), "{mounts:?}");
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub async fn run() -> anyhow::Result<()> {
                 api::<StatefulSet>(&client, ns.as_deref()),
                 watcher::Config::default(),
             )
+            // The pre-flight and cleanup Jobs: their end moves the plan on at once.
+            .owns(
+                api::<k8s_openapi::api::batch::v1::Job>(&client, ns.as_deref()),
+                watcher::Config::default(),
+            )
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .boxed()

@@ -12,8 +12,8 @@ pub struct Metrics {
     reconciles_failed: AtomicU64,
     /// Sum of reconcile durations in microseconds.
     reconcile_micros: AtomicU64,
+    /// Savepoints asked for (beside the completed ones: how many never completed).
     savepoint_requests: AtomicU64,
-    savepoint_request_micros: AtomicU64,
     /// Completed savepoints: count and summed seconds.
     savepoints: Mutex<(u64, f64)>,
     /// Completed operations by kind: count and summed seconds.
@@ -35,10 +35,8 @@ impl Metrics {
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
-    pub fn savepoint_requested(&self, seconds: f64) {
+    pub fn savepoint_requested(&self) {
         self.savepoint_requests.fetch_add(1, Ordering::Relaxed);
-        self.savepoint_request_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     pub fn timing(&self, timing: &crate::plan::Timing) {

@@ -34,6 +34,8 @@ pub struct Observed {
     /// The operation's savepoint request, when it has an id the coordinator still knows.
     pub savepoint: Option<SavepointView>,
     pub preflight: Preflight,
+    /// The Job deleting retired savepoints.
+    pub cleanup: Cleanup,
     /// A pod of the job that keeps failing: which and why.
     pub crash: Option<String>,
     /// The runs (`SpecRevision::run`) the job's pods belong to.
@@ -48,6 +50,19 @@ pub enum Preflight {
     Running,
     Passed,
     Failed(String),
+}
+
+/// The Job deleting retired savepoints, with the savepoints it was given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Cleanup {
+    #[default]
+    Absent,
+    Running,
+    Succeeded(Vec<String>),
+    Failed {
+        savepoints: Vec<String>,
+        report: String,
+    },
 }
 
 /// What the apply step does, in order, after the status is written.
@@ -69,6 +84,12 @@ pub enum Action {
         savepoint: String,
     },
     RemovePreflight,
+    /// Run `sluice savepoint delete` with the spec's image, secrets and volumes.
+    DeleteSavepoints {
+        spec: Box<StreamJobSpec>,
+        savepoints: Vec<String>,
+    },
+    RemoveCleanup,
     /// Let the API server delete the StreamJob.
     ReleaseFinalizer,
 }
@@ -144,6 +165,9 @@ pub fn plan(i: &Inputs) -> Plan {
         p.continue_operation(op);
     } else {
         p.steady();
+    }
+    if !i.deleting {
+        p.delete_retired_savepoints();
     }
     p.conditions();
     Plan {
@@ -495,11 +519,20 @@ impl Planner<'_> {
         }
     }
 
+    /// Where the next run starts when no savepoint of the running one is taken: the replaced
+    /// run's checkpoint storage, which the new coordinator resolves to its newest checkpoint.
+    /// The status may lag behind that checkpoint, and the sinks may have committed its
+    /// output already: starting from the older one would write that output twice.
     fn fallback_restore(&self) -> Option<String> {
-        self.status
-            .last_checkpoint
+        let last = self.status.last_checkpoint.as_ref();
+        let run_storage = self
+            .status
+            .target
             .as_ref()
-            .map(|c| c.path.clone())
+            .and_then(|t| Storage::of(self.i.job, &t.spec, t.run.as_deref()).checkpoints)
+            .filter(|s| last.is_some_and(|c| c.path.starts_with(&format!("{s}/"))));
+        run_storage
+            .or_else(|| last.map(|c| c.path.clone()))
             .or_else(|| {
                 self.status
                     .last_savepoint
@@ -654,10 +687,51 @@ impl Planner<'_> {
             if is_needed || (keep_budget > 0 && !too_old) {
                 kept.push(s.clone());
                 keep_budget = keep_budget.saturating_sub(1);
+            } else if let Some(path) = &s.path {
+                if !self.status.retired_savepoints.contains(path) {
+                    self.status.retired_savepoints.push(path.clone());
+                }
             }
         }
         kept.reverse();
         self.status.savepoints = kept;
+    }
+
+    /// Deletes the files of the savepoints retention dropped, one Job at a time. A Job that
+    /// failed is not retried: its savepoints are named in a warning and left to the user.
+    fn delete_retired_savepoints(&mut self) {
+        let (savepoints, failure) = match &self.i.observed.cleanup {
+            Cleanup::Running => return,
+            Cleanup::Absent => {
+                if !self.status.retired_savepoints.is_empty() {
+                    let spec = self.status.target.as_ref().map_or(self.i.spec, |t| &t.spec);
+                    self.actions.push(Action::DeleteSavepoints {
+                        spec: Box::new(spec.clone()),
+                        savepoints: self.status.retired_savepoints.clone(),
+                    });
+                }
+                return;
+            }
+            Cleanup::Succeeded(savepoints) => (savepoints, None),
+            Cleanup::Failed { savepoints, report } => (savepoints, Some(report)),
+        };
+        self.actions.push(Action::RemoveCleanup);
+        let before = self.status.retired_savepoints.len();
+        self.status
+            .retired_savepoints
+            .retain(|s| !savepoints.contains(s));
+        // The Job is seen again until its deletion shows: one event, not one per reconcile.
+        if self.status.retired_savepoints.len() == before {
+            return;
+        }
+        let list = savepoints.join(", ");
+        match failure {
+            None => self.note("SavepointsDeleted", list),
+            Some(report) => self.warn(
+                "SavepointDeleteFailed",
+                format!("{report}; left in storage: {list}"),
+            ),
+        }
     }
 
     fn continue_operation(&mut self, mut op: Operation) {

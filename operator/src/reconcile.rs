@@ -6,7 +6,7 @@ use crate::build::{self, JobRef, CONTROL_PORT, TOKEN_KEY};
 use crate::control::ControlClient;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::plan::{self, Action, Inputs, Observed, Preflight};
+use crate::plan::{self, Action, Cleanup, Inputs, Observed, Preflight};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -219,7 +219,12 @@ async fn observe(
     observed.pod_runs = list
         .items
         .iter()
-        .filter(|p| p.labels().get("sluice.dev/role").map(String::as_str) != Some("preflight"))
+        .filter(|p| {
+            matches!(
+                p.labels().get("sluice.dev/role").map(String::as_str),
+                Some("coordinator" | "worker")
+            )
+        })
         .map(|p| {
             p.annotations()
                 .get("sluice.dev/run")
@@ -251,30 +256,62 @@ async fn observe(
                 .unwrap_or(None);
         }
     }
-    let preflight: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
-    observed.preflight = match preflight.get_opt(&job.preflight()).await? {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
+    let preflight = jobs.get_opt(&job.preflight()).await?;
+    observed.preflight = match tool_outcome(preflight.as_ref(), &pods).await {
         None => Preflight::Absent,
-        Some(j) => {
-            let s = j.status.unwrap_or_default();
-            if s.succeeded.unwrap_or(0) > 0 {
-                Preflight::Passed
-            } else if s.failed.unwrap_or(0) > 0 {
-                Preflight::Failed(preflight_report(&pods, job).await)
-            } else {
-                Preflight::Running
-            }
-        }
+        Some(ToolOutcome::Running) => Preflight::Running,
+        Some(ToolOutcome::Succeeded) => Preflight::Passed,
+        Some(ToolOutcome::Failed(report)) => Preflight::Failed(report),
+    };
+    let cleanup = jobs.get_opt(&job.savepoint_cleanup()).await?;
+    let savepoints: Vec<String> = cleanup
+        .as_ref()
+        .and_then(|j| j.annotations().get(build::CLEANUP_SAVEPOINTS))
+        .and_then(|list| serde_json::from_str(list).ok())
+        .unwrap_or_default();
+    observed.cleanup = match tool_outcome(cleanup.as_ref(), &pods).await {
+        None => Cleanup::Absent,
+        Some(ToolOutcome::Running) => Cleanup::Running,
+        Some(ToolOutcome::Succeeded) => Cleanup::Succeeded(savepoints),
+        Some(ToolOutcome::Failed(report)) => Cleanup::Failed { savepoints, report },
     };
     Ok(observed)
 }
 
-/// The check's own words: the last lines its pod printed.
-async fn preflight_report(pods: &Api<Pod>, job: &JobRef) -> String {
+enum ToolOutcome {
+    Running,
+    Succeeded,
+    /// With the last lines its pod printed: the tool's own words.
+    Failed(String),
+}
+
+/// How a run-to-completion Job of the operator's (pre-flight, cleanup) ended, if it exists.
+async fn tool_outcome(found: Option<&Job>, pods: &Api<Pod>) -> Option<ToolOutcome> {
+    let found = found?;
+    let ended = |kind: &str| {
+        found
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
+    };
+    Some(if ended("Complete") {
+        ToolOutcome::Succeeded
+    } else if ended("Failed") {
+        ToolOutcome::Failed(last_lines(pods, &found.name_any()).await)
+    } else {
+        ToolOutcome::Running
+    })
+}
+
+async fn last_lines(pods: &Api<Pod>, job_name: &str) -> String {
+    let failed = format!("Job {job_name} failed");
     let Ok(list) = pods
-        .list(&ListParams::default().labels(&format!("job-name={}", job.preflight())))
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
         .await
     else {
-        return "the check failed".into();
+        return failed;
     };
     for pod in list {
         if let Ok(logs) = pods.logs(&pod.name_any(), &LogParams::default()).await {
@@ -285,7 +322,7 @@ async fn preflight_report(pods: &Api<Pod>, job: &JobRef) -> String {
             }
         }
     }
-    "the check failed".into()
+    failed
 }
 
 /// A container that keeps failing, named with why: waiting for a reason that does not go away
@@ -384,16 +421,7 @@ async fn apply(
             let c = match build::children(job, &revision) {
                 Ok(c) => c,
                 Err(e) => {
-                    publish(
-                        ctx,
-                        sj,
-                        &plan::Note {
-                            warning: true,
-                            reason: "InvalidSpec",
-                            message: e.to_string(),
-                        },
-                    )
-                    .await;
+                    warn(ctx, sj, "InvalidSpec", e.to_string()).await;
                     return Err(e);
                 }
             };
@@ -405,14 +433,15 @@ async fn apply(
             server_side_apply(client, ns, &c.coordinator).await?;
         }
         Action::RemovePods => {
-            let dp = DeleteParams::foreground();
+            // The plan deploys again only once no pod of the old run is left, so the
+            // objects can go at once and the garbage collector take their pods after.
+            let dp = DeleteParams::background();
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
             let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
             ignore_missing(deployments.delete(&job.coordinator(), &dp).await.map(drop))?;
             ignore_missing(sets.delete(&job.worker(), &dp).await.map(drop))?;
         }
         Action::Savepoint { target, stop } => {
-            let started = Instant::now();
             let base = link.base.as_deref().unwrap_or_default();
             match ctx
                 .control
@@ -424,37 +453,16 @@ async fn apply(
                         op.details.insert("savepointId".into(), id);
                         writer.write(status).await?;
                     }
-                    ctx.metrics
-                        .savepoint_requested(started.elapsed().as_secs_f64());
+                    ctx.metrics.savepoint_requested();
                 }
                 // Asked again on the next reconcile, up to the operation's attempts.
-                Err(e) => {
-                    publish(
-                        ctx,
-                        sj,
-                        &plan::Note {
-                            warning: true,
-                            reason: "SavepointRequestFailed",
-                            message: e.to_string(),
-                        },
-                    )
-                    .await
-                }
+                Err(e) => warn(ctx, sj, "SavepointRequestFailed", e.to_string()).await,
             }
         }
         Action::Cancel => {
             let base = link.base.as_deref().unwrap_or_default();
             if let Err(e) = ctx.control.cancel(base, &link.token).await {
-                publish(
-                    ctx,
-                    sj,
-                    &plan::Note {
-                        warning: true,
-                        reason: "CancelFailed",
-                        message: e.to_string(),
-                    },
-                )
-                .await;
+                warn(ctx, sj, "CancelFailed", e.to_string()).await;
             }
         }
         Action::Preflight {
@@ -467,6 +475,23 @@ async fn apply(
             if api.get_opt(&job.preflight()).await?.is_none() {
                 api.create(&PostParams::default(), &check).await?;
             }
+        }
+        Action::DeleteSavepoints { spec, savepoints } => {
+            let cleanup = build::savepoint_cleanup(job, &spec, &savepoints)?;
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            match api.create(&PostParams::default(), &cleanup).await {
+                // One from a reconcile that did not see it yet: it is observed next time.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                other => drop(other?),
+            }
+        }
+        Action::RemoveCleanup => {
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            ignore_missing(
+                api.delete(&job.savepoint_cleanup(), &DeleteParams::background())
+                    .await
+                    .map(drop),
+            )?;
         }
         Action::RemovePreflight => {
             let api: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -528,6 +553,15 @@ where
     )
     .await?;
     Ok(())
+}
+
+async fn warn(ctx: &Context, sj: &StreamJob, reason: &'static str, message: String) {
+    let note = plan::Note {
+        warning: true,
+        reason,
+        message,
+    };
+    publish(ctx, sj, &note).await;
 }
 
 async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {

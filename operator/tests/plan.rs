@@ -7,7 +7,9 @@ use sluice_crds::{
 };
 use sluice_operator::build::JobRef;
 use sluice_operator::control::{CheckpointsView, JobView, SavepointView, SnapshotView};
-use sluice_operator::plan::{plan, steps, Action, Inputs, Observed, Plan, Preflight, Timing};
+use sluice_operator::plan::{
+    plan, steps, Action, Cleanup, Inputs, Observed, Plan, Preflight, Timing,
+};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -465,4 +467,125 @@ fn savepoint_retention_keeps_the_newest_and_never_the_one_a_revision_restores_fr
         .collect();
     assert_eq!(kept.len(), 1);
     assert!(kept[0].ends_with("/sp-3"), "{kept:?}");
+}
+
+#[test]
+fn the_files_of_savepoints_retention_dropped_are_deleted_by_one_job_at_a_time() {
+    let mut spec = fixture("running-job.yaml");
+    spec.savepoints.retention.max_count = 1;
+    let mut w = running(spec);
+    for n in 1..=3 {
+        w.change(|s| s.savepoints.trigger_nonce = Some(n));
+        w.step(&w.coordinator("running"));
+        let dir = w.savepoint_dir();
+        let mut observed = w.coordinator("running");
+        observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
+        observed.cleanup = Cleanup::Running;
+        let p = w.step(&observed);
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSavepoints { .. })),
+            "a second Job while one runs: {:?}",
+            p.actions
+        );
+    }
+    let retired = w.status.retired_savepoints.clone();
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert!(retired[0].ends_with("/sp-1") && retired[1].ends_with("/sp-2"));
+
+    // The running Job ends (it was given only the first); the next Job gets what is left.
+    let mut observed = w.coordinator("running");
+    observed.cleanup = Cleanup::Succeeded(vec![retired[0].clone()]);
+    let p = w.step(&observed);
+    assert_eq!(p.status.retired_savepoints, vec![retired[1].clone()]);
+    assert!(p.actions.contains(&Action::RemoveCleanup));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.reason == "SavepointsDeleted" && n.message == retired[0]));
+    // Its deletion not showing yet is no second event.
+    let p = w.step(&observed);
+    assert!(p.notes.iter().all(|n| n.reason != "SavepointsDeleted"));
+
+    observed.cleanup = Cleanup::Absent;
+    let p = w.step(&observed);
+    let Some(Action::DeleteSavepoints { spec, savepoints }) = p
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::DeleteSavepoints { .. }))
+    else {
+        panic!("no cleanup Job: {:?}", p.actions);
+    };
+    assert_eq!(savepoints, &vec![retired[1].clone()]);
+    assert_eq!(spec.image, w.spec.image, "the running revision's image");
+
+    // A Job that failed for good: its savepoints are named to the user, not retried.
+    observed.cleanup = Cleanup::Failed {
+        savepoints: vec![retired[1].clone()],
+        report: "checkpoint storage s3://b/p: access denied".into(),
+    };
+    let p = w.step(&observed);
+    assert!(p.status.retired_savepoints.is_empty());
+    let warning = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "SavepointDeleteFailed")
+        .expect("a warning");
+    assert!(warning.warning);
+    assert!(
+        warning.message.contains("access denied") && warning.message.contains(&retired[1]),
+        "{}",
+        warning.message
+    );
+}
+
+#[test]
+fn a_last_state_upgrade_cancels_and_starts_from_the_newest_checkpoint_of_the_replaced_run() {
+    let mut spec = fixture("running-job.yaml");
+    spec.upgrade_mode = sluice_crds::UpgradeMode::LastState;
+    let mut w = running(spec);
+    let run_storage = format!("file:///data/sluice/risk/fraud/{}", w.run());
+    let mut observed = w.coordinator("running");
+    if let Some(job) = observed.job.as_mut() {
+        job.checkpoints = CheckpointsView {
+            last_completed: Some(SnapshotView {
+                id: 7,
+                kind: "checkpoint".into(),
+                location: format!("{run_storage}/chk-0000000007"),
+            }),
+            last_failure: None,
+        };
+    }
+    w.step(&observed);
+
+    w.change(|s| s.job.config["output"] = "/data/out-2".into());
+    let p = w.step(&observed);
+    assert_eq!(w.op_step(), steps::STOPPING);
+    assert_eq!(
+        p.actions,
+        [Action::Cancel],
+        "no savepoint in last-state mode"
+    );
+
+    // Cancelled: the replaced run's storage, which the new coordinator resolves to its
+    // newest checkpoint (newer than the 7 the status saw, if one completed since).
+    let p = w.step(&Observed::default());
+    assert_eq!(w.op_step(), steps::DEPLOYING);
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.restore_from, Some(run_storage));
+    assert_eq!(target.spec.job.config["output"], "/data/out-2");
+}
+
+#[test]
+fn a_stateless_upgrade_starts_the_new_spec_without_state() {
+    let mut spec = fixture("running-job.yaml");
+    spec.upgrade_mode = sluice_crds::UpgradeMode::Stateless;
+    let mut w = running(spec);
+    w.change(|s| s.job.config["output"] = "/data/out-2".into());
+    let p = w.step(&w.coordinator("running"));
+    assert_eq!(p.actions.first(), Some(&Action::RemovePods));
+    let target = p.status.target.clone().unwrap();
+    assert_eq!(target.restore_from, None);
+    assert_eq!(target.spec.job.config["output"], "/data/out-2");
 }

@@ -1,18 +1,182 @@
-//! The StreamJob samples for Kubernetes load, pass validation and become children.
+//! The StreamJob samples for Kubernetes load, pass validation and become children; they
+//! stay in step with the embedded samples they are made from, and write only to the volume
+//! every pod of the job mounts.
 
-use sluice_crds::{parse_manifest, SpecRevision};
+use serde_json::Value;
+use sluice_crds::{parse_manifest, SpecRevision, StreamJobManifest};
 use sluice_operator::build::{children, JobRef};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+
+/// The embedded samples, run with `sluice run`.
+fn embedded_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// The samples the operator runs, one per embedded sample.
+fn kubernetes_dir() -> PathBuf {
+    embedded_dir().join("kubernetes")
+}
+
+/// The `.yaml` files directly in `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: cannot list: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("{}: cannot list: {e}", dir.display()))
+                .path()
+        })
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(path: &Path) -> StreamJobManifest {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: cannot read: {e}", path.display()));
+    parse_manifest(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `spec.job.config` without what a Kubernetes sample changes on purpose: `output` (a path
+/// on the shared volume) and the generator's `events` and `eventsPerSecond` (a slower job
+/// that runs long enough to upgrade, without filling the node's disk).
+fn comparable_config(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(object) = config.as_object_mut() {
+        object.remove("output");
+        if let Some(generator) = object.get_mut("generator").and_then(Value::as_object_mut) {
+            generator.remove("events");
+            generator.remove("eventsPerSecond");
+        }
+    }
+    config
+}
+
+/// How the Kubernetes sample `kubernetes` (read from `file`) departs from the embedded
+/// sample `embedded`, one message per field.
+fn drift(file: &str, embedded: &StreamJobManifest, kubernetes: &StreamJobManifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut compare = |field: &str, want: String, got: String| {
+        if want != got {
+            problems.push(format!(
+                "{file}: {field} is {got}, the embedded sample has {want}"
+            ));
+        }
+    };
+    compare(
+        "metadata.name",
+        format!("{:?}", embedded.metadata.name),
+        format!("{:?}", kubernetes.metadata.name),
+    );
+    compare(
+        "spec.job.name",
+        format!("{:?}", embedded.spec.job.name),
+        format!("{:?}", kubernetes.spec.job.name),
+    );
+    compare(
+        "spec.parallelism",
+        embedded.spec.parallelism.to_string(),
+        kubernetes.spec.parallelism.to_string(),
+    );
+    compare(
+        "spec.maxParallelism",
+        embedded.spec.max_parallelism.to_string(),
+        kubernetes.spec.max_parallelism.to_string(),
+    );
+    compare(
+        "spec.job.config (without output, generator.events and generator.eventsPerSecond)",
+        comparable_config(&embedded.spec.job.config).to_string(),
+        comparable_config(&kubernetes.spec.job.config).to_string(),
+    );
+    problems
+}
+
+/// The `mountPath`s of the `sluice` container in `spec.podTemplate`: the container the job
+/// runs in, in the coordinator and in every worker.
+fn shared_mounts(manifest: &StreamJobManifest) -> Vec<String> {
+    let containers = manifest
+        .spec
+        .pod_template
+        .as_ref()
+        .and_then(|template| template.pointer("/spec/containers"))
+        .and_then(Value::as_array);
+    containers
+        .into_iter()
+        .flatten()
+        .filter(|container| container.get("name").and_then(Value::as_str) == Some("sluice"))
+        .filter_map(|container| container.get("volumeMounts").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|mount| mount.get("mountPath").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `path` is an absolute path without `.` or `..` at or below one of `mounts`.
+fn is_under_a_mount(path: &str, mounts: &[String]) -> bool {
+    let path = Path::new(path);
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && mounts.iter().any(|mount| path.starts_with(mount))
+}
+
+/// Where the Kubernetes sample `manifest` (read from `file`) writes outside the volumes its
+/// `sluice` container mounts, one message per field.
+fn writes_outside_mounts(file: &str, manifest: &StreamJobManifest) -> Vec<String> {
+    let mounts = shared_mounts(manifest);
+    let mut problems = Vec::new();
+    if mounts.is_empty() {
+        problems.push(format!(
+            "{file}: spec.podTemplate.spec.containers[sluice].volumeMounts: no mountPath"
+        ));
+    }
+    match manifest.spec.job.config.get("output").map(Value::as_str) {
+        Some(Some(output)) if is_under_a_mount(output, &mounts) => {}
+        Some(Some(output)) => problems.push(format!(
+            "{file}: spec.job.config.output {output:?} is not under a volumeMount of the pod \
+             template ({mounts:?})"
+        )),
+        Some(None) => problems.push(format!("{file}: spec.job.config.output is not a string")),
+        None => problems.push(format!("{file}: spec.job.config.output is missing")),
+    }
+    let storages = [
+        (
+            "spec.checkpointing.storage",
+            manifest.spec.checkpointing.storage.as_deref(),
+            true,
+        ),
+        (
+            "spec.savepoints.storage",
+            manifest.spec.savepoints.storage.as_deref(),
+            false,
+        ),
+    ];
+    for (field, storage, required) in storages {
+        match storage {
+            None if required => problems.push(format!("{file}: {field} is missing")),
+            None => {}
+            Some(url) => match url.strip_prefix("file://") {
+                Some(path) if is_under_a_mount(path, &mounts) => {}
+                _ => problems.push(format!(
+                    "{file}: {field} {url:?} is not a file:// URL under a volumeMount of the \
+                     pod template ({mounts:?})"
+                )),
+            },
+        }
+    }
+    problems
+}
 
 #[test]
 fn every_kubernetes_sample_builds_its_children() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/kubernetes");
+    let dir = kubernetes_dir();
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let manifest =
-            parse_manifest(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    for path in yaml_files(&dir) {
+        let manifest = load(&path);
         let job = JobRef {
             namespace: "default".into(),
             name: manifest.metadata.name.clone(),
@@ -29,5 +193,99 @@ fn every_kubernetes_sample_builds_its_children() {
         );
         seen += 1;
     }
-    assert!(seen > 0);
+    assert!(seen > 0, "{}: no samples", dir.display());
+}
+
+#[test]
+fn every_embedded_sample_has_a_kubernetes_sample_that_matches_it() {
+    let dir = embedded_dir();
+    let embedded = yaml_files(&dir);
+    assert!(!embedded.is_empty(), "{}: no samples", dir.display());
+    let mut problems = Vec::new();
+    for embedded_path in &embedded {
+        let name = embedded_path
+            .file_name()
+            .unwrap_or_else(|| panic!("{}: no file name", embedded_path.display()));
+        let kubernetes_path = kubernetes_dir().join(name);
+        if !kubernetes_path.is_file() {
+            problems.push(format!(
+                "{}: missing, the Kubernetes sample for {}",
+                kubernetes_path.display(),
+                embedded_path.display()
+            ));
+            continue;
+        }
+        problems.extend(drift(
+            &kubernetes_path.display().to_string(),
+            &load(embedded_path),
+            &load(&kubernetes_path),
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_kubernetes_sample_writes_only_under_its_volume_mounts() {
+    let dir = kubernetes_dir();
+    let files = yaml_files(&dir);
+    assert!(!files.is_empty(), "{}: no samples", dir.display());
+    let problems: Vec<String> = files
+        .iter()
+        .flat_map(|path| writes_outside_mounts(&path.display().to_string(), &load(path)))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The checks above catch what they are meant to, and name the file and the field.
+#[test]
+fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
+    let path = kubernetes_dir().join("nexmark-q5.yaml");
+    let original = load(&path);
+    let file = "k8s/nexmark-q5.yaml";
+
+    let mut changed = original.clone();
+    changed.metadata.name = "other".into();
+    changed.spec.parallelism += 1;
+    changed.spec.job.config["generator"]["outOfOrderMs"] = 1.into();
+    changed.spec.job.config["output"] = "/tmp/out".into();
+    changed.spec.checkpointing.storage = Some("file:///var/lib/sluice/nexmark-q5/../x".into());
+    changed.spec.savepoints.storage = Some("s3://bucket/savepoints".into());
+
+    let drifted = drift(file, &original, &changed);
+    for field in ["metadata.name", "spec.parallelism", "spec.job.config"] {
+        assert!(
+            drifted
+                .iter()
+                .any(|p| p.starts_with(&format!("{file}: {field}"))),
+            "{field} not reported: {drifted:?}"
+        );
+    }
+    assert_eq!(drifted.len(), 3, "{drifted:?}");
+
+    let outside = writes_outside_mounts(file, &changed);
+    for field in [
+        "spec.job.config.output",
+        "spec.checkpointing.storage",
+        "spec.savepoints.storage",
+    ] {
+        assert!(
+            outside
+                .iter()
+                .any(|p| p.starts_with(&format!("{file}: {field}"))),
+            "{field} not reported: {outside:?}"
+        );
+    }
+    assert_eq!(outside.len(), 3, "{outside:?}");
+
+    // Only `output`, `generator.events` and `generator.eventsPerSecond` may differ.
+    let mut allowed = original.clone();
+    allowed.spec.job.config["generator"]["events"] = 7.into();
+    allowed.spec.job.config["generator"]["eventsPerSecond"] = 7.into();
+    allowed.spec.job.config["output"] = "elsewhere".into();
+    assert_eq!(drift(file, &original, &allowed), Vec::<String>::new());
+    // A sibling directory whose name starts with the mount path is not under it.
+    assert!(!is_under_a_mount(
+        "/var/lib/sluice/nexmark-q50/out",
+        &["/var/lib/sluice/nexmark-q5".into()]
+    ));
 }

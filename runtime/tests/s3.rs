@@ -85,6 +85,40 @@ fn sigterm_stops_with_a_savepoint_in_s3_that_restores_at_another_parallelism() {
         &expected,
         "stopped with SIGTERM into S3, resumed at 3",
     );
+
+    // Deleted where it is; deleting it again finds it gone; only savepoints are deleted.
+    for outcome in [
+        format!("deleted {location}"),
+        format!("{location}: already gone"),
+    ] {
+        let delete = sluice()
+            .args(["savepoint", "delete", &location])
+            .envs(server.env())
+            .output()
+            .unwrap();
+        assert!(delete.status.success(), "{}", printed(&delete));
+        assert!(printed(&delete).contains(&outcome), "{}", printed(&delete));
+    }
+    let inspect = sluice()
+        .args(["savepoint", "inspect", &location])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "{}", printed(&inspect));
+    let not_a_savepoint = format!("s3://{BUCKET}/jobs/q5/chk-0000000001");
+    let refused = sluice()
+        .args(["savepoint", "delete", &not_a_savepoint])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        printed(&refused).contains(&format!(
+            "{not_a_savepoint}: not a savepoint directory (sp-<id>)"
+        )),
+        "{}",
+        printed(&refused)
+    );
 }
 
 /// The id of a `…/chk-0000000042/` listing entry.

@@ -102,6 +102,7 @@ pub(super) struct WorkerArgs {
 }
 
 pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Error> {
+    exit_on_terminate();
     let coordinator = args
         .coordinator
         .or_else(|| std::env::var("SLUICE_COORDINATOR").ok())
@@ -187,11 +188,16 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
         let (coordinator, done, savepoints) = (coordinator.clone(), done.clone(), savepoints);
         let on_terminate = args.on_terminate;
         std::thread::spawn(move || {
+            // The request stays set: with --wait-for-termination, the same SIGTERM that
+            // cancels the job ends the process once the job has stopped.
+            let mut handled = false;
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
-                if !STOP_REQUESTED.swap(false, Ordering::SeqCst) || coordinator.stop_requested() {
+                if handled || !STOP_REQUESTED.load(Ordering::SeqCst) || coordinator.stop_requested()
+                {
                     continue;
                 }
+                handled = true;
                 if on_terminate == OnTerminate::Cancel {
                     eprintln!("cancelling: the next start resumes from the latest checkpoint");
                     coordinator.cancel();
@@ -241,4 +247,21 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     }
     print_checkpoints(&coordinator.checkpoint_status());
     Ok(())
+}
+
+extern "C" fn exit_terminated(_: libc::c_int) {
+    // SAFETY: `_exit` is async-signal-safe.
+    unsafe { libc::_exit(128 + libc::SIGTERM) }
+}
+
+/// A worker ends at once on SIGTERM: its state lives in the coordinator's checkpoints, and the
+/// coordinator restarts the job without it. As a container's first process it would otherwise
+/// ignore SIGTERM (the kernel's rule for PID 1) and hold up its pod's deletion for the whole
+/// grace period.
+fn exit_on_terminate() {
+    let handler = exit_terminated as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only calls `_exit`.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+    }
 }

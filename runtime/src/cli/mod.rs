@@ -9,7 +9,7 @@ use crate::exec::{
 };
 use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
-use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent};
+use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent, SAVEPOINTS};
 use crate::state::{RocksConfig, StateBackend};
 use crate::time::EventTime;
 use clap::{Parser, Subcommand};
@@ -79,8 +79,9 @@ struct SnapshotArgs {
     /// Failed checkpoints in a row tolerated before the job fails.
     #[arg(long, default_value_t = 3)]
     tolerable_checkpoint_failures: u32,
-    /// Starts from `latest` (the newest complete checkpoint in the checkpoint storage) or
-    /// from a checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
+    /// Starts from `latest` (the newest complete checkpoint in the checkpoint storage), from
+    /// a checkpoint or savepoint directory (a path, `file://` or `s3://` URI), or from the
+    /// newest checkpoint of other checkpoint storage (its root directory).
     #[arg(long)]
     restore: Option<String>,
     /// With `--restore latest`: the checkpoint or savepoint to start from while the checkpoint
@@ -146,6 +147,13 @@ enum SavepointCommand {
         manifest: Option<PathBuf>,
         #[arg(long)]
         allow_non_restored_state: bool,
+    },
+    /// Deletes savepoints (manifest first, so a deletion cut short leaves nothing that
+    /// restores); one already gone is no error. Checkpoints are left to the job's retention.
+    Delete {
+        /// Savepoint directories (`…/sp-<id>`, as paths, `file://` or `s3://` URIs).
+        #[arg(required = true)]
+        savepoints: Vec<String>,
     },
     /// Prints what a checkpoint or savepoint holds.
     Inspect {
@@ -216,6 +224,9 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
         Command::Savepoint {
             command: SavepointCommand::Inspect { snapshot },
         } => inspect_savepoint(&snapshot),
+        Command::Savepoint {
+            command: SavepointCommand::Delete { savepoints },
+        } => delete_savepoints(&savepoints),
         Command::Jobs => {
             for (name, description) in registry.list() {
                 println!("{name:<26} {description}");
@@ -531,6 +542,38 @@ fn check_savepoint(
             }
         ))),
         None => Ok(()),
+    }
+}
+
+fn delete_savepoints(locations: &[String]) -> Result<(), Error> {
+    let mut failed = Vec::new();
+    for location in locations {
+        let name = location.trim_end_matches('/').rsplit('/').next();
+        let outcome = if name.is_some_and(|n| n.starts_with(&format!("{SAVEPOINTS}-"))) {
+            CheckpointStorage::open_snapshot(location)
+                .and_then(|(storage, id)| storage.delete_snapshot(id))
+                .map_err(|e| e.to_string())
+        } else {
+            Err("not a savepoint directory (sp-<id>)".to_string())
+        };
+        match outcome {
+            Ok(true) => println!("deleted {location}"),
+            Ok(false) => println!("{location}: already gone"),
+            Err(e) => {
+                eprintln!("{location}: {e}");
+                failed.push(location.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{} of {} savepoints not deleted: {}",
+            failed.len(),
+            locations.len(),
+            failed.join(", ")
+        )))
     }
 }
 

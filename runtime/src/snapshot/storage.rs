@@ -156,18 +156,22 @@ impl CheckpointStorage {
 
     /// Opens the storage around one snapshot directory (`…/chk-0000000042` or
     /// `…/sp-0000000007`, as a path, a `file://` or an `s3://` URI) and returns it with the id.
+    /// Checkpoint storage itself (any other directory) stands for its newest checkpoint that
+    /// verifies: how a job resumes where a cancelled run of it left off.
     pub fn open_snapshot(location: &str) -> Result<(Self, u64), SnapshotError> {
         let bad = || SnapshotError::Uri {
             uri: location.to_string(),
             message: "not a snapshot directory (chk-<id> or sp-<id>)".into(),
         };
-        let (parent, name) = if let Some(rest) = location.strip_prefix(S3) {
+        let (uri, parent, name) = if let Some(rest) = location.strip_prefix(S3) {
+            let rest = rest.trim_end_matches('/');
             // The parent keeps at least the bucket.
-            let (parent, name) = rest
-                .trim_end_matches('/')
-                .rsplit_once('/')
-                .ok_or_else(bad)?;
-            (format!("{S3}{parent}"), name.to_string())
+            let (parent, name) = rest.rsplit_once('/').ok_or_else(bad)?;
+            (
+                format!("{S3}{rest}"),
+                format!("{S3}{parent}"),
+                name.to_string(),
+            )
         } else {
             let path = location.strip_prefix(FILE).unwrap_or(location);
             let path = std::path::absolute(path.trim_end_matches('/')).map_err(|e| {
@@ -178,16 +182,26 @@ impl CheckpointStorage {
             })?;
             let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
             let parent = path.parent().ok_or_else(bad)?;
-            (format!("{FILE}{}", parent.display()), name.to_string())
+            (
+                format!("{FILE}{}", path.display()),
+                format!("{FILE}{}", parent.display()),
+                name.to_string(),
+            )
         };
-        let (prefix, id) = name.split_once('-').ok_or_else(bad)?;
-        let prefix = [CHECKPOINTS, SAVEPOINTS]
-            .into_iter()
-            .find(|p| *p == prefix)
-            .ok_or_else(bad)?;
-        let id = id.parse().map_err(|_| bad())?;
-        let storage = Self::open_with_prefix(&parent, prefix)?;
-        Ok((storage, id))
+        let snapshot = name.split_once('-').and_then(|(prefix, id)| {
+            let prefix = [CHECKPOINTS, SAVEPOINTS]
+                .into_iter()
+                .find(|p| *p == prefix)?;
+            Some((prefix, id.parse::<u64>().ok()?))
+        });
+        match snapshot {
+            Some((prefix, id)) => Ok((Self::open_with_prefix(&parent, prefix)?, id)),
+            None => {
+                let storage = Self::open(&uri)?;
+                let id = storage.latest_restorable()?.manifest.checkpoint;
+                Ok((storage, id))
+            }
+        }
     }
 
     pub fn uri(&self) -> &str {
@@ -513,6 +527,37 @@ impl CheckpointStorage {
         Ok(referenced)
     }
 
+    /// Deletes snapshot `id`: its manifest first, so that a deletion cut short leaves a
+    /// directory nothing restores from, then its files, and the pointer when it names `id`.
+    /// Returns `false` when there was nothing to delete.
+    pub fn delete_snapshot(&self, id: u64) -> Result<bool, SnapshotError> {
+        let dir = Path::from(self.dir(id));
+        let listing = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&dir)))
+            .map_err(self.store_error(&dir))?;
+        if listing.objects.is_empty() {
+            return Ok(false);
+        }
+        let manifest = Path::from(format!("{}/{MANIFEST}", self.dir(id)));
+        if listing.objects.iter().any(|o| o.location == manifest) {
+            self.delete(&manifest)?;
+        }
+        for object in listing.objects.iter().filter(|o| o.location != manifest) {
+            self.delete(&object.location)?;
+        }
+        if self.pointer() == Some(id) {
+            self.delete(&Path::from(LATEST))?;
+        }
+        self.deleted().insert(id);
+        // A savepoint's directory of its own goes too once empty (`remove_dir` leaves a
+        // directory that still holds something).
+        if let Some(root) = self.uri.strip_prefix(FILE) {
+            let _ = std::fs::remove_dir(root);
+        }
+        Ok(true)
+    }
+
     fn delete(&self, path: &Path) -> Result<(), SnapshotError> {
         self.runtime
             .block_on(self.store.delete(path))
@@ -543,6 +588,51 @@ mod tests {
             content: serde_json::json!({"id": id}),
         })
         .unwrap();
+    }
+
+    #[test]
+    fn checkpoint_storage_opened_as_a_snapshot_is_its_newest_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(&dir);
+        for id in 1..=2 {
+            checkpoint(&s, id);
+        }
+        let (opened, id) = CheckpointStorage::open_snapshot(s.uri()).unwrap();
+        assert_eq!(id, 2);
+        assert_eq!(opened.manifest(id).unwrap().checkpoint, 2);
+
+        let empty = tempfile::tempdir().unwrap();
+        let err = CheckpointStorage::open_snapshot(&empty.path().display().to_string())
+            .err()
+            .unwrap();
+        assert!(matches!(err, SnapshotError::NoCheckpoint { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_deleted_snapshot_leaves_nothing_behind_and_deleting_it_again_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("op-1");
+        let s = CheckpointStorage::open_savepoints(&format!("file://{}", root.display())).unwrap();
+        checkpoint(&s, 1);
+        let (opened, id) = CheckpointStorage::open_snapshot(&s.location(1)).unwrap();
+        assert_eq!(id, 1);
+        assert!(opened.delete_snapshot(id).unwrap());
+        assert!(!root.exists(), "the emptied directory is removed");
+        let (again, id) = CheckpointStorage::open_snapshot(&s.location(1)).unwrap();
+        assert!(!again.delete_snapshot(id).unwrap());
+    }
+
+    #[test]
+    fn deleting_one_snapshot_keeps_the_others_and_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(&dir);
+        for id in 1..=2 {
+            checkpoint(&s, id);
+        }
+        assert!(s.delete_snapshot(1).unwrap());
+        assert!(dir.path().exists());
+        assert_eq!(s.latest_restorable().unwrap().manifest.checkpoint, 2);
+        assert!(s.manifest(1).is_err());
     }
 
     #[test]
