@@ -41,15 +41,15 @@ fn load(path: &Path) -> StreamJobManifest {
 }
 
 /// `spec.job.config` without what a Kubernetes sample changes on purpose: `output` (a path
-/// on the shared volume) and the generator's `events` and `eventsPerSecond` (a slower job
-/// that runs long enough to upgrade, without filling the node's disk).
+/// on the shared volume), `generator.events` and `sink` (more events, written at a bounded
+/// rate: a job that runs long enough to upgrade, without filling the node's disk).
 fn comparable_config(config: &Value) -> Value {
     let mut config = config.clone();
     if let Some(object) = config.as_object_mut() {
         object.remove("output");
+        object.remove("sink");
         if let Some(generator) = object.get_mut("generator").and_then(Value::as_object_mut) {
             generator.remove("events");
-            generator.remove("eventsPerSecond");
         }
     }
     config
@@ -87,7 +87,7 @@ fn drift(file: &str, embedded: &StreamJobManifest, kubernetes: &StreamJobManifes
         kubernetes.spec.max_parallelism.to_string(),
     );
     compare(
-        "spec.job.config (without output, generator.events and generator.eventsPerSecond)",
+        "spec.job.config (without output, generator.events and sink)",
         comparable_config(&embedded.spec.job.config).to_string(),
         comparable_config(&kubernetes.spec.job.config).to_string(),
     );
@@ -277,10 +277,10 @@ fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
     }
     assert_eq!(outside.len(), 3, "{outside:?}");
 
-    // Only `output`, `generator.events` and `generator.eventsPerSecond` may differ.
+    // Only `output`, `generator.events` and `sink` may differ.
     let mut allowed = original.clone();
     allowed.spec.job.config["generator"]["events"] = 7.into();
-    allowed.spec.job.config["generator"]["eventsPerSecond"] = 7.into();
+    allowed.spec.job.config["sink"] = serde_json::json!({"maxRecordsPerSecond": 7});
     allowed.spec.job.config["output"] = "elsewhere".into();
     assert_eq!(drift(file, &original, &allowed), Vec::<String>::new());
     // A sibling directory whose name starts with the mount path is not under it.
