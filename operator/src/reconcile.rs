@@ -471,35 +471,15 @@ async fn apply(
         } => {
             let (config, check) = build::preflight(job, &revision, &savepoint)?;
             server_side_apply(client, ns, &config).await?;
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            if api.get_opt(&job.preflight()).await?.is_none() {
-                api.create(&PostParams::default(), &check).await?;
-            }
+            create_job(client, ns, &check).await?;
         }
         Action::DeleteSavepoints { spec, savepoints } => {
             let cleanup = build::savepoint_cleanup(job, &spec, &savepoints)?;
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            match api.create(&PostParams::default(), &cleanup).await {
-                // One from a reconcile that did not see it yet: it is observed next time.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                other => drop(other?),
-            }
+            create_job(client, ns, &cleanup).await?;
         }
-        Action::RemoveCleanup => {
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            ignore_missing(
-                api.delete(&job.savepoint_cleanup(), &DeleteParams::background())
-                    .await
-                    .map(drop),
-            )?;
-        }
+        Action::RemoveCleanup => delete_job(client, ns, &job.savepoint_cleanup()).await?,
         Action::RemovePreflight => {
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            ignore_missing(
-                api.delete(&job.preflight(), &DeleteParams::background())
-                    .await
-                    .map(drop),
-            )?;
+            delete_job(client, ns, &job.preflight()).await?;
             let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
             ignore_missing(
                 maps.delete(&job.preflight(), &DeleteParams::default())
@@ -526,6 +506,26 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Creates a run-to-completion Job; one already there (from a reconcile that had not seen it
+/// yet) is the same Job, observed on the next reconcile.
+async fn create_job(client: &Client, ns: &str, job: &Job) -> Result<(), Error> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_job(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    ignore_missing(
+        api.delete(name, &DeleteParams::background())
+            .await
+            .map(drop),
+    )
 }
 
 fn ignore_missing(r: Result<(), kube::Error>) -> Result<(), Error> {
