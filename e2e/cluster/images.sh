@@ -32,6 +32,11 @@ image() {
   for spec in "$@"; do
     local f=${spec%%=*} dest=${spec#*=}
     install -D "$f" "$root$dest"
+    # Debug info is most of a release binary's size (RocksDB's especially): images carry
+    # the binary without it; symbols stay, so backtraces still name functions.
+    if [[ $(head -c 4 "$f" | od -An -c | tr -d ' ') == 177ELF ]]; then
+      strip --strip-debug "$root$dest"
+    fi
     # Shared libraries the binary loads, and the loader itself.
     { ldd "$f" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
       [[ -e "$root$lib" ]] || install -D "$(readlink -f "$lib")" "$root$lib"
