@@ -7,6 +7,7 @@ mod status;
 mod workers;
 
 use super::lock;
+use super::protocol::ToWorker;
 use super::restart::{RestartPolicy, Restarts};
 use crate::control::model::{Phase, RestartStatus};
 use crate::error::Error;
