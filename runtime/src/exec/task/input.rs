@@ -367,8 +367,8 @@ impl<In: Inputs> Task for InputTask<In> {
                         metrics.add_records_in(In::records(&batch));
                         let started = Instant::now();
                         let changes = clock.on_data(c);
-                        apply(changes, |ch| In::control(&mut self.op, change_event(ch)));
-                        In::push(&mut self.op, &mut batch);
+                        apply(changes, |ch| In::control(&mut *self.op, change_event(ch)));
+                        In::push(&mut *self.op, &mut batch);
                         metrics.record_batch(started.elapsed());
                         continue;
                     }
@@ -385,28 +385,28 @@ impl<In: Inputs> Task for InputTask<In> {
                     if let ClockChange::Watermark(wm) = ch {
                         metrics.set_watermark(wm);
                     }
-                    In::control(&mut self.op, change_event(ch))
+                    In::control(&mut *self.op, change_event(ch))
                 });
             }
             if let Some(barrier) = align.complete(&clock.ended) {
                 snapshot_chain(&self.io.cx, barrier, |b, s| {
-                    In::control(&mut self.op, ControlEvent::Barrier(b, s))
+                    In::control(&mut *self.op, ControlEvent::Barrier(b, s))
                 });
             }
             if let Some(now) = self.io.tick() {
-                In::control(&mut self.op, ControlEvent::Tick(now));
+                In::control(&mut *self.op, ControlEvent::Tick(now));
             }
             self.io.check(cancel)?;
             if clock.all_ended() {
-                In::control(&mut self.op, ControlEvent::Finish);
+                In::control(&mut *self.op, ControlEvent::Finish);
                 self.io.check(cancel)?;
                 snapshot_chain(&self.io.cx, FINAL, |b, s| {
-                    In::control(&mut self.op, ControlEvent::Barrier(b, s))
+                    In::control(&mut *self.op, ControlEvent::Barrier(b, s))
                 });
                 return self.io.check(cancel);
             }
             if !received {
-                In::control(&mut self.op, ControlEvent::Flush);
+                In::control(&mut *self.op, ControlEvent::Flush);
                 self.io.wait();
             }
         }
