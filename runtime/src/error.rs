@@ -214,6 +214,8 @@ pub enum FrameError {
     CreditMessage,
     #[error("{kind} frame after the end of the channel")]
     AfterEnd { kind: &'static str },
+    #[error("data batch without credit ({buffered} batches already buffered)")]
+    NoCredit { buffered: usize },
 }
 
 /// Checkpoint storage failed, or what it holds is not a complete, intact snapshot.

@@ -277,6 +277,6 @@ mod tests {
             states: vec![],
         }));
         let err = WirePart::new(part).unwrap_err();
-        assert!(err.contains("operator 'win'"), "{err}");
+        assert!(err.to_string().contains("operator 'win'"), "{err}");
     }
 }

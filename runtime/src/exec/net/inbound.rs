@@ -153,9 +153,7 @@ impl<T: DeserializeOwned + Send> Deliver for Queue<T> {
             Msg::Data(_) => {
                 let before = self.buffered.fetch_add(1, Ordering::AcqRel);
                 if before >= self.capacity {
-                    return Err(format!(
-                        "data batch without credit ({before} batches already buffered)"
-                    ));
+                    return Err(FrameError::NoCredit { buffered: before });
                 }
             }
             Msg::End => self.ended = true,
