@@ -36,7 +36,7 @@ pub(super) struct AttemptLink {
 }
 
 impl JobCoordinator {
-    fn run_attempt(
+    pub(super) fn run_attempt(
         &self,
         attempt: u64,
         graph: &JobGraph,
