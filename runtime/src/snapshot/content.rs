@@ -3,7 +3,8 @@
 //! any parallelism.
 
 use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
-use super::task::{FileTransaction, Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use super::task::{Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use crate::sink::FileTransaction;
 use crate::state::{RestoredNative, StateSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
