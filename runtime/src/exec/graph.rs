@@ -5,7 +5,7 @@
 
 use crate::record::Data;
 use crate::error::Error;
-use crate::exec::channel::{self, ChannelReceiver, ChannelSender};
+use crate::exec::channel::{self, ChannelSender};
 use crate::exec::erased::{downcast_op, downcast_send, Erased, ErasedSend};
 use crate::exec::exchange::{ExchangeWriter, KeyHasher, Routing};
 use crate::exec::metrics::TaskMetrics;

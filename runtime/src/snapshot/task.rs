@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::path::PathBuf;
 
 use crate::error::{SnapshotError, StateError};
 use crate::sink::FileTransaction;
