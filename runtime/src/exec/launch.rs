@@ -3,7 +3,7 @@
 //! operators built on its own thread, and the supervising thread. Embedded runs and
 //! distributed workers start alike.
 
-use super::checkpoint::{CheckpointControl, CheckpointStatus, Command, Report};
+use super::checkpoint::{CheckpointControl, CheckpointStatus, Command};
 use super::embedded::RunOptions;
 use super::erased::{Erased, ErasedSend};
 use super::graph::{ErasedRouting, JobGraph, NodeKind, Outputs, Partition, PortType};
