@@ -5,7 +5,12 @@
 //! manifest to run a job embedded (`sluice run job.yaml`) through [`parse_manifest`]. The
 //! `kube` feature adds the API types the operator uses (`StreamJob`, `StreamQuota`, derived
 //! with `kube::CustomResource` around the very same spec types) and the CRDs ([`crd`]).
+//!
+//! It also holds the other contracts between the operator and the runtime: the control
+//! API's requests and responses ([`control`]) and the runtime's command line ([`command`]).
 
+pub mod command;
+pub mod control;
 mod duration;
 mod fingerprint;
 mod manifest;

@@ -1,51 +1,14 @@
 //! A client of a coordinator's control API (`docs/control-api.md`): what the operator
-//! observes of a running job and how it asks for savepoints and stops.
+//! observes of a running job and how it asks for savepoints and stops. The bodies are the
+//! types of `sluice_crds::control`, the ones the coordinator serves.
 
 use crate::error::Error;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_crds::control::{
+    Accepted, ErrorBody, JobStatus, SavepointRequest, SavepointStatus, StopAccepted, StopRequest,
+};
 use std::time::Duration;
-
-/// `GET /v1/job`, the fields the operator acts on.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobView {
-    pub phase: String,
-    #[serde(default)]
-    pub parallelism: u32,
-    #[serde(default)]
-    pub checkpoints: CheckpointsView,
-    #[serde(default)]
-    pub restored_from: Option<String>,
-    #[serde(default)]
-    pub errors: Vec<Value>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointsView {
-    #[serde(default)]
-    pub last_completed: Option<SnapshotView>,
-    #[serde(default)]
-    pub last_failure: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SnapshotView {
-    pub id: u64,
-    pub kind: String,
-    pub location: String,
-}
-
-/// `GET /v1/savepoints/{id}`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SavepointView {
-    pub status: String,
-    #[serde(default)]
-    pub location: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
 
 #[derive(Clone)]
 pub struct ControlClient {
@@ -69,10 +32,12 @@ impl Default for ControlClient {
     }
 }
 
+/// A request body, when the call is a POST.
+type Body = Option<serde_json::Value>;
+
 impl ControlClient {
-    pub async fn job(&self, base: &str, token: &str) -> Result<JobView, Error> {
-        let body = self.call(base, "/v1/job", token, None).await?;
-        parse(base, "/v1/job", body)
+    pub async fn job(&self, base: &str, token: &str) -> Result<JobStatus, Error> {
+        self.call(base, "/v1/job", token, None).await
     }
 
     pub async fn savepoint_status(
@@ -80,10 +45,10 @@ impl ControlClient {
         base: &str,
         token: &str,
         id: &str,
-    ) -> Result<Option<SavepointView>, Error> {
+    ) -> Result<Option<SavepointStatus>, Error> {
         let path = format!("/v1/savepoints/{id}");
         match self.call(base, &path, token, None).await {
-            Ok(body) => parse(base, &path, body).map(Some),
+            Ok(status) => Ok(Some(status)),
             // An id of an earlier coordinator process: the request is lost with it.
             Err(Error::Control { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -98,29 +63,36 @@ impl ControlClient {
         target: &str,
         stop: bool,
     ) -> Result<String, Error> {
-        let body = json!({"targetDirectory": target, "stop": stop});
-        let reply = self.call(base, "/v1/savepoints", token, Some(body)).await?;
-        reply
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::control(base, "/v1/savepoints", 0, "no id in the reply"))
+        let path = "/v1/savepoints";
+        let request = SavepointRequest {
+            target_directory: Some(target.to_string()),
+            stop,
+        };
+        let body = encode(base, path, &request)?;
+        let accepted: Accepted = self.call(base, path, token, body).await?;
+        Ok(accepted.id)
     }
 
     /// Stops the job without a savepoint: output since its latest checkpoint is dropped.
     pub async fn cancel(&self, base: &str, token: &str) -> Result<(), Error> {
-        self.call(base, "/v1/stop", token, Some(json!({"savepoint": false})))
+        let path = "/v1/stop";
+        let request = StopRequest {
+            savepoint: false,
+            target_directory: None,
+        };
+        let body = encode(base, path, &request)?;
+        self.call::<StopAccepted>(base, path, token, body)
             .await
             .map(drop)
     }
 
-    async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
         base: &str,
         path: &str,
         token: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Error> {
+        body: Body,
+    ) -> Result<T, Error> {
         let (agent, url, auth) = (
             self.agent.clone(),
             format!("{base}{path}"),
@@ -143,9 +115,8 @@ impl ControlClient {
         .map_err(|e| Error::control(base, path, 0, e.to_string()))?
         .map_err(|e| Error::control(base, path, 0, e))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
                 .unwrap_or(text);
             return Err(Error::control(base, path, status, message));
         }
@@ -153,6 +124,8 @@ impl ControlClient {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(base: &str, path: &str, v: Value) -> Result<T, Error> {
-    serde_json::from_value(v).map_err(|e| Error::control(base, path, 200, e.to_string()))
+fn encode(base: &str, path: &str, request: &impl Serialize) -> Result<Body, Error> {
+    serde_json::to_value(request)
+        .map(Some)
+        .map_err(|e| Error::control(base, path, 0, e.to_string()))
 }

@@ -15,7 +15,9 @@
 //! for is found again by its savepoint's directory, which is unique to the operation.
 
 use crate::build::{JobRef, Storage};
-use crate::control::{JobView, SavepointView};
+use sluice_crds::control::{
+    JobPhase, JobStatus, SavepointState as RequestState, SavepointStatus, SnapshotKind,
+};
 use sluice_crds::{
     condition_types, Condition, ConditionStatus, DesiredState, ErrorInfo, OnDelete, Operation,
     OperationKind, Phase, SavepointInfo, SavepointState, SavepointTrigger, SpecRevision,
@@ -28,11 +30,11 @@ use std::time::{Duration, SystemTime};
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// The coordinator's `GET /v1/job`, when it answered.
-    pub job: Option<JobView>,
+    pub job: Option<JobStatus>,
     /// Why it did not answer (no pod yet, not ready, refused …).
     pub unreachable: Option<String>,
     /// The operation's savepoint request, when it has an id the coordinator still knows.
-    pub savepoint: Option<SavepointView>,
+    pub savepoint: Option<SavepointStatus>,
     pub preflight: Preflight,
     /// The Job deleting retired savepoints.
     pub cleanup: Cleanup,
@@ -211,7 +213,7 @@ impl Planner<'_> {
 
     /// The coordinator's phase, when it is the coordinator of the targeted run: the pods
     /// of a run being replaced may still answer for a moment, and must not be taken for it.
-    fn job_phase(&self) -> Option<&str> {
+    fn job_phase(&self) -> Option<JobPhase> {
         let run = self.status.target.as_ref().and_then(|t| t.run.as_deref());
         let pods = &self.i.observed.pod_runs;
         let ours = run.is_none_or(|r| pods.len() == 1 && pods.contains(r));
@@ -220,7 +222,7 @@ impl Planner<'_> {
             .job
             .as_ref()
             .filter(|_| ours)
-            .map(|j| j.phase.as_str())
+            .map(|j| j.phase)
     }
 
     /// Pods of another run than the targeted one are still there.
@@ -238,7 +240,7 @@ impl Planner<'_> {
         if let Some(job) = &self.i.observed.job {
             if let Some(last) = &job.checkpoints.last_completed {
                 // A `final` snapshot is taken at the end of bounded input.
-                if last.kind == "checkpoint" || last.kind == "final" {
+                if matches!(last.kind, SnapshotKind::Checkpoint | SnapshotKind::Final) {
                     self.status.last_checkpoint = Some(sluice_crds::CheckpointInfo {
                         id: last.id,
                         path: last.location.clone(),
@@ -367,7 +369,7 @@ impl Planner<'_> {
                 .max()
                 .or_else(|| target.recorded_at.as_deref().and_then(parse_time));
             let due = last.is_none_or(|t| self.i.now >= t + interval);
-            if due && self.job_phase() == Some("running") {
+            if due && self.job_phase() == Some(JobPhase::Running) {
                 self.begin_savepoint(SavepointTrigger::Periodic, None);
                 return;
             }
@@ -387,7 +389,7 @@ impl Planner<'_> {
     fn watch_running(&mut self, target: &SpecRevision) {
         self.actions.push(Action::Deploy(target.clone()));
         match self.job_phase() {
-            Some("running") => {
+            Some(JobPhase::Running) => {
                 self.set_phase(Phase::Running);
                 self.status.parallelism = Some(target.spec.parallelism);
                 self.status.replicas = Some(target.spec.parallelism);
@@ -403,14 +405,20 @@ impl Planner<'_> {
                     self.status.error = None;
                 }
             }
-            Some("restarting") => self.set_phase(Phase::Restarting),
-            Some("failed") => {
+            Some(JobPhase::Restarting) => self.set_phase(Phase::Restarting),
+            Some(JobPhase::Failed) => {
                 let why = self
                     .i
                     .observed
                     .job
                     .as_ref()
-                    .map(|j| format!("{:?}", j.errors))
+                    .map(|j| {
+                        j.errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
                     .unwrap_or_default();
                 if self.status.phase != Some(Phase::Failed) {
                     self.warn("JobFailed", format!("the job failed for good: {why}"));
@@ -418,11 +426,11 @@ impl Planner<'_> {
                 self.set_phase(Phase::Failed);
                 self.fail("JobFailed", why, None);
             }
-            Some("finished") => {
+            Some(JobPhase::Finished) => {
                 // Bounded input ran out: the job is done, and stays so.
                 self.set_phase(Phase::Running);
             }
-            _ => {}
+            Some(JobPhase::Starting | JobPhase::Stopping) | None => {}
         }
     }
 
@@ -492,7 +500,7 @@ impl Planner<'_> {
     }
 
     fn can_savepoint(&self) -> bool {
-        self.job_phase() == Some("running")
+        self.job_phase() == Some(JobPhase::Running)
             && self
                 .status
                 .target
@@ -580,14 +588,16 @@ impl Planner<'_> {
     fn savepoint_outcome(&self, op: &Operation) -> SavepointOutcome {
         let dir = op.details.get(TARGET_DIR).cloned().unwrap_or_default();
         if let Some(s) = &self.i.observed.savepoint {
-            match s.status.as_str() {
-                "completed" => {
+            match s.status {
+                RequestState::Completed => {
                     if let Some(l) = &s.location {
                         return SavepointOutcome::Done(l.clone());
                     }
                 }
-                "failed" => return SavepointOutcome::Failed(s.error.clone().unwrap_or_default()),
-                _ => return SavepointOutcome::Pending,
+                RequestState::Failed => {
+                    return SavepointOutcome::Failed(s.error.clone().unwrap_or_default())
+                }
+                RequestState::InProgress => return SavepointOutcome::Pending,
             }
         }
         // The id was lost (the operator stopped before recording it, or the coordinator
@@ -599,7 +609,10 @@ impl Planner<'_> {
             .as_ref()
             .and_then(|j| j.checkpoints.last_completed.as_ref())
         {
-            if last.kind == "savepoint" && !dir.is_empty() && last.location.starts_with(&dir) {
+            if last.kind == SnapshotKind::Savepoint
+                && !dir.is_empty()
+                && last.location.starts_with(&dir)
+            {
                 return SavepointOutcome::Done(last.location.clone());
             }
         }
@@ -611,15 +624,19 @@ impl Planner<'_> {
             .and_then(|t| parse_time(t))
             .is_some_and(|t| self.i.now < t + SAVEPOINT_GRACE);
         match self.job_phase() {
-            Some("running") if !recent => {
+            Some(JobPhase::Running) if !recent => {
                 if op.attempts >= SAVEPOINT_ATTEMPTS {
                     SavepointOutcome::Failed(format!("no savepoint after {} requests", op.attempts))
                 } else {
                     SavepointOutcome::AskAgain
                 }
             }
-            Some("running" | "stopping" | "starting") => SavepointOutcome::Pending,
-            Some(phase) => SavepointOutcome::Failed(format!("the job is {phase}")),
+            Some(JobPhase::Running | JobPhase::Stopping | JobPhase::Starting) => {
+                SavepointOutcome::Pending
+            }
+            Some(phase @ (JobPhase::Finished | JobPhase::Failed | JobPhase::Restarting)) => {
+                SavepointOutcome::Failed(format!("the job is {phase}"))
+            }
             None => SavepointOutcome::Pending,
         }
     }
@@ -848,8 +865,8 @@ impl Planner<'_> {
         if op.kind == OperationKind::Upgrade && self.i.spec.upgrade_mode == UpgradeMode::LastState {
             // Cancelled: start from the newest checkpoint once the old job is gone.
             match self.job_phase() {
-                Some("running" | "stopping") => {
-                    if self.job_phase() == Some("running") {
+                Some(JobPhase::Running | JobPhase::Stopping) => {
+                    if self.job_phase() == Some(JobPhase::Running) {
                         self.actions.push(Action::Cancel);
                     }
                 }
@@ -926,7 +943,10 @@ impl Planner<'_> {
         }
         self.actions.push(Action::Deploy(target.clone()));
         // A bounded job may reach the end of its input between two looks.
-        if matches!(self.job_phase(), Some("running" | "finished")) {
+        if matches!(
+            self.job_phase(),
+            Some(JobPhase::Running | JobPhase::Finished)
+        ) {
             let since = op.details.get(SINCE).unwrap_or(&op.started_at);
             if let Some(t) = parse_time(since) {
                 let took = self.i.now.duration_since(t).unwrap_or_default();

@@ -1,12 +1,15 @@
 //! The lifecycle state machine (`plan`), step by step, from a spec fixture and the status the
 //! previous step wrote: every transition a StreamJob goes through, without a cluster.
 
+use sluice_crds::control::{
+    CheckpointSummary, JobPhase, JobStatus, RestartStatus, SavepointState as RequestState,
+    SavepointStatus, SnapshotInfo, SnapshotKind,
+};
 use sluice_crds::{
     condition_types, ConditionStatus, OperationKind, Phase, SavepointState, StreamJobManifest,
     StreamJobSpec, StreamJobStatus,
 };
 use sluice_operator::build::JobRef;
-use sluice_operator::control::{CheckpointsView, JobView, SavepointView, SnapshotView};
 use sluice_operator::plan::{
     plan, steps, Action, Cleanup, Inputs, Observed, Plan, Preflight, Timing,
 };
@@ -82,13 +85,9 @@ impl World {
     }
 
     /// The coordinator of the targeted run answering with `phase`.
-    fn coordinator(&self, phase: &str) -> Observed {
+    fn coordinator(&self, phase: JobPhase) -> Observed {
         Observed {
-            job: Some(JobView {
-                phase: phase.into(),
-                parallelism: self.spec.parallelism,
-                ..JobView::default()
-            }),
+            job: Some(job_status(phase, self.spec.parallelism)),
             pod_runs: BTreeSet::from([self.run()]),
             ..Observed::default()
         }
@@ -104,10 +103,33 @@ impl World {
     }
 }
 
-fn savepoint_done(location: &str) -> SavepointView {
-    SavepointView {
-        status: "completed".into(),
+/// What a coordinator answers to `GET /v1/job`; the plan reads the phase, the checkpoints
+/// and the errors.
+fn job_status(phase: JobPhase, parallelism: u32) -> JobStatus {
+    JobStatus {
+        name: "fraud-detection".into(),
+        phase,
+        parallelism,
+        max_parallelism: 128,
+        uptime_seconds: 0.0,
+        subtasks: Vec::new(),
+        checkpoints: CheckpointSummary::default(),
+        restored_from: None,
+        errors: Vec::new(),
+        restarts: RestartStatus::default(),
+        workers: Vec::new(),
+    }
+}
+
+fn savepoint_done(location: &str) -> SavepointStatus {
+    SavepointStatus {
+        id: "18ebf623ee81356c-1".into(),
+        status: RequestState::Completed,
+        stop: false,
+        target_directory: location.rsplit_once('/').unwrap().0.into(),
         location: Some(location.into()),
+        bytes: Some(1024),
+        duration_ms: Some(50),
         error: None,
     }
 }
@@ -121,7 +143,7 @@ fn condition(status: &StreamJobStatus, type_: &str) -> (ConditionStatus, String,
 fn running(spec: StreamJobSpec) -> World {
     let mut w = World::new(spec);
     w.step(&Observed::default());
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(JobPhase::Running));
     w
 }
 
@@ -150,7 +172,7 @@ fn a_new_job_records_its_revision_before_any_pod_exists_then_runs() {
         ConditionStatus::False
     );
 
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert!(p.status.operation.is_none());
     assert_eq!(p.status.stable, Some(target));
@@ -176,7 +198,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     let old_run = w.run();
     w.change(|s| s.job.config["output"] = "/data/out-v2".into());
 
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Upgrading));
     assert_eq!(w.op_step(), steps::PREFLIGHT_SAVEPOINT);
     let dir = w.savepoint_dir();
@@ -192,7 +214,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
         }]
     );
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000007")));
     let p = w.step(&observed);
     assert_eq!(w.op_step(), steps::PREFLIGHT_CHECK);
@@ -206,7 +228,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     assert_eq!(savepoint, &format!("{dir}/sp-0000000007"));
     assert_eq!(revision.spec, w.spec);
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     observed.preflight = Preflight::Passed;
     let p = w.step(&observed);
     assert_eq!(w.op_step(), steps::STOPPING);
@@ -217,7 +239,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     ));
     let stop_dir = w.savepoint_dir();
 
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(JobPhase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{stop_dir}/sp-0000000009")));
     let p = w.step(&observed);
     assert_eq!(p.actions, [Action::RemovePods]);
@@ -231,7 +253,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     assert_eq!(w.op_step(), steps::DEPLOYING);
 
     // The old pods are still terminating: no new pods next to them.
-    let mut old = w.coordinator("finished");
+    let mut old = w.coordinator(JobPhase::Finished);
     old.pod_runs = BTreeSet::from([old_run]);
     let p = w.step(&old);
     assert_eq!(p.actions, [Action::RemovePods]);
@@ -239,7 +261,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
 
     let p = w.step(&Observed::default());
     assert_eq!(p.actions, [Action::Deploy(target.clone())]);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert_eq!(p.status.stable, Some(target));
     // Timed from the spec change, not from the new pods.
@@ -260,13 +282,13 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
     let mut w = running(fixture("running-job.yaml"));
     let old = w.status.target.clone().unwrap();
     w.change(|s| s.job.name = "fraud-detection-v2".into());
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(JobPhase::Running));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000003")));
     w.step(&observed);
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     observed.preflight = Preflight::Failed("operator 'rules' has state the job lacks".into());
     let p = w.step(&observed);
     assert_eq!(p.status.phase, Some(Phase::Running));
@@ -288,11 +310,11 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
     assert!(p.actions.contains(&Action::RemovePreflight));
 
     // Not tried again until the spec changes.
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert!(p.status.operation.is_none());
     w.change(|s| s.job.name = "fraud-detection".into());
     w.change(|s| s.parallelism = 3);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Rescaling));
 }
 
@@ -300,16 +322,20 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
 fn an_operator_restarted_after_asking_for_the_stop_finds_the_savepoint_by_its_directory() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.parallelism = 4);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Rescaling));
     let dir = w.savepoint_dir();
     // The savepoint id was never recorded; the coordinator has stopped since.
-    let mut observed = w.coordinator("finished");
-    observed.job.as_mut().unwrap().checkpoints = CheckpointsView {
-        last_completed: Some(SnapshotView {
+    let mut observed = w.coordinator(JobPhase::Finished);
+    observed.job.as_mut().unwrap().checkpoints = CheckpointSummary {
+        completed: 1,
+        failed: 0,
+        last_completed: Some(SnapshotInfo {
             id: 12,
-            kind: "savepoint".into(),
+            kind: SnapshotKind::Savepoint,
             location: format!("{dir}/sp-0000000012"),
+            duration_ms: 50,
+            bytes: 1024,
         }),
         last_failure: None,
     };
@@ -323,14 +349,14 @@ fn an_operator_restarted_after_asking_for_the_stop_finds_the_savepoint_by_its_di
 fn a_stop_request_not_seen_within_the_grace_period_is_asked_again() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.parallelism = 3);
-    w.step(&w.coordinator("running"));
-    let p = w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(JobPhase::Running));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert!(p
         .actions
         .iter()
         .all(|a| !matches!(a, Action::Savepoint { .. })));
     w.now += Duration::from_secs(31);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
     assert_eq!(p.status.operation.as_ref().unwrap().attempts, 2);
 }
@@ -340,9 +366,9 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
     let mut w = running(fixture("running-job.yaml"));
     let stable = w.status.stable.clone().unwrap();
     w.change(|s| s.parallelism = 3);
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(JobPhase::Running));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(JobPhase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000005")));
     w.step(&observed);
 
@@ -370,10 +396,10 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
     assert_eq!(p.status.error.as_ref().unwrap().reason, "RolledBack");
 
     w.step(&Observed::default());
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     // The spec that failed is not tried again by itself.
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert!(p.status.operation.is_none());
 }
 
@@ -381,10 +407,10 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
 fn suspending_stops_with_a_savepoint_and_removes_the_pods_and_resuming_starts_from_it() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.status.phase, Some(Phase::Suspending));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(JobPhase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000002")));
     let p = w.step(&observed);
     assert_eq!(p.status.phase, Some(Phase::Suspended));
@@ -407,11 +433,11 @@ fn suspending_stops_with_a_savepoint_and_removes_the_pods_and_resuming_starts_fr
 #[test]
 fn deleting_takes_a_final_savepoint_before_letting_go_unless_the_policy_says_none() {
     let mut w = running(fixture("running-job.yaml"));
-    let p = w.step_deleting(&w.coordinator("running"), true);
+    let p = w.step_deleting(&w.coordinator(JobPhase::Running), true);
     assert_eq!(p.status.phase, Some(Phase::Deleting));
     assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(JobPhase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000004")));
     let p = w.step_deleting(&observed, true);
     assert_eq!(p.actions, [Action::RemovePods, Action::ReleaseFinalizer]);
@@ -419,7 +445,7 @@ fn deleting_takes_a_final_savepoint_before_letting_go_unless_the_policy_says_non
     let mut spec = fixture("running-job.yaml");
     spec.savepoints.on_delete = sluice_crds::OnDelete::None;
     let mut w = running(spec);
-    let p = w.step_deleting(&w.coordinator("running"), true);
+    let p = w.step_deleting(&w.coordinator(JobPhase::Running), true);
     assert_eq!(p.actions, [Action::ReleaseFinalizer]);
 }
 
@@ -447,13 +473,13 @@ fn savepoint_retention_keeps_the_newest_and_never_the_one_a_revision_restores_fr
     let mut w = running(spec);
     for (n, nonce) in [(1, 1), (2, 2), (3, 3)] {
         w.change(|s| s.savepoints.trigger_nonce = Some(nonce));
-        let p = w.step(&w.coordinator("running"));
+        let p = w.step(&w.coordinator(JobPhase::Running));
         assert_eq!(
             p.status.operation.as_ref().unwrap().kind,
             OperationKind::Savepoint
         );
         let dir = w.savepoint_dir();
-        let mut observed = w.coordinator("running");
+        let mut observed = w.coordinator(JobPhase::Running);
         observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
         let p = w.step(&observed);
         assert!(p.status.operation.is_none());
@@ -476,9 +502,9 @@ fn the_files_of_savepoints_retention_dropped_are_deleted_by_one_job_at_a_time() 
     let mut w = running(spec);
     for n in 1..=3 {
         w.change(|s| s.savepoints.trigger_nonce = Some(n));
-        w.step(&w.coordinator("running"));
+        w.step(&w.coordinator(JobPhase::Running));
         let dir = w.savepoint_dir();
-        let mut observed = w.coordinator("running");
+        let mut observed = w.coordinator(JobPhase::Running);
         observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
         observed.cleanup = Cleanup::Running;
         let p = w.step(&observed);
@@ -495,7 +521,7 @@ fn the_files_of_savepoints_retention_dropped_are_deleted_by_one_job_at_a_time() 
     assert!(retired[0].ends_with("/sp-1") && retired[1].ends_with("/sp-2"));
 
     // The running Job ends (it was given only the first); the next Job gets what is left.
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     observed.cleanup = Cleanup::Succeeded(vec![retired[0].clone()]);
     let p = w.step(&observed);
     assert_eq!(p.status.retired_savepoints, vec![retired[1].clone()]);
@@ -546,13 +572,17 @@ fn a_last_state_upgrade_cancels_and_starts_from_the_newest_checkpoint_of_the_rep
     spec.upgrade_mode = sluice_crds::UpgradeMode::LastState;
     let mut w = running(spec);
     let run_storage = format!("file:///data/sluice/risk/fraud/{}", w.run());
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(JobPhase::Running);
     if let Some(job) = observed.job.as_mut() {
-        job.checkpoints = CheckpointsView {
-            last_completed: Some(SnapshotView {
+        job.checkpoints = CheckpointSummary {
+            completed: 7,
+            failed: 0,
+            last_completed: Some(SnapshotInfo {
                 id: 7,
-                kind: "checkpoint".into(),
+                kind: SnapshotKind::Checkpoint,
                 location: format!("{run_storage}/chk-0000000007"),
+                duration_ms: 50,
+                bytes: 1024,
             }),
             last_failure: None,
         };
@@ -583,7 +613,7 @@ fn a_stateless_upgrade_starts_the_new_spec_without_state() {
     spec.upgrade_mode = sluice_crds::UpgradeMode::Stateless;
     let mut w = running(spec);
     w.change(|s| s.job.config["output"] = "/data/out-2".into());
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(JobPhase::Running));
     assert_eq!(p.actions.first(), Some(&Action::RemovePods));
     let target = p.status.target.clone().unwrap();
     assert_eq!(target.restore_from, None);

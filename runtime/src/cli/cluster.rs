@@ -265,3 +265,240 @@ fn exit_on_terminate() {
         libc::signal(libc::SIGTERM, handler);
     }
 }
+
+/// The command lines the operator writes (`sluice_crds::command`) parse with this crate's
+/// parser into the values the operator meant: the two sides cannot drift apart unnoticed.
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_duration, BackendArg, Cli, Command};
+    use super::{CoordinatorArgs, OnTerminate, WorkerArgs};
+    use clap::Parser;
+    use sluice_crds::command::{self, ArgDuration, Restore};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn parse(args: Vec<String>) -> Command {
+        let line = std::iter::once("sluice".to_string()).chain(args.iter().cloned());
+        match Cli::try_parse_from(line) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn coordinator(args: Vec<String>) -> CoordinatorArgs {
+        match parse(args) {
+            Command::Coordinator(c) => c,
+            _ => panic!("not a coordinator command"),
+        }
+    }
+
+    fn worker(args: Vec<String>) -> WorkerArgs {
+        match parse(args) {
+            Command::Worker(w) => w,
+            _ => panic!("not a worker command"),
+        }
+    }
+
+    /// Each field of `sent` came back in `parsed`; a field left out has the value of
+    /// `defaults`, a parse of the bare command. The destructuring names every field, so a
+    /// field added to the contract fails to compile here until it is checked.
+    fn assert_coordinator(sent: &command::CoordinatorArgs, parsed: &CoordinatorArgs) {
+        let defaults = coordinator(vec!["coordinator".into(), "job.yaml".into()]);
+        let command::CoordinatorArgs {
+            manifest,
+            listen,
+            control_addr,
+            on_terminate,
+            wait_for_termination,
+            parallelism,
+            state_dir,
+            checkpoint_dir,
+            checkpoint_interval,
+            retain_checkpoints,
+            restore,
+            initial_snapshot,
+            savepoint_dir,
+            allow_non_restored_state,
+            restart_initial_backoff,
+            restart_max_backoff,
+            restart_max_attempts,
+            restart_reset_after,
+        } = sent;
+        let (s, d) = (&parsed.snapshots, &defaults.snapshots);
+        let (r, rd) = (&parsed.restart, &defaults.restart);
+        let duration = |sent: &Option<ArgDuration>, default: Duration| {
+            sent.map_or(default, ArgDuration::to_std)
+        };
+        assert_eq!(parsed.manifest, PathBuf::from(manifest));
+        assert_eq!(parsed.listen, listen.clone().unwrap_or(defaults.listen));
+        assert_eq!(
+            parsed.control.control_addr,
+            control_addr.clone().or(defaults.control.control_addr)
+        );
+        let on_terminate = on_terminate.map(|o| match o {
+            command::OnTerminate::Savepoint => OnTerminate::Savepoint,
+            command::OnTerminate::Cancel => OnTerminate::Cancel,
+        });
+        assert!(parsed.on_terminate == on_terminate.unwrap_or(defaults.on_terminate));
+        assert_eq!(parsed.wait_for_termination, *wait_for_termination);
+        assert_eq!(parsed.parallelism, parallelism.or(defaults.parallelism));
+        assert_eq!(
+            s.state_dir,
+            state_dir
+                .as_ref()
+                .map(PathBuf::from)
+                .or(d.state_dir.clone())
+        );
+        assert_eq!(
+            s.checkpoint_dir,
+            checkpoint_dir.clone().or(d.checkpoint_dir.clone())
+        );
+        assert_eq!(
+            s.checkpoint_interval,
+            checkpoint_interval
+                .map(ArgDuration::to_std)
+                .or(d.checkpoint_interval)
+        );
+        assert_eq!(
+            s.retain_checkpoints,
+            retain_checkpoints.map_or(d.retain_checkpoints, |n| n as usize)
+        );
+        let restore = restore.as_ref().map(|r| match r {
+            Restore::Latest => "latest".to_string(),
+            Restore::From(location) => location.clone(),
+        });
+        assert_eq!(s.restore, restore.or(d.restore.clone()));
+        assert_eq!(
+            s.initial_snapshot,
+            initial_snapshot.clone().or(d.initial_snapshot.clone())
+        );
+        assert_eq!(
+            s.savepoint_dir,
+            savepoint_dir.clone().or(d.savepoint_dir.clone())
+        );
+        assert_eq!(s.allow_non_restored_state, *allow_non_restored_state);
+        assert_eq!(
+            r.restart_initial_backoff,
+            duration(restart_initial_backoff, rd.restart_initial_backoff)
+        );
+        assert_eq!(
+            r.restart_max_backoff,
+            duration(restart_max_backoff, rd.restart_max_backoff)
+        );
+        assert_eq!(
+            r.restart_max_attempts,
+            restart_max_attempts.unwrap_or(rd.restart_max_attempts)
+        );
+        assert_eq!(
+            r.restart_reset_after,
+            duration(restart_reset_after, rd.restart_reset_after)
+        );
+        // Options the operator never sets keep their defaults.
+        assert_eq!(parsed.worker_timeout, defaults.worker_timeout);
+        assert!(s.state_backend == BackendArg::Rocksdb && d.state_backend == BackendArg::Rocksdb);
+    }
+
+    #[test]
+    fn a_coordinator_command_line_of_the_operator_parses_to_the_values_it_holds() {
+        let every_option = command::CoordinatorArgs {
+            manifest: "/etc/sluice/job.yaml".into(),
+            listen: Some("0.0.0.0:6123".into()),
+            control_addr: Some("0.0.0.0:8081".into()),
+            on_terminate: Some(command::OnTerminate::Cancel),
+            wait_for_termination: true,
+            parallelism: Some(7),
+            state_dir: Some("/var/lib/sluice/state".into()),
+            checkpoint_dir: Some("s3://bucket/ck/ns/q5/run-1".into()),
+            checkpoint_interval: Some(ArgDuration::millis_of(Duration::from_millis(1500))),
+            retain_checkpoints: Some(4),
+            restore: Some(Restore::Latest),
+            initial_snapshot: Some("s3://bucket/sp/ns/q5/20261127T100000Z/sp-0000000009".into()),
+            savepoint_dir: Some("s3://bucket/sp/ns/q5".into()),
+            allow_non_restored_state: true,
+            restart_initial_backoff: Some(ArgDuration::Millis(250)),
+            restart_max_backoff: Some(ArgDuration::Seconds(150)),
+            restart_max_attempts: Some(u32::MAX),
+            restart_reset_after: Some(ArgDuration::Millis(1_800_000)),
+        };
+        assert_coordinator(&every_option, &coordinator(every_option.to_args()));
+
+        let from_a_savepoint = command::CoordinatorArgs {
+            manifest: "job.yaml".into(),
+            restore: Some(Restore::From("file:///data/sp/sp-0000000001".into())),
+            on_terminate: Some(command::OnTerminate::Savepoint),
+            ..command::CoordinatorArgs::default()
+        };
+        assert_coordinator(&from_a_savepoint, &coordinator(from_a_savepoint.to_args()));
+
+        let bare = command::CoordinatorArgs {
+            manifest: "job.yaml".into(),
+            ..command::CoordinatorArgs::default()
+        };
+        assert_coordinator(&bare, &coordinator(bare.to_args()));
+    }
+
+    #[test]
+    fn a_worker_command_line_of_the_operator_parses_to_the_values_it_holds() {
+        let defaults = worker(vec!["worker".into()]);
+        let sent = command::WorkerArgs {
+            coordinator: Some("q5-coordinator:6123".into()),
+            slots: Some(3),
+            data_addr: Some("0.0.0.0:6124".into()),
+            state_dir: Some("/var/lib/sluice/state".into()),
+            connect_timeout: Some(ArgDuration::Seconds(300)),
+        };
+        for sent in [sent, command::WorkerArgs::default()] {
+            let parsed = worker(sent.to_args());
+            let command::WorkerArgs {
+                coordinator,
+                slots,
+                data_addr,
+                state_dir,
+                connect_timeout,
+            } = &sent;
+            assert_eq!(
+                parsed.coordinator,
+                coordinator.clone().or(defaults.coordinator.clone())
+            );
+            assert_eq!(parsed.slots, slots.unwrap_or(defaults.slots));
+            assert_eq!(
+                parsed.data_addr,
+                data_addr.clone().unwrap_or(defaults.data_addr.clone())
+            );
+            assert_eq!(
+                parsed.state_dir,
+                state_dir
+                    .as_ref()
+                    .map(PathBuf::from)
+                    .or(defaults.state_dir.clone())
+            );
+            assert_eq!(
+                parsed.connect_timeout,
+                connect_timeout.map_or(defaults.connect_timeout, ArgDuration::to_std)
+            );
+        }
+    }
+
+    /// Durations as the operator writes them read back exactly, in both units.
+    #[test]
+    fn durations_of_the_operator_read_back_exactly() {
+        for ms in [
+            0,
+            1,
+            150,
+            999,
+            1_000,
+            1_500,
+            30_000,
+            86_400_000,
+            604_800_000,
+        ] {
+            let d = ArgDuration::Millis(ms);
+            assert_eq!(parse_duration(&d.to_string()), Ok(d.to_std()), "{d}");
+        }
+        for s in [0, 1, 300, 86_400] {
+            let d = ArgDuration::Seconds(s);
+            assert_eq!(parse_duration(&d.to_string()), Ok(d.to_std()), "{d}");
+        }
+    }
+}

@@ -712,6 +712,70 @@ fn print_summary(s: &JobSummary, cpu: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use super::{Cli, Command, SavepointCommand};
+    use clap::Parser;
+    use sluice_crds::command::{SavepointCheckArgs, SavepointDeleteArgs};
+    use std::path::PathBuf;
+
+    fn savepoint_command(args: Vec<String>) -> SavepointCommand {
+        let line = std::iter::once("sluice".to_string()).chain(args.iter().cloned());
+        match Cli::try_parse_from(line).map(|c| c.command) {
+            Ok(Command::Savepoint { command }) => command,
+            Ok(_) => panic!("{args:?}: not a savepoint command"),
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    /// The operator's pre-flight check and savepoint cleanup (`sluice_crds::command`) parse
+    /// into the values it meant.
+    #[test]
+    fn savepoint_command_lines_of_the_operator_parse_to_the_values_they_hold() {
+        for sent in [
+            SavepointCheckArgs {
+                snapshot: "s3://bucket/sp/ns/q5/20261127T100000Z/sp-0000000007".into(),
+                job: "nexmark-q5".into(),
+                manifest: Some("/etc/sluice/job.yaml".into()),
+                allow_non_restored_state: true,
+            },
+            SavepointCheckArgs {
+                snapshot: "/data/sp-1".into(),
+                job: "nexmark-q0".into(),
+                ..SavepointCheckArgs::default()
+            },
+        ] {
+            let SavepointCommand::Check {
+                snapshot,
+                job,
+                manifest,
+                allow_non_restored_state,
+            } = savepoint_command(sent.to_args())
+            else {
+                panic!("not a check: {:?}", sent.to_args());
+            };
+            let SavepointCheckArgs {
+                snapshot: s,
+                job: j,
+                manifest: m,
+                allow_non_restored_state: a,
+            } = sent;
+            assert_eq!((snapshot, job), (s, j));
+            assert_eq!(manifest, m.map(PathBuf::from));
+            assert_eq!(allow_non_restored_state, a);
+        }
+
+        let sent = SavepointDeleteArgs {
+            savepoints: vec![
+                "file:///data/sp/a/sp-0000000001".into(),
+                "s3://bucket/sp/b/sp-0000000002".into(),
+            ],
+        };
+        let SavepointCommand::Delete { savepoints } = savepoint_command(sent.to_args()) else {
+            panic!("not a delete");
+        };
+        let SavepointDeleteArgs { savepoints: s } = sent;
+        assert_eq!(savepoints, s);
+    }
+
     #[test]
     fn durations_parse_with_units() {
         use std::time::Duration;

@@ -25,7 +25,7 @@ pub use auth::read_token;
 pub use server::{BoundControl, ControlConfig, ControlServer};
 
 use crate::error::Error;
-use model::{CompatibilityReport, JobStatus, SnapshotInfo};
+use model::{compatibility_report, CompatibilityReport, JobStatus, SnapshotInfo};
 
 /// Whether a job of `max_parallelism` declaring `declared` could restore the checkpoint or
 /// savepoint at `location`; reads and verifies the whole snapshot.
@@ -37,7 +37,7 @@ pub(crate) fn check_compatibility(
 ) -> Result<CompatibilityReport, Error> {
     let content = crate::snapshot::SnapshotContent::read_verified(location)?;
     let c = crate::snapshot::Compatibility::check(&content, max_parallelism, declared);
-    Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+    Ok(compatibility_report(&c, allow_non_restored_state))
 }
 
 /// What the control API needs of a job.

@@ -1,342 +1,49 @@
-//! The JSON of the control API: what clients send and receive. These types are the contract
-//! (`docs/control-api.md`): fields are only ever added, never renamed or removed, so a client
-//! ignores fields it does not know. Both directions derive serde so clients in Rust can use
-//! them as they are.
+//! The JSON of the control API: what clients send and receive (`docs/control-api.md`). The
+//! types live in `sluice_crds::control`, which the Kubernetes operator uses too, so that
+//! server and client spell every field and phase in one place. `Phase` is the crate's name
+//! for the job's phase (`JobPhase` there, beside the StreamJob's own phase).
+
+pub use sluice_crds::control::{
+    Accepted, CheckpointSummary, CompatibilityReport, CompatibilityRequest, ErrorBody, Health,
+    HealthStatus, IncompatibleState, JobError, JobPhase as Phase, JobStatus,
+    MaxParallelismMismatch, OperatorState, Probe, RestartStatus, SavepointRequest, SavepointState,
+    SavepointStatus, SnapshotInfo, SnapshotKind, StopAccepted, StopRequest, SubtaskState,
+    SubtaskStatus, WorkerStatus,
+};
 
 use crate::snapshot::Compatibility;
-use serde::{Deserialize, Serialize};
 
-/// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// Subtasks are being deployed or are restoring state. Embedded mode never reports it:
-    /// its API starts once the job runs.
-    Starting,
-    Running,
-    /// A stop (with or without savepoint) was asked for and is under way.
-    Stopping,
-    /// Ended without failure: its input was exhausted, or it was stopped.
-    Finished,
-    /// A subtask or checkpointing failed for good (see `errors`).
-    Failed,
-    /// Distributed mode: the job failed (see `errors`) and restarts from its latest
-    /// checkpoint once `restarts.backoffMs` has passed.
-    Restarting,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Stopping => "stopping",
-            Phase::Finished => "finished",
-            Phase::Failed => "failed",
-            Phase::Restarting => "restarting",
-        }
+/// What a compatibility check found, as the API reports it.
+pub fn compatibility_report(
+    c: &Compatibility,
+    allow_non_restored_state: bool,
+) -> CompatibilityReport {
+    CompatibilityReport {
+        compatible: c.refusal(allow_non_restored_state).is_none(),
+        drops_state: c.drops_state(),
+        messages: c.messages(),
+        missing_operators: c.missing_operators.clone(),
+        missing_states: c
+            .missing_states
+            .iter()
+            .map(|(operator, state)| OperatorState {
+                operator: operator.clone(),
+                state: state.clone(),
+            })
+            .collect(),
+        incompatible_states: c
+            .incompatible
+            .iter()
+            .map(|(operator, state, snap, job)| IncompatibleState {
+                operator: operator.clone(),
+                state: state.clone(),
+                snapshot_version: *snap,
+                job_version: *job,
+            })
+            .collect(),
+        new_operators: c.new_operators.clone(),
+        max_parallelism: c
+            .max_parallelism
+            .map(|(snapshot, job)| MaxParallelismMismatch { snapshot, job }),
     }
-}
-
-/// `GET /v1/job`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    /// The job's name (as `sluice jobs` lists it and snapshots record it).
-    pub name: String,
-    pub phase: Phase,
-    /// The highest parallelism of the job's operators.
-    pub parallelism: u32,
-    pub max_parallelism: u32,
-    pub uptime_seconds: f64,
-    /// One entry per subtask of each chain of operators, named by the chain's first operator.
-    pub subtasks: Vec<SubtaskStatus>,
-    pub checkpoints: CheckpointSummary,
-    /// The checkpoint or savepoint this run was restored from.
-    pub restored_from: Option<String>,
-    /// Root causes of the failure; empty unless the phase is `failed`. While a
-    /// distributed job restarts, the causes of the failure it restarts from.
-    pub errors: Vec<JobError>,
-    /// The in-job restart strategy (distributed mode; embedded runs never restart).
-    #[serde(default)]
-    pub restarts: RestartStatus,
-    /// The workers a distributed job runs on; empty in embedded mode.
-    #[serde(default)]
-    pub workers: Vec<WorkerStatus>,
-}
-
-/// How often a distributed job restarted from its latest checkpoint, and what comes next.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestartStatus {
-    /// Restarts since the coordinator started.
-    pub count: u32,
-    /// Restarts without a healthy period in between; the strategy gives up beyond
-    /// `maxAttempts`.
-    pub consecutive: u32,
-    pub max_attempts: u32,
-    /// The wait before the next restart, while the job waits for it.
-    pub backoff_ms: Option<u64>,
-    /// Why the job last restarted.
-    pub last_failure: Option<String>,
-}
-
-/// One registered worker of a distributed job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerStatus {
-    pub name: String,
-    /// Where it receives records from other workers.
-    pub address: String,
-    pub slots: u32,
-    /// Slots the current run uses.
-    pub used_slots: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SubtaskState {
-    Running,
-    Finished,
-    Failed,
-    /// Stopped because the job was stopped or another subtask failed.
-    Cancelled,
-}
-
-impl SubtaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubtaskState::Running => "running",
-            SubtaskState::Finished => "finished",
-            SubtaskState::Failed => "failed",
-            SubtaskState::Cancelled => "cancelled",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubtaskStatus {
-    pub operator: String,
-    pub subtask: u32,
-    pub state: SubtaskState,
-    /// Whether the chain starts with a source / ends in a sink.
-    pub source: bool,
-    pub sink: bool,
-    /// Records entering the chain (read from channels, or by a source from its splits).
-    pub records_in: u64,
-    /// Records sent to other chains.
-    pub records_out: u64,
-    /// Records handed to sinks.
-    pub sink_records: u64,
-    /// Records dropped for arriving after their window or join had closed.
-    pub late_records: u64,
-    pub busy_seconds: f64,
-    pub idle_seconds: f64,
-    pub backpressured_seconds: f64,
-    /// Event time (epoch milliseconds) the chain's output is complete up to; `null` before
-    /// the first watermark.
-    pub watermark_ms: Option<i64>,
-    /// The worker it runs on (distributed mode).
-    #[serde(default)]
-    pub worker: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointSummary {
-    /// Checkpoints and savepoints completed by this run.
-    pub completed: u64,
-    pub failed: u64,
-    pub last_completed: Option<SnapshotInfo>,
-    pub last_failure: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SnapshotKind {
-    Checkpoint,
-    Savepoint,
-    /// Taken when every subtask reached the end of its input.
-    Final,
-}
-
-/// A completed checkpoint or savepoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotInfo {
-    pub id: u64,
-    pub kind: SnapshotKind,
-    /// Its directory: what `sluice run --restore` takes.
-    pub location: String,
-    pub duration_ms: u64,
-    /// The state it refers to, in storage.
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobError {
-    /// The operator whose subtask failed; `null` when checkpointing failed.
-    pub operator: Option<String>,
-    pub subtask: Option<u32>,
-    pub cause: String,
-}
-
-/// `POST /v1/savepoints`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SavepointRequest {
-    /// Savepoint storage: an absolute path, `file:///…` or `s3://bucket/prefix`; the run's
-    /// default savepoint directory when absent.
-    #[serde(default)]
-    pub target_directory: Option<String>,
-    /// Stop the job once the savepoint is complete.
-    #[serde(default)]
-    pub stop: bool,
-}
-
-/// `POST /v1/stop`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StopRequest {
-    /// Stop with a savepoint (`true`) or cancel (`false`); required so that no stop loses
-    /// state by omission.
-    pub savepoint: bool,
-    #[serde(default)]
-    pub target_directory: Option<String>,
-}
-
-/// `POST /v1/compatibility`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CompatibilityRequest {
-    /// A checkpoint or savepoint directory: an absolute path, `file://` or `s3://` URI.
-    pub savepoint: String,
-    #[serde(default)]
-    pub allow_non_restored_state: bool,
-}
-
-/// `202` of `POST /v1/savepoints`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Accepted {
-    pub id: String,
-}
-
-/// `202` of `POST /v1/stop`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StopAccepted {
-    /// The savepoint request to poll at `/v1/savepoints/{id}`; `null` when cancelling.
-    pub savepoint_id: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SavepointState {
-    InProgress,
-    Completed,
-    Failed,
-}
-
-/// `GET /v1/savepoints/{id}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavepointStatus {
-    pub id: String,
-    pub status: SavepointState,
-    pub stop: bool,
-    /// The storage URI the savepoint goes to.
-    pub target_directory: String,
-    /// Once completed: the savepoint's directory.
-    pub location: Option<String>,
-    pub bytes: Option<u64>,
-    pub duration_ms: Option<u64>,
-    /// Once failed: why.
-    pub error: Option<String>,
-}
-
-/// `200` of `POST /v1/compatibility`: what `sluice savepoint check` reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CompatibilityReport {
-    /// Whether the job would restore the snapshot (given `allowNonRestoredState`).
-    pub compatible: bool,
-    /// Restoring would drop state (allowed only with `allowNonRestoredState`).
-    pub drops_state: bool,
-    /// One sentence per finding, naming operator and state.
-    pub messages: Vec<String>,
-    pub missing_operators: Vec<String>,
-    pub missing_states: Vec<OperatorState>,
-    pub incompatible_states: Vec<IncompatibleState>,
-    pub new_operators: Vec<String>,
-    /// Set when the snapshot's max parallelism differs from the job's.
-    pub max_parallelism: Option<MaxParallelismMismatch>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorState {
-    pub operator: String,
-    pub state: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IncompatibleState {
-    pub operator: String,
-    pub state: String,
-    pub snapshot_version: u32,
-    pub job_version: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaxParallelismMismatch {
-    pub snapshot: u32,
-    pub job: u32,
-}
-
-impl CompatibilityReport {
-    pub fn new(c: &Compatibility, allow_non_restored_state: bool) -> Self {
-        CompatibilityReport {
-            compatible: c.refusal(allow_non_restored_state).is_none(),
-            drops_state: c.drops_state(),
-            messages: c.messages(),
-            missing_operators: c.missing_operators.clone(),
-            missing_states: c
-                .missing_states
-                .iter()
-                .map(|(operator, state)| OperatorState {
-                    operator: operator.clone(),
-                    state: state.clone(),
-                })
-                .collect(),
-            incompatible_states: c
-                .incompatible
-                .iter()
-                .map(|(operator, state, snap, job)| IncompatibleState {
-                    operator: operator.clone(),
-                    state: state.clone(),
-                    snapshot_version: *snap,
-                    job_version: *job,
-                })
-                .collect(),
-            new_operators: c.new_operators.clone(),
-            max_parallelism: c
-                .max_parallelism
-                .map(|(snapshot, job)| MaxParallelismMismatch { snapshot, job }),
-        }
-    }
-}
-
-/// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
-
-/// `/healthz` and `/readyz`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Probe {
-    pub ready: bool,
-    pub phase: Phase,
 }

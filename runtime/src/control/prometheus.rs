@@ -60,14 +60,7 @@ pub(super) fn render(s: &JobStatus) -> String {
         "gauge",
         "1 for the job's current phase, 0 for the others.",
     );
-    for phase in [
-        Phase::Starting,
-        Phase::Running,
-        Phase::Stopping,
-        Phase::Finished,
-        Phase::Failed,
-        Phase::Restarting,
-    ] {
+    for phase in Phase::ALL {
         let value = f64::from(u8::from(s.phase == phase));
         f.sample(&[("job", job), ("phase", phase.as_str())], value);
     }

@@ -2,8 +2,8 @@
 
 use super::auth;
 use super::model::{
-    Accepted, CompatibilityRequest, ErrorBody, Phase, Probe, SavepointRequest, StopAccepted,
-    StopRequest,
+    Accepted, CompatibilityRequest, ErrorBody, Health, HealthStatus, Phase, Probe,
+    SavepointRequest, StopAccepted, StopRequest,
 };
 use super::prometheus;
 use super::savepoints::Savepoints;
@@ -304,7 +304,12 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let ok = StatusCode::OK;
     match path.as_str() {
-        "/healthz" => Ok(json(ok, &serde_json::json!({ "status": "ok" }))),
+        "/healthz" => Ok(json(
+            ok,
+            &Health {
+                status: HealthStatus::Ok,
+            },
+        )),
         "/readyz" => {
             let phase = state.job.status().phase;
             let ready = phase == Phase::Running;
