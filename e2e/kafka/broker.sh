@@ -9,6 +9,8 @@
 #   e2e/kafka/broker.sh stop  [--dir D] [--node N]   # all nodes, or node N
 #   e2e/kafka/broker.sh start-node --dir D --node N  # a stopped node again, same ports and data
 #   e2e/kafka/broker.sh status --dir D               # prints the bootstrap servers if all run
+#   e2e/kafka/broker.sh topic --dir D --name T [--partitions N] [--replication R]
+#                                                    # creates topic T
 #
 # Listeners are on 127.0.0.1, on free ports chosen at `start` and kept in D/node-N/, so a
 # restarted node comes back where clients expect it. --external-address adds a listener
@@ -28,7 +30,10 @@ log() { printf '[kafka %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 fetch() {
-  if [[ -f "$LIBS/.complete" ]]; then
+  # Keyed by the pom's content, so a changed pom fetches again.
+  local key
+  key=$(sha256sum "$here/pom.xml" | cut -c1-16)
+  if [[ -f "$LIBS/.complete" && $(cat "$LIBS/.complete") == "$key" ]]; then
     return
   fi
   command -v mvn >/dev/null || die "mvn is required to fetch the Kafka jars"
@@ -40,7 +45,7 @@ fetch() {
     die "mvn could not fetch the Kafka jars"
   rm -rf "$LIBS"
   mv "$tmp" "$LIBS"
-  touch "$LIBS/.complete"
+  echo "$key" >"$LIBS/.complete"
 }
 
 java_bin() {
@@ -221,12 +226,16 @@ BROKERS=1
 DIR=""
 NODE=""
 EXTERNAL_ADDRESS=""
+TOPIC=""
 while (($#)); do
   case $1 in
     --brokers) BROKERS=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
     --node) NODE=$2; shift 2 ;;
     --external-address) EXTERNAL_ADDRESS=$2; shift 2 ;;
+    --name) TOPIC=$2; shift 2 ;;
+    --partitions) PARTITIONS=$2; shift 2 ;;
+    --replication) REPLICATION=$2; shift 2 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -281,6 +290,13 @@ case $cmd in
       stop_nodes $(seq 1 "$(cat "$DIR/brokers")")
     fi
     ;;
+  topic)
+    [[ -n $DIR && -n $TOPIC ]] || die "topic needs --dir and --name"
+    CLASSPATH="$LIBS/*" "$(java_bin)" -Xmx256m -Dlog4j2.level=warn \
+      org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --create \
+      --topic "$TOPIC" --partitions "${PARTITIONS:-1}" \
+      --replication-factor "${REPLICATION:-1}" >&2
+    ;;
   status)
     [[ -n $DIR && -f $DIR/brokers ]] || die "status needs the --dir of a started cluster"
     for n in $(seq 1 "$(cat "$DIR/brokers")"); do
@@ -289,6 +305,6 @@ case $cmd in
     bootstrap
     ;;
   *)
-    die "usage: broker.sh fetch | start [--brokers 1|3] [--dir D] [--external-address ADDR] | stop --dir D [--node N] | start-node --dir D --node N | status --dir D"
+    die "usage: broker.sh fetch | start [--brokers 1|3] [--dir D] [--external-address ADDR] | stop --dir D [--node N] | start-node --dir D --node N | status --dir D | topic --dir D --name T [--partitions N] [--replication R]"
     ;;
 esac

@@ -47,6 +47,9 @@ pub enum Error {
     /// Between the coordinator and a worker: registration, deployment, a lost peer.
     #[error("cluster ({peer}): {message}")]
     Cluster { peer: String, message: String },
+    /// A Kafka client failed; `what` names the brokers, topic or transaction concerned.
+    #[error("Kafka {what}: {message}")]
+    Kafka { what: String, message: String },
     /// A distributed job failed and its restart strategy gave up.
     #[error("the job failed after {restarts} restart(s): {cause}")]
     Failed { restarts: u32, cause: String },

@@ -15,6 +15,7 @@ use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod kafka;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -179,6 +180,9 @@ enum NexmarkCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Writes generated events as JSON into a Kafka topic, event `n` into partition
+    /// `n % partitions`, for jobs reading `input: kafka://…`.
+    Produce(kafka::ProduceArgs),
 }
 
 /// The stock `sluice` binary: the bundled jobs.
@@ -252,6 +256,9 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             },
             output,
         ),
+        Command::Nexmark {
+            command: NexmarkCommand::Produce(args),
+        } => kafka::produce(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -618,8 +625,8 @@ fn inspect_savepoint(snapshot: &str) -> Result<(), Error> {
         for t in &op.transactions {
             println!(
                 "  transaction of checkpoint {}: {}",
-                t.checkpoint,
-                t.committed.display()
+                t.checkpoint(),
+                t.describe()
             );
         }
     }

@@ -18,7 +18,7 @@ use crate::exec::checkpoint::{
 use crate::exec::{assignments, Restore};
 use crate::graph::JobGraph;
 use crate::snapshot::{
-    CheckpointStorage, Compatibility, DeclaredOperator, FileTransaction, JobLayout,
+    CheckpointStorage, Compatibility, DeclaredOperator, JobLayout, SinkTransaction,
     SnapshotContent, SnapshotKind,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -895,8 +895,8 @@ impl TaskLink for DistributedLink {
         }
     }
 
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String> {
-        let mut by_worker: Vec<Vec<FileTransaction>> = vec![Vec::new(); self.workers.len()];
+    fn commit(&self, id: u64, transactions: Vec<(usize, SinkTransaction)>) -> Result<(), String> {
+        let mut by_worker: Vec<Vec<SinkTransaction>> = vec![Vec::new(); self.workers.len()];
         for (task, t) in transactions {
             let w = self.task_workers.get(task).copied().unwrap_or(0);
             by_worker[w].push(t);

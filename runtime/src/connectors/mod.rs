@@ -2,12 +2,14 @@
 
 mod collect;
 mod jsonl;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod nexmark;
 mod queue_source;
 mod throttled;
 mod vec_source;
 
-pub use crate::snapshot::{FileTransaction, SplitPosition};
+pub use crate::snapshot::{FileTransaction, SinkTransaction, SplitPosition};
 pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
 pub use nexmark::{NexmarkFileSource, NexmarkSource};
@@ -43,6 +45,11 @@ pub trait SplitReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error>;
     /// Records of the split handed out so far.
     fn position(&self) -> u64;
+    /// The barrier of snapshot `checkpoint` is being taken: the next [`Self::position`] is
+    /// what the snapshot records. For readers that report their progress elsewhere.
+    fn snapshot_started(&mut self, _checkpoint: u64) {}
+    /// Snapshots up to `checkpoint` are complete: the positions they record are durable.
+    fn snapshot_complete(&mut self, _checkpoint: u64) {}
 }
 
 /// Where a sink writer runs.
@@ -52,6 +59,12 @@ pub struct SinkContext {
     pub parallelism: usize,
     /// Unique per run of the job: tells this run's files from those of earlier attempts.
     pub run_id: String,
+    /// The job's name and the sink operator's uid: stable across runs, unlike `run_id`.
+    pub job: String,
+    pub uid: String,
+    /// The transactions of this sink (all subtasks') listed by the snapshot the run
+    /// restored, for sinks that resolve them themselves.
+    pub restored: Vec<SinkTransaction>,
 }
 
 /// A sink; each subtask opens its own writer.
@@ -71,7 +84,7 @@ pub trait SinkWriter<T> {
         &mut self,
         _checkpoint: u64,
         _committed: u64,
-    ) -> Result<Vec<crate::snapshot::FileTransaction>, Error> {
+    ) -> Result<Vec<SinkTransaction>, Error> {
         Ok(Vec::new())
     }
 }

@@ -3,7 +3,8 @@
 //! any parallelism.
 
 use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
-use super::task::{FileTransaction, Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use super::task::{Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use super::transaction::SinkTransaction;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -40,8 +41,12 @@ pub struct OperatorContent {
     pub items: Vec<BlobRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub splits: Vec<SplitPosition>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub transactions: Vec<FileTransaction>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "super::transaction::manifest_form"
+    )]
+    pub transactions: Vec<SinkTransaction>,
     /// RocksDB state in its own format (incremental checkpoints), per database.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub native: Vec<NativeRef>,
@@ -71,7 +76,7 @@ impl SnapshotContent {
     }
 
     /// Every sink transaction the snapshot lists.
-    pub fn transactions(&self) -> impl Iterator<Item = &FileTransaction> {
+    pub fn transactions(&self) -> impl Iterator<Item = &SinkTransaction> {
         self.operators.iter().flat_map(|o| o.transactions.iter())
     }
 }

@@ -20,6 +20,7 @@
 mod content;
 mod storage;
 mod task;
+mod transaction;
 
 pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{
@@ -34,4 +35,7 @@ pub(crate) use task::{decode, encode, encode_by_key_group};
 pub use task::{
     Barrier, FileTransaction, Native, NativeRef, OperatorSnapshot, PinnedNative, SnapshotKind,
     SplitPosition, TaskSnapshot,
+};
+pub use transaction::{
+    KafkaRange, KafkaTransaction, OpenTransaction, OpenTransactions, SinkTransaction,
 };

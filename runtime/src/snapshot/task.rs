@@ -125,7 +125,7 @@ pub struct OperatorSnapshot {
     /// Non-keyed state; on restore the items are dealt round-robin to the new subtasks.
     pub items: Vec<Vec<u8>>,
     pub splits: Vec<SplitPosition>,
-    pub transactions: Vec<FileTransaction>,
+    pub transactions: Vec<super::SinkTransaction>,
     pub deferred: Deferred,
     pub native: Option<Native>,
 }

@@ -1,0 +1,326 @@
+//! Kafka against a real broker (KRaft, started by `e2e/kafka/broker.sh`): jobs reading
+//! events from a topic and writing results to one, killed and restored from checkpoints,
+//! rescaled through savepoints, with brokers restarted; what a read_committed consumer sees
+//! must equal the output of the same job over the generator without failures, exactly.
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use common::kafka::KafkaCluster;
+use common::run::{printed, reference, sluice, Lcg};
+use common::{assert_same, wait_until};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Events of each run: enough for several checkpoints and kills in a test build.
+const EVENTS: u64 = 600_000;
+/// The generator's splits, and the event topic's partitions: event `n` is in partition
+/// `n % 8` exactly as it is in split `n % 8` of the reference run.
+const PARTITIONS: i32 = 8;
+
+/// One broker cluster and its jobs at a time: the machine is small.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn produce(kafka: &KafkaCluster, topic: &str, events: u64) {
+    let out = sluice()
+        .args(["nexmark", "produce"])
+        .arg(format!("kafka://{}/{topic}", kafka.bootstrap))
+        .args(["--events", &events.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "produce: {}", printed(&out));
+}
+
+/// A StreamJob manifest (JSON is YAML).
+fn manifest(dir: &Path, job: &str, parallelism: usize, config: &Value) -> PathBuf {
+    let path = dir.join(format!("{job}-{parallelism}.yaml"));
+    let m = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": {"name": job},
+        "spec": {"job": {"name": job, "config": config}, "parallelism": parallelism},
+    });
+    std::fs::write(&path, m.to_string()).unwrap();
+    path
+}
+
+fn kafka_config(kafka: &KafkaCluster, input: Option<&str>, output: &str) -> Value {
+    let mut config = json!({
+        "generator": {"events": EVENTS},
+        "output": format!("kafka://{}/{output}", kafka.bootstrap),
+        "kafka": {"source": {"bounded": true}},
+    });
+    if let Some(topic) = input {
+        config["input"] = json!(format!("kafka://{}/{topic}", kafka.bootstrap));
+    }
+    config
+}
+
+fn run_command(manifest: &Path, dir: &Path) -> Command {
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--checkpoint-interval", "300ms", "--restore", "latest"])
+        .arg("--checkpoint-dir")
+        .arg(dir.join("chk"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--progress-interval", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn latest_checkpoint(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("chk/_latest")).unwrap_or_default()
+}
+
+/// Kills the job (SIGKILL of the process: every producer dies with its open transactions)
+/// at random moments after a checkpoint, `kills` times; `between(round)` runs while the
+/// round's attempt runs, after its first new checkpoint. Then lets a last attempt finish.
+/// Returns how many attempts restored a checkpoint.
+fn kill_repeatedly(
+    manifest: &Path,
+    dir: &Path,
+    kills: usize,
+    seed: u64,
+    mut between: impl FnMut(usize),
+) -> usize {
+    let mut rng = Lcg(seed);
+    let mut restored = 0;
+    for round in 0..kills {
+        let mut child = run_command(manifest, dir).spawn().unwrap();
+        let before = latest_checkpoint(dir);
+        wait_until("a new checkpoint", Duration::from_secs(120), || {
+            latest_checkpoint(dir) != before || child.try_wait().unwrap().is_some()
+        });
+        between(round);
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        child.kill().unwrap();
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            !result.status.success(),
+            "round {round}: the job ended before it was killed; use more events\n{stderr}"
+        );
+        restored += stderr.matches("restoring from").count();
+    }
+    let last = run_command(manifest, dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(last.status.success(), "last attempt: {stderr}");
+    restored + stderr.matches("restoring from").count()
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
+    let _serial = serial();
+    let test = "kafka_to_q5_killed_repeatedly";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 1);
+    kafka.create_topic("q5", 3, 1);
+    produce(&kafka, "events", EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let config = kafka_config(&kafka, Some("events"), "q5");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let restored = kill_repeatedly(&manifest, dir.path(), 4, 5, |round| {
+        if round == 1 {
+            // The broker goes away under the running job and comes back; the job must get
+            // past it (another checkpoint) before it is killed.
+            kafka.stop_node(1);
+            std::thread::sleep(Duration::from_secs(2));
+            kafka.start_node(1);
+            let before = latest_checkpoint(dir.path());
+            wait_until(
+                "a checkpoint after the broker restart",
+                Duration::from_secs(180),
+                || latest_checkpoint(dir.path()) != before,
+            );
+        }
+    });
+    assert!(restored >= 3, "only {restored} attempts restored a checkpoint");
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 from Kafka to Kafka after 4 kills and a broker restart",
+    );
+}
+
+#[test]
+fn fraud_to_kafka_killed_repeatedly_commits_exactly_once() {
+    let _serial = serial();
+    let test = "fraud_to_kafka_killed_repeatedly";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("alerts", 2, 1);
+    let job = "fraud-small-then-large";
+    let expected = reference(job, EVENTS, dir.path());
+    let manifest = manifest(dir.path(), job, 2, &kafka_config(&kafka, None, "alerts"));
+    let restored = kill_repeatedly(&manifest, dir.path(), 4, 11, |_| {});
+    assert!(restored >= 3, "only {restored} attempts restored a checkpoint");
+    assert_same(
+        &sorted(kafka.read_committed("alerts")),
+        &expected,
+        "fraud alerts in Kafka after 4 kills",
+    );
+}
+
+/// Runs `manifest` at `parallelism` (from `restore`), stops it with SIGTERM once it made
+/// progress and returns the savepoint it stopped with.
+fn run_then_stop(manifest: &Path, dir: &Path, parallelism: usize, restore: Option<&str>) -> String {
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--parallelism", &parallelism.to_string()])
+        .arg("--savepoint-dir")
+        .arg(dir.join("savepoints"))
+        .arg("--state-dir")
+        .arg(dir.join(format!("state-{parallelism}")))
+        .args(["--progress-interval", "0"])
+        .stderr(Stdio::piped());
+    if let Some(r) = restore {
+        cmd.args(["--restore", r]);
+    }
+    let child = cmd.spawn().unwrap();
+    wait_until("the job to start", Duration::from_secs(120), || {
+        dir.join(format!("state-{parallelism}")).exists()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .find_map(|l| l.split("resume with --restore ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint reported (did the job end first?): {stderr}"))
+        .to_string()
+}
+
+#[test]
+fn rescaling_2_3_1_through_savepoints_reassigns_partitions_without_loss_or_duplicates() {
+    let _serial = serial();
+    let test = "kafka_rescale";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 1);
+    kafka.create_topic("q5", 3, 1);
+    produce(&kafka, "events", EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let config = kafka_config(&kafka, Some("events"), "q5");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let first = run_then_stop(&manifest, dir.path(), 2, None);
+    let second = run_then_stop(&manifest, dir.path(), 3, Some(&first));
+    let last = sluice()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--parallelism", "1", "--restore", &second])
+        .arg("--state-dir")
+        .arg(dir.path().join("state-1"))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(last.status.success(), "{}", printed(&last));
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 rescaled 2 -> 3 -> 1",
+    );
+}
+
+#[test]
+fn three_brokers_with_one_restarted_under_a_killed_job_commit_exactly_once() {
+    let _serial = serial();
+    let test = "kafka_three_brokers";
+    let Some(kafka) = KafkaCluster::start(test, 3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 3);
+    kafka.create_topic("q5", 3, 3);
+    produce(&kafka, "events", EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let config = kafka_config(&kafka, Some("events"), "q5");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    kill_repeatedly(&manifest, dir.path(), 2, 7, |round| {
+        if round == 0 {
+            kafka.stop_node(2);
+            std::thread::sleep(Duration::from_secs(1));
+            kafka.start_node(2);
+        }
+    });
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 on three brokers",
+    );
+}
+
+#[test]
+fn a_bad_bootstrap_address_or_a_missing_topic_fails_the_run_naming_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{closed}");
+    let config = json!({
+        "input": format!("kafka://{address}/events"),
+        "output": "discard",
+    });
+    let out = sluice()
+        .arg("run")
+        .arg(manifest(dir.path(), "nexmark-q0", 1, &config))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains(&address),
+        "the error names no broker address:\n{}",
+        printed(&out)
+    );
+
+    let Some(kafka) = KafkaCluster::start("kafka_missing_topic", 1) else {
+        return;
+    };
+    let config = json!({
+        "generator": {"events": 10},
+        "output": format!("kafka://{}/no-such-topic", kafka.bootstrap),
+    });
+    let out = sluice()
+        .arg("run")
+        .arg(manifest(dir.path(), "nexmark-q0", 1, &config))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("no-such-topic"),
+        "the error names no topic:\n{}",
+        printed(&out)
+    );
+}
