@@ -195,7 +195,12 @@ impl<T: 'static> PartitionReader<T> {
         partition: i32,
         position: u64,
     ) -> Result<Self, Error> {
-        let group = config.group_id.clone().unwrap_or_default();
+        // librdkafka assigns partitions only to a consumer with a group id; without a
+        // configured group nothing is ever committed to this one.
+        let group = config
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice-{}", config.topic));
         let mut defaults = vec![
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -208,9 +213,7 @@ impl<T: 'static> PartitionReader<T> {
             // earliest that remains.
             ("auto.offset.reset", "earliest"),
         ];
-        if !group.is_empty() {
-            defaults.push(("group.id", group.as_str()));
-        }
+        defaults.push(("group.id", group.as_str()));
         let client = &config.client;
         let consumer: BaseConsumer = client
             .client_config(&defaults)?
