@@ -30,8 +30,9 @@ struct Args {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: String,
-    #[arg(long, value_parser = ["json", "text"], default_value = "json")]
-    log_format: String,
+    /// Log format on standard error; the level filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: crate::log::LogFormat,
     /// Hold a Lease before acting, so that replicas take turns.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -47,7 +48,7 @@ struct Args {
 
 pub async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    crate::log::set_json(args.log_format == "json");
+    crate::log::init(args.log_format);
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::http::serve(
@@ -64,14 +65,16 @@ pub async fn run() -> anyhow::Result<()> {
             &args.identity,
         ));
         held_lease = Some(election.clone());
-        crate::log::info(&format!(
+        tracing::info!(
             "{} waiting for lease {}/{}",
-            args.identity, args.lease_namespace, args.lease_name
-        ));
+            args.identity,
+            args.lease_namespace,
+            args.lease_name
+        );
         while !election.try_acquire().await.unwrap_or(false) {
             tokio::time::sleep(RENEW_EVERY).await;
         }
-        crate::log::info(&format!("{} leads", args.identity));
+        tracing::info!("{} leads", args.identity);
         metrics.leading.store(true, Ordering::Relaxed);
         // Losing the lease ends the process: a replica that cannot renew must stop acting at
         // once, and a fresh start is the simplest way to stand by again.
@@ -82,12 +85,12 @@ pub async fn run() -> anyhow::Result<()> {
                 match election.try_acquire().await {
                     Ok(true) => failures = 0,
                     Ok(false) => {
-                        crate::log::warn("lost the lease to another replica; exiting");
+                        tracing::warn!("lost the lease to another replica; exiting");
                         std::process::exit(1);
                     }
                     Err(e) => {
                         failures += 1;
-                        crate::log::warn(&format!("renewing the lease: {e}"));
+                        tracing::warn!(error = %e, "renewing the lease failed");
                         // Renewals fail for a whole lease duration: another replica may lead.
                         if failures >= 3 {
                             std::process::exit(1);
@@ -145,7 +148,7 @@ pub async fn run() -> anyhow::Result<()> {
             .run(reconcile, error_policy, ctx.clone())
             .boxed()
     });
-    crate::log::info("reconciling StreamJobs");
+    tracing::info!("reconciling StreamJobs");
     futures::stream::select_all(controllers)
         // Failed reconciles are logged by `error_policy`.
         .for_each(|_| async {})
@@ -153,10 +156,10 @@ pub async fn run() -> anyhow::Result<()> {
     // SIGTERM: the controllers have stopped; hand over at once.
     if let Some(election) = held_lease {
         if let Err(e) = election.release().await {
-            crate::log::warn(&format!("releasing the lease: {e}"));
+            tracing::warn!(error = %e, "releasing the lease failed");
         }
     }
-    crate::log::info("stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -172,10 +175,10 @@ where
 }
 
 fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
-    crate::log::warn(&format!(
-        "{}/{}: {error}",
-        kube::ResourceExt::namespace(job.as_ref()).unwrap_or_default(),
-        kube::ResourceExt::name_any(job.as_ref())
-    ));
+    tracing::warn!(
+        namespace = %kube::ResourceExt::namespace(job.as_ref()).unwrap_or_default(),
+        job = %kube::ResourceExt::name_any(job.as_ref()),
+        "reconcile failed: {error}"
+    );
     Action::requeue(error.retry_after())
 }

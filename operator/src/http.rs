@@ -12,7 +12,7 @@ pub async fn serve(addr: String, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
-    crate::log::info(&format!("metrics and probes on http://{addr}"));
+    tracing::info!("metrics and probes on http://{addr}");
     loop {
         let (stream, _) = listener.accept().await?;
         let metrics = metrics.clone();

@@ -34,7 +34,12 @@ pub struct Context {
 
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&sj, &ctx).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %sj.namespace().unwrap_or_default(),
+        job = %sj.name_any()
+    );
+    let result = tracing::Instrument::instrument(reconcile_inner(&sj, &ctx), span).await;
     ctx.metrics
         .reconciled(result.is_ok(), started.elapsed().as_secs_f64());
     result
@@ -577,13 +582,12 @@ async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &sj.object_ref(&())).await {
-        crate::log::warn(&format!("event {}: {e}", note.reason));
+        tracing::warn!(reason = %note.reason, error = %e, "publishing an event failed");
     }
-    crate::log::info(&format!(
-        "{}/{}: {}: {}",
-        sj.namespace().unwrap_or_default(),
-        sj.name_any(),
-        note.reason,
-        note.message
-    ));
+    // Inside the reconcile span, which names the StreamJob.
+    if note.warning {
+        tracing::warn!(reason = %note.reason, "{}", note.message);
+    } else {
+        tracing::info!(reason = %note.reason, "{}", note.message);
+    }
 }

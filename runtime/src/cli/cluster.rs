@@ -174,7 +174,8 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
         },
         &graph,
     )?);
-    eprintln!(
+    // The address ends the line: scripts and tests read it from there.
+    tracing::info!(
         "coordinator of {} ({}) at parallelism {parallelism} listening for workers on {}",
         manifest.metadata.name,
         spec.job.name,
@@ -199,13 +200,13 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
                 }
                 handled = true;
                 if on_terminate == OnTerminate::Cancel {
-                    eprintln!("cancelling: the next start resumes from the latest checkpoint");
+                    tracing::info!("cancelling: the next start resumes from the latest checkpoint");
                     coordinator.cancel();
                     continue;
                 }
-                eprintln!("stopping with a savepoint into {savepoints}");
+                tracing::info!("stopping with a savepoint into {savepoints}");
                 if let Err(e) = coordinator.savepoint(&savepoints, true) {
-                    eprintln!("stop with a savepoint failed: {e}");
+                    tracing::error!("stop with a savepoint failed: {e}");
                 }
             }
         })
@@ -220,7 +221,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     coordinator.shutdown_workers(reason);
     if let Some(server) = server {
         if args.wait_for_termination {
-            eprintln!("{reason}; serving its status until terminated");
+            tracing::info!("{reason}; serving its status until terminated");
             while !STOP_REQUESTED.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -229,6 +230,8 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
         }
         server.shutdown();
     }
+    // The summary is what a user reads on the terminal when the command ends: plain
+    // prints, not log events.
     eprintln!("{} restart(s)", coordinator.status().restarts.count);
     match outcome? {
         Outcome::Finished => eprintln!("finished"),

@@ -15,6 +15,7 @@ use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod logging;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Stateful stream processing")]
 struct Cli {
+    /// Log format on standard error [default: SLUICE_LOG_FORMAT, else text]; the level
+    /// filter comes from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -189,6 +194,7 @@ pub fn main() -> ExitCode {
 /// A `sluice` binary running the jobs of `registry`.
 pub fn main_with(registry: JobRegistry) -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run {
             manifest,
@@ -397,7 +403,7 @@ fn run(
         spec.max_parallelism,
         &spec.job.config,
     )?;
-    eprintln!(
+    tracing::info!(
         "running {} ({}) embedded at parallelism {parallelism}, max parallelism {}, {} state",
         manifest.metadata.name,
         spec.job.name,
@@ -426,11 +432,13 @@ fn run(
         std::thread::sleep(Duration::from_millis(50));
         if STOP_REQUESTED.swap(false, Ordering::SeqCst) {
             if job.stop_requested() {
-                eprintln!("already stopping");
+                tracing::info!("already stopping");
                 continue;
             }
-            eprintln!("stopping with a savepoint into {savepoints}");
+            tracing::info!("stopping with a savepoint into {savepoints}");
             let done = job.savepoint(&savepoints, true)?;
+            // Progress, the summary and where to resume from are what the user reads on
+            // the terminal: plain prints, not log events (so do the functions below).
             eprintln!(
                 "savepoint {} written in {:.2}s ({} bytes); resume with --restore {}",
                 done.id,
@@ -482,6 +490,8 @@ fn bind_control(args: &ControlArgs, savepoints: &str) -> Result<Option<BoundCont
         token: control::read_token(args.control_token_file.as_deref())?,
         default_savepoint_dir: Some(savepoints.to_string()),
     })?;
+    // A print, not a log event: the user (and scripts) read the address from the start
+    // of this line.
     eprintln!("control API listening on http://{}", bound.local_addr());
     Ok(Some(bound))
 }
@@ -560,6 +570,7 @@ fn delete_savepoints(locations: &[String]) -> Result<(), Error> {
             Ok(true) => println!("deleted {location}"),
             Ok(false) => println!("{location}: already gone"),
             Err(e) => {
+                // The command's own report to the user, beside the prints above.
                 eprintln!("{location}: {e}");
                 failed.push(location.as_str());
             }

@@ -4,19 +4,19 @@
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker, WirePart};
 use super::{hello, lock, HELLO_LEN, PROTOCOL};
+use crate::api::JobRegistry;
 use crate::control::model::JobError;
 use crate::control::JobControl;
 use crate::error::Error;
 use crate::exec::checkpoint::{commit_all, Report};
+use crate::exec::erased::ErasedSend;
+use crate::exec::graph::PortType;
 use crate::exec::metrics::TaskMetrics;
+use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::exec::{
     launch, prepare, Placement, RemoteLinks, Restore, RunOptions, RunningJob, Supervise,
     SupervisorParts,
 };
-use crate::exec::erased::ErasedSend;
-use crate::exec::graph::PortType;
-use crate::api::JobRegistry;
-use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::snapshot::{CheckpointStorage, FileEntry, SnapshotError};
 use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;
@@ -129,7 +129,7 @@ impl Inbound {
         }
         let _ = stream.set_read_timeout(None);
         let Some((attempt, from)) = hello::parse(&hello_bytes) else {
-            eprintln!("worker: refused a data connection that did not introduce itself");
+            tracing::warn!("worker: refused a data connection that did not introduce itself");
             return;
         };
         let deadline = Instant::now() + INBOUND_WAIT;
@@ -140,7 +140,7 @@ impl Inbound {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                eprintln!(
+                tracing::warn!(
                     "worker: no deployment expects data from worker {from} in attempt {attempt}"
                 );
                 return;
@@ -154,7 +154,7 @@ impl Inbound {
         drop(state);
         match InboundConnection::serve(stream, channels) {
             Ok(conn) => lock(&self.state).serving.push((attempt, conn)),
-            Err(e) => eprintln!("worker: {e}"),
+            Err(e) => tracing::warn!("worker: {e}"),
         }
     }
 }
@@ -261,9 +261,11 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
         slots: config.slots,
         data_address: data_address.clone(),
     });
-    eprintln!(
+    tracing::info!(
         "worker {} registered with {} ({} slots, data at {data_address})",
-        config.name, config.coordinator, config.slots
+        config.name,
+        config.coordinator,
+        config.slots
     );
 
     let inbound = Arc::new(Inbound::default());
@@ -322,7 +324,7 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
                 }
             }
             Ok(Some(ToWorker::Shutdown { reason })) => {
-                eprintln!("worker {}: {reason}", worker.config.name);
+                tracing::info!("worker {}: {reason}", worker.config.name);
                 worker.cancel_current();
                 return Ok(());
             }
@@ -406,7 +408,8 @@ impl Worker<'_> {
         self.cancel_current();
         let attempt = d.attempt;
         if let Err(e) = self.start(d) {
-            eprintln!(
+            tracing::error!(
+                attempt,
                 "worker {}: attempt {attempt} did not start: {e}",
                 self.config.name
             );
@@ -487,7 +490,8 @@ impl Worker<'_> {
             job: job.clone(),
             outbound: outbound.clone(),
         });
-        eprintln!(
+        tracing::info!(
+            attempt = d.attempt,
             "worker {}: attempt {} runs {} subtask(s)",
             self.config.name,
             d.attempt,

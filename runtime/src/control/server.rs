@@ -96,7 +96,7 @@ impl BoundControl {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => accept_loop(listener, state, stopped).await,
-                        Err(e) => eprintln!("control API: cannot serve: {e}"),
+                        Err(e) => tracing::error!(error = %e, "control API: cannot serve"),
                     }
                 })
             })
@@ -188,7 +188,7 @@ async fn accept_loop(
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
-                    eprintln!("control API: accepting a connection: {e}");
+                    tracing::warn!(error = %e, "control API: accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -335,7 +335,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             } else {
                 let _guard = state.stop.lock().unwrap_or_else(|p| p.into_inner());
                 stoppable(state)?;
-                eprintln!("control API: cancelling the job (stop without a savepoint)");
+                tracing::info!("control API: cancelling the job (stop without a savepoint)");
                 state.job.cancel();
                 None
             };
@@ -401,7 +401,8 @@ fn start_savepoint(state: &State, target: String, stop: bool) -> Result<String, 
         .savepoints
         .start(state.job.clone(), target.clone(), stop)
         .map_err(|e| internal(format!("cannot start the savepoint: {e}")))?;
-    eprintln!(
+    tracing::info!(
+        savepoint = %id,
         "control API: savepoint {id} into {target}{}",
         if stop { ", then stop" } else { "" }
     );

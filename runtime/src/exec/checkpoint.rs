@@ -380,7 +380,7 @@ impl Coordinator {
     }
 
     fn fail(&self, message: String) {
-        eprintln!("checkpoint failed: {message}");
+        tracing::warn!("checkpoint failed: {message}");
         if let Ok(mut s) = self.status.lock() {
             s.failed += 1;
             s.last_failure = Some(message);
@@ -437,7 +437,7 @@ impl Coordinator {
         let keep = self.config.as_ref().map_or(1, |c| c.retain);
         match storage.retain(keep, &protect) {
             Ok(remaining) => self.uploaded.retain(|name, _| remaining.contains(name)),
-            Err(e) => eprintln!("checkpoint retention: {e}"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint retention failed"),
         }
     }
 
@@ -504,7 +504,10 @@ impl Coordinator {
 
 /// What the requester of a snapshot hears: the snapshot, or why it failed.
 fn answer(result: &Result<CompletedSnapshot, Error>) -> Result<CompletedSnapshot, String> {
-    result.as_ref().map(Clone::clone).map_err(ToString::to_string)
+    result
+        .as_ref()
+        .map(Clone::clone)
+        .map_err(ToString::to_string)
 }
 
 /// Every sink transaction the parts of a snapshot list, with the index of the subtask that

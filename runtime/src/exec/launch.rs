@@ -261,7 +261,14 @@ pub(crate) fn launch(
                 ended: Mutex::new(None),
             });
             slots.push(slot.clone());
+            let span = tracing::info_span!(
+                "subtask",
+                job = %graph.name,
+                operator = %graph.nodes[h].uid,
+                subtask = s
+            );
             let handle = spawn_recorded(name.clone(), slot, move || {
+                let _in_subtask = span.enter();
                 let result = build_task(
                     &graph,
                     h,
@@ -314,7 +321,9 @@ pub(crate) fn launch(
         ended: Mutex::new(None),
     });
     slots.push(slot.clone());
+    let span = tracing::info_span!("checkpoints", job = %graph.name);
     let handle = spawn_recorded("checkpoints".into(), slot, move || {
+        let _in_checkpoints = span.enter();
         let result = supervise(parts);
         if result.is_err() {
             // Checkpointing failed for good: so does the job.

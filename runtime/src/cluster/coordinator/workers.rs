@@ -119,13 +119,13 @@ impl Acceptor {
                 data_address,
             })) if protocol == PROTOCOL => (name, slots, data_address),
             Ok(Some(ToCoordinator::Register { protocol, .. })) => {
-                eprintln!(
+                tracing::warn!(
                     "refused a worker at {peer}: protocol version {protocol}, this coordinator speaks {PROTOCOL}"
                 );
                 return;
             }
             _ => {
-                eprintln!("refused a connection from {peer}: it did not register as a worker");
+                tracing::warn!("refused a connection from {peer}: it did not register as a worker");
                 return;
             }
         };
@@ -141,7 +141,7 @@ impl Acceptor {
             closed_because: Mutex::new(None),
             subtasks: Mutex::new((0, Vec::new())),
         });
-        eprintln!("{} registered with {} slots", link.describe(), link.slots);
+        tracing::info!("{} registered with {} slots", link.describe(), link.slots);
         lock(&self.workers).push(link.clone());
         let _ = self.events.send(Event::Registered);
         let why = loop {
@@ -161,7 +161,7 @@ impl Acceptor {
         link.disconnect(why.clone());
         lock(&self.workers).retain(|w| w.id != link.id);
         let why = format!("{} {why}", link.describe());
-        eprintln!("{why}");
+        tracing::warn!("{why}");
         let _ = self.events.send(Event::Lost {
             worker: link.id,
             why,
