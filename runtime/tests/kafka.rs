@@ -154,7 +154,10 @@ fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
             );
         }
     });
-    assert!(restored >= 3, "only {restored} attempts restored a checkpoint");
+    assert!(
+        restored >= 3,
+        "only {restored} attempts restored a checkpoint"
+    );
     assert_same(
         &sorted(kafka.read_committed("q5")),
         &expected,
@@ -175,7 +178,10 @@ fn fraud_to_kafka_killed_repeatedly_commits_exactly_once() {
     let expected = reference(job, EVENTS, dir.path());
     let manifest = manifest(dir.path(), job, 2, &kafka_config(&kafka, None, "alerts"));
     let restored = kill_repeatedly(&manifest, dir.path(), 4, 11, |_| {});
-    assert!(restored >= 3, "only {restored} attempts restored a checkpoint");
+    assert!(
+        restored >= 3,
+        "only {restored} attempts restored a checkpoint"
+    );
     assert_same(
         &sorted(kafka.read_committed("alerts")),
         &expected,
@@ -263,11 +269,20 @@ fn three_brokers_with_one_restarted_under_a_killed_job_commit_exactly_once() {
     let expected = reference("nexmark-q5", EVENTS, dir.path());
     let config = kafka_config(&kafka, Some("events"), "q5");
     let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
-    kill_repeatedly(&manifest, dir.path(), 2, 7, |round| {
-        if round == 0 {
-            kafka.stop_node(2);
-            std::thread::sleep(Duration::from_secs(1));
-            kafka.start_node(2);
+    // A node stops and comes back while the job runs (and is killed meanwhile).
+    std::thread::scope(|scope| {
+        let mut restart = None;
+        kill_repeatedly(&manifest, dir.path(), 2, 7, |round| {
+            if round == 0 {
+                restart = Some(scope.spawn(|| {
+                    kafka.stop_node(2);
+                    std::thread::sleep(Duration::from_secs(1));
+                    kafka.start_node(2);
+                }));
+            }
+        });
+        if let Some(r) = restart {
+            r.join().unwrap();
         }
     });
     assert_same(

@@ -97,8 +97,7 @@ pub struct KafkaSinkOptions {
 
 /// The `kafka://` URI in `path`, if it is one.
 pub(crate) fn kafka_uri(path: &Path) -> Option<&str> {
-    path.to_str()
-        .filter(|p| p.starts_with("kafka://"))
+    path.to_str().filter(|p| p.starts_with("kafka://"))
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -132,13 +131,17 @@ pub(crate) fn sink<O: Data + Serialize>(
 mod enabled {
     use super::*;
     use crate::connectors::kafka::{
-        DeliveryGuarantee, JsonDecoder, JsonEncoder, KafkaClientConfig, KafkaSink,
-        KafkaSinkConfig, KafkaSource, KafkaSourceConfig, KafkaUri, StartFrom, TimeFrom,
+        DeliveryGuarantee, JsonDecoder, JsonEncoder, KafkaClientConfig, KafkaSink, KafkaSinkConfig,
+        KafkaSource, KafkaSourceConfig, KafkaUri, StartFrom, TimeFrom,
     };
     use crate::connectors::Throttled;
     use std::time::Duration;
 
-    fn client(uri: &str, kafka: Option<&KafkaJobConfig>, field: &str) -> Result<(KafkaClientConfig, String), Error> {
+    fn client(
+        uri: &str,
+        kafka: Option<&KafkaJobConfig>,
+        field: &str,
+    ) -> Result<(KafkaClientConfig, String), Error> {
         let parsed = KafkaUri::parse(uri)
             .unwrap_or_else(|| Err(format!("'{uri}' is not a kafka:// URI")))
             .map_err(|e| Error::Config(format!("spec.job.config.{field}: {e}")))?;

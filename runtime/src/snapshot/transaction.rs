@@ -230,8 +230,14 @@ mod tests {
             transactions: vec![file.clone().into(), kafka.into()],
         };
         let json = serde_json::to_value(&holder).unwrap();
-        assert_eq!(json["transactions"][0], serde_json::to_value(&file).unwrap());
-        assert_eq!(json["transactions"][1]["kafka"]["transactionalId"], "job-sink-0-1");
+        assert_eq!(
+            json["transactions"][0],
+            serde_json::to_value(&file).unwrap()
+        );
+        assert_eq!(
+            json["transactions"][1]["kafka"]["transactionalId"],
+            "job-sink-0-1"
+        );
         let back: Holder = serde_json::from_value(json).unwrap();
         assert_eq!(back, holder);
         // Through the workers' protocol (bincode) the tagged form is used throughout.

@@ -194,7 +194,11 @@ impl KafkaCluster {
 impl Drop for KafkaCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let log = entry.path().join("server.log");
                 if let Ok(text) = std::fs::read_to_string(&log) {
                     let lines: Vec<&str> = text.lines().collect();

@@ -135,14 +135,19 @@ mod tests {
     #[test]
     fn kafka_uris_name_brokers_and_topic() {
         assert_eq!(
-            KafkaUri::parse("kafka://a:9092,b:9092/bids").unwrap().unwrap(),
+            KafkaUri::parse("kafka://a:9092,b:9092/bids")
+                .unwrap()
+                .unwrap(),
             KafkaUri {
                 bootstrap_servers: Some("a:9092,b:9092".into()),
                 topic: "bids".into()
             }
         );
         assert_eq!(
-            KafkaUri::parse("kafka:///bids").unwrap().unwrap().bootstrap_servers,
+            KafkaUri::parse("kafka:///bids")
+                .unwrap()
+                .unwrap()
+                .bootstrap_servers,
             None
         );
         assert!(KafkaUri::parse("kafka://a:9092").unwrap().is_err());

@@ -59,9 +59,12 @@ pub fn produce_nexmark(
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
                     record = back;
                     producer.poll(Duration::from_millis(5));
                 }
@@ -77,7 +80,12 @@ pub fn produce_nexmark(
     producer
         .flush(Duration::from_secs(300))
         .map_err(|e| client.error(format!("events not acknowledged: {e}")))?;
-    let failure = producer.context().0.lock().map(|f| f.clone()).unwrap_or(None);
+    let failure = producer
+        .context()
+        .0
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or(None);
     match failure {
         Some(e) => Err(client.error(format!("events not written to '{topic}': {e}"))),
         None => Ok(partitions),

@@ -332,7 +332,10 @@ impl ProducerContext for Deliveries {
             }
             Err((e, m)) => {
                 state.error.get_or_insert_with(|| {
-                    format!("a record for partition {} was not written: {e}", m.partition())
+                    format!(
+                        "a record for partition {} was not written: {e}",
+                        m.partition()
+                    )
                 });
             }
         }
@@ -569,8 +572,10 @@ impl<T: 'static> ExactlyOnce<T> {
         // The old subtasks this subtask takes over (itself among them); no other subtask
         // touches their ids.
         for old in (0..before.max(cx.parallelism)).filter(|s| s % cx.parallelism == cx.subtask) {
-            let listed: Vec<&KafkaTransaction> =
-                restored.iter().filter(|t| t.subtask as usize == old).collect();
+            let listed: Vec<&KafkaTransaction> = restored
+                .iter()
+                .filter(|t| t.subtask as usize == old)
+                .collect();
             let mut slots = listed.iter().map(|t| t.slots).max().unwrap_or(0);
             if old == cx.subtask {
                 slots = slots.max(config.transaction_slots);
@@ -629,7 +634,11 @@ impl<T: 'static> ExactlyOnce<T> {
         // failed): writing waits for the next completion to free one.
         let since = Instant::now();
         let idle = loop {
-            if let Some(i) = self.slots.iter().position(|s| *s.state() == SlotState::Idle) {
+            if let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| *s.state() == SlotState::Idle)
+            {
                 break i;
             }
             self.failed()?;
@@ -643,9 +652,10 @@ impl<T: 'static> ExactlyOnce<T> {
             std::thread::sleep(Duration::from_millis(10));
         };
         let slot = self.slots[idle].clone();
-        slot.producer
-            .begin_transaction()
-            .map_err(|e| self.w.error(format!("transaction {}: cannot begin: {e}", slot.id)))?;
+        slot.producer.begin_transaction().map_err(|e| {
+            self.w
+                .error(format!("transaction {}: cannot begin: {e}", slot.id))
+        })?;
         slot.producer.context().take_ranges();
         *slot.state() = SlotState::Open;
         self.current = Some(idle);
@@ -700,7 +710,11 @@ impl<T: 'static> SinkWriter<T> for ExactlyOnce<T> {
                 flush(&slot.producer).map_err(fail)?;
                 let mut marker = TopicPartitionList::new();
                 marker
-                    .add_partition_offset(&self.w.config.topic, 0, Offset::Offset(marker_offset(checkpoint)))
+                    .add_partition_offset(
+                        &self.w.config.topic,
+                        0,
+                        Offset::Offset(marker_offset(checkpoint)),
+                    )
                     .map_err(|e| fail(e.to_string()))?;
                 if let Some(mut elem) = marker.find_partition(&self.w.config.topic, 0) {
                     elem.set_metadata(&self.run);
@@ -721,7 +735,12 @@ impl<T: 'static> SinkWriter<T> for ExactlyOnce<T> {
         if checkpoint == u64::MAX {
             self.final_barrier = true;
         }
-        Ok(self.pending.iter().cloned().map(SinkTransaction::from).collect())
+        Ok(self
+            .pending
+            .iter()
+            .cloned()
+            .map(SinkTransaction::from)
+            .collect())
     }
 }
 
@@ -755,15 +774,15 @@ fn fence(
                     let id = names.transactional_id(subtask, index);
                     OpenTransactions::remove(&id);
                     let producer = config.transactional_producer(&id)?;
-                    producer.init_transactions(TRANSACTION_TIMEOUT).map_err(|e| {
-                        Error::Kafka {
+                    producer
+                        .init_transactions(TRANSACTION_TIMEOUT)
+                        .map_err(|e| Error::Kafka {
                             what: format!(
                                 "transactional id '{id}' (brokers {})",
                                 config.client.bootstrap_servers
                             ),
                             message: format!("cannot initialise transactions: {e}"),
-                        }
-                    })?;
+                        })?;
                     Ok(Arc::new(Slot {
                         id,
                         index,
