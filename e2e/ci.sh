@@ -18,6 +18,8 @@ export SLUICE_IMAGE_PROFILE=dev
 bash "$cluster/images.sh" sluice
 bash "$cluster/images.sh" operator
 bash "$cluster/images.sh" e2e
+# A user's own job (examples/custom-job) in its own images, for e2e/tests/custom_job.rs.
+bash "$cluster/images.sh" sessions
 
 # The operator as users install it: the chart, with its CRDs, from this checkout.
 helm="$(bash "$cluster/helm.sh" | tail -n 1)"

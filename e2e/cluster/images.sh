@@ -7,6 +7,8 @@
 #   images.sh sluice   # sluice.local/sluice:dev from the workspace's release build
 #   images.sh operator # sluice.local/sluice-operator:dev, the operator
 #   images.sh e2e      # sluice.local/e2e-echo:dev, the end-to-end tests' helper
+#   images.sh sessions # sluice.local/sessions:{dev,v2,v2-incompatible}, the template job of
+#                      # examples/custom-job in its three versions (see its README)
 #
 # With SLUICE_IMAGE_ARCHIVES=<dir>, the OCI archives are written there (<name>-<tag>.tar)
 # instead, and no containerd is needed: for another cluster, e.g.
@@ -125,5 +127,17 @@ case "${1:-}" in
     forget sluice.local/sluice-operator:dev
     image sluice.local/sluice-operator:dev /usr/local/bin/sluice-operator "$target/$profile_dir/sluice-operator=/usr/local/bin/sluice-operator"
     ;;
-  *) die "usage: images.sh system|sluice|operator|e2e" ;;
+  sessions)
+    # A user's own image: the template crate's binary, once per version of the job. Each
+    # build replaces the binary, so each image is made before the next build.
+    target="${CARGO_TARGET_DIR:-$here/../../target}"
+    for version in dev: v2:v2 v2-incompatible:v2-incompatible-state; do
+      tag=${version%%:*} features=${version#*:}
+      (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-example-sessions --bin sessions \
+        ${features:+--features "$features"})
+      forget "sluice.local/sessions:$tag"
+      image "sluice.local/sessions:$tag" /usr/local/bin/sessions "$target/$profile_dir/sessions=/usr/local/bin/sessions"
+    done
+    ;;
+  *) die "usage: images.sh system|sluice|operator|e2e|sessions" ;;
 esac
