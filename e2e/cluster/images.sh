@@ -67,9 +67,10 @@ image() {
   log "image $ref"
 }
 
-# Removes an older build of the image from the cluster's containerd, if there is one.
+# Removes an older build of the image from the cluster's containerd, if there is one; its
+# content is gone before the new build is imported (an asynchronous removal can race it).
 forget() {
-  [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]] || "${CTR[@]}" images rm "$1" >/dev/null 2>&1 || true
+  [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]] || "${CTR[@]}" images rm --sync "$1" >/dev/null 2>&1 || true
 }
 
 # The pause container only has to sleep until it is killed.

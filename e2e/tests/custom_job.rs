@@ -31,15 +31,17 @@ const NAME: &str = "sessions";
 /// Long enough for a job's pods to start, or a stop with a savepoint to complete.
 const STEP_TIMEOUT: Duration = Duration::from_secs(240);
 
-const CLICKS: u64 = 40_000;
-const USERS: u64 = 100;
+const CLICKS: u64 = 600_000;
+const USERS: u64 = 1_000;
 /// Click `i` happens at `BASE_MS + i * STEP_MS`, less up to `OUT_OF_ORDER_MS`.
 const BASE_MS: i64 = 1_767_225_600_000;
 const STEP_MS: i64 = 50;
 const OUT_OF_ORDER_MS: i64 = 2_000;
-const GAP_MS: i64 = 8_000;
-/// Sessions each sink subtask commits per second: the job outlives the test's upgrades.
-const SINK_RATE: u64 = 25;
+const GAP_MS: i64 = 60_000;
+/// Sessions each sink subtask commits per second: the job (about 180,000 sessions, 7 to 8
+/// minutes) outlives the test's upgrades. Not much lower: a sink subtask sleeps off each batch
+/// (up to 1,024 sessions) before a checkpoint barrier behind it can pass.
+const SINK_RATE: u64 = 200;
 
 /// A click as the job reads it, one JSON object per line.
 fn click_line(user: u64, ts: i64, page: &str, amount_cents: u64) -> String {
@@ -242,8 +244,9 @@ e2e_test!(
         let degraded = status.condition("Degraded").expect("Degraded");
         let expected_message = format!(
             "the new spec cannot restore savepoint {savepoint}: operator 'sessionize': state \
-             'open-session' has schema version 1 in the snapshot but 2 in the job / error: job \
-             'sessions' cannot restore {savepoint}; the job keeps running its current spec"
+             'open-session' has schema version 1 in the snapshot but 2 in the job / error: \
+             checkpointing: job 'sessions' cannot restore {savepoint}; the job keeps running its \
+             current spec"
         );
         assert_eq!(degraded.message, expected_message);
         let events: Api<Event> = ns.api();
@@ -265,6 +268,19 @@ e2e_test!(
             warnings[0].message.as_deref(),
             Some(expected_message.as_str())
         );
+        // The pre-flight's pod is not under the job's disruption budget (a budget over a
+        // Job's pods only makes the disruption controller warn).
+        let budget_warnings: Vec<Event> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.kind.as_deref() == Some("PodDisruptionBudget")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .collect();
+        assert!(budget_warnings.is_empty(), "{budget_warnings:?}");
         // The first version keeps running, in the same run, and keeps committing.
         assert_eq!(status.phase, Some(Phase::Running));
         let target = status.target.clone().expect("target");

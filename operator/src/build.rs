@@ -313,12 +313,19 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
             },
         }))?,
         // Every pod of a job is needed: a drain may take one at a time, and the job restarts
-        // from its latest checkpoint after each.
+        // from its latest checkpoint after each. Only the coordinator and the workers: the
+        // pods of the pre-flight and cleanup Jobs belong to a controller without a scale, so
+        // a budget over them only yields the disruption controller's warnings.
         disruption_budget: from_json(json!({
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
             "metadata": job.metadata(job.name.clone(), None),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"sluice.dev/job": job.name}}},
+            "spec": {"maxUnavailable": 1, "selector": {
+                "matchLabels": {"sluice.dev/job": job.name},
+                "matchExpressions": [
+                    {"key": "sluice.dev/role", "operator": "In", "values": ["coordinator", "worker"]},
+                ],
+            }},
         }))?,
     })
 }

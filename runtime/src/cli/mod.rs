@@ -531,17 +531,24 @@ fn check_savepoint(
     };
     let graph = registry.build(job, 1, max_parallelism, &config)?;
     let compat = Compatibility::check(&content, max_parallelism, &graph.declared_operators()?);
-    println!("{compat}");
     match compat.refusal(allow_non_restored_state) {
-        Some(_) => Err(Error::Checkpoint(format!(
-            "job '{job}' cannot restore {snapshot}{}",
-            if compat.is_incompatible() {
-                ""
-            } else {
-                " (--allow-non-restored-state drops the missing state)"
-            }
-        ))),
-        None => Ok(()),
+        // The report goes to the stream the error goes to, so that a reader of both (a
+        // pod's log, which the operator's pre-flight quotes) sees them in this order.
+        Some(_) => {
+            eprintln!("{compat}");
+            Err(Error::Checkpoint(format!(
+                "job '{job}' cannot restore {snapshot}{}",
+                if compat.is_incompatible() {
+                    ""
+                } else {
+                    " (--allow-non-restored-state drops the missing state)"
+                }
+            )))
+        }
+        None => {
+            println!("{compat}");
+            Ok(())
+        }
     }
 }
 
