@@ -1,4 +1,5 @@
-//! The runtime's error type.
+//! The runtime's errors: [`Error`], and the errors of the layers below the engine that
+//! convert into it. At the bottom of the layers, so that every module can return them.
 
 use std::path::PathBuf;
 
@@ -31,7 +32,7 @@ pub enum Error {
     #[error("checkpointing: {0}")]
     Checkpoint(String),
     #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     #[error("the job was cancelled")]
     Cancelled,
     #[error("control API: {0}")]
@@ -65,4 +66,36 @@ impl Error {
             source,
         }
     }
+}
+
+/// Checkpoint storage failed, or what it holds is not a complete, intact snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("checkpoint storage {uri}: {message}")]
+    Uri { uri: String, message: String },
+    #[error("checkpoint storage {path}: {}", causes(source))]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("no complete checkpoint in {uri}")]
+    NoCheckpoint { uri: String },
+}
+
+/// An error with its causes: a store's own message often leaves out the one that says
+/// what went wrong (a refused connection, the server's reply).
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -1,19 +1,23 @@
 //! Building a job: streams, keyed streams, windows and joins. Every method adds an operator
 //! to the job graph; nothing runs until the graph is built and started.
 
-use super::functions::{
+use crate::operators::assigners::{TimeWindow, WindowAssigner};
+use crate::operators::functions::{
     AggregateFunction, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext,
 };
-use super::window::{TimeWindow, WindowAssigner};
-use super::{Data, Either, Key, WatermarkStrategy};
-use crate::connectors::{Sink, Source};
+use crate::record::{Data, Either, Key};
+use crate::sink::{Sink, SinkContext};
+use crate::source::Source;
+use crate::watermark::WatermarkStrategy;
 use crate::error::Error;
 use crate::exec::{
     one_input_head, two_input_head, BuildCx, Operator, SourceTask, TwoInputOperator,
 };
-use crate::graph::{
-    fixed_states, no_states, BuildOperator, DeclareStates, Erased, InputEdge, JobGraph, KeyHasher,
-    NodeDef, NodeKind, Outputs, Partition, PortType,
+use crate::exec::erased::Erased;
+use crate::exec::exchange::KeyHasher;
+use crate::exec::graph::{
+    fixed_states, no_states, BuildOperator, DeclareStates, InputEdge, JobGraph, NodeDef,
+    NodeKind, Outputs, Partition, PortType,
 };
 use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, SinkOp, SplitOp};
 use crate::operators::join::{IntervalJoinOp, JoinFn, WindowJoinOp, INTERVAL_LEFT, INTERVAL_RIGHT};
@@ -499,7 +503,7 @@ impl<T: Data> Stream<T> {
             true,
             Vec::new(),
             move |cx, _| {
-                let writer = sink.open(&crate::connectors::SinkContext {
+                let writer = sink.open(&SinkContext {
                     subtask: cx.subtask,
                     parallelism: cx.parallelism,
                     run_id: cx.run_id.to_string(),

@@ -16,7 +16,7 @@ use crate::exec::checkpoint::{
     SavepointRequest, TaskLink,
 };
 use crate::exec::{assignments, Restore};
-use crate::graph::JobGraph;
+use crate::exec::JobGraph;
 use crate::snapshot::{
     CheckpointStorage, Compatibility, DeclaredOperator, FileTransaction, JobLayout,
     SnapshotContent, SnapshotKind,

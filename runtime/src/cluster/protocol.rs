@@ -1,6 +1,6 @@
 //! What the coordinator and its workers say to each other over their one TCP connection:
 //! length-prefixed bincode messages. The data of the job never takes this path (it goes
-//! worker to worker, `crate::net`); only deployments, snapshot control and reports do.
+//! worker to worker, `crate::exec::net`); only deployments, snapshot control and reports do.
 
 use crate::control::model::{JobError, SubtaskStatus};
 use crate::snapshot::{FileTransaction, Native, NativeRef, OperatorSnapshot, SnapshotKind};

@@ -13,9 +13,10 @@ use crate::exec::{
     launch, prepare, Placement, RemoteLinks, Restore, RunOptions, RunningJob, Supervise,
     SupervisorParts,
 };
-use crate::graph::{ErasedSend, PortType};
-use crate::jobs::JobRegistry;
-use crate::net::{InboundChannels, InboundConnection, OutboundConnection};
+use crate::exec::erased::ErasedSend;
+use crate::exec::graph::PortType;
+use crate::api::JobRegistry;
+use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::snapshot::{CheckpointStorage, FileEntry};
 use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;

@@ -7,8 +7,8 @@ use super::checkpoint::{
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use super::{BuildCx, Clock, FailureCell, HeadArgs, Task};
 use crate::error::Error;
-use crate::graph::PortType;
-use crate::graph::{Erased, ErasedRouting, ErasedSend, JobGraph, NodeKind, Outputs, Partition};
+use super::erased::{Erased, ErasedSend};
+use super::graph::{ErasedRouting, JobGraph, NodeKind, Outputs, Partition, PortType};
 use crate::snapshot::{
     CheckpointStorage, Compatibility, DeclaredOperator, JobLayout, RestoredState, SnapshotContent,
 };

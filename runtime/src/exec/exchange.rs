@@ -3,12 +3,15 @@
 
 use super::channel::{ChannelSender, Msg};
 use super::{BuildCx, Operator};
-use crate::api::Record;
-use crate::graph::KeyHasher;
+use crate::record::Record;
 use crate::snapshot::{Barrier, SnapshotKind, TaskSnapshot};
 use crate::state::KeyGroupAssignment;
 use crate::time::{EventTime, ProcTime};
 use std::sync::Arc;
+
+/// Hashes a record's key; the same function on the same key gives the same value in every
+/// process.
+pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
 pub(crate) enum Routing<T> {
     /// One consumer: the subtask with the producer's index.

@@ -3,8 +3,11 @@
 pub(crate) mod channel;
 pub(crate) mod checkpoint;
 mod embedded;
+pub(crate) mod erased;
 pub(crate) mod exchange;
+pub(crate) mod graph;
 pub mod metrics;
+pub(crate) mod net;
 pub(crate) mod operator;
 mod task;
 
@@ -16,6 +19,7 @@ pub use embedded::{
     start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,
     SubtaskStatus,
 };
+pub use graph::JobGraph;
 pub use operator::{Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 

@@ -3,7 +3,7 @@
 //! travel down the same path as data, so an operator always sees them in order with its
 //! records.
 
-use crate::api::Record;
+use crate::record::Record;
 use crate::snapshot::{Barrier, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};
 

@@ -3,10 +3,11 @@
 use super::channel::{ChannelReceiver, Msg, Received};
 use super::checkpoint::{Report, FINAL_ID};
 use super::{BuildCx, Operator, TwoInputOperator};
-use crate::api::{Record, WatermarkStrategy};
-use crate::connectors::{Poll, SplitReader};
+use crate::record::Record;
+use crate::watermark::WatermarkStrategy;
+use crate::source::{Poll, SplitReader};
 use crate::error::Error;
-use crate::graph::{downcast_receiver, Erased, ErasedSend};
+use super::erased::{downcast_op, downcast_receiver, Erased, ErasedSend};
 use crate::snapshot::{Barrier, SnapshotKind, SplitPosition, TaskSnapshot};
 use crate::time::{duration_millis, EventTime, ProcTime};
 use crossbeam_utils::sync::Parker;
@@ -230,7 +231,7 @@ pub(crate) struct OneInputTask<I> {
 }
 
 pub(crate) fn one_input_head<I: 'static>(args: HeadArgs) -> Result<Box<dyn Task>, Error> {
-    let op = crate::graph::downcast_op::<I>(args.op);
+    let op = downcast_op::<I>(args.op);
     let channels = args
         .inputs
         .into_iter()

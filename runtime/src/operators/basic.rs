@@ -1,8 +1,8 @@
 //! Stateless record-at-a-time operators and the sink adapter.
 
 use super::Emitter;
-use crate::api::{Either, Record};
-use crate::connectors::SinkWriter;
+use crate::record::{Either, Record};
+use crate::sink::SinkWriter;
 use crate::exec::{BuildCx, Operator};
 use crate::snapshot::{Barrier, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};

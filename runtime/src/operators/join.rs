@@ -3,7 +3,8 @@
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use crate::api::{Key, Record, TimeWindow, WindowAssigner};
+use super::assigners::{TimeWindow, WindowAssigner};
+use crate::record::{Key, Record};
 use crate::exec::{basic_control, BuildCx, TwoInputOperator};
 use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
 use crate::state::{StateDescriptor, StateValue, ValueState};

@@ -1,9 +1,8 @@
 //! Keyed process functions, one and two inputs.
 
 use super::{Emitter, Restorable};
-use crate::api::{
-    Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
-};
+use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
+use crate::record::{Key, Record};
 use crate::exec::{BuildCx, Operator, TwoInputOperator};
 use crate::snapshot::{
     decode, encode, Barrier, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot,

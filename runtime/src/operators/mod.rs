@@ -1,13 +1,16 @@
-//! The built-in operators behind the job API.
+//! The built-in operators behind the job API, the user functions they call
+//! ([`functions`]) and the window assigners that configure their windows ([`assigners`]).
 
+pub(crate) mod assigners;
 pub(crate) mod basic;
+pub(crate) mod functions;
 pub(crate) mod join;
 pub(crate) mod keyed;
 pub(crate) mod panes;
 pub(crate) mod window;
 pub(crate) mod window_all;
 
-use crate::api::Record;
+use crate::record::Record;
 use crate::exec::Operator;
 
 /// Collects an operator's output and hands it downstream a batch at a time.

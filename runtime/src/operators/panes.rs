@@ -17,7 +17,8 @@
 //! marks windows that fired and are kept for allowed lateness. Values are
 //! `[expires at: i64][bincode]`, as everywhere in RocksDB state.
 
-use crate::api::{Key, TimeWindow};
+use super::assigners::TimeWindow;
+use crate::record::Key;
 use crate::exec::BuildCx;
 use crate::snapshot::{
     decode, encode, encode_by_key_group, Native, OperatorSnapshot, PinnedNative, RestoredNative,

@@ -9,7 +9,9 @@
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::AggregateFunction;
+use crate::record::{Key, Record};
 use crate::exec::{BuildCx, Operator};
 use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
 use crate::state::{StateDescriptor, ValueState};

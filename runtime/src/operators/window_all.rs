@@ -5,7 +5,9 @@
 
 use super::window::WindowFn;
 use super::{Emitter, Restorable, Snapshotted};
-use crate::api::{AggregateFunction, Record, TimeWindow, WindowAssigner};
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::AggregateFunction;
+use crate::record::Record;
 use crate::exec::basic_control;
 use crate::exec::{BuildCx, Operator};
 use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};

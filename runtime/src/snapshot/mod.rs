@@ -22,16 +22,17 @@ mod storage;
 mod task;
 
 pub(crate) use content::{write_snapshot, JobLayout};
+pub use crate::state::{PinnedNative, RestoredNative, StateSchema};
 pub use content::{
-    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredNative, RestoredOperator,
-    RestoredState, SnapshotContent, StateSchema,
+    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
+    SnapshotContent,
 };
 pub use storage::{
     CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, CHECKPOINTS,
     MANIFEST_VERSION, SAVEPOINTS, SHARED,
 };
 pub(crate) use task::{decode, encode, encode_by_key_group};
+pub use crate::sink::FileTransaction;
 pub use task::{
-    Barrier, FileTransaction, Native, NativeRef, OperatorSnapshot, PinnedNative, SnapshotKind,
-    SplitPosition, TaskSnapshot,
+    Barrier, Native, NativeRef, OperatorSnapshot, SnapshotKind, SplitPosition, TaskSnapshot,
 };

@@ -7,41 +7,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+pub use crate::error::SnapshotError;
+use crate::error::causes;
+
 /// The manifest format this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
 const MANIFEST: &str = "_manifest.json";
 const LATEST: &str = "_latest";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("checkpoint storage {uri}: {message}")]
-    Uri { uri: String, message: String },
-    #[error("checkpoint storage {path}: {}", causes(source))]
-    Store {
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("{path}: {message}")]
-    Corrupt { path: String, message: String },
-    #[error("no complete checkpoint in {uri}")]
-    NoCheckpoint { uri: String },
-}
-
-/// An error with its causes: a store's own message often leaves out the one that says
-/// what went wrong (a refused connection, the server's reply).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text = format!("{text}: {message}");
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// A file of a checkpoint, as recorded in its manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

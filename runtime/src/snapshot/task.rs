@@ -5,8 +5,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::path::PathBuf;
 
+use crate::sink::FileTransaction;
+use crate::state::PinnedNative;
 use crate::snapshot::{CheckpointStorage, FileEntry, SHARED};
 use crate::state::{key_group, stable_hash};
 use std::collections::HashMap;
@@ -38,28 +39,6 @@ pub struct SplitPosition {
     pub done: bool,
 }
 
-/// A sink's pre-committed output: a complete file under a hidden name, made visible by
-/// renaming it. Committing twice is harmless, so recovery can commit again whatever a
-/// completed snapshot lists.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileTransaction {
-    /// The checkpoint whose barrier closed the file.
-    pub checkpoint: u64,
-    pub pending: PathBuf,
-    pub committed: PathBuf,
-}
-
-impl FileTransaction {
-    pub fn commit(&self) -> Result<(), crate::Error> {
-        match std::fs::rename(&self.pending, &self.committed) {
-            Ok(()) => Ok(()),
-            // Already committed by an earlier attempt.
-            Err(_) if !self.pending.exists() && self.committed.exists() => Ok(()),
-            Err(e) => Err(crate::Error::io(&self.pending, e)),
-        }
-    }
-}
-
 /// Encodes key groups of state that was pinned when the barrier passed; runs on the
 /// coordinator, off the task thread.
 pub(crate) type DeferredFn = Box<dyn FnOnce() -> Result<Vec<(u32, Vec<u8>)>, String> + Send>;
@@ -79,22 +58,6 @@ impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() { "pending" } else { "none" })
     }
-}
-
-/// A RocksDB checkpoint (hard links to its table files) of one operator subtask, pinned
-/// when the barrier passed.
-#[derive(Clone, Debug)]
-pub struct PinnedNative {
-    /// The local checkpoint directory; removed once uploaded.
-    pub dir: PathBuf,
-    /// Names the database instance; its table files are shared under this name.
-    pub instance: String,
-    /// Counts the pins of the instance: names the files that change with every pin.
-    pub pin: u64,
-    /// The key groups the database holds.
-    pub groups: Vec<u32>,
-    /// State names, by the index the database's keys carry.
-    pub states: Vec<String>,
 }
 
 /// The files of a RocksDB checkpoint in storage: table files are uploaded once and shared

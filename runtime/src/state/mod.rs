@@ -16,7 +16,7 @@ pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub use rocks::RocksConfig;
+pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub(crate) use rocks::RocksStore;
 pub use tables::{KeyedStateStore, ListAccess, MapAccess, StateBackend, ValueAccess};
 pub(crate) use timers::TimerService;
@@ -70,6 +70,13 @@ impl StateDescriptor {
         self.ttl = Some(StateTtl { ttl, update });
         self
     }
+}
+
+/// A state as an operator declares it: restoring needs the same name and schema version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StateSchema {
+    pub name: String,
+    pub schema_version: u32,
 }
 
 macro_rules! handle {

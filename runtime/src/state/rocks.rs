@@ -66,6 +66,31 @@ impl RocksConfig {
     }
 }
 
+/// A RocksDB checkpoint (hard links to its table files) of one operator subtask, pinned
+/// when the barrier passed.
+#[derive(Clone, Debug)]
+pub struct PinnedNative {
+    /// The local checkpoint directory; removed once uploaded.
+    pub dir: PathBuf,
+    /// Names the database instance; its table files are shared under this name.
+    pub instance: String,
+    /// Counts the pins of the instance: names the files that change with every pin.
+    pub pin: u64,
+    /// The key groups the database holds.
+    pub groups: Vec<u32>,
+    /// State names, by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
+/// A RocksDB database of a snapshot, downloaded to local disk.
+#[derive(Clone, Debug)]
+pub struct RestoredNative {
+    pub dir: PathBuf,
+    pub groups: Vec<u32>,
+    /// State names by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
 /// The shared cache and write-buffer manager, created by the first database of the process
 /// with the budget it is given.
 fn shared_memory(budget: usize) -> &'static (Cache, WriteBufferManager) {

@@ -5,7 +5,7 @@ use super::{
     key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor, StateTtl,
     StateValue, TtlUpdate, ValueState,
 };
-use crate::api::Key;
+use crate::record::Key;
 use crate::time::duration_millis;
 use rustc_hash::FxHashMap;
 use std::any::Any;
@@ -589,12 +589,12 @@ impl KeyedStateStore {
 
     /// The synchronous part of an incremental checkpoint of a RocksDB store: pins the
     /// database; its files are uploaded (only those new since the last upload) afterwards.
-    pub(crate) fn pin_native(&mut self) -> Result<Option<crate::snapshot::PinnedNative>, String> {
+    pub(crate) fn pin_native(&mut self) -> Result<Option<super::PinnedNative>, String> {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(None);
         };
         let dir = rocks.pin()?;
-        Ok(Some(crate::snapshot::PinnedNative {
+        Ok(Some(super::PinnedNative {
             dir,
             instance: rocks.instance().to_string(),
             pin: rocks.pins(),
@@ -611,7 +611,7 @@ impl KeyedStateStore {
     /// as they are into a RocksDB store, decoded into heap tables.
     pub fn restore_native(
         &mut self,
-        native: &crate::snapshot::RestoredNative,
+        native: &super::RestoredNative,
     ) -> Result<(), String> {
         let groups: Vec<u32> = native
             .groups
@@ -669,10 +669,10 @@ impl KeyedStateStore {
     }
 
     /// Name and schema version of every registered state.
-    pub fn schemas(&self) -> Vec<crate::snapshot::StateSchema> {
+    pub fn schemas(&self) -> Vec<super::StateSchema> {
         self.slots
             .iter()
-            .map(|s| crate::snapshot::StateSchema {
+            .map(|s| super::StateSchema {
                 name: s.descriptor.name.clone(),
                 schema_version: s.descriptor.schema_version,
             })

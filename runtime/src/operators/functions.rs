@@ -1,6 +1,6 @@
 //! User function traits and the contexts they run in.
 
-use super::{Key, Record};
+use crate::record::{Key, Record};
 use crate::error::Error;
 use crate::state::{
     KeyedStateStore, ListAccess, ListState, MapAccess, MapState, StateDescriptor, StateValue,

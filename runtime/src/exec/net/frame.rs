@@ -9,7 +9,7 @@
 //! idle one byte (0 or 1); a barrier the checkpoint id `u64` LE and the snapshot kind (one
 //! byte); end nothing; a credit the number of batches granted, `u32` LE.
 
-use crate::api::Record;
+use crate::record::Record;
 use crate::exec::channel::Msg;
 use crate::snapshot::{Barrier, SnapshotKind};
 use crate::time::EventTime;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::Record;
+use crate::record::Record;
 use crate::exec::channel::{channel, ChannelReceiver, Disconnected, Msg, Received};
 use crate::exec::metrics::TaskMetrics;
 use crate::snapshot::{Barrier, SnapshotKind};
