@@ -20,7 +20,7 @@ pub use embedded::{
     SubtaskStatus,
 };
 pub use graph::JobGraph;
-pub use operator::{Operator, TwoInputOperator};
+pub use operator::{ControlEvent, Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 
 use crate::error::Error;
@@ -203,26 +203,3 @@ impl BuildCx {
         });
     }
 }
-
-/// Forwards idle, tick, flush and finish of an operator whose output is an `Emitter` in
-/// field `emit`, sending buffered output first.
-macro_rules! basic_control {
-    () => {
-        fn idle(&mut self, idle: bool) {
-            self.emit.send();
-            self.emit.out.idle(idle);
-        }
-        fn tick(&mut self, now: ProcTime) {
-            self.emit.out.tick(now);
-        }
-        fn flush(&mut self) {
-            self.emit.send();
-            self.emit.out.flush();
-        }
-        fn finish(&mut self) {
-            self.emit.send();
-            self.emit.out.finish();
-        }
-    };
-}
-pub(crate) use basic_control;

@@ -2,7 +2,7 @@
 
 use super::channel::{ChannelReceiver, Msg, Received};
 use super::checkpoint::{Report, FINAL_ID};
-use super::{BuildCx, Operator, TwoInputOperator};
+use super::{BuildCx, ControlEvent, Operator, TwoInputOperator};
 use crate::record::Record;
 use crate::watermark::WatermarkStrategy;
 use crate::source::{Poll, SplitReader};
@@ -224,9 +224,117 @@ impl InputLoop {
     }
 }
 
-pub(crate) struct OneInputTask<I> {
-    op: Box<dyn Operator<I>>,
+/// A record or control message taken from an input channel, with the records in the
+/// batch type of the task's inputs.
+pub(crate) enum Input<B> {
+    Empty,
+    /// The producer went away without sending `End`: it failed.
+    Lost,
+    Data(B),
+    Watermark(EventTime),
+    Idle(bool),
+    Barrier(Barrier),
+    End,
+}
+
+impl<B> Input<B> {
+    fn from<T>(received: Received<T>, data: impl FnOnce(Vec<Record<T>>) -> B) -> Self {
+        match received {
+            Received::Empty => Input::Empty,
+            Received::Lost => Input::Lost,
+            Received::Msg(Msg::Data(batch)) => Input::Data(data(batch)),
+            Received::Msg(Msg::Watermark(wm)) => Input::Watermark(wm),
+            Received::Msg(Msg::Idle(idle)) => Input::Idle(idle),
+            Received::Msg(Msg::Barrier(b)) => Input::Barrier(b),
+            Received::Msg(Msg::End) => Input::End,
+        }
+    }
+}
+
+/// The input channels of a task and how their batches reach its operator: one input
+/// ([`OneInput`]) or two of different types ([`TwoInputs`]). Both run the same loop
+/// ([`InputTask`]), monomorphized for their record types.
+pub(crate) trait Inputs: 'static {
+    type Op: ?Sized;
+    /// A batch of one channel's records.
+    type Batch;
+    fn channels(&self) -> usize;
+    fn try_recv(&self, channel: usize) -> Input<Self::Batch>;
+    fn records(batch: &Self::Batch) -> usize;
+    fn push(op: &mut Self::Op, batch: &mut Self::Batch);
+    fn control(op: &mut Self::Op, event: ControlEvent<'_>);
+}
+
+pub(crate) struct OneInput<I> {
     channels: Vec<ChannelReceiver<I>>,
+}
+
+impl<I: 'static> Inputs for OneInput<I> {
+    type Op = dyn Operator<I>;
+    type Batch = Vec<Record<I>>;
+    fn channels(&self) -> usize {
+        self.channels.len()
+    }
+    fn try_recv(&self, channel: usize) -> Input<Self::Batch> {
+        Input::from(self.channels[channel].try_recv(), |batch| batch)
+    }
+    fn records(batch: &Self::Batch) -> usize {
+        batch.len()
+    }
+    fn push(op: &mut Self::Op, batch: &mut Self::Batch) {
+        op.push(batch);
+    }
+    fn control(op: &mut Self::Op, event: ControlEvent<'_>) {
+        op.control(event);
+    }
+}
+
+/// The channels of both inputs of a two-input operator: the left ones first. One clock
+/// and one barrier alignment span both, so the operator's watermark is the minimum of both
+/// sides and its barrier the one that arrived on every channel.
+pub(crate) struct TwoInputs<A, B> {
+    left: Vec<ChannelReceiver<A>>,
+    right: Vec<ChannelReceiver<B>>,
+}
+
+pub(crate) enum Sided<A, B> {
+    Left(Vec<Record<A>>),
+    Right(Vec<Record<B>>),
+}
+
+impl<A: 'static, B: 'static> Inputs for TwoInputs<A, B> {
+    type Op = dyn TwoInputOperator<A, B>;
+    type Batch = Sided<A, B>;
+    fn channels(&self) -> usize {
+        self.left.len() + self.right.len()
+    }
+    fn try_recv(&self, channel: usize) -> Input<Self::Batch> {
+        match channel.checked_sub(self.left.len()) {
+            None => Input::from(self.left[channel].try_recv(), Sided::Left),
+            Some(right) => Input::from(self.right[right].try_recv(), Sided::Right),
+        }
+    }
+    fn records(batch: &Self::Batch) -> usize {
+        match batch {
+            Sided::Left(b) => b.len(),
+            Sided::Right(b) => b.len(),
+        }
+    }
+    fn push(op: &mut Self::Op, batch: &mut Self::Batch) {
+        match batch {
+            Sided::Left(b) => op.push_left(b),
+            Sided::Right(b) => op.push_right(b),
+        }
+    }
+    fn control(op: &mut Self::Op, event: ControlEvent<'_>) {
+        op.control(event);
+    }
+}
+
+/// A task whose chain head reads channels: the head of a one- or two-input operator.
+pub(crate) struct InputTask<In: Inputs> {
+    op: Box<In::Op>,
+    inputs: In,
     io: InputLoop,
 }
 
@@ -237,93 +345,11 @@ pub(crate) fn one_input_head<I: 'static>(args: HeadArgs) -> Result<Box<dyn Task>
         .into_iter()
         .map(|(_, rx)| downcast_receiver::<I>(rx))
         .collect();
-    Ok(Box::new(OneInputTask {
+    Ok(Box::new(InputTask {
         op,
-        channels,
+        inputs: OneInput { channels },
         io: InputLoop::new(args.parker, args.cx),
     }))
-}
-
-fn apply<F: FnMut(ClockChange)>(changes: Vec<ClockChange>, mut f: F) {
-    for c in changes {
-        f(c);
-    }
-}
-
-impl<I: 'static> Task for OneInputTask<I> {
-    fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
-        let n = self.channels.len();
-        let mut clock = ChannelClock::new(n);
-        let mut align = Alignment::new(n);
-        let metrics = self.io.cx.metrics.clone();
-        loop {
-            let mut received = false;
-            for c in 0..n {
-                if clock.ended[c] || align.blocked[c] {
-                    continue;
-                }
-                let changes = match self.channels[c].try_recv() {
-                    Received::Empty => continue,
-                    Received::Lost => return Err(upstream_lost(&self.io.cx)),
-                    Received::Msg(Msg::Data(mut batch)) => {
-                        received = true;
-                        metrics.add_records_in(batch.len());
-                        let started = Instant::now();
-                        let changes = clock.on_data(c);
-                        apply(changes, |ch| forward_change(self.op.as_mut(), ch));
-                        self.op.push(&mut batch);
-                        metrics.record_batch(started.elapsed());
-                        continue;
-                    }
-                    Received::Msg(Msg::Watermark(wm)) => clock.on_watermark(c, wm),
-                    Received::Msg(Msg::Idle(idle)) => clock.on_idle(c, idle),
-                    Received::Msg(Msg::Barrier(b)) => {
-                        align.on_barrier(c, b);
-                        Vec::new()
-                    }
-                    Received::Msg(Msg::End) => clock.on_end(c),
-                };
-                received = true;
-                apply(changes, |ch| {
-                    if let ClockChange::Watermark(wm) = ch {
-                        metrics.set_watermark(wm);
-                    }
-                    forward_change(self.op.as_mut(), ch)
-                });
-            }
-            if let Some(barrier) = align.complete(&clock.ended) {
-                snapshot_chain(&self.io.cx, barrier, |b, s| self.op.barrier(b, s));
-            }
-            if let Some(now) = self.io.tick() {
-                self.op.tick(now);
-            }
-            self.io.check(cancel)?;
-            if clock.all_ended() {
-                self.op.finish();
-                self.io.check(cancel)?;
-                snapshot_chain(&self.io.cx, FINAL, |b, s| self.op.barrier(b, s));
-                return self.io.check(cancel);
-            }
-            if !received {
-                self.op.flush();
-                self.io.wait();
-            }
-        }
-    }
-}
-
-fn forward_change<I>(op: &mut dyn Operator<I>, change: ClockChange) {
-    match change {
-        ClockChange::Watermark(wm) => op.watermark(wm),
-        ClockChange::Idle(idle) => op.idle(idle),
-    }
-}
-
-pub(crate) struct TwoInputTask<A, B> {
-    op: Box<dyn TwoInputOperator<A, B>>,
-    left: Vec<ChannelReceiver<A>>,
-    right: Vec<ChannelReceiver<B>>,
-    io: InputLoop,
 }
 
 pub(crate) fn two_input_head<A: 'static, B: 'static>(
@@ -341,26 +367,29 @@ pub(crate) fn two_input_head<A: 'static, B: 'static>(
             right.push(downcast_receiver::<B>(rx));
         }
     }
-    Ok(Box::new(TwoInputTask {
+    Ok(Box::new(InputTask {
         op,
-        left,
-        right,
+        inputs: TwoInputs { left, right },
         io: InputLoop::new(args.parker, args.cx),
     }))
 }
 
-fn forward_change2<A, B>(op: &mut dyn TwoInputOperator<A, B>, change: ClockChange) {
-    match change {
-        ClockChange::Watermark(wm) => op.watermark(wm),
-        ClockChange::Idle(idle) => op.idle(idle),
+fn apply<F: FnMut(ClockChange)>(changes: Vec<ClockChange>, mut f: F) {
+    for c in changes {
+        f(c);
     }
 }
 
-impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
+fn change_event(change: ClockChange) -> ControlEvent<'static> {
+    match change {
+        ClockChange::Watermark(wm) => ControlEvent::Watermark(wm),
+        ClockChange::Idle(idle) => ControlEvent::Idle(idle),
+    }
+}
+
+impl<In: Inputs> Task for InputTask<In> {
     fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
-        let nl = self.left.len();
-        let n = nl + self.right.len();
-        // One clock over both inputs: the operator's watermark is the minimum of both sides.
+        let n = self.inputs.channels();
         let mut clock = ChannelClock::new(n);
         let mut align = Alignment::new(n);
         let metrics = self.io.cx.metrics.clone();
@@ -370,81 +399,54 @@ impl<A: 'static, B: 'static> Task for TwoInputTask<A, B> {
                 if clock.ended[c] || align.blocked[c] {
                     continue;
                 }
-                enum Got<A, B> {
-                    Left(Vec<Record<A>>),
-                    Right(Vec<Record<B>>),
-                    Control(Vec<ClockChange>),
-                }
-                let got = if c < nl {
-                    match self.left[c].try_recv() {
-                        Received::Empty => continue,
-                        Received::Lost => return Err(upstream_lost(&self.io.cx)),
-                        Received::Msg(Msg::Data(b)) => Got::Left(b),
-                        Received::Msg(Msg::Watermark(wm)) => {
-                            Got::Control(clock.on_watermark(c, wm))
-                        }
-                        Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
-                        Received::Msg(Msg::Barrier(b)) => {
-                            align.on_barrier(c, b);
-                            Got::Control(Vec::new())
-                        }
-                        Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
+                let changes = match self.inputs.try_recv(c) {
+                    Input::Empty => continue,
+                    Input::Lost => return Err(upstream_lost(&self.io.cx)),
+                    Input::Data(mut batch) => {
+                        received = true;
+                        metrics.add_records_in(In::records(&batch));
+                        let started = Instant::now();
+                        let changes = clock.on_data(c);
+                        apply(changes, |ch| In::control(&mut self.op, change_event(ch)));
+                        In::push(&mut self.op, &mut batch);
+                        metrics.record_batch(started.elapsed());
+                        continue;
                     }
-                } else {
-                    match self.right[c - nl].try_recv() {
-                        Received::Empty => continue,
-                        Received::Lost => return Err(upstream_lost(&self.io.cx)),
-                        Received::Msg(Msg::Data(b)) => Got::Right(b),
-                        Received::Msg(Msg::Watermark(wm)) => {
-                            Got::Control(clock.on_watermark(c, wm))
-                        }
-                        Received::Msg(Msg::Idle(i)) => Got::Control(clock.on_idle(c, i)),
-                        Received::Msg(Msg::Barrier(b)) => {
-                            align.on_barrier(c, b);
-                            Got::Control(Vec::new())
-                        }
-                        Received::Msg(Msg::End) => Got::Control(clock.on_end(c)),
+                    Input::Watermark(wm) => clock.on_watermark(c, wm),
+                    Input::Idle(idle) => clock.on_idle(c, idle),
+                    Input::Barrier(b) => {
+                        align.on_barrier(c, b);
+                        Vec::new()
                     }
+                    Input::End => clock.on_end(c),
                 };
                 received = true;
-                match got {
-                    Got::Left(mut b) => {
-                        metrics.add_records_in(b.len());
-                        let started = Instant::now();
-                        apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
-                        self.op.push_left(&mut b);
-                        metrics.record_batch(started.elapsed());
+                apply(changes, |ch| {
+                    if let ClockChange::Watermark(wm) = ch {
+                        metrics.set_watermark(wm);
                     }
-                    Got::Right(mut b) => {
-                        metrics.add_records_in(b.len());
-                        let started = Instant::now();
-                        apply(clock.on_data(c), |ch| forward_change2(self.op.as_mut(), ch));
-                        self.op.push_right(&mut b);
-                        metrics.record_batch(started.elapsed());
-                    }
-                    Got::Control(changes) => apply(changes, |ch| {
-                        if let ClockChange::Watermark(wm) = ch {
-                            metrics.set_watermark(wm);
-                        }
-                        forward_change2(self.op.as_mut(), ch)
-                    }),
-                }
+                    In::control(&mut self.op, change_event(ch))
+                });
             }
             if let Some(barrier) = align.complete(&clock.ended) {
-                snapshot_chain(&self.io.cx, barrier, |b, s| self.op.barrier(b, s));
+                snapshot_chain(&self.io.cx, barrier, |b, s| {
+                    In::control(&mut self.op, ControlEvent::Barrier(b, s))
+                });
             }
             if let Some(now) = self.io.tick() {
-                self.op.tick(now);
+                In::control(&mut self.op, ControlEvent::Tick(now));
             }
             self.io.check(cancel)?;
             if clock.all_ended() {
-                self.op.finish();
+                In::control(&mut self.op, ControlEvent::Finish);
                 self.io.check(cancel)?;
-                snapshot_chain(&self.io.cx, FINAL, |b, s| self.op.barrier(b, s));
+                snapshot_chain(&self.io.cx, FINAL, |b, s| {
+                    In::control(&mut self.op, ControlEvent::Barrier(b, s))
+                });
                 return self.io.check(cancel);
             }
             if !received {
-                self.op.flush();
+                In::control(&mut self.op, ControlEvent::Flush);
                 self.io.wait();
             }
         }
@@ -514,7 +516,7 @@ impl<T> SourceTask<T> {
                     done: s.done,
                 })
                 .collect();
-            out.barrier(b, snapshot);
+            out.control(ControlEvent::Barrier(b, snapshot));
         });
     }
 }
@@ -544,7 +546,7 @@ impl<T: 'static> Task for SourceTask<T> {
                     split.idle = false;
                     if all_idle {
                         all_idle = false;
-                        self.out.idle(false);
+                        self.out.control(ControlEvent::Idle(false));
                     }
                     self.cx.metrics.add_records_in(batch.len());
                     self.out.push(&mut batch);
@@ -561,8 +563,8 @@ impl<T: 'static> Task for SourceTask<T> {
             }
             if self.splits.iter().all(|s| s.done) {
                 self.cx.metrics.set_watermark(EventTime::MAX);
-                self.out.watermark(EventTime::MAX);
-                self.out.finish();
+                self.out.control(ControlEvent::Watermark(EventTime::MAX));
+                self.out.control(ControlEvent::Finish);
                 if let Some(e) = self.cx.failure.take() {
                     return Err(e);
                 }
@@ -583,7 +585,7 @@ impl<T: 'static> Task for SourceTask<T> {
                     None => {
                         if !all_idle {
                             all_idle = true;
-                            self.out.idle(true);
+                            self.out.control(ControlEvent::Idle(true));
                         }
                     }
                     Some(min) => {
@@ -595,18 +597,18 @@ impl<T: 'static> Task for SourceTask<T> {
                         if wm > emitted_wm {
                             emitted_wm = wm;
                             self.cx.metrics.set_watermark(EventTime(wm));
-                            self.out.watermark(EventTime(wm));
+                            self.out.control(ControlEvent::Watermark(EventTime(wm)));
                         }
                     }
                 }
             }
             if now > last_tick {
                 last_tick = now;
-                self.out.tick(now);
+                self.out.control(ControlEvent::Tick(now));
             }
             self.cx.metrics.set_elapsed(started.elapsed());
             if !produced {
-                self.out.flush();
+                self.out.control(ControlEvent::Flush);
                 let t = Instant::now();
                 std::thread::sleep(Duration::from_millis(1));
                 self.cx.metrics.add_idle(t.elapsed());

@@ -5,10 +5,11 @@ use super::panes::Panes;
 use super::{Emitter, Restorable};
 use super::assigners::{TimeWindow, WindowAssigner};
 use crate::record::{Key, Record};
-use crate::exec::{basic_control, BuildCx, TwoInputOperator};
-use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
+use super::functions::Timer;
+use crate::exec::{BuildCx, ControlEvent, TwoInputOperator};
+use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, StateValue, ValueState};
-use crate::time::{EventTime, ProcTime};
+use crate::time::EventTime;
 use std::sync::Arc;
 
 pub(crate) type JoinFn<A, B, O> = Arc<dyn Fn(&A, &B) -> O + Send + Sync>;
@@ -130,33 +131,33 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
         self.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        let (f, emit) = (&self.f, &mut self.emit);
-        self.panes.fire(watermark.0, 0, |w, _, sides| {
-            let ts = EventTime(w.max_timestamp());
-            for a in &sides.left {
-                for b in &sides.right {
-                    emit.buf.push(Record::new(ts, f(a, b)));
-                    emit.maybe_send();
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = watermark.0;
+                let (f, emit) = (&self.f, &mut self.emit);
+                self.panes.fire(watermark.0, 0, |w, _, sides| {
+                    let ts = EventTime(w.max_timestamp());
+                    for a in &sides.left {
+                        for b in &sides.right {
+                            emit.buf.push(Record::new(ts, f(a, b)));
+                            emit.maybe_send();
+                        }
+                    }
+                });
+                self.check_state();
+            }
+            ControlEvent::Barrier(barrier, snapshot) => {
+                self.emit.send();
+                let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
+                if let Err(e) = self.panes.snapshot(part, barrier.kind) {
+                    self.cx.fail(format!("snapshot: {e}"));
                 }
             }
-        });
-        self.check_state();
-        self.emit.send();
-        self.emit.out.watermark(watermark);
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
-        if let Err(e) = self.panes.snapshot(part, barrier.kind) {
-            self.cx.fail(format!("snapshot: {e}"));
+            _ => {}
         }
-        self.emit.out.barrier(barrier, snapshot);
+        self.emit.forward(event);
     }
-
-    basic_control!();
 }
 
 /// One side's buffered records of a key: `(timestamp, record)`.
@@ -288,42 +289,22 @@ impl<K: Key, A: StateValue, B: StateValue, O> TwoInputOperator<A, B>
         self.core.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
+    fn control(&mut self, event: ControlEvent<'_>) {
         let (left, right) = (self.left, self.right);
         let (before, after) = (self.before, self.after);
-        self.core.watermark(watermark, |_, ctx| {
-            // Records still to come have timestamps >= wm. A left record at `ta` can match
-            // them while `ta + after >= wm`; a right record at `tb` while `tb + before >= wm`.
-            let wm = ctx.watermark().0;
-            ctx.value(left)
-                .update(|l| trim(l, |ta| ta.saturating_add(after) >= wm));
-            ctx.value(right)
-                .update(|r| trim(r, |tb| tb.saturating_add(before) >= wm));
+        self.core.control(event, |timer, ctx| {
+            // Only event-time timers: each removes the records no later record can match.
+            if let Timer::Event(_) = timer {
+                // Records still to come have timestamps >= wm. A left record at `ta` can
+                // match them while `ta + after >= wm`; a right record at `tb` while
+                // `tb + before >= wm`.
+                let wm = ctx.watermark().0;
+                ctx.value(left)
+                    .update(|l| trim(l, |ta| ta.saturating_add(after) >= wm));
+                ctx.value(right)
+                    .update(|r| trim(r, |tb| tb.saturating_add(before) >= wm));
+            }
         });
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.core.emit.send();
-        self.core.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.core.tick(now, |_, _| {});
-    }
-
-    fn flush(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.flush();
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.core.barrier(barrier.kind, snapshot);
-        self.core.emit.out.barrier(barrier, snapshot);
-    }
-
-    fn finish(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.finish();
     }
 }
 

@@ -3,10 +3,8 @@
 use super::{Emitter, Restorable};
 use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
 use crate::record::{Key, Record};
-use crate::exec::{BuildCx, Operator, TwoInputOperator};
-use crate::snapshot::{
-    decode, encode, Barrier, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot,
-};
+use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
+use crate::snapshot::{decode, encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
 use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
@@ -116,7 +114,8 @@ impl<K: Key, O> KeyedCore<K, O> {
         Ok(())
     }
 
-    pub(crate) fn barrier(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
+    /// Adds the state to the snapshot, after sending the output it holds.
+    fn snapshot(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
         self.emit.send();
         let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
         if let Err(e) = self.snapshot_into(part, kind) {
@@ -195,61 +194,40 @@ impl<K: Key, O> KeyedCore<K, O> {
         }
     }
 
-    /// Fires event-time timers up to `watermark`, then forwards it.
-    pub(crate) fn watermark(
+    /// The keyed operator's own part of a control event: a watermark fires the event-time
+    /// timers up to it, a tick the processing-time timers up to it (and sweeps expired
+    /// state), a barrier adds the state to the snapshot. Timers fire through `on_timer`.
+    pub(crate) fn handle(
         &mut self,
-        watermark: EventTime,
+        event: &mut ControlEvent<'_>,
         on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
     ) {
-        self.watermark = watermark;
-        self.fire_event_timers(on_timer);
-        self.check_state();
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        match event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = *watermark;
+                self.fire_event_timers(on_timer);
+                self.check_state();
+            }
+            ControlEvent::Tick(now) => {
+                self.now = *now;
+                self.fire_processing_timers(on_timer);
+                self.sweep_expired();
+                self.check_state();
+            }
+            ControlEvent::Barrier(barrier, snapshot) => self.snapshot(barrier.kind, snapshot),
+            ControlEvent::Idle(_) | ControlEvent::Flush | ControlEvent::Finish => {}
+        }
     }
 
-    /// Fires processing-time timers up to `now`, sweeps expired state, then forwards.
-    pub(crate) fn tick(
+    /// Handles a control event (see [`KeyedCore::handle`]) and passes it on.
+    pub(crate) fn control(
         &mut self,
-        now: ProcTime,
+        mut event: ControlEvent<'_>,
         on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
     ) {
-        self.now = now;
-        self.fire_processing_timers(on_timer);
-        self.sweep_expired();
-        self.check_state();
-        self.emit.send();
-        self.emit.out.tick(now);
+        self.handle(&mut event, on_timer);
+        self.emit.forward(event);
     }
-}
-
-/// The control methods shared by the keyed operators; timers fire through the function `f`.
-macro_rules! keyed_control {
-    () => {
-        fn watermark(&mut self, watermark: EventTime) {
-            let f = &mut self.f;
-            self.core.watermark(watermark, |t, ctx| f.on_timer(t, ctx));
-        }
-        fn idle(&mut self, idle: bool) {
-            self.core.emit.out.idle(idle);
-        }
-        fn tick(&mut self, now: ProcTime) {
-            let f = &mut self.f;
-            self.core.tick(now, |t, ctx| f.on_timer(t, ctx));
-        }
-        fn flush(&mut self) {
-            self.core.emit.send();
-            self.core.emit.out.flush();
-        }
-        fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-            self.core.barrier(barrier.kind, snapshot);
-            self.core.emit.out.barrier(barrier, snapshot);
-        }
-        fn finish(&mut self) {
-            self.core.emit.send();
-            self.core.emit.out.finish();
-        }
-    };
 }
 
 pub(crate) struct KeyedProcessOp<K, I, O, F> {
@@ -271,7 +249,10 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProces
         self.core.check_state();
     }
 
-    keyed_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        let f = &mut self.f;
+        self.core.control(event, |t, ctx| f.on_timer(t, ctx));
+    }
 }
 
 pub(crate) struct KeyedCoProcessOp<K, A, B, O, F> {
@@ -308,5 +289,8 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
         self.core.check_state();
     }
 
-    keyed_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        let f = &mut self.f;
+        self.core.control(event, |t, ctx| f.on_timer(t, ctx));
+    }
 }

@@ -10,8 +10,8 @@ pub(crate) mod panes;
 pub(crate) mod window;
 pub(crate) mod window_all;
 
+use crate::exec::{ControlEvent, Operator};
 use crate::record::Record;
-use crate::exec::Operator;
 
 /// Collects an operator's output and hands it downstream a batch at a time.
 pub(crate) struct Emitter<O> {
@@ -41,6 +41,12 @@ impl<O> Emitter<O> {
         if !self.buf.is_empty() {
             self.out.push(&mut self.buf);
         }
+    }
+
+    /// Passes a control event on, after the buffered records, which belong before it.
+    pub(crate) fn forward(&mut self, event: ControlEvent<'_>) {
+        self.send();
+        self.out.control(event);
     }
 }
 

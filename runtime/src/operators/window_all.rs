@@ -8,10 +8,9 @@ use super::{Emitter, Restorable, Snapshotted};
 use super::assigners::{TimeWindow, WindowAssigner};
 use super::functions::AggregateFunction;
 use crate::record::Record;
-use crate::exec::basic_control;
-use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};
-use crate::time::{EventTime, ProcTime};
+use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::snapshot::{decode, encode, OperatorSnapshot};
+use crate::time::EventTime;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,29 +44,29 @@ impl<I, A: AggregateFunction<I>, W: WindowAssigner> Operator<I> for LocalWindowA
         }
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        while let Some(entry) = self.panes.first_entry() {
-            if entry.key().max_timestamp() > self.watermark {
-                break;
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = watermark.0;
+                while let Some(entry) = self.panes.first_entry() {
+                    if entry.key().max_timestamp() > self.watermark {
+                        break;
+                    }
+                    let (w, acc) = entry.remove_entry();
+                    self.emit
+                        .buf
+                        .push(Record::new(EventTime(w.max_timestamp()), (w, acc)));
+                    self.emit.maybe_send();
+                }
             }
-            let (w, acc) = entry.remove_entry();
-            self.emit
-                .buf
-                .push(Record::new(EventTime(w.max_timestamp()), (w, acc)));
-            self.emit.maybe_send();
+            ControlEvent::Barrier(_, snapshot) => {
+                self.emit.send();
+                super::snapshot(&self.cx, self, snapshot);
+            }
+            _ => {}
         }
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        self.emit.forward(event);
     }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
-        self.emit.out.barrier(barrier, snapshot);
-    }
-
-    basic_control!();
 }
 
 pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
@@ -144,27 +143,27 @@ impl<I, A: AggregateFunction<I>, O> Operator<(TimeWindow, A::Acc)> for GlobalWin
         }
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        while let Some(entry) = self.panes.first_entry() {
-            if entry.key().max_timestamp() > watermark.0 {
-                break;
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                while let Some(entry) = self.panes.first_entry() {
+                    if entry.key().max_timestamp() > watermark.0 {
+                        break;
+                    }
+                    let (w, acc) = entry.remove_entry();
+                    let out = (self.window_fn)(&(), w, self.agg.result(&acc));
+                    self.emit
+                        .buf
+                        .push(Record::new(EventTime(w.max_timestamp()), out));
+                    self.emit.maybe_send();
+                }
             }
-            let (w, acc) = entry.remove_entry();
-            let out = (self.window_fn)(&(), w, self.agg.result(&acc));
-            self.emit
-                .buf
-                .push(Record::new(EventTime(w.max_timestamp()), out));
-            self.emit.maybe_send();
+            ControlEvent::Barrier(_, snapshot) => {
+                self.emit.send();
+                super::snapshot(&self.cx, self, snapshot);
+            }
+            _ => {}
         }
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        self.emit.forward(event);
     }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
-        self.emit.out.barrier(barrier, snapshot);
-    }
-
-    basic_control!();
 }
