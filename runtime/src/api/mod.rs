@@ -2,8 +2,12 @@
 //! keys, watermarks, window assigners, user functions) is defined in lower layers and
 //! re-exported here, so a job needs only this module.
 
+mod builder;
+mod join;
+mod keyed;
 mod registry;
 mod stream;
+mod window;
 
 pub use crate::operators::assigners::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, TumblingProcessingTime,
@@ -16,8 +20,9 @@ pub use crate::operators::functions::{
 pub use crate::record::{Data, Either, Key, Record};
 pub use crate::watermark::WatermarkStrategy;
 pub use registry::{DefineJob, JobRegistry};
-pub use stream::{
-    AllWindowedStream, ConnectedKeyedStreams, IntervalJoinBuilder, JobBuilder, KeyedStream,
-    OutputTag, Stream, WindowJoinBuilder, WindowedStream,
-};
+pub use builder::JobBuilder;
+pub use join::{IntervalJoinBuilder, WindowJoinBuilder};
+pub use keyed::{ConnectedKeyedStreams, KeyedStream};
+pub use stream::{OutputTag, Stream};
+pub use window::{AllWindowedStream, WindowedStream};
 

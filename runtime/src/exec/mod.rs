@@ -6,19 +6,19 @@ mod embedded;
 pub(crate) mod erased;
 pub(crate) mod exchange;
 pub(crate) mod graph;
+mod launch;
 pub mod metrics;
 pub(crate) mod net;
 pub(crate) mod operator;
+mod restore;
+mod running;
 mod task;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
-pub(crate) use embedded::{
-    assignments, launch, new_run_id, prepare, Placement, RemoteLinks, Supervise, SupervisorParts,
-};
-pub use embedded::{
-    start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,
-    SubtaskStatus,
-};
+pub use embedded::{start_embedded, Restore, RunOptions};
+pub(crate) use launch::{launch, new_run_id, Placement, RemoteLinks, Supervise, SupervisorParts};
+pub(crate) use restore::{assignments, prepare};
+pub use running::{JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
 pub use graph::JobGraph;
 pub use operator::{ControlEvent, Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};

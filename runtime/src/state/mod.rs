@@ -7,9 +7,11 @@
 //! work in whole key groups. Window contents (per window, then per key) live in the window
 //! operators' own store (`operators::panes`), on the same backend.
 
+mod access;
+mod heap;
 mod keygroups;
 mod rocks;
-mod tables;
+mod store;
 mod timers;
 
 pub use keygroups::{
@@ -18,7 +20,8 @@ pub use keygroups::{
 };
 pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub(crate) use rocks::RocksStore;
-pub use tables::{KeyedStateStore, ListAccess, MapAccess, StateBackend, ValueAccess};
+pub use access::{ListAccess, MapAccess, ValueAccess};
+pub use store::{KeyedStateStore, StateBackend};
 pub(crate) use timers::TimerService;
 
 use serde::de::DeserializeOwned;
