@@ -17,7 +17,7 @@ use crate::exec::erased::ErasedSend;
 use crate::exec::graph::PortType;
 use crate::api::JobRegistry;
 use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
-use crate::snapshot::{CheckpointStorage, FileEntry};
+use crate::snapshot::{CheckpointStorage, FileEntry, SnapshotError};
 use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;
 use std::collections::{BTreeMap, HashMap};
@@ -598,7 +598,7 @@ impl Relay {
                     Err(error) => self.upstream.send(&ToCoordinator::Declined {
                         attempt,
                         checkpoint,
-                        error,
+                        error: error.to_string(),
                     }),
                 },
                 Report::Finished { task, snapshot } => {
@@ -632,7 +632,7 @@ impl Relay {
         &self,
         mut snapshot: crate::snapshot::TaskSnapshot,
         checkpoint: Option<u64>,
-    ) -> Result<WirePart, String> {
+    ) -> Result<WirePart, SnapshotError> {
         let mut known = lock(&self.uploads).confirmed.clone();
         snapshot.resolve(self.storage.as_ref(), &mut known)?;
         let part = WirePart::new(snapshot)?;

@@ -23,7 +23,7 @@ pub use graph::JobGraph;
 pub use operator::{ControlEvent, Operator, TwoInputOperator};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 
-use crate::error::Error;
+use crate::error::{Error, StateError};
 use crate::snapshot::{RestoredOperator, RestoredState};
 use crate::state::KeyGroupAssignment;
 use crate::time::ProcTime;
@@ -187,11 +187,11 @@ impl BuildCx {
         format!("{}/{safe_uid}-{}", self.run_id, self.subtask)
     }
 
-    /// A state error naming this operator, for failures while restoring.
-    pub(crate) fn state_error(&self, message: impl Into<String>) -> Error {
+    /// A state error naming this operator, for failures while building or restoring it.
+    pub(crate) fn state_error(&self, source: StateError) -> Error {
         Error::State {
             uid: self.uid.clone(),
-            message: message.into(),
+            source,
         }
     }
 

@@ -6,6 +6,7 @@ use super::{Emitter, Restorable};
 use super::assigners::{TimeWindow, WindowAssigner};
 use crate::record::{Key, Record};
 use super::functions::Timer;
+use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, TwoInputOperator};
 use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, StateValue, ValueState};
@@ -103,11 +104,11 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> WindowJoinOp<K,
 impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Restorable
     for WindowJoinOp<K, A, B, O, W>
 {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.panes.restore_key_group(bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
 }
@@ -221,11 +222,11 @@ impl<K: Key, A: StateValue, B: StateValue, O> IntervalJoinOp<K, A, B, O> {
 }
 
 impl<K: Key, A: StateValue, B: StateValue, O> Restorable for IntervalJoinOp<K, A, B, O> {
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.core.restore_key_group(kg, bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
     }
 }

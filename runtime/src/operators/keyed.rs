@@ -3,6 +3,7 @@
 use super::{Emitter, Restorable};
 use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
 use crate::record::{Key, Record};
+use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
 use crate::snapshot::{decode, encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
 use crate::state::{key_group, stable_hash};
@@ -32,11 +33,11 @@ pub(crate) struct KeyedCore<K, O> {
 type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
 
 impl<K: Key, O> Restorable for KeyedCore<K, O> {
-    fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), StateError> {
         self.states.restore_native(native)
     }
 
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         let (states, timers): KeyedGroupEntry<K> = decode(bytes)?;
         self.states.restore_key_group(kg, &states)?;
         for (key, event, t) in timers {
@@ -57,7 +58,7 @@ impl<K: Key, O> KeyedCore<K, O> {
         &mut self,
         op: &mut OperatorSnapshot,
         kind: SnapshotKind,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let max = self.cx.assignment.max_parallelism();
         let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
         for (k, event, t) in self.timers.entries() {
@@ -80,7 +81,7 @@ impl<K: Key, O> KeyedCore<K, O> {
             let timers: BTreeMap<u32, Vec<u8>> = timers
                 .into_iter()
                 .map(|(kg, t)| Ok((kg, encode(&t)?)))
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, StateError>>()?;
             let empty_states = self.states.empty_key_group()?;
             op.deferred.0 = Some(Box::new(move || {
                 let mut states: BTreeMap<u32, Vec<u8>> = pinned.encode()?.into_iter().collect();

@@ -50,22 +50,23 @@ impl<O> Emitter<O> {
     }
 }
 
+use crate::error::StateError;
 use crate::exec::BuildCx;
 use crate::snapshot::{OperatorSnapshot, RestoredNative, TaskSnapshot};
 
 /// An operator whose state a restored snapshot fills in when it is built.
 pub(crate) trait Restorable {
     /// Loads one key group written at any parallelism.
-    fn restore_key_group(&mut self, _key_group: u32, _bytes: &[u8]) -> Result<(), String> {
-        Err("the operator keeps no keyed state".into())
+    fn restore_key_group(&mut self, _key_group: u32, _bytes: &[u8]) -> Result<(), StateError> {
+        Err(StateError::NotKept("keyed state"))
     }
     /// Loads one non-keyed item written at any parallelism.
-    fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), String> {
-        Err("the operator keeps no state items".into())
+    fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), StateError> {
+        Err(StateError::NotKept("state items"))
     }
     /// Loads the owned key groups of a snapshot's RocksDB database.
-    fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), String> {
-        Err("the operator keeps no RocksDB state".into())
+    fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), StateError> {
+        Err(StateError::NotKept("RocksDB state"))
     }
 }
 
@@ -74,14 +75,19 @@ pub(crate) trait Restorable {
 /// pin RocksDB instead.)
 pub(crate) trait Snapshotted: Restorable {
     /// Adds the state to `op`: keyed state per key group, anything else as items.
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError>;
 }
 
 /// Loads this subtask's share of the restored state into a freshly built operator.
 pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
     for (kg, bytes) in cx.restored_key_groups() {
         op.restore_key_group(kg, bytes)
-            .map_err(|e| cx.state_error(format!("key group {kg}: {e}")))?;
+            .map_err(|e| {
+                cx.state_error(StateError::InKeyGroup {
+                    key_group: kg,
+                    source: Box::new(e),
+                })
+            })?;
     }
     for bytes in cx.restored_items() {
         op.restore_item(bytes).map_err(|e| cx.state_error(e))?;

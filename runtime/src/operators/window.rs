@@ -13,6 +13,7 @@ use super::assigners::{TimeWindow, WindowAssigner};
 use super::functions::AggregateFunction;
 use crate::record::{Key, Record};
 use super::functions::Timer;
+use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, ValueState};
@@ -200,11 +201,11 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
 impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
     for WindowOp<K, I, A, O, W>
 {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.panes.restore_key_group(bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
 }
@@ -363,11 +364,11 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O> Restorable for SessionWindowOp<K, I, A, O> {
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.core.restore_key_group(kg, bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
     }
 }

@@ -8,6 +8,7 @@ use super::{Emitter, Restorable, Snapshotted};
 use super::assigners::{TimeWindow, WindowAssigner};
 use super::functions::AggregateFunction;
 use crate::record::Record;
+use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::snapshot::{decode, encode, OperatorSnapshot};
 use crate::time::EventTime;
@@ -83,7 +84,7 @@ pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
 fn snapshot_panes<Acc: serde::Serialize>(
     panes: &BTreeMap<TimeWindow, Acc>,
     op: &mut OperatorSnapshot,
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     op.items = panes
         .iter()
         .map(|pane| encode(&pane))
@@ -95,7 +96,7 @@ fn restore_pane<I, A: AggregateFunction<I>>(
     agg: &A,
     panes: &mut BTreeMap<TimeWindow, A::Acc>,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     let (w, acc): (TimeWindow, A::Acc) = decode(bytes)?;
     match panes.get_mut(&w) {
         Some(existing) => agg.merge(existing, acc),
@@ -107,25 +108,25 @@ fn restore_pane<I, A: AggregateFunction<I>>(
 }
 
 impl<I, A: AggregateFunction<I>, W: WindowAssigner> Snapshotted for LocalWindowAllOp<I, A, W> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError> {
         snapshot_panes(&self.panes, op)
     }
 }
 
 impl<I, A: AggregateFunction<I>, W: WindowAssigner> Restorable for LocalWindowAllOp<I, A, W> {
-    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
 }
 
 impl<I, A: AggregateFunction<I>, O> Snapshotted for GlobalWindowAllOp<I, A, O> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError> {
         snapshot_panes(&self.panes, op)
     }
 }
 
 impl<I, A: AggregateFunction<I>, O> Restorable for GlobalWindowAllOp<I, A, O> {
-    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
 }

@@ -4,6 +4,7 @@
 use super::heap::{Stamped, Ttl};
 use super::rocks::RocksStore;
 use super::StateValue;
+use crate::error::StateError;
 use crate::record::Key;
 use rustc_hash::FxHashMap;
 use std::hash::Hash;
@@ -16,7 +17,7 @@ pub(super) enum Backend<'a, T> {
 /// A state in a RocksDB store, for one key group.
 pub(super) struct RocksAccess<'a> {
     pub(super) store: &'a mut RocksStore,
-    pub(super) error: &'a mut Option<String>,
+    pub(super) error: &'a mut Option<StateError>,
     pub(super) state: u16,
     pub(super) kg: u32,
     pub(super) ttl: Ttl,
@@ -29,7 +30,7 @@ impl<'a> RocksAccess<'a> {
     }
 
     /// Records the first error; the access then behaves as if the entry were absent.
-    fn ok<T>(&mut self, r: Result<T, String>) -> Option<T> {
+    fn ok<T>(&mut self, r: Result<T, StateError>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {

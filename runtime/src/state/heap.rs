@@ -2,6 +2,7 @@
 //! owns, holding live objects with the processing time at which each expires.
 
 use super::{StateTtl, StateValue, TtlUpdate};
+use crate::error::StateError;
 use crate::record::Key;
 use crate::time::duration_millis;
 use rustc_hash::FxHashMap;
@@ -46,9 +47,9 @@ pub(super) trait AnyTable: Any {
     /// The entries of one key group in the canonical format: bincode of
     /// `[(key, expires_at, value)]` (maps: `[(key, [(map key, expires_at, value)])]`), the
     /// same whatever the backend, so any backend at any parallelism can read it.
-    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String>;
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError>;
     /// Adds the entries of a key group written by `snapshot_group`.
-    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String>;
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError>;
     /// Entries (keys) in a key group.
     fn group_len(&self, local: usize) -> usize;
 }
@@ -56,16 +57,16 @@ pub(super) trait AnyTable: Any {
 /// A map state's key group as decoded: `(key, [(map key, expires_at, value)])`.
 pub(super) type OwnedMapEntries<K, MK, MV> = Vec<(K, Vec<(MK, i64, MV)>)>;
 
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    bincode::serialize(value).map_err(|e| format!("cannot encode state: {e}"))
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+    bincode::serialize(value).map_err(StateError::encode("state"))
 }
 
-pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::deserialize(bytes).map_err(|e| format!("cannot decode state: {e}"))
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    bincode::deserialize(bytes).map_err(StateError::decode("state"))
 }
 
 impl<K: Key, V: StateValue> HeapTable<K, Stamped<V>> {
-    fn snapshot_stamped(&self, local: usize) -> Result<Vec<u8>, String> {
+    fn snapshot_stamped(&self, local: usize) -> Result<Vec<u8>, StateError> {
         let entries: Vec<(&K, i64, &V)> = self.groups[local]
             .iter()
             .map(|(k, e)| (k, e.expires_at, &e.value))
@@ -73,7 +74,7 @@ impl<K: Key, V: StateValue> HeapTable<K, Stamped<V>> {
         encode(&entries)
     }
 
-    fn restore_stamped(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+    fn restore_stamped(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
         let entries: Vec<(K, i64, V)> = decode(bytes)?;
         let map = &mut self.groups[local];
         for (k, expires_at, value) in entries {
@@ -123,10 +124,10 @@ impl<K: Key, V: StateValue> AnyTable for ValueTable<K, V> {
     fn remove_expired(&mut self, now: i64) -> usize {
         self.0.remove_expired(now)
     }
-    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError> {
         self.0.snapshot_stamped(local)
     }
-    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
         self.0.restore_stamped(local, bytes)
     }
     fn group_len(&self, local: usize) -> usize {
@@ -150,7 +151,7 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
         }
         removed
     }
-    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError> {
         type Entries<'a, MK, MV> = Vec<(&'a MK, i64, &'a MV)>;
         let entries: Vec<(&K, Entries<'_, MK, MV>)> = self.0.groups[local]
             .iter()
@@ -165,7 +166,7 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
             .collect();
         encode(&entries)
     }
-    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
         let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
         let map = &mut self.0.groups[local];
         for (k, items) in entries {
@@ -188,10 +189,10 @@ impl<K: Key, V: StateValue> AnyTable for ListTable<K, V> {
     fn remove_expired(&mut self, now: i64) -> usize {
         self.0.remove_expired(now)
     }
-    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, String> {
+    fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError> {
         self.0.snapshot_stamped(local)
     }
-    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), String> {
+    fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
         self.0.restore_stamped(local, bytes)
     }
     fn group_len(&self, local: usize) -> usize {

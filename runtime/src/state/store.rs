@@ -9,11 +9,12 @@ use super::{
     key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor,
     StateValue, ValueState,
 };
+use crate::error::StateError;
 use crate::record::Key;
 use std::path::PathBuf;
 
 /// Decodes a key group of one state in the canonical format and writes it to RocksDB.
-type RocksRestore = fn(&mut RocksStore, u32, u16, &[u8]) -> Result<(), String>;
+type RocksRestore = fn(&mut RocksStore, u32, u16, &[u8]) -> Result<(), StateError>;
 
 struct Slot {
     descriptor: StateDescriptor,
@@ -38,7 +39,7 @@ fn restore_values<K: Key, V: StateValue>(
     kg: u32,
     state: u16,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     let entries: Vec<(K, i64, V)> = decode(bytes)?;
     for (k, expires, v) in entries {
         store.key_prefix(kg, state, &k)?;
@@ -52,7 +53,7 @@ fn restore_lists<K: Key, V: StateValue>(
     kg: u32,
     state: u16,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     restore_values::<K, Vec<V>>(store, kg, state, bytes)
 }
 
@@ -61,7 +62,7 @@ fn restore_maps<K: Key, MK: Key, MV: StateValue>(
     kg: u32,
     state: u16,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
     for (k, items) in entries {
         store.key_prefix(kg, state, &k)?;
@@ -90,7 +91,7 @@ pub struct KeyedStateStore {
     rocks: Option<RocksStore>,
     /// The first RocksDB error of an access (accessors cannot return errors); the operator
     /// fails its task with it after the batch.
-    error: Option<String>,
+    error: Option<StateError>,
 }
 
 const NOT_OWNED: u32 = u32::MAX;
@@ -121,7 +122,7 @@ impl KeyedStateStore {
         subtask: u32,
         backend: &StateBackend,
         name: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StateError> {
         let mut store = Self::new(assignment, subtask);
         if let StateBackend::RocksDb(config) = backend {
             store.rocks = Some(RocksStore::open(config, name)?);
@@ -134,7 +135,7 @@ impl KeyedStateStore {
     }
 
     /// The first error a state access met since the last call.
-    pub(crate) fn take_error(&mut self) -> Option<String> {
+    pub(crate) fn take_error(&mut self) -> Option<StateError> {
         self.error.take()
     }
 
@@ -160,19 +161,16 @@ impl KeyedStateStore {
         table: Box<dyn AnyTable>,
         shape: Shape,
         rocks_restore: RocksRestore,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, StateError> {
         if self
             .slots
             .iter()
             .any(|s| s.descriptor.name == descriptor.name)
         {
-            return Err(format!(
-                "state '{}' is registered twice in the same operator",
-                descriptor.name
-            ));
+            return Err(StateError::RegisteredTwice(descriptor.name));
         }
         if self.slots.len() >= u16::MAX as usize {
-            return Err("too many states in one operator".into());
+            return Err(StateError::TooManyStates);
         }
         self.ttl_in_use |= descriptor.ttl.is_some();
         let table = self.rocks.is_none().then_some(table);
@@ -188,7 +186,7 @@ impl KeyedStateStore {
     pub(crate) fn register_value<K: Key, V: StateValue>(
         &mut self,
         descriptor: StateDescriptor,
-    ) -> Result<ValueState<V>, String> {
+    ) -> Result<ValueState<V>, StateError> {
         let table = ValueTable::<K, V>(HeapTable::new(self.heap_groups(), descriptor.ttl));
         self.register(
             descriptor,
@@ -202,7 +200,7 @@ impl KeyedStateStore {
     pub(crate) fn register_map<K: Key, MK: Key, MV: StateValue>(
         &mut self,
         descriptor: StateDescriptor,
-    ) -> Result<MapState<MK, MV>, String> {
+    ) -> Result<MapState<MK, MV>, StateError> {
         let table = MapTable::<K, MK, MV>(HeapTable::new(self.heap_groups(), descriptor.ttl));
         self.register(
             descriptor,
@@ -216,7 +214,7 @@ impl KeyedStateStore {
     pub(crate) fn register_list<K: Key, V: StateValue>(
         &mut self,
         descriptor: StateDescriptor,
-    ) -> Result<ListState<V>, String> {
+    ) -> Result<ListState<V>, StateError> {
         let table = ListTable::<K, V>(HeapTable::new(self.heap_groups(), descriptor.ttl));
         self.register(
             descriptor,
@@ -311,25 +309,23 @@ impl KeyedStateStore {
         })
     }
 
-    fn local(&self, key_group: u32) -> Result<usize, String> {
+    fn local(&self, key_group: u32) -> Result<usize, StateError> {
         match self.local_group.get(key_group as usize) {
             Some(&l) if l != NOT_OWNED => Ok(l as usize),
-            _ => Err(format!(
-                "key group {key_group} is not owned by this subtask"
-            )),
+            _ => Err(StateError::NotOwned(key_group)),
         }
     }
 
     /// One key group of every state, in the canonical format: for each state its name,
     /// schema version and entries. (Heap only: a RocksDB store snapshots through [`pin`].)
-    pub fn snapshot_key_group(&self, key_group: u32) -> Result<Vec<u8>, String> {
+    pub fn snapshot_key_group(&self, key_group: u32) -> Result<Vec<u8>, StateError> {
         let local = self.local(key_group)?;
         let mut states = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let table = slot
                 .table
                 .as_ref()
-                .ok_or("a RocksDB store is snapshotted by pinning it")?;
+                .ok_or(StateError::SnapshotByPin)?;
             let entries = table.snapshot_group(local)?;
             states.push((
                 slot.descriptor.name.clone(),
@@ -342,7 +338,7 @@ impl KeyedStateStore {
 
     /// Loads a key group written by `snapshot_key_group`, possibly by a subtask of another
     /// parallelism. Every state in it must be declared here with the same schema version.
-    pub fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), String> {
+    pub fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), StateError> {
         let local = self.local(key_group)?;
         let states: Vec<(String, u32, Vec<u8>)> = decode(bytes)?;
         for (name, version, entries) in states {
@@ -350,31 +346,34 @@ impl KeyedStateStore {
                 .slots
                 .iter()
                 .position(|s| s.descriptor.name == name)
-                .ok_or_else(|| {
-                    format!("the snapshot has state '{name}', which this operator does not declare")
-                })?;
+                .ok_or_else(|| StateError::Undeclared(name.clone()))?;
             let slot = &mut self.slots[index];
             if slot.descriptor.schema_version != version {
-                return Err(format!(
-                    "state '{name}' has schema version {version} in the snapshot but {} here",
-                    slot.descriptor.schema_version
-                ));
+                return Err(StateError::SchemaVersion {
+                    name,
+                    snapshot: version,
+                    declared: slot.descriptor.schema_version,
+                });
             }
             let restored = match (&mut slot.table, &mut self.rocks) {
                 (Some(table), _) => table.restore_group(local, &entries),
                 (None, Some(rocks)) => {
                     (slot.rocks_restore)(rocks, key_group, index as u16, &entries)
                 }
-                (None, None) => Err("state without a backend".into()),
+                (None, None) => Err(StateError::NoBackend),
             };
-            restored.map_err(|e| format!("state '{name}', key group {key_group}: {e}"))?;
+            restored.map_err(|e| StateError::InState {
+                name,
+                key_group,
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
 
     /// The synchronous part of a snapshot of a RocksDB store: pins the state and returns a
     /// function, to run off the task thread, that encodes the owned key groups canonically.
-    pub(crate) fn pin(&mut self) -> Result<Option<PinnedState>, String> {
+    pub(crate) fn pin(&mut self) -> Result<Option<PinnedState>, StateError> {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(None);
         };
@@ -397,7 +396,7 @@ impl KeyedStateStore {
 
     /// The synchronous part of an incremental checkpoint of a RocksDB store: pins the
     /// database; its files are uploaded (only those new since the last upload) afterwards.
-    pub(crate) fn pin_native(&mut self) -> Result<Option<super::PinnedNative>, String> {
+    pub(crate) fn pin_native(&mut self) -> Result<Option<super::PinnedNative>, StateError> {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(None);
         };
@@ -420,7 +419,7 @@ impl KeyedStateStore {
     pub fn restore_native(
         &mut self,
         native: &super::RestoredNative,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let groups: Vec<u32> = native
             .groups
             .iter()
@@ -461,7 +460,7 @@ impl KeyedStateStore {
     }
 
     /// The canonical encoding of a key group in which no state has an entry.
-    pub(crate) fn empty_key_group(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn empty_key_group(&self) -> Result<Vec<u8>, StateError> {
         let states: Vec<(String, u32, Vec<u8>)> = self
             .slots
             .iter()
@@ -524,7 +523,7 @@ pub(crate) struct PinnedState {
 
 impl PinnedState {
     /// The canonical encoding of every non-empty owned key group.
-    pub(crate) fn encode(self) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    pub(crate) fn encode(self) -> Result<Vec<(u32, Vec<u8>)>, StateError> {
         super::rocks::encode_pinned(&self.checkpoint, &self.groups, &self.states)
     }
 }

@@ -5,7 +5,7 @@ use super::workers::{Event, WorkerLink};
 use super::{lock, JobCoordinator, Outcome};
 use crate::cluster::protocol::{Deployment, ToWorker};
 use crate::control::model::{JobError, Phase};
-use crate::error::Error;
+use crate::error::{CommitError, Error};
 use crate::exec::{assignments, new_run_id};
 use crate::exec::checkpoint::{Command, Coordinator, Report, TaskLink};
 use crate::exec::JobGraph;
@@ -352,7 +352,7 @@ impl TaskLink for DistributedLink {
         }
     }
 
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String> {
+    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error> {
         let mut by_worker: Vec<Vec<FileTransaction>> = vec![Vec::new(); self.workers.len()];
         for (task, t) in transactions {
             let w = self.task_workers.get(task).copied().unwrap_or(0);
@@ -365,10 +365,11 @@ impl TaskLink for DistributedLink {
                 checkpoint: id,
                 transactions,
             }) {
-                return Err(format!(
-                    "{} lost before committing snapshot {id}",
-                    w.describe()
-                ));
+                return Err(CommitError::Lost {
+                    worker: w.describe(),
+                    checkpoint: id,
+                }
+                .into());
             }
         }
         let mut waiting: HashSet<u64> = self.workers.iter().map(|w| w.id).collect();
@@ -376,12 +377,14 @@ impl TaskLink for DistributedLink {
         while !waiting.is_empty() {
             match self.commits.recv_timeout(Duration::from_millis(100)) {
                 Ok((worker, checkpoint, error)) if checkpoint == id => {
-                    if let Some(e) = error {
+                    if let Some(message) = error {
                         let who = self.workers.iter().find(|w| w.id == worker);
-                        return Err(format!(
-                            "{}: committing snapshot {id}: {e}",
-                            who.map(|w| w.describe()).unwrap_or_default()
-                        ));
+                        return Err(CommitError::Failed {
+                            worker: who.map(|w| w.describe()).unwrap_or_default(),
+                            checkpoint: id,
+                            message,
+                        }
+                        .into());
                     }
                     waiting.remove(&worker);
                 }
@@ -392,19 +395,22 @@ impl TaskLink for DistributedLink {
                         .iter()
                         .find(|w| waiting.contains(&w.id) && !w.alive.load(Ordering::SeqCst))
                     {
-                        return Err(format!(
-                            "{} lost before committing snapshot {id}",
-                            w.describe()
-                        ));
+                        return Err(CommitError::Lost {
+                            worker: w.describe(),
+                            checkpoint: id,
+                        }
+                        .into());
                     }
                     if Instant::now() >= deadline {
-                        return Err(format!(
-                            "{} worker(s) did not commit snapshot {id} within {COMMIT_TIMEOUT:?}",
-                            waiting.len()
-                        ));
+                        return Err(CommitError::Timeout {
+                            workers: waiting.len(),
+                            checkpoint: id,
+                            timeout: COMMIT_TIMEOUT,
+                        }
+                        .into());
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err("the attempt ended".into()),
+                Err(RecvTimeoutError::Disconnected) => return Err(CommitError::AttemptEnded.into()),
             }
         }
         Ok(())

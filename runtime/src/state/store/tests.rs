@@ -127,7 +127,7 @@ fn registering_a_state_name_twice_is_an_error() {
     let err = store
         .register_list::<u64, u64>(StateDescriptor::new("x"))
         .unwrap_err();
-    assert!(err.contains("'x'"), "{err}");
+    assert!(err.to_string().contains("'x'"), "{err}");
 }
 
 /// Stores of `parallelism` subtasks, each with value, map and list state.
@@ -210,7 +210,7 @@ fn restoring_an_undeclared_or_changed_state_names_it() {
         .register_value::<u64, u64>(StateDescriptor::new("w"))
         .unwrap();
     assert_eq!(
-        renamed.restore_key_group(5, &bytes).unwrap_err(),
+        renamed.restore_key_group(5, &bytes).unwrap_err().to_string(),
         "the snapshot has state 'v', which this operator does not declare"
     );
     let mut evolved = KeyedStateStore::new(&a, 0);
@@ -218,7 +218,7 @@ fn restoring_an_undeclared_or_changed_state_names_it() {
         .register_value::<u64, u64>(StateDescriptor::new("v").schema_version(2))
         .unwrap();
     assert_eq!(
-        evolved.restore_key_group(5, &bytes).unwrap_err(),
+        evolved.restore_key_group(5, &bytes).unwrap_err().to_string(),
         "state 'v' has schema version 1 in the snapshot but 2 here"
     );
     assert!(old[0].0.restore_key_group(5, b"garbage").is_err());
