@@ -142,7 +142,9 @@ pub enum StateError {
     NotKept(&'static str),
     #[error("an assignment covers 1..={max} key groups, not {len}")]
     AssignmentSize { len: usize, max: u32 },
-    #[error("key group {key_group} is assigned to subtask {owner}, beyond parallelism {parallelism}")]
+    #[error(
+        "key group {key_group} is assigned to subtask {owner}, beyond parallelism {parallelism}"
+    )]
     OwnerBeyondParallelism {
         key_group: usize,
         owner: u32,

@@ -187,8 +187,7 @@ fn targets(code: &str, module: &[String]) -> Vec<Target> {
         let before = &rest[..at];
         let after = &rest[at + "crate::".len()..];
         // `$crate::` belongs to a macro; `sluice_runtime::crate::` cannot occur.
-        if !before.ends_with('$') && !before.ends_with(|c: char| c.is_alphanumeric() || c == '_')
-        {
+        if !before.ends_with('$') && !before.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
             let names = if after.starts_with('{') {
                 group_heads(after)
             } else {
@@ -309,16 +308,19 @@ fn the_path_reader_finds_what_a_module_uses() {
     );
     assert_eq!(names("use super::channel::Msg;"), Vec::<String>::new());
     assert_eq!(names("use super::super::api::X;"), vec!["api"]);
-    assert_eq!(
-        names("let e = crate::Error::Cancelled;"),
-        vec!["Error"]
-    );
+    assert_eq!(names("let e = crate::Error::Cancelled;"), vec!["Error"]);
     assert_eq!(
         code_of("let s = \"a // b\"; // crate::api"),
         "let s = \"a // b\"; "
     );
-    assert_eq!(code_of("x.replace('\"', \"'\"); // c"), "x.replace('\"', \"'\"); ");
-    assert_eq!(names(code_of("/// see [`crate::cli`]")), Vec::<String>::new());
+    assert_eq!(
+        code_of("x.replace('\"', \"'\"); // c"),
+        "x.replace('\"', \"'\"); "
+    );
+    assert_eq!(
+        names(code_of("/// see [`crate::cli`]")),
+        Vec::<String>::new()
+    );
     assert_eq!(
         module_path(Path::new("exec/mod.rs")),
         vec!["exec".to_string()]

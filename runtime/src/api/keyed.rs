@@ -5,7 +5,9 @@ use super::{IntervalJoinBuilder, Stream, WindowJoinBuilder, WindowedStream};
 use crate::error::Error;
 use crate::exec::erased::Erased;
 use crate::exec::exchange::KeyHasher;
-use crate::exec::graph::{no_states, BuildOperator, DeclareStates, NodeDef, NodeKind, Outputs, Partition, PortType};
+use crate::exec::graph::{
+    no_states, BuildOperator, DeclareStates, NodeDef, NodeKind, Outputs, Partition, PortType,
+};
 use crate::exec::{two_input_head, BuildCx, Operator, TwoInputOperator};
 use crate::operators::assigners::WindowAssigner;
 use crate::operators::functions::{KeyedCoProcessFunction, KeyedProcessFunction, OpenContext};
@@ -47,8 +49,7 @@ type Factory<F> = Arc<dyn Fn(&mut OpenContext<'_>) -> Result<F, Error> + Send + 
 fn declared_by<F: 'static>(name: &str, factory: Factory<F>) -> DeclareStates {
     let uid = name.to_string();
     Arc::new(move || {
-        let mut states =
-            KeyedStateStore::new(&KeyGroupAssignment::contiguous(1, 1), 0);
+        let mut states = KeyedStateStore::new(&KeyGroupAssignment::contiguous(1, 1), 0);
         factory(&mut OpenContext {
             states: &mut states,
             subtask: 0,

@@ -19,10 +19,9 @@ pub use crate::operators::functions::{
 };
 pub use crate::record::{Data, Either, Key, Record};
 pub use crate::watermark::WatermarkStrategy;
-pub use registry::{DefineJob, JobRegistry};
 pub use builder::JobBuilder;
 pub use join::{IntervalJoinBuilder, WindowJoinBuilder};
 pub use keyed::{ConnectedKeyedStreams, KeyedStream};
+pub use registry::{DefineJob, JobRegistry};
 pub use stream::{OutputTag, Stream};
 pub use window::{AllWindowedStream, WindowedStream};
-

@@ -4,19 +4,19 @@
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker, WirePart};
 use super::{hello, lock, HELLO_LEN, PROTOCOL};
+use crate::api::JobRegistry;
 use crate::control::model::JobError;
 use crate::control::JobControl;
 use crate::error::Error;
 use crate::exec::checkpoint::{commit_all, Report};
+use crate::exec::erased::ErasedSend;
+use crate::exec::graph::PortType;
 use crate::exec::metrics::TaskMetrics;
+use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::exec::{
     launch, prepare, Placement, RemoteLinks, Restore, RunOptions, RunningJob, Supervise,
     SupervisorParts,
 };
-use crate::exec::erased::ErasedSend;
-use crate::exec::graph::PortType;
-use crate::api::JobRegistry;
-use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::snapshot::{CheckpointStorage, FileEntry, SnapshotError};
 use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;

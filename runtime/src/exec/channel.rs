@@ -4,8 +4,8 @@
 //! that block is the backpressure. Consumers wait on a single doorbell rung by every
 //! producer after a send, so waiting on many inputs costs nothing per input.
 
-use crate::record::Record;
 use crate::exec::metrics::TaskMetrics;
+use crate::record::Record;
 use crate::time::EventTime;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use crossbeam_utils::sync::Unparker;

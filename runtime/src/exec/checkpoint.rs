@@ -504,7 +504,10 @@ impl Coordinator {
 
 /// What the requester of a snapshot hears: the snapshot, or why it failed.
 fn answer(result: &Result<CompletedSnapshot, Error>) -> Result<CompletedSnapshot, String> {
-    result.as_ref().map(Clone::clone).map_err(ToString::to_string)
+    match result {
+        Ok(done) => Ok(done.clone()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Every sink transaction the parts of a snapshot list, with the index of the subtask that

@@ -3,15 +3,15 @@
 //! is a function monomorphized for its record type when the job was defined, so a running
 //! job moves fully typed batches and never downcasts per record.
 
-use crate::record::Data;
 use crate::error::Error;
 use crate::exec::channel::{self, ChannelSender};
 use crate::exec::erased::{downcast_op, downcast_send, Erased, ErasedSend};
 use crate::exec::exchange::{ExchangeWriter, KeyHasher, Routing};
 use crate::exec::metrics::TaskMetrics;
+use crate::exec::net::{InboundChannels, OutboundConnection};
 use crate::exec::operator::{Discard, Tee};
 use crate::exec::{BuildCx, HeadArgs, Operator, Task};
-use crate::exec::net::{InboundChannels, OutboundConnection};
+use crate::record::Data;
 use crossbeam_utils::sync::Unparker;
 use std::any::Any;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Stateless record-at-a-time operators and the sink adapter.
 
 use super::Emitter;
+use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::record::{Either, Record};
 use crate::sink::SinkWriter;
-use crate::exec::{BuildCx, ControlEvent, Operator};
 
 pub(crate) struct MapOp<I, O, F> {
     pub(crate) f: F,

@@ -1,7 +1,7 @@
 //! User function traits and the contexts they run in.
 
-use crate::record::{Key, Record};
 use crate::error::{Error, StateError};
+use crate::record::{Key, Record};
 use crate::state::{
     KeyedStateStore, ListAccess, ListState, MapAccess, MapState, StateDescriptor, StateValue,
     TimerService, ValueAccess, ValueState,

@@ -1,13 +1,13 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use super::assigners::{TimeWindow, WindowAssigner};
-use crate::record::{Key, Record};
-use super::functions::Timer;
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, TwoInputOperator};
+use crate::record::{Key, Record};
 use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, StateValue, ValueState};
 use crate::time::EventTime;

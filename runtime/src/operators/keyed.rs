@@ -1,10 +1,10 @@
 //! Keyed process functions, one and two inputs.
 
-use super::{Emitter, Restorable};
 use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
-use crate::record::{Key, Record};
+use super::{Emitter, Restorable};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
+use crate::record::{Key, Record};
 use crate::snapshot::{decode, encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
 use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
@@ -33,7 +33,10 @@ pub(crate) struct KeyedCore<K, O> {
 type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
 
 impl<K: Key, O> Restorable for KeyedCore<K, O> {
-    fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), StateError> {
+    fn restore_native(
+        &mut self,
+        native: &crate::snapshot::RestoredNative,
+    ) -> Result<(), StateError> {
         self.states.restore_native(native)
     }
 

@@ -81,13 +81,12 @@ pub(crate) trait Snapshotted: Restorable {
 /// Loads this subtask's share of the restored state into a freshly built operator.
 pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
     for (kg, bytes) in cx.restored_key_groups() {
-        op.restore_key_group(kg, bytes)
-            .map_err(|e| {
-                cx.state_error(StateError::InKeyGroup {
-                    key_group: kg,
-                    source: Box::new(e),
-                })
-            })?;
+        op.restore_key_group(kg, bytes).map_err(|e| {
+            cx.state_error(StateError::InKeyGroup {
+                key_group: kg,
+                source: Box::new(e),
+            })
+        })?;
     }
     for bytes in cx.restored_items() {
         op.restore_item(bytes).map_err(|e| cx.state_error(e))?;

@@ -18,9 +18,9 @@
 //! `[expires at: i64][bincode]`, as everywhere in RocksDB state.
 
 use super::assigners::TimeWindow;
-use crate::record::Key;
 use crate::error::StateError;
 use crate::exec::BuildCx;
+use crate::record::Key;
 use crate::snapshot::{
     decode, encode, encode_by_key_group, Native, OperatorSnapshot, PinnedNative, RestoredNative,
     SnapshotKind,
@@ -152,8 +152,7 @@ impl Rocks {
         self.key_of(kg, w, key)?;
         self.value.clear();
         self.value.extend_from_slice(&NO_EXPIRY);
-        bincode::serialize_into(&mut self.value, value)
-            .map_err(StateError::encode("state"))?;
+        bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
         batch.put(&self.key, &self.value);
         Ok(())
     }
@@ -182,8 +181,8 @@ impl Rocks {
                 if !k.starts_with(&self.key) {
                     break;
                 }
-                let key: K = bincode::deserialize(&k[PREFIX_LEN..])
-                    .map_err(StateError::decode("key"))?;
+                let key: K =
+                    bincode::deserialize(&k[PREFIX_LEN..]).map_err(StateError::decode("key"))?;
                 f(&key, &decode_value(v)?);
                 it.next();
             }

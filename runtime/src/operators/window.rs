@@ -6,15 +6,15 @@
 //! again with the new result (an updating output). A record whose windows have all been
 //! cleaned up goes to the late output.
 
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::AggregateFunction;
+use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use super::assigners::{TimeWindow, WindowAssigner};
-use super::functions::AggregateFunction;
-use crate::record::{Key, Record};
-use super::functions::Timer;
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::{Key, Record};
 use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, ValueState};
 use crate::time::{EventTime, ProcTime};

@@ -3,13 +3,13 @@
 //! partial accumulators when the watermark closes the window. Only one small record per
 //! window and subtask crosses to the global phase, so the stream itself stays parallel.
 
-use super::window::WindowFn;
-use super::{Emitter, Restorable, Snapshotted};
 use super::assigners::{TimeWindow, WindowAssigner};
 use super::functions::AggregateFunction;
-use crate::record::Record;
+use super::window::WindowFn;
+use super::{Emitter, Restorable, Snapshotted};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::Record;
 use crate::snapshot::{decode, encode, OperatorSnapshot};
 use crate::time::EventTime;
 use std::collections::BTreeMap;

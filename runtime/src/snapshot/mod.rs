@@ -21,8 +21,9 @@ mod content;
 mod storage;
 mod task;
 
-pub(crate) use content::{write_snapshot, JobLayout};
+pub use crate::sink::FileTransaction;
 pub use crate::state::{PinnedNative, RestoredNative, StateSchema};
+pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{
     BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
     SnapshotContent,
@@ -32,7 +33,6 @@ pub use storage::{
     MANIFEST_VERSION, SAVEPOINTS, SHARED,
 };
 pub(crate) use task::{decode, encode, encode_by_key_group};
-pub use crate::sink::FileTransaction;
 pub use task::{
     Barrier, Native, NativeRef, OperatorSnapshot, SnapshotKind, SplitPosition, TaskSnapshot,
 };

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-pub use crate::error::SnapshotError;
 use crate::error::causes;
+pub use crate::error::SnapshotError;
 
 /// The manifest format this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;

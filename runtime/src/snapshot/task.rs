@@ -8,8 +8,8 @@ use std::hash::Hash;
 
 use crate::error::{SnapshotError, StateError};
 use crate::sink::FileTransaction;
-use crate::state::PinnedNative;
 use crate::snapshot::{CheckpointStorage, FileEntry, SHARED};
+use crate::state::PinnedNative;
 use crate::state::{key_group, stable_hash};
 use std::collections::HashMap;
 

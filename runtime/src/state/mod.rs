@@ -14,13 +14,13 @@ mod rocks;
 mod store;
 mod timers;
 
+pub use access::{ListAccess, MapAccess, ValueAccess};
 pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub(crate) use rocks::RocksStore;
-pub use access::{ListAccess, MapAccess, ValueAccess};
+pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub use store::{KeyedStateStore, StateBackend};
 pub(crate) use timers::TimerService;
 

@@ -208,7 +208,10 @@ impl RocksStore {
     }
 
     /// Appends a map key to the key in the scratch buffer.
-    pub(crate) fn push_map_key<MK: serde::Serialize>(&mut self, entry: &MK) -> Result<(), StateError> {
+    pub(crate) fn push_map_key<MK: serde::Serialize>(
+        &mut self,
+        entry: &MK,
+    ) -> Result<(), StateError> {
         bincode::serialize_into(&mut self.key, entry).map_err(StateError::encode("key"))
     }
 
@@ -221,7 +224,9 @@ impl RocksStore {
     }
 
     /// Reads the entry at the scratch key: its expiry and decoded value.
-    pub(crate) fn get<V: serde::de::DeserializeOwned>(&self) -> Result<Option<(i64, V)>, StateError> {
+    pub(crate) fn get<V: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(i64, V)>, StateError> {
         let Some(raw) = self
             .db()
             .get_pinned(&self.key)
@@ -229,8 +234,8 @@ impl RocksStore {
         else {
             return Ok(None);
         };
-        let value = bincode::deserialize(&raw[VALUE_HEADER..])
-            .map_err(StateError::decode("state"))?;
+        let value =
+            bincode::deserialize(&raw[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
         Ok(Some((expires_at(&raw), value)))
     }
 
@@ -242,8 +247,7 @@ impl RocksStore {
     ) -> Result<(), StateError> {
         self.value.clear();
         self.value.extend_from_slice(&expires.to_be_bytes());
-        bincode::serialize_into(&mut self.value, value)
-            .map_err(StateError::encode("state"))?;
+        bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
         let db = self.db.as_ref().expect("database open");
         db.put_opt(&self.key, &self.value, &self.write)
             .map_err(StateError::rocks("write"))
@@ -269,10 +273,9 @@ impl RocksStore {
             if !k.starts_with(prefix) {
                 break;
             }
-            let mk = bincode::deserialize(&k[prefix.len()..])
-                .map_err(StateError::decode("key"))?;
-            let value = bincode::deserialize(&v[VALUE_HEADER..])
-                .map_err(StateError::decode("state"))?;
+            let mk = bincode::deserialize(&k[prefix.len()..]).map_err(StateError::decode("key"))?;
+            let value =
+                bincode::deserialize(&v[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
             out.push((mk, expires_at(v), value));
             it.next();
         }
@@ -430,8 +433,7 @@ pub(crate) fn encode_groups(
             encoded_states.push((name.clone(), *version, entries));
         }
         if !empty {
-            let bytes = bincode::serialize(&encoded_states)
-                .map_err(StateError::encode("state"))?;
+            let bytes = bincode::serialize(&encoded_states).map_err(StateError::encode("state"))?;
             out.push((kg, bytes));
         }
     }

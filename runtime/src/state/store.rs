@@ -3,11 +3,13 @@
 //! the canonical format, and the typed access to one key's state that job code gets.
 
 use super::access::{Access, Backend, ListAccess, MapAccess, RocksAccess, ValueAccess};
-use super::heap::{decode, encode, AnyTable, HeapTable, ListTable, MapTable, OwnedMapEntries, Ttl, ValueTable};
+use super::heap::{
+    decode, encode, AnyTable, HeapTable, ListTable, MapTable, OwnedMapEntries, Ttl, ValueTable,
+};
 use super::rocks::{RocksConfig, RocksStore, Shape};
 use super::{
-    key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor,
-    StateValue, ValueState,
+    key_group, stable_hash, KeyGroupAssignment, ListState, MapState, StateDescriptor, StateValue,
+    ValueState,
 };
 use crate::error::StateError;
 use crate::record::Key;
@@ -322,10 +324,7 @@ impl KeyedStateStore {
         let local = self.local(key_group)?;
         let mut states = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
-            let table = slot
-                .table
-                .as_ref()
-                .ok_or(StateError::SnapshotByPin)?;
+            let table = slot.table.as_ref().ok_or(StateError::SnapshotByPin)?;
             let entries = table.snapshot_group(local)?;
             states.push((
                 slot.descriptor.name.clone(),
@@ -416,10 +415,7 @@ impl KeyedStateStore {
 
     /// Loads the key groups this subtask owns from a snapshot's RocksDB database: copied
     /// as they are into a RocksDB store, decoded into heap tables.
-    pub fn restore_native(
-        &mut self,
-        native: &super::RestoredNative,
-    ) -> Result<(), StateError> {
+    pub fn restore_native(&mut self, native: &super::RestoredNative) -> Result<(), StateError> {
         let groups: Vec<u32> = native
             .groups
             .iter()

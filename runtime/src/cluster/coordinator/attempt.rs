@@ -6,13 +6,11 @@ use super::{lock, JobCoordinator, Outcome};
 use crate::cluster::protocol::{Deployment, ToWorker};
 use crate::control::model::{JobError, Phase};
 use crate::error::{CommitError, Error};
-use crate::exec::{assignments, new_run_id};
 use crate::exec::checkpoint::{Command, Coordinator, Report, TaskLink};
 use crate::exec::JobGraph;
+use crate::exec::{assignments, new_run_id};
 use crate::sink::FileTransaction;
-use crate::snapshot::{
-    CheckpointStorage, Compatibility, JobLayout, SnapshotContent, SnapshotKind,
-};
+use crate::snapshot::{CheckpointStorage, Compatibility, JobLayout, SnapshotContent, SnapshotKind};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

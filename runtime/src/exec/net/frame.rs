@@ -10,8 +10,8 @@
 //! byte); end nothing; a credit the number of batches granted, `u32` LE.
 
 use crate::error::FrameError;
-use crate::record::Record;
 use crate::exec::channel::Msg;
+use crate::record::Record;
 use crate::snapshot::{Barrier, SnapshotKind};
 use crate::time::EventTime;
 use serde::de::DeserializeOwned;
@@ -188,7 +188,10 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, Malformed
 }
 
 /// Decodes the payload of a frame of `kind` (any kind but credit).
-pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<Msg<T>, FrameError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    payload: &[u8],
+) -> Result<Msg<T>, FrameError> {
     let short = || FrameError::TooShort {
         kind: kind.name(),
         len: payload.len(),

@@ -2,10 +2,10 @@
 //! two-input operators: per-channel watermarks and idleness, barrier alignment, timers.
 
 use super::{snapshot_chain, HeadArgs, Task, FINAL};
+use crate::error::Error;
 use crate::exec::channel::{ChannelReceiver, Msg, Received};
 use crate::exec::erased::{downcast_op, downcast_receiver};
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
-use crate::error::Error;
 use crate::record::Record;
 use crate::snapshot::Barrier;
 use crate::time::{EventTime, ProcTime};

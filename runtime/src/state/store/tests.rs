@@ -1,5 +1,5 @@
-use crate::state::TtlUpdate;
 use super::*;
+use crate::state::TtlUpdate;
 use std::time::Duration;
 
 /// Every key group is local at parallelism 1: the local index is the key group.
@@ -73,8 +73,7 @@ fn rocksdb_state_reads_like_the_heap_and_expires_in_compaction() {
     let mut store = rocks_store(dir.path());
     let v = store
         .register_value::<u64, u64>(
-            StateDescriptor::new("v")
-                .ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+            StateDescriptor::new("v").ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
         )
         .unwrap();
     let m = store
@@ -210,7 +209,10 @@ fn restoring_an_undeclared_or_changed_state_names_it() {
         .register_value::<u64, u64>(StateDescriptor::new("w"))
         .unwrap();
     assert_eq!(
-        renamed.restore_key_group(5, &bytes).unwrap_err().to_string(),
+        renamed
+            .restore_key_group(5, &bytes)
+            .unwrap_err()
+            .to_string(),
         "the snapshot has state 'v', which this operator does not declare"
     );
     let mut evolved = KeyedStateStore::new(&a, 0);
@@ -218,7 +220,10 @@ fn restoring_an_undeclared_or_changed_state_names_it() {
         .register_value::<u64, u64>(StateDescriptor::new("v").schema_version(2))
         .unwrap();
     assert_eq!(
-        evolved.restore_key_group(5, &bytes).unwrap_err().to_string(),
+        evolved
+            .restore_key_group(5, &bytes)
+            .unwrap_err()
+            .to_string(),
         "state 'v' has schema version 1 in the snapshot but 2 here"
     );
     assert!(old[0].0.restore_key_group(5, b"garbage").is_err());
