@@ -1,4 +1,5 @@
-//! The runtime's error type.
+//! The runtime's errors: [`Error`], and the errors of the layers below the engine that
+//! convert into it. At the bottom of the layers, so that every module can return them.
 
 use std::path::PathBuf;
 
@@ -6,8 +7,12 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("invalid job graph: {0}")]
     Graph(String),
-    #[error("operator '{uid}': {message}")]
-    State { uid: String, message: String },
+    #[error("operator '{uid}': {source}")]
+    State {
+        uid: String,
+        #[source]
+        source: StateError,
+    },
     #[error("operator '{uid}' subtask {subtask} failed: {message}")]
     Task {
         uid: String,
@@ -31,7 +36,7 @@ pub enum Error {
     #[error("checkpointing: {0}")]
     Checkpoint(String),
     #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     #[error("the job was cancelled")]
     Cancelled,
     #[error("control API: {0}")]
@@ -47,6 +52,8 @@ pub enum Error {
     /// Between the coordinator and a worker: registration, deployment, a lost peer.
     #[error("cluster ({peer}): {message}")]
     Cluster { peer: String, message: String },
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     /// A distributed job failed and its restart strategy gave up.
     #[error("the job failed after {restarts} restart(s): {cause}")]
     Failed { restarts: u32, cause: String },
@@ -65,4 +72,203 @@ impl Error {
             source,
         }
     }
+}
+
+/// Keyed state and window contents: their backends, the canonical encoding snapshots hold
+/// them in, and restoring them.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("RocksDB {op}: {source}")]
+    Rocks {
+        op: &'static str,
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// `what`: state, a key.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database key not in the layout this store writes (`what`: state, window).
+    #[error("malformed {0} key")]
+    MalformedKey(&'static str),
+    #[error("state '{0}' is registered twice in the same operator")]
+    RegisteredTwice(String),
+    #[error("too many states in one operator")]
+    TooManyStates,
+    #[error("key group {0} is not owned by this subtask")]
+    NotOwned(u32),
+    #[error("the snapshot has state '{0}', which this operator does not declare")]
+    Undeclared(String),
+    #[error("state '{name}' has schema version {snapshot} in the snapshot but {declared} here")]
+    SchemaVersion {
+        name: String,
+        snapshot: u32,
+        declared: u32,
+    },
+    #[error("state '{name}', key group {key_group}: {source}")]
+    InState {
+        name: String,
+        key_group: u32,
+        #[source]
+        source: Box<StateError>,
+    },
+    #[error("key group {key_group}: {source}")]
+    InKeyGroup {
+        key_group: u32,
+        #[source]
+        source: Box<StateError>,
+    },
+    #[error("a RocksDB store is snapshotted by pinning it")]
+    SnapshotByPin,
+    #[error("state without a backend")]
+    NoBackend,
+    /// A snapshot holds state of a kind (`what`) the operator restored from it has none of.
+    #[error("the operator keeps no {0}")]
+    NotKept(&'static str),
+    #[error("an assignment covers 1..={max} key groups, not {len}")]
+    AssignmentSize { len: usize, max: u32 },
+    #[error(
+        "key group {key_group} is assigned to subtask {owner}, beyond parallelism {parallelism}"
+    )]
+    OwnerBeyondParallelism {
+        key_group: usize,
+        owner: u32,
+        parallelism: u32,
+    },
+}
+
+impl StateError {
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(bincode::Error) -> Self {
+        move |source| StateError::Encode { what, source }
+    }
+
+    pub(crate) fn decode(what: &'static str) -> impl FnOnce(bincode::Error) -> Self {
+        move |source| StateError::Decode { what, source }
+    }
+
+    pub(crate) fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> Self {
+        move |source| StateError::Rocks { op, source }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StateError::Io { path, source }
+    }
+}
+
+/// The workers of a distributed job did not all commit a complete snapshot's sink
+/// transactions.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("{worker} lost before committing snapshot {checkpoint}")]
+    Lost { worker: String, checkpoint: u64 },
+    #[error("{worker}: committing snapshot {checkpoint}: {message}")]
+    Failed {
+        worker: String,
+        checkpoint: u64,
+        message: String,
+    },
+    #[error("{workers} worker(s) did not commit snapshot {checkpoint} within {timeout:?}")]
+    Timeout {
+        workers: usize,
+        checkpoint: u64,
+        timeout: std::time::Duration,
+    },
+    #[error("the attempt ended")]
+    AttemptEnded,
+}
+
+/// A frame of the network exchange that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("cannot encode a data batch: {0}")]
+    EncodeBatch(#[source] bincode::Error),
+    #[error("cannot decode a data batch: {0}")]
+    DecodeBatch(#[source] bincode::Error),
+    #[error("a {kind} frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        kind: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{kind} frame payload of {len} bytes is too short")]
+    TooShort { kind: &'static str, len: usize },
+    #[error("idle frame holds {0}, expected 0 or 1")]
+    IdleValue(u8),
+    #[error("barrier frame has unknown snapshot kind {0}")]
+    SnapshotKind(u8),
+    #[error("a credit frame carries no message")]
+    CreditMessage,
+    #[error("{kind} frame after the end of the channel")]
+    AfterEnd { kind: &'static str },
+    #[error("data batch without credit ({buffered} batches already buffered)")]
+    NoCredit { buffered: usize },
+}
+
+/// Checkpoint storage failed, or what it holds is not a complete, intact snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("checkpoint storage {uri}: {message}")]
+    Uri { uri: String, message: String },
+    #[error("checkpoint storage {path}: {}", causes(source))]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("no complete checkpoint in {uri}")]
+    NoCheckpoint { uri: String },
+    /// A local file of a snapshot part (a pinned RocksDB checkpoint) could not be read.
+    #[error("{}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no checkpoint storage for RocksDB state")]
+    NoStorage,
+    /// An operator's part of a snapshot could not be encoded or uploaded.
+    #[error("operator '{uid}': {source}")]
+    Part {
+        uid: String,
+        #[source]
+        source: Box<SnapshotError>,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A part still refers to local state (`what`: encoded, uploaded) where it may not.
+    #[error("operator '{uid}': state not {what}")]
+    Unresolved { uid: String, what: &'static str },
+}
+
+/// An error with its causes: a store's own message often leaves out the one that says
+/// what went wrong (a refused connection, the server's reply).
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        source = cause.source();
+    }
+    text
 }

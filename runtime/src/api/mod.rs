@@ -1,72 +1,27 @@
-//! The job API: what a job author writes against.
+//! The job API: what a job author writes against. The vocabulary it speaks (records,
+//! keys, watermarks, window assigners, user functions) is defined in lower layers and
+//! re-exported here, so a job needs only this module.
 
-mod functions;
+mod builder;
+mod join;
+mod keyed;
+mod registry;
 mod stream;
-mod watermark;
 mod window;
 
-pub use functions::{
-    AggregateFunction, Count, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext,
-    ProcessContext, Timer,
-};
-pub use stream::{
-    AllWindowedStream, ConnectedKeyedStreams, IntervalJoinBuilder, JobBuilder, KeyedStream,
-    OutputTag, Stream, WindowJoinBuilder, WindowedStream,
-};
-pub use watermark::WatermarkStrategy;
-pub use window::{
+pub use crate::operators::assigners::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, TumblingProcessingTime,
     WindowAssigner,
 };
-
-use crate::time::EventTime;
-
-/// A value with the event time it carries. Records without an event time carry
-/// `EventTime::MIN`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Record<T> {
-    pub ts: EventTime,
-    pub value: T,
-}
-
-impl<T> Record<T> {
-    pub fn new(ts: EventTime, value: T) -> Self {
-        Record { ts, value }
-    }
-}
-
-/// One of two values; the result of [`Stream::split`]'s routing function.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Either<L, R> {
-    Left(L),
-    Right(R),
-}
-
-/// What can flow between operators.
-pub trait Data: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static {}
-impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
-
-/// What can partition a stream: hashed stably (the same key lands in the same key group in
-/// every process and every run), used as a state key, and written into snapshots.
-pub trait Key:
-    std::hash::Hash
-    + Eq
-    + Clone
-    + Send
-    + std::fmt::Debug
-    + serde::Serialize
-    + serde::de::DeserializeOwned
-    + 'static
-{
-}
-impl<T> Key for T where
-    T: std::hash::Hash
-        + Eq
-        + Clone
-        + Send
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + 'static
-{
-}
+pub use crate::operators::functions::{
+    AggregateFunction, Count, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext,
+    ProcessContext, Timer,
+};
+pub use crate::record::{Data, Either, Key, Record};
+pub use crate::watermark::WatermarkStrategy;
+pub use builder::JobBuilder;
+pub use join::{IntervalJoinBuilder, WindowJoinBuilder};
+pub use keyed::{ConnectedKeyedStreams, KeyedStream};
+pub use registry::{DefineJob, JobRegistry};
+pub use stream::{OutputTag, Stream};
+pub use window::{AllWindowedStream, WindowedStream};

@@ -1,188 +1,193 @@
-//! Window assigners. The time domain is part of the assigner's type: event-time windows fire
-//! on watermarks, processing-time windows on the job's clock, and an assigner of one kind
-//! cannot be handed to an API expecting the other.
+//! Windows: a keyed stream cut into windows per key, or a whole stream cut into windows
+//! and aggregated in two phases.
 
+use super::stream::SidePort;
+use super::{KeyedStream, OutputTag, Stream};
+use crate::exec::graph::{fixed_states, Partition, PortType};
+use crate::exec::Operator;
+use crate::operators::assigners::{TimeWindow, WindowAssigner};
+use crate::operators::functions::AggregateFunction;
+use crate::operators::restore;
+use crate::operators::window::{
+    LateOutput, SessionWindowOp, WindowFn, WindowOp, SESSIONS_STATE, SESSIONS_VERSION,
+};
+use crate::operators::window_all::{GlobalWindowAllOp, LocalWindowAllOp};
+use crate::operators::Emitter;
+use crate::record::{Data, Key};
 use crate::time::duration_millis;
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A half-open interval `[start, end)` of milliseconds, in the assigner's time domain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TimeWindow {
-    pub start: i64,
-    pub end: i64,
+/// A keyed stream cut into windows.
+pub struct WindowedStream<K, T, W> {
+    pub(super) keyed: KeyedStream<K, T>,
+    pub(super) assigner: W,
+    pub(super) lateness: Duration,
+    pub(super) late_tag: Option<String>,
 }
 
-impl TimeWindow {
-    pub fn new(start: i64, end: i64) -> Self {
-        TimeWindow { start, end }
+impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
+    /// Keeps windows this long after they fire; later records update and re-fire them.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness = lateness;
+        self
     }
-    /// The largest timestamp that belongs to the window; results carry it as event time.
-    pub fn max_timestamp(&self) -> i64 {
-        self.end - 1
+
+    /// Sends records too late for every window they belong to to the side output `tag`
+    /// (read it with `side_output(&tag)` on the result). Without it they are counted and
+    /// dropped.
+    pub fn late_output(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.name.clone());
+        self
     }
-    pub fn intersects(&self, other: &TimeWindow) -> bool {
-        self.start <= other.end && other.start <= self.end
-    }
-    pub fn cover(&self, other: &TimeWindow) -> TimeWindow {
-        TimeWindow::new(self.start.min(other.start), self.end.max(other.end))
-    }
-}
 
-/// Which windows a timestamp belongs to.
-pub trait WindowAssigner: Clone + Send + Sync + 'static {
-    /// True for event time (fired by watermarks), false for processing time.
-    const EVENT_TIME: bool;
-    /// The gap of session windows, which merge per key when they overlap; `None` for
-    /// windows of fixed size.
-    fn session_gap(&self) -> Option<i64> {
-        None
-    }
-    fn assign(&self, t: i64, out: &mut Vec<TimeWindow>);
-}
-
-fn window_start(t: i64, offset: i64, size: i64) -> i64 {
-    t - (t - offset).rem_euclid(size)
-}
-
-fn positive_millis(d: Duration, what: &str) -> i64 {
-    let ms = duration_millis(d);
-    assert!(ms > 0, "{what} must be at least 1 ms, got {d:?}");
-    ms
-}
-
-/// Fixed-size, non-overlapping event-time windows.
-#[derive(Clone, Debug)]
-pub struct TumblingEventTime {
-    size: i64,
-    offset: i64,
-}
-
-impl TumblingEventTime {
-    /// # Panics
-    /// If `size` is below one millisecond: a job definition error, found when the job is built.
-    pub fn of(size: Duration) -> Self {
-        TumblingEventTime {
-            size: positive_millis(size, "tumbling window size"),
-            offset: 0,
-        }
-    }
-}
-
-impl WindowAssigner for TumblingEventTime {
-    const EVENT_TIME: bool = true;
-    fn assign(&self, t: i64, out: &mut Vec<TimeWindow>) {
-        let start = window_start(t, self.offset, self.size);
-        out.push(TimeWindow::new(start, start + self.size));
-    }
-}
-
-/// Fixed-size, non-overlapping processing-time windows.
-#[derive(Clone, Debug)]
-pub struct TumblingProcessingTime {
-    size: i64,
-}
-
-impl TumblingProcessingTime {
-    /// # Panics
-    /// If `size` is below one millisecond.
-    pub fn of(size: Duration) -> Self {
-        TumblingProcessingTime {
-            size: positive_millis(size, "tumbling window size"),
-        }
-    }
-}
-
-impl WindowAssigner for TumblingProcessingTime {
-    const EVENT_TIME: bool = false;
-    fn assign(&self, t: i64, out: &mut Vec<TimeWindow>) {
-        let start = window_start(t, 0, self.size);
-        out.push(TimeWindow::new(start, start + self.size));
-    }
-}
-
-/// Windows of `size` starting every `slide`; a record belongs to `size / slide` of them.
-#[derive(Clone, Debug)]
-pub struct SlidingEventTime {
-    size: i64,
-    slide: i64,
-}
-
-impl SlidingEventTime {
-    /// # Panics
-    /// If `size` or `slide` is below one millisecond.
-    pub fn of(size: Duration, slide: Duration) -> Self {
-        SlidingEventTime {
-            size: positive_millis(size, "sliding window size"),
-            slide: positive_millis(slide, "sliding window slide"),
-        }
+    /// Aggregates each window incrementally with `agg`; when the window fires,
+    /// `window_fn(key, window, result)` makes the output record, stamped with the window's
+    /// last timestamp.
+    pub fn aggregate<A: AggregateFunction<T>, O: Data>(
+        &self,
+        name: &str,
+        agg: A,
+        window_fn: impl Fn(&K, TimeWindow, A::Out) -> O + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let agg = Arc::new(agg);
+        let window_fn: WindowFn<K, A::Out, O> = Arc::new(window_fn);
+        let key = self.keyed.key.clone();
+        let assigner = self.assigner.clone();
+        let lateness = duration_millis(self.lateness);
+        let has_late = self.late_tag.is_some();
+        let side_ports = self
+            .late_tag
+            .iter()
+            .map(|name| SidePort {
+                name: name.clone(),
+                port: PortType::of::<T>(),
+            })
+            .collect();
+        let parallelism = self.keyed.stream.job.parallelism();
+        self.keyed
+            .stream
+            .one_input(
+                name,
+                parallelism,
+                self.keyed.partition(),
+                true,
+                false,
+                side_ports,
+                move |cx, mut outs| {
+                    let emit = Emitter::new(outs.take::<O>(0), cx.batch_size);
+                    let late = LateOutput {
+                        out: has_late.then(|| Emitter::new(outs.take::<T>(1), cx.batch_size)),
+                        cx: cx.clone(),
+                    };
+                    let op: Box<dyn Operator<T>> = if let Some(gap) = assigner.session_gap() {
+                        let mut op = SessionWindowOp::new(
+                            key.clone(),
+                            gap,
+                            agg.clone(),
+                            window_fn.clone(),
+                            lateness,
+                            emit,
+                            late,
+                        )?;
+                        restore(cx, &mut op)?;
+                        Box::new(op)
+                    } else {
+                        let mut op = WindowOp::new(
+                            key.clone(),
+                            assigner.clone(),
+                            agg.clone(),
+                            window_fn.clone(),
+                            lateness,
+                            cx.clock.now(),
+                            emit,
+                            late,
+                        )?;
+                        restore(cx, &mut op)?;
+                        Box::new(op)
+                    };
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[if self.assigner.session_gap().is_some() {
+                (SESSIONS_STATE, SESSIONS_VERSION)
+            } else {
+                ("window-panes", 1)
+            }]))
     }
 }
 
-impl WindowAssigner for SlidingEventTime {
-    const EVENT_TIME: bool = true;
-    fn assign(&self, t: i64, out: &mut Vec<TimeWindow>) {
-        let last_start = window_start(t, 0, self.slide);
-        let mut start = last_start;
-        while start > t - self.size {
-            out.push(TimeWindow::new(start, start + self.size));
-            start -= self.slide;
-        }
-    }
+/// A whole stream cut into windows.
+pub struct AllWindowedStream<T, W> {
+    pub(super) stream: Stream<T>,
+    pub(super) assigner: W,
 }
 
-/// Event-time sessions: a key's records closer than `gap` to each other share a window.
-#[derive(Clone, Debug)]
-pub struct Session {
-    gap: i64,
-}
-
-impl Session {
-    /// # Panics
-    /// If `gap` is below one millisecond.
-    pub fn with_gap(gap: Duration) -> Self {
-        Session {
-            gap: positive_millis(gap, "session gap"),
-        }
-    }
-}
-
-impl WindowAssigner for Session {
-    const EVENT_TIME: bool = true;
-    fn session_gap(&self) -> Option<i64> {
-        Some(self.gap)
-    }
-    fn assign(&self, t: i64, out: &mut Vec<TimeWindow>) {
-        out.push(TimeWindow::new(t, t + self.gap));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn windows(a: &impl WindowAssigner, t: i64) -> Vec<TimeWindow> {
-        let mut v = Vec::new();
-        a.assign(t, &mut v);
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn tumbling_assigns_one_window_including_negative_times() {
-        let a = TumblingEventTime::of(Duration::from_secs(10));
-        assert_eq!(windows(&a, 0), vec![TimeWindow::new(0, 10_000)]);
-        assert_eq!(windows(&a, 9_999), vec![TimeWindow::new(0, 10_000)]);
-        assert_eq!(windows(&a, -1), vec![TimeWindow::new(-10_000, 0)]);
-    }
-
-    #[test]
-    fn sliding_assigns_size_over_slide_windows() {
-        let a = SlidingEventTime::of(Duration::from_secs(10), Duration::from_secs(2));
-        let w = windows(&a, 11_000);
-        assert_eq!(w.len(), 5);
-        assert!(w.iter().all(|w| w.start <= 11_000 && 11_000 < w.end));
-        assert_eq!(w[0], TimeWindow::new(2_000, 12_000));
-        assert_eq!(w[4], TimeWindow::new(10_000, 20_000));
+impl<T: Data, W: WindowAssigner> AllWindowedStream<T, W> {
+    /// Pre-aggregates per subtask (operator `<name>-local`), then merges the partial results
+    /// in one subtask (operator `<name>`) that calls `window_fn(window, result)`.
+    pub fn aggregate<A: AggregateFunction<T>, O: Data>(
+        &self,
+        name: &str,
+        agg: A,
+        window_fn: impl Fn(TimeWindow, A::Out) -> O + Send + Sync + 'static,
+    ) -> Stream<O>
+    where
+        A::Acc: Data,
+    {
+        let agg = Arc::new(agg);
+        let assigner = self.assigner.clone();
+        let local_agg = agg.clone();
+        let local: Stream<(TimeWindow, A::Acc)> = self
+            .stream
+            .one_input(
+                &format!("{name}-local"),
+                self.stream.node_parallelism(),
+                Partition::Forward,
+                true,
+                false,
+                Vec::new(),
+                move |cx, mut outs| {
+                    let mut op = LocalWindowAllOp {
+                        assigner: assigner.clone(),
+                        agg: local_agg.clone(),
+                        panes: BTreeMap::new(),
+                        watermark: i64::MIN,
+                        scratch: Vec::new(),
+                        emit: Emitter::new(outs.take(0), cx.batch_size),
+                        cx: cx.clone(),
+                    };
+                    restore(cx, &mut op)?;
+                    let op: Box<dyn Operator<T>> = Box::new(op);
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[("window-all-panes", 1)]));
+        let window_fn: WindowFn<(), A::Out, O> = Arc::new(move |_, w, r| window_fn(w, r));
+        local
+            .one_input(
+                name,
+                1,
+                Partition::Rebalance,
+                true,
+                false,
+                Vec::new(),
+                move |cx, mut outs| {
+                    let mut op = GlobalWindowAllOp {
+                        agg: agg.clone(),
+                        window_fn: window_fn.clone(),
+                        panes: BTreeMap::new(),
+                        emit: Emitter::new(outs.take(0), cx.batch_size),
+                        cx: cx.clone(),
+                        _in: PhantomData,
+                    };
+                    restore(cx, &mut op)?;
+                    let op: Box<dyn Operator<(TimeWindow, A::Acc)>> = Box::new(op);
+                    Ok(op)
+                },
+            )
+            .with_states(fixed_states(&[("window-all-panes", 1)]))
     }
 }

@@ -6,7 +6,7 @@
 //! each worker the job (name and config; every worker binary has the same registry), the
 //! placement, the other workers' data addresses and the snapshot to start from. Each worker
 //! builds the whole graph and runs its slots' subtasks with the embedded engine; edges
-//! between workers become logical channels of `crate::net` connections, edges within a
+//! between workers become logical channels of `crate::exec::net` connections, edges within a
 //! worker stay in-memory queues.
 //!
 //! Snapshots: the coordinator runs the same checkpoint coordinator as embedded mode, over a

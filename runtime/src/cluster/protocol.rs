@@ -1,10 +1,10 @@
 //! What the coordinator and its workers say to each other over their one TCP connection:
 //! length-prefixed bincode messages. The data of the job never takes this path (it goes
-//! worker to worker, `crate::net`); only deployments, snapshot control and reports do.
+//! worker to worker, `crate::exec::net`); only deployments, snapshot control and reports do.
 
 use crate::control::model::{JobError, SubtaskStatus};
 use crate::snapshot::{FileTransaction, Native, NativeRef, OperatorSnapshot, SnapshotKind};
-use crate::snapshot::{SplitPosition, TaskSnapshot};
+use crate::snapshot::{SnapshotError, SplitPosition, TaskSnapshot};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
@@ -134,19 +134,25 @@ struct WireOperator {
 
 impl WirePart {
     /// A resolved part; refuses one that still refers to local files.
-    pub(crate) fn new(part: TaskSnapshot) -> Result<Self, String> {
+    pub(crate) fn new(part: TaskSnapshot) -> Result<Self, SnapshotError> {
         let operators = part
             .operators
             .into_iter()
             .map(|op| {
                 if op.deferred.0.is_some() {
-                    return Err(format!("operator '{}': state not encoded", op.uid));
+                    return Err(SnapshotError::Unresolved {
+                        uid: op.uid,
+                        what: "encoded",
+                    });
                 }
                 let native = match op.native {
                     None => None,
                     Some(Native::Uploaded(r)) => Some(r),
                     Some(Native::Pinned(_)) => {
-                        return Err(format!("operator '{}': state not uploaded", op.uid))
+                        return Err(SnapshotError::Unresolved {
+                            uid: op.uid,
+                            what: "uploaded",
+                        })
                     }
                 };
                 Ok(WireOperator {
@@ -271,6 +277,6 @@ mod tests {
             states: vec![],
         }));
         let err = WirePart::new(part).unwrap_err();
-        assert!(err.contains("operator 'win'"), "{err}");
+        assert!(err.to_string().contains("operator 'win'"), "{err}");
     }
 }

@@ -4,19 +4,20 @@
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker, WirePart};
 use super::{hello, lock, HELLO_LEN, PROTOCOL};
+use crate::api::JobRegistry;
 use crate::control::model::JobError;
 use crate::control::JobControl;
 use crate::error::Error;
 use crate::exec::checkpoint::{commit_all, Report};
+use crate::exec::erased::ErasedSend;
+use crate::exec::graph::PortType;
 use crate::exec::metrics::TaskMetrics;
+use crate::exec::net::{InboundChannels, InboundConnection, OutboundConnection};
 use crate::exec::{
     launch, prepare, Placement, RemoteLinks, Restore, RunOptions, RunningJob, Supervise,
     SupervisorParts,
 };
-use crate::graph::{ErasedSend, PortType};
-use crate::jobs::JobRegistry;
-use crate::net::{InboundChannels, InboundConnection, OutboundConnection};
-use crate::snapshot::{CheckpointStorage, FileEntry};
+use crate::snapshot::{CheckpointStorage, FileEntry, SnapshotError};
 use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;
 use std::collections::{BTreeMap, HashMap};
@@ -597,7 +598,7 @@ impl Relay {
                     Err(error) => self.upstream.send(&ToCoordinator::Declined {
                         attempt,
                         checkpoint,
-                        error,
+                        error: error.to_string(),
                     }),
                 },
                 Report::Finished { task, snapshot } => {
@@ -631,7 +632,7 @@ impl Relay {
         &self,
         mut snapshot: crate::snapshot::TaskSnapshot,
         checkpoint: Option<u64>,
-    ) -> Result<WirePart, String> {
+    ) -> Result<WirePart, SnapshotError> {
         let mut known = lock(&self.uploads).confirmed.clone();
         snapshot.resolve(self.storage.as_ref(), &mut known)?;
         let part = WirePart::new(snapshot)?;

@@ -4,8 +4,8 @@
 //! that block is the backpressure. Consumers wait on a single doorbell rung by every
 //! producer after a send, so waiting on many inputs costs nothing per input.
 
-use crate::api::Record;
 use crate::exec::metrics::TaskMetrics;
+use crate::record::Record;
 use crate::time::EventTime;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use crossbeam_utils::sync::Unparker;
@@ -29,7 +29,7 @@ pub(crate) enum Msg<T> {
 pub(crate) struct Disconnected;
 
 /// The producer's end of a channel: a local queue, or a logical channel to a subtask in
-/// another process (`crate::net`), with the same contract.
+/// another process (`crate::exec::net`), with the same contract.
 pub(crate) enum ChannelSender<T> {
     Local {
         tx: Sender<Msg<T>>,

@@ -67,7 +67,7 @@ pub(crate) trait TaskLink: Send {
     fn inject(&self, id: u64, kind: SnapshotKind);
     /// Commits the sink transactions of the complete snapshot `id`, by the subtask (task
     /// index) that pre-committed them, and tells every subtask that `id` is complete.
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String>;
+    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error>;
 }
 
 impl TaskLink for Arc<CheckpointControl> {
@@ -75,9 +75,9 @@ impl TaskLink for Arc<CheckpointControl> {
         self.request(id, kind);
     }
 
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), String> {
+    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error> {
         let transactions: Vec<FileTransaction> = transactions.into_iter().map(|(_, t)| t).collect();
-        commit_all(&transactions).map_err(|e| e.to_string())?;
+        commit_all(&transactions)?;
         self.mark_committed(id);
         Ok(())
     }
@@ -271,7 +271,7 @@ impl Coordinator {
                                 f.uploaded_bytes += bytes;
                                 f.parts[task] = Some(snapshot);
                             }
-                            Err(e) => f.error = Some(e),
+                            Err(e) => f.error = Some(e.to_string()),
                         }
                     }
                 }
@@ -321,7 +321,7 @@ impl Coordinator {
                             }
                         }
                         Err(e) => {
-                            self.fail(e);
+                            self.fail(e.to_string());
                             if !own_storage {
                                 failures_in_row += 1;
                             }
@@ -392,7 +392,7 @@ impl Coordinator {
         &mut self,
         mut f: InFlight,
         finished: &[Option<TaskSnapshot>],
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Error> {
         let request = f.savepoint.take();
         match request {
             Some(SavepointRequest {
@@ -401,9 +401,9 @@ impl Coordinator {
                 reply,
             }) => {
                 let result = CheckpointStorage::open_savepoints(&uri)
-                    .map_err(|e| e.to_string())
+                    .map_err(Error::from)
                     .and_then(|storage| self.write(&storage, f, stop));
-                let _ = reply.send(result.clone());
+                let _ = reply.send(answer(&result));
                 result.map(|_| stop)
             }
             checkpoint => {
@@ -419,7 +419,7 @@ impl Coordinator {
                 }
                 self.storage = Some(storage);
                 if let Some(r) = checkpoint {
-                    let _ = r.reply.send(result.clone());
+                    let _ = r.reply.send(answer(&result));
                 }
                 result.map(|_| false)
             }
@@ -447,12 +447,11 @@ impl Coordinator {
         storage: &CheckpointStorage,
         f: InFlight,
         commit: bool,
-    ) -> Result<CompletedSnapshot, String> {
+    ) -> Result<CompletedSnapshot, Error> {
         let (id, kind, started, uploaded_shared) = (f.id, f.kind, f.started, f.uploaded_bytes);
         let transactions = transactions_of(&f.parts);
         let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
-        let manifest =
-            write_snapshot(storage, &self.layout, id, kind, parts).map_err(|e| e.to_string())?;
+        let manifest = write_snapshot(storage, &self.layout, id, kind, parts)?;
         let done = CompletedSnapshot {
             id,
             kind,
@@ -490,16 +489,24 @@ impl Coordinator {
                     uploaded_bytes: 0,
                 };
                 self.write(&storage, last, true)
-                    .map_err(Error::Checkpoint)?;
+                    .map_err(|e| Error::Checkpoint(e.to_string()))?;
                 self.retain(&storage, &[]);
             }
             None => {
                 self.link
                     .commit(self.next_id, transactions_of(&parts))
-                    .map_err(Error::Checkpoint)?;
+                    .map_err(|e| Error::Checkpoint(e.to_string()))?;
             }
         }
         Ok(())
+    }
+}
+
+/// What the requester of a snapshot hears: the snapshot, or why it failed.
+fn answer(result: &Result<CompletedSnapshot, Error>) -> Result<CompletedSnapshot, String> {
+    match result {
+        Ok(done) => Ok(done.clone()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

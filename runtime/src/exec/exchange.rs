@@ -2,13 +2,15 @@
 //! into per-consumer buffers and ships full buffers as one message.
 
 use super::channel::{ChannelSender, Msg};
-use super::{BuildCx, Operator};
-use crate::api::Record;
-use crate::graph::KeyHasher;
-use crate::snapshot::{Barrier, SnapshotKind, TaskSnapshot};
+use super::{BuildCx, ControlEvent, Operator};
+use crate::record::Record;
+use crate::snapshot::SnapshotKind;
 use crate::state::KeyGroupAssignment;
-use crate::time::{EventTime, ProcTime};
 use std::sync::Arc;
+
+/// Hashes a record's key; the same function on the same key gives the same value in every
+/// process.
+pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
 pub(crate) enum Routing<T> {
     /// One consumer: the subtask with the producer's index.
@@ -67,6 +69,13 @@ impl<T: Clone> ExchangeWriter<T> {
         self.send(target, Msg::Data(full));
     }
 
+    /// Sends every buffer downstream.
+    fn flush(&mut self) {
+        for t in 0..self.senders.len() {
+            self.send_buffer(t);
+        }
+    }
+
     fn broadcast(&mut self, make: impl Fn() -> Msg<T>) {
         self.flush();
         for t in 0..self.senders.len() {
@@ -118,29 +127,18 @@ impl<T: Clone> Operator<T> for ExchangeWriter<T> {
         }
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.broadcast(|| Msg::Watermark(watermark));
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.broadcast(|| Msg::Idle(idle));
-    }
-
-    fn tick(&mut self, _now: ProcTime) {}
-
-    fn flush(&mut self) {
-        for t in 0..self.senders.len() {
-            self.send_buffer(t);
+    fn control(&mut self, event: ControlEvent<'_>) {
+        match event {
+            ControlEvent::Watermark(watermark) => self.broadcast(|| Msg::Watermark(watermark)),
+            ControlEvent::Idle(idle) => self.broadcast(|| Msg::Idle(idle)),
+            ControlEvent::Tick(_) => {}
+            ControlEvent::Flush => self.flush(),
+            ControlEvent::Barrier(barrier, _) => {
+                if barrier.kind != SnapshotKind::Final {
+                    self.broadcast(|| Msg::Barrier(barrier));
+                }
+            }
+            ControlEvent::Finish => self.broadcast(|| Msg::End),
         }
-    }
-
-    fn barrier(&mut self, barrier: Barrier, _: &mut TaskSnapshot) {
-        if barrier.kind != SnapshotKind::Final {
-            self.broadcast(|| Msg::Barrier(barrier));
-        }
-    }
-
-    fn finish(&mut self) {
-        self.broadcast(|| Msg::End);
     }
 }

@@ -3,23 +3,27 @@
 pub(crate) mod channel;
 pub(crate) mod checkpoint;
 mod embedded;
+pub(crate) mod erased;
 pub(crate) mod exchange;
+pub(crate) mod graph;
+mod launch;
 pub mod metrics;
+pub(crate) mod net;
 pub(crate) mod operator;
+mod restore;
+mod running;
 mod task;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
-pub(crate) use embedded::{
-    assignments, launch, new_run_id, prepare, Placement, RemoteLinks, Supervise, SupervisorParts,
-};
-pub use embedded::{
-    start_embedded, JobFailure, JobSummary, Restore, RunOptions, RunningJob, SubtaskState,
-    SubtaskStatus,
-};
-pub use operator::{Operator, TwoInputOperator};
+pub use embedded::{start_embedded, Restore, RunOptions};
+pub use graph::JobGraph;
+pub(crate) use launch::{launch, new_run_id, Placement, RemoteLinks, Supervise, SupervisorParts};
+pub use operator::{ControlEvent, Operator, TwoInputOperator};
+pub(crate) use restore::{assignments, prepare};
+pub use running::{JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
 
-use crate::error::Error;
+use crate::error::{Error, StateError};
 use crate::snapshot::{RestoredOperator, RestoredState};
 use crate::state::KeyGroupAssignment;
 use crate::time::ProcTime;
@@ -183,11 +187,11 @@ impl BuildCx {
         format!("{}/{safe_uid}-{}", self.run_id, self.subtask)
     }
 
-    /// A state error naming this operator, for failures while restoring.
-    pub(crate) fn state_error(&self, message: impl Into<String>) -> Error {
+    /// A state error naming this operator, for failures while building or restoring it.
+    pub(crate) fn state_error(&self, source: StateError) -> Error {
         Error::State {
             uid: self.uid.clone(),
-            message: message.into(),
+            source,
         }
     }
 
@@ -199,26 +203,3 @@ impl BuildCx {
         });
     }
 }
-
-/// Forwards idle, tick, flush and finish of an operator whose output is an `Emitter` in
-/// field `emit`, sending buffered output first.
-macro_rules! basic_control {
-    () => {
-        fn idle(&mut self, idle: bool) {
-            self.emit.send();
-            self.emit.out.idle(idle);
-        }
-        fn tick(&mut self, now: ProcTime) {
-            self.emit.out.tick(now);
-        }
-        fn flush(&mut self) {
-            self.emit.send();
-            self.emit.out.flush();
-        }
-        fn finish(&mut self) {
-            self.emit.send();
-            self.emit.out.finish();
-        }
-    };
-}
-pub(crate) use basic_control;

@@ -1,11 +1,47 @@
 //! The push interface every operator in a chain implements. A chain is a stack of operators,
-//! each owning its downstream; control events (watermarks, timer ticks, flushes, end of input)
-//! travel down the same path as data, so an operator always sees them in order with its
-//! records.
+//! each owning its downstream; control events (watermarks, timer ticks, flushes, barriers,
+//! end of input) travel down the same path as data, so an operator always sees them in
+//! order with its records.
 
-use crate::api::Record;
+use crate::record::Record;
 use crate::snapshot::{Barrier, TaskSnapshot};
 use crate::time::{EventTime, ProcTime};
+
+/// What travels down a chain besides records. Every operator handles an event the same
+/// way: its own part first (fire windows on a watermark, add its state to the snapshot on a
+/// barrier), then it passes the same event on to each of its outputs, after the records it
+/// holds for them. Passing an event on is the only way control moves down a chain.
+pub enum ControlEvent<'a> {
+    /// The event-time clock advanced: no record with a smaller timestamp is expected. For a
+    /// two-input operator, the combined watermark of both inputs.
+    Watermark(EventTime),
+    /// All inputs became idle (`true`) or one of them became active again (`false`).
+    Idle(bool),
+    /// The processing-time clock advanced.
+    Tick(ProcTime),
+    /// The task is about to wait for input: send anything buffered downstream.
+    Flush,
+    /// A snapshot barrier (for a two-input operator: arrived on every input): send anything
+    /// buffered, add this operator's state to the snapshot, then pass the barrier on.
+    /// Records pushed before it belong to the snapshot, records after it do not.
+    Barrier(Barrier, &'a mut TaskSnapshot),
+    /// End of input. Once, after the final watermark.
+    Finish,
+}
+
+impl ControlEvent<'_> {
+    /// The same event again, for one more output.
+    pub fn reborrow(&mut self) -> ControlEvent<'_> {
+        match self {
+            ControlEvent::Watermark(watermark) => ControlEvent::Watermark(*watermark),
+            ControlEvent::Idle(idle) => ControlEvent::Idle(*idle),
+            ControlEvent::Tick(now) => ControlEvent::Tick(*now),
+            ControlEvent::Flush => ControlEvent::Flush,
+            ControlEvent::Barrier(barrier, snapshot) => ControlEvent::Barrier(*barrier, snapshot),
+            ControlEvent::Finish => ControlEvent::Finish,
+        }
+    }
+}
 
 /// Receives a stream of `T` in batches.
 pub trait Operator<T> {
@@ -13,39 +49,16 @@ pub trait Operator<T> {
     /// allocation.
     fn push(&mut self, batch: &mut Vec<Record<T>>);
 
-    /// The event-time clock advanced: no record with a smaller timestamp is expected.
-    fn watermark(&mut self, watermark: EventTime);
-
-    /// All inputs became idle (`true`) or one of them became active again (`false`).
-    fn idle(&mut self, idle: bool);
-
-    /// The processing-time clock advanced.
-    fn tick(&mut self, now: ProcTime);
-
-    /// The task is about to wait for input: send anything buffered downstream.
-    fn flush(&mut self);
-
-    /// A snapshot barrier: send anything buffered, add this operator's state to
-    /// `snapshot`, then pass the barrier on. Records pushed before it belong to the snapshot,
-    /// records after it do not.
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot);
-
-    /// End of input. Called once, after the final watermark.
-    fn finish(&mut self);
+    /// Handles a control event, then passes it on to every output.
+    fn control(&mut self, event: ControlEvent<'_>);
 }
 
 /// An operator with two inputs of different types (connect, joins).
 pub trait TwoInputOperator<A, B> {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>);
     fn push_right(&mut self, batch: &mut Vec<Record<B>>);
-    /// The combined watermark of both inputs advanced.
-    fn watermark(&mut self, watermark: EventTime);
-    fn idle(&mut self, idle: bool);
-    fn tick(&mut self, now: ProcTime);
-    fn flush(&mut self);
-    /// A barrier has arrived on every input.
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot);
-    fn finish(&mut self);
+    /// Handles a control event, then passes it on to every output.
+    fn control(&mut self, event: ControlEvent<'_>);
 }
 
 /// Hands every batch to several downstream operators; all but the last get a copy.
@@ -75,25 +88,10 @@ impl<T: Clone> Operator<T> for Tee<T> {
         }
         last.push(batch);
     }
-    fn watermark(&mut self, watermark: EventTime) {
-        self.outputs.iter_mut().for_each(|o| o.watermark(watermark));
-    }
-    fn idle(&mut self, idle: bool) {
-        self.outputs.iter_mut().for_each(|o| o.idle(idle));
-    }
-    fn tick(&mut self, now: ProcTime) {
-        self.outputs.iter_mut().for_each(|o| o.tick(now));
-    }
-    fn flush(&mut self) {
-        self.outputs.iter_mut().for_each(|o| o.flush());
-    }
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.outputs
-            .iter_mut()
-            .for_each(|o| o.barrier(barrier, snapshot));
-    }
-    fn finish(&mut self) {
-        self.outputs.iter_mut().for_each(|o| o.finish());
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        for out in &mut self.outputs {
+            out.control(event.reborrow());
+        }
     }
 }
 
@@ -104,10 +102,5 @@ impl<T> Operator<T> for Discard {
     fn push(&mut self, batch: &mut Vec<Record<T>>) {
         batch.clear();
     }
-    fn watermark(&mut self, _: EventTime) {}
-    fn idle(&mut self, _: bool) {}
-    fn tick(&mut self, _: ProcTime) {}
-    fn flush(&mut self) {}
-    fn barrier(&mut self, _: Barrier, _: &mut TaskSnapshot) {}
-    fn finish(&mut self) {}
+    fn control(&mut self, _: ControlEvent<'_>) {}
 }

@@ -1,85 +1,28 @@
-//! Jobs by name. The `sluice` binary runs the bundled jobs; a user's own binary registers
-//! its jobs in a [`JobRegistry`] and hands it to [`crate::cli::main_with`], which makes it a
-//! complete `sluice` binary for those jobs.
+//! The jobs bundled with Sluice (the Nexmark queries, the fraud example) and the
+//! configuration they share. The `sluice` binary runs them by name from
+//! [`JobRegistry::bundled`]; a user's own binary registers its jobs in a [`JobRegistry`]
+//! and hands it to [`crate::cli::main_with`], which makes it a complete `sluice` binary for
+//! those jobs.
 
 pub mod fraud;
 pub mod nexmark_queries;
+
+pub use crate::api::{DefineJob, JobRegistry};
 
 use crate::api::{Data, JobBuilder, Stream, WatermarkStrategy};
 use crate::connectors::{DiscardSink, JsonLinesSink, NexmarkFileSource, NexmarkSource, Throttled};
 use crate::error::Error;
 use crate::nexmark::{Event, NexmarkConfig};
-use crate::JobGraph;
 use fraud::FraudRule;
 use nexmark_queries::QueryWindows;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 type DefineFn = fn(&JobBuilder, &serde_json::Value) -> Result<(), Error>;
 
-/// Adds a job's operators to `job`, configured from the manifest's `spec.job.config`.
-pub type DefineJob =
-    Box<dyn Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync>;
-
-struct Registered {
-    description: String,
-    define: DefineJob,
-}
-
-/// The jobs a binary can run, by name.
-#[derive(Default)]
-pub struct JobRegistry {
-    jobs: BTreeMap<String, Registered>,
-}
-
 impl JobRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn register(
-        &mut self,
-        name: &str,
-        description: &str,
-        define: impl Fn(&JobBuilder, &serde_json::Value) -> Result<(), Error> + Send + Sync + 'static,
-    ) {
-        self.jobs.insert(
-            name.to_string(),
-            Registered {
-                description: description.to_string(),
-                define: Box::new(define),
-            },
-        );
-    }
-
-    /// `(name, description)` of every job.
-    pub fn list(&self) -> Vec<(&str, &str)> {
-        self.jobs
-            .iter()
-            .map(|(n, r)| (n.as_str(), r.description.as_str()))
-            .collect()
-    }
-
-    /// Builds job `name` at `parallelism` from its configuration.
-    pub fn build(
-        &self,
-        name: &str,
-        parallelism: usize,
-        max_parallelism: u32,
-        config: &serde_json::Value,
-    ) -> Result<JobGraph, Error> {
-        let registered = self.jobs.get(name).ok_or_else(|| Error::UnknownJob {
-            name: name.to_string(),
-            known: self.jobs.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
-        let job = JobBuilder::new(name, parallelism, max_parallelism);
-        (registered.define)(&job, config)?;
-        job.build()
-    }
-
     /// The jobs bundled with Sluice: the Nexmark queries and the fraud example.
     pub fn bundled() -> Self {
         use nexmark_queries::*;

@@ -1,34 +1,9 @@
 //! Stateless record-at-a-time operators and the sink adapter.
 
 use super::Emitter;
-use crate::api::{Either, Record};
-use crate::connectors::SinkWriter;
-use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{Barrier, TaskSnapshot};
-use crate::time::{EventTime, ProcTime};
-
-macro_rules! forward_control {
-    () => {
-        fn watermark(&mut self, watermark: EventTime) {
-            self.out.watermark(watermark);
-        }
-        fn idle(&mut self, idle: bool) {
-            self.out.idle(idle);
-        }
-        fn tick(&mut self, now: ProcTime) {
-            self.out.tick(now);
-        }
-        fn flush(&mut self) {
-            self.out.flush();
-        }
-        fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-            self.out.barrier(barrier, snapshot);
-        }
-        fn finish(&mut self) {
-            self.out.finish();
-        }
-    };
-}
+use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::{Either, Record};
+use crate::sink::SinkWriter;
 
 pub(crate) struct MapOp<I, O, F> {
     pub(crate) f: F,
@@ -44,7 +19,9 @@ impl<I, O, F: Fn(I) -> O> Operator<I> for MapOp<I, O, F> {
             .extend(batch.drain(..).map(|r| Record::new(r.ts, f(r.value))));
         self.out.push(&mut self.buf);
     }
-    forward_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        self.out.control(event);
+    }
 }
 
 pub(crate) struct FilterOp<T, F> {
@@ -59,7 +36,9 @@ impl<T, F: Fn(&T) -> bool> Operator<T> for FilterOp<T, F> {
             self.out.push(batch);
         }
     }
-    forward_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        self.out.control(event);
+    }
 }
 
 pub(crate) struct FlatMapOp<I, O, F> {
@@ -80,7 +59,9 @@ impl<I, O, It: IntoIterator<Item = O>, F: Fn(I) -> It> Operator<I> for FlatMapOp
             self.out.push(&mut self.buf);
         }
     }
-    forward_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        self.out.control(event);
+    }
 }
 
 pub(crate) struct FilterMapOp<I, O, F> {
@@ -101,7 +82,9 @@ impl<I, O, F: Fn(I) -> Option<O>> Operator<I> for FilterMapOp<I, O, F> {
             self.out.push(&mut self.buf);
         }
     }
-    forward_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        self.out.control(event);
+    }
 }
 
 /// Routes each record to one of two outputs of different types (or drops it), moving it
@@ -125,31 +108,9 @@ impl<I, L, R, F: Fn(I) -> Option<Either<L, R>>> Operator<I> for SplitOp<I, L, R,
         self.left.send();
         self.right.send();
     }
-    fn watermark(&mut self, watermark: EventTime) {
-        self.left.out.watermark(watermark);
-        self.right.out.watermark(watermark);
-    }
-    fn idle(&mut self, idle: bool) {
-        self.left.out.idle(idle);
-        self.right.out.idle(idle);
-    }
-    fn tick(&mut self, now: ProcTime) {
-        self.left.out.tick(now);
-        self.right.out.tick(now);
-    }
-    fn flush(&mut self) {
-        self.left.out.flush();
-        self.right.out.flush();
-    }
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.left.send();
-        self.right.send();
-        self.left.out.barrier(barrier, snapshot);
-        self.right.out.barrier(barrier, snapshot);
-    }
-    fn finish(&mut self) {
-        self.left.out.finish();
-        self.right.out.finish();
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        self.left.forward(event.reborrow());
+        self.right.forward(event);
     }
 }
 
@@ -177,32 +138,34 @@ impl<T> Operator<T> for SinkOp<T> {
         }
         batch.clear();
     }
-    fn watermark(&mut self, _: EventTime) {}
-    fn idle(&mut self, _: bool) {}
-    fn tick(&mut self, _: ProcTime) {}
-    fn flush(&mut self) {}
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
+    fn control(&mut self, event: ControlEvent<'_>) {
         if self.failed {
             return;
         }
-        match self
-            .writer
-            .pre_commit(barrier.checkpoint, self.cx.control.committed())
-        {
-            Ok(transactions) => {
-                if !transactions.is_empty() {
-                    snapshot
-                        .operator(&self.cx.uid, self.cx.subtask)
-                        .transactions = transactions;
+        match event {
+            ControlEvent::Barrier(barrier, snapshot) => {
+                match self
+                    .writer
+                    .pre_commit(barrier.checkpoint, self.cx.control.committed())
+                {
+                    Ok(transactions) => {
+                        if !transactions.is_empty() {
+                            snapshot
+                                .operator(&self.cx.uid, self.cx.subtask)
+                                .transactions = transactions;
+                        }
+                    }
+                    Err(e) => self.check(Err(e)),
                 }
             }
-            Err(e) => self.check(Err(e)),
-        }
-    }
-    fn finish(&mut self) {
-        if !self.failed {
-            let r = self.writer.finish();
-            self.check(r);
+            ControlEvent::Finish => {
+                let r = self.writer.finish();
+                self.check(r);
+            }
+            ControlEvent::Watermark(_)
+            | ControlEvent::Idle(_)
+            | ControlEvent::Tick(_)
+            | ControlEvent::Flush => {}
         }
     }
 }

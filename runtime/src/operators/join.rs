@@ -1,13 +1,16 @@
 //! Joins of two keyed streams: within the same window, or within a time interval.
 
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use crate::api::{Key, Record, TimeWindow, WindowAssigner};
-use crate::exec::{basic_control, BuildCx, TwoInputOperator};
-use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
+use crate::error::StateError;
+use crate::exec::{BuildCx, ControlEvent, TwoInputOperator};
+use crate::record::{Key, Record};
+use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, StateValue, ValueState};
-use crate::time::{EventTime, ProcTime};
+use crate::time::EventTime;
 use std::sync::Arc;
 
 pub(crate) type JoinFn<A, B, O> = Arc<dyn Fn(&A, &B) -> O + Send + Sync>;
@@ -101,11 +104,11 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> WindowJoinOp<K,
 impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Restorable
     for WindowJoinOp<K, A, B, O, W>
 {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.panes.restore_key_group(bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
 }
@@ -129,33 +132,33 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
         self.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        let (f, emit) = (&self.f, &mut self.emit);
-        self.panes.fire(watermark.0, 0, |w, _, sides| {
-            let ts = EventTime(w.max_timestamp());
-            for a in &sides.left {
-                for b in &sides.right {
-                    emit.buf.push(Record::new(ts, f(a, b)));
-                    emit.maybe_send();
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = watermark.0;
+                let (f, emit) = (&self.f, &mut self.emit);
+                self.panes.fire(watermark.0, 0, |w, _, sides| {
+                    let ts = EventTime(w.max_timestamp());
+                    for a in &sides.left {
+                        for b in &sides.right {
+                            emit.buf.push(Record::new(ts, f(a, b)));
+                            emit.maybe_send();
+                        }
+                    }
+                });
+                self.check_state();
+            }
+            ControlEvent::Barrier(barrier, snapshot) => {
+                self.emit.send();
+                let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
+                if let Err(e) = self.panes.snapshot(part, barrier.kind) {
+                    self.cx.fail(format!("snapshot: {e}"));
                 }
             }
-        });
-        self.check_state();
-        self.emit.send();
-        self.emit.out.watermark(watermark);
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
-        if let Err(e) = self.panes.snapshot(part, barrier.kind) {
-            self.cx.fail(format!("snapshot: {e}"));
+            _ => {}
         }
-        self.emit.out.barrier(barrier, snapshot);
+        self.emit.forward(event);
     }
-
-    basic_control!();
 }
 
 /// One side's buffered records of a key: `(timestamp, record)`.
@@ -219,11 +222,11 @@ impl<K: Key, A: StateValue, B: StateValue, O> IntervalJoinOp<K, A, B, O> {
 }
 
 impl<K: Key, A: StateValue, B: StateValue, O> Restorable for IntervalJoinOp<K, A, B, O> {
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.core.restore_key_group(kg, bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
     }
 }
@@ -287,42 +290,22 @@ impl<K: Key, A: StateValue, B: StateValue, O> TwoInputOperator<A, B>
         self.core.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
+    fn control(&mut self, event: ControlEvent<'_>) {
         let (left, right) = (self.left, self.right);
         let (before, after) = (self.before, self.after);
-        self.core.watermark(watermark, |_, ctx| {
-            // Records still to come have timestamps >= wm. A left record at `ta` can match
-            // them while `ta + after >= wm`; a right record at `tb` while `tb + before >= wm`.
-            let wm = ctx.watermark().0;
-            ctx.value(left)
-                .update(|l| trim(l, |ta| ta.saturating_add(after) >= wm));
-            ctx.value(right)
-                .update(|r| trim(r, |tb| tb.saturating_add(before) >= wm));
+        self.core.control(event, |timer, ctx| {
+            // Only event-time timers: each removes the records no later record can match.
+            if let Timer::Event(_) = timer {
+                // Records still to come have timestamps >= wm. A left record at `ta` can
+                // match them while `ta + after >= wm`; a right record at `tb` while
+                // `tb + before >= wm`.
+                let wm = ctx.watermark().0;
+                ctx.value(left)
+                    .update(|l| trim(l, |ta| ta.saturating_add(after) >= wm));
+                ctx.value(right)
+                    .update(|r| trim(r, |tb| tb.saturating_add(before) >= wm));
+            }
         });
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.core.emit.send();
-        self.core.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.core.tick(now, |_, _| {});
-    }
-
-    fn flush(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.flush();
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.core.barrier(barrier.kind, snapshot);
-        self.core.emit.out.barrier(barrier, snapshot);
-    }
-
-    fn finish(&mut self) {
-        self.core.emit.send();
-        self.core.emit.out.finish();
     }
 }
 

@@ -1,13 +1,11 @@
 //! Keyed process functions, one and two inputs.
 
+use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
 use super::{Emitter, Restorable};
-use crate::api::{
-    Key, KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Record, Timer,
-};
-use crate::exec::{BuildCx, Operator, TwoInputOperator};
-use crate::snapshot::{
-    decode, encode, Barrier, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot,
-};
+use crate::error::StateError;
+use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
+use crate::record::{Key, Record};
+use crate::snapshot::{decode, encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
 use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
@@ -35,11 +33,14 @@ pub(crate) struct KeyedCore<K, O> {
 type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
 
 impl<K: Key, O> Restorable for KeyedCore<K, O> {
-    fn restore_native(&mut self, native: &crate::snapshot::RestoredNative) -> Result<(), String> {
+    fn restore_native(
+        &mut self,
+        native: &crate::snapshot::RestoredNative,
+    ) -> Result<(), StateError> {
         self.states.restore_native(native)
     }
 
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         let (states, timers): KeyedGroupEntry<K> = decode(bytes)?;
         self.states.restore_key_group(kg, &states)?;
         for (key, event, t) in timers {
@@ -60,7 +61,7 @@ impl<K: Key, O> KeyedCore<K, O> {
         &mut self,
         op: &mut OperatorSnapshot,
         kind: SnapshotKind,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let max = self.cx.assignment.max_parallelism();
         let mut timers: BTreeMap<u32, Vec<(&K, bool, i64)>> = BTreeMap::new();
         for (k, event, t) in self.timers.entries() {
@@ -83,7 +84,7 @@ impl<K: Key, O> KeyedCore<K, O> {
             let timers: BTreeMap<u32, Vec<u8>> = timers
                 .into_iter()
                 .map(|(kg, t)| Ok((kg, encode(&t)?)))
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, StateError>>()?;
             let empty_states = self.states.empty_key_group()?;
             op.deferred.0 = Some(Box::new(move || {
                 let mut states: BTreeMap<u32, Vec<u8>> = pinned.encode()?.into_iter().collect();
@@ -117,7 +118,8 @@ impl<K: Key, O> KeyedCore<K, O> {
         Ok(())
     }
 
-    pub(crate) fn barrier(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
+    /// Adds the state to the snapshot, after sending the output it holds.
+    fn snapshot(&mut self, kind: SnapshotKind, snapshot: &mut TaskSnapshot) {
         self.emit.send();
         let part = snapshot.operator(&self.cx.uid, self.cx.subtask);
         if let Err(e) = self.snapshot_into(part, kind) {
@@ -196,61 +198,40 @@ impl<K: Key, O> KeyedCore<K, O> {
         }
     }
 
-    /// Fires event-time timers up to `watermark`, then forwards it.
-    pub(crate) fn watermark(
+    /// The keyed operator's own part of a control event: a watermark fires the event-time
+    /// timers up to it, a tick the processing-time timers up to it (and sweeps expired
+    /// state), a barrier adds the state to the snapshot. Timers fire through `on_timer`.
+    pub(crate) fn handle(
         &mut self,
-        watermark: EventTime,
+        event: &mut ControlEvent<'_>,
         on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
     ) {
-        self.watermark = watermark;
-        self.fire_event_timers(on_timer);
-        self.check_state();
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        match event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = *watermark;
+                self.fire_event_timers(on_timer);
+                self.check_state();
+            }
+            ControlEvent::Tick(now) => {
+                self.now = *now;
+                self.fire_processing_timers(on_timer);
+                self.sweep_expired();
+                self.check_state();
+            }
+            ControlEvent::Barrier(barrier, snapshot) => self.snapshot(barrier.kind, snapshot),
+            ControlEvent::Idle(_) | ControlEvent::Flush | ControlEvent::Finish => {}
+        }
     }
 
-    /// Fires processing-time timers up to `now`, sweeps expired state, then forwards.
-    pub(crate) fn tick(
+    /// Handles a control event (see [`KeyedCore::handle`]) and passes it on.
+    pub(crate) fn control(
         &mut self,
-        now: ProcTime,
+        mut event: ControlEvent<'_>,
         on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
     ) {
-        self.now = now;
-        self.fire_processing_timers(on_timer);
-        self.sweep_expired();
-        self.check_state();
-        self.emit.send();
-        self.emit.out.tick(now);
+        self.handle(&mut event, on_timer);
+        self.emit.forward(event);
     }
-}
-
-/// The control methods shared by the keyed operators; timers fire through the function `f`.
-macro_rules! keyed_control {
-    () => {
-        fn watermark(&mut self, watermark: EventTime) {
-            let f = &mut self.f;
-            self.core.watermark(watermark, |t, ctx| f.on_timer(t, ctx));
-        }
-        fn idle(&mut self, idle: bool) {
-            self.core.emit.out.idle(idle);
-        }
-        fn tick(&mut self, now: ProcTime) {
-            let f = &mut self.f;
-            self.core.tick(now, |t, ctx| f.on_timer(t, ctx));
-        }
-        fn flush(&mut self) {
-            self.core.emit.send();
-            self.core.emit.out.flush();
-        }
-        fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-            self.core.barrier(barrier.kind, snapshot);
-            self.core.emit.out.barrier(barrier, snapshot);
-        }
-        fn finish(&mut self) {
-            self.core.emit.send();
-            self.core.emit.out.finish();
-        }
-    };
 }
 
 pub(crate) struct KeyedProcessOp<K, I, O, F> {
@@ -272,7 +253,10 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProces
         self.core.check_state();
     }
 
-    keyed_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        let f = &mut self.f;
+        self.core.control(event, |t, ctx| f.on_timer(t, ctx));
+    }
 }
 
 pub(crate) struct KeyedCoProcessOp<K, A, B, O, F> {
@@ -309,5 +293,8 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
         self.core.check_state();
     }
 
-    keyed_control!();
+    fn control(&mut self, event: ControlEvent<'_>) {
+        let f = &mut self.f;
+        self.core.control(event, |t, ctx| f.on_timer(t, ctx));
+    }
 }

@@ -1,14 +1,17 @@
-//! The built-in operators behind the job API.
+//! The built-in operators behind the job API, the user functions they call
+//! ([`functions`]) and the window assigners that configure their windows ([`assigners`]).
 
+pub(crate) mod assigners;
 pub(crate) mod basic;
+pub(crate) mod functions;
 pub(crate) mod join;
 pub(crate) mod keyed;
 pub(crate) mod panes;
 pub(crate) mod window;
 pub(crate) mod window_all;
 
-use crate::api::Record;
-use crate::exec::Operator;
+use crate::exec::{ControlEvent, Operator};
+use crate::record::Record;
 
 /// Collects an operator's output and hands it downstream a batch at a time.
 pub(crate) struct Emitter<O> {
@@ -39,24 +42,31 @@ impl<O> Emitter<O> {
             self.out.push(&mut self.buf);
         }
     }
+
+    /// Passes a control event on, after the buffered records, which belong before it.
+    pub(crate) fn forward(&mut self, event: ControlEvent<'_>) {
+        self.send();
+        self.out.control(event);
+    }
 }
 
+use crate::error::StateError;
 use crate::exec::BuildCx;
 use crate::snapshot::{OperatorSnapshot, RestoredNative, TaskSnapshot};
 
 /// An operator whose state a restored snapshot fills in when it is built.
 pub(crate) trait Restorable {
     /// Loads one key group written at any parallelism.
-    fn restore_key_group(&mut self, _key_group: u32, _bytes: &[u8]) -> Result<(), String> {
-        Err("the operator keeps no keyed state".into())
+    fn restore_key_group(&mut self, _key_group: u32, _bytes: &[u8]) -> Result<(), StateError> {
+        Err(StateError::NotKept("keyed state"))
     }
     /// Loads one non-keyed item written at any parallelism.
-    fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), String> {
-        Err("the operator keeps no state items".into())
+    fn restore_item(&mut self, _bytes: &[u8]) -> Result<(), StateError> {
+        Err(StateError::NotKept("state items"))
     }
     /// Loads the owned key groups of a snapshot's RocksDB database.
-    fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), String> {
-        Err("the operator keeps no RocksDB state".into())
+    fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), StateError> {
+        Err(StateError::NotKept("RocksDB state"))
     }
 }
 
@@ -65,14 +75,18 @@ pub(crate) trait Restorable {
 /// pin RocksDB instead.)
 pub(crate) trait Snapshotted: Restorable {
     /// Adds the state to `op`: keyed state per key group, anything else as items.
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String>;
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError>;
 }
 
 /// Loads this subtask's share of the restored state into a freshly built operator.
 pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
     for (kg, bytes) in cx.restored_key_groups() {
-        op.restore_key_group(kg, bytes)
-            .map_err(|e| cx.state_error(format!("key group {kg}: {e}")))?;
+        op.restore_key_group(kg, bytes).map_err(|e| {
+            cx.state_error(StateError::InKeyGroup {
+                key_group: kg,
+                source: Box::new(e),
+            })
+        })?;
     }
     for bytes in cx.restored_items() {
         op.restore_item(bytes).map_err(|e| cx.state_error(e))?;

@@ -17,8 +17,10 @@
 //! marks windows that fired and are kept for allowed lateness. Values are
 //! `[expires at: i64][bincode]`, as everywhere in RocksDB state.
 
-use crate::api::{Key, TimeWindow};
+use super::assigners::TimeWindow;
+use crate::error::StateError;
 use crate::exec::BuildCx;
+use crate::record::Key;
 use crate::snapshot::{
     decode, encode, encode_by_key_group, Native, OperatorSnapshot, PinnedNative, RestoredNative,
     SnapshotKind,
@@ -67,7 +69,7 @@ pub(crate) struct Panes<K, V> {
     owned: Vec<u32>,
     max_parallelism: u32,
     /// The first RocksDB error; the operator fails its task with it.
-    error: Option<String>,
+    error: Option<StateError>,
 }
 
 struct Rocks {
@@ -115,14 +117,10 @@ fn successor(prefix: &[u8]) -> Vec<u8> {
     vec![u8::MAX; prefix.len() + 1]
 }
 
-fn rocks_error(what: &str, e: rocksdb::Error) -> String {
-    format!("RocksDB {what}: {e}")
-}
-
 impl Rocks {
-    fn key_of<K: Key>(&mut self, kg: u32, w: TimeWindow, key: &K) -> Result<(), String> {
+    fn key_of<K: Key>(&mut self, kg: u32, w: TimeWindow, key: &K) -> Result<(), StateError> {
         window_prefix(&mut self.key, kg, VALUES, w);
-        bincode::serialize_into(&mut self.key, key).map_err(|e| format!("cannot encode key: {e}"))
+        bincode::serialize_into(&mut self.key, key).map_err(StateError::encode("key"))
     }
 
     fn read<K: Key, V: StateValue>(
@@ -130,13 +128,13 @@ impl Rocks {
         kg: u32,
         w: TimeWindow,
         key: &K,
-    ) -> Result<Option<V>, String> {
+    ) -> Result<Option<V>, StateError> {
         self.key_of(kg, w, key)?;
         let Some(raw) = self
             .store
             .db()
             .get_pinned(&self.key)
-            .map_err(|e| rocks_error("read", e))?
+            .map_err(StateError::rocks("read"))?
         else {
             return Ok(None);
         };
@@ -150,12 +148,11 @@ impl Rocks {
         w: TimeWindow,
         key: &K,
         value: &V,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         self.key_of(kg, w, key)?;
         self.value.clear();
         self.value.extend_from_slice(&NO_EXPIRY);
-        bincode::serialize_into(&mut self.value, value)
-            .map_err(|e| format!("cannot encode state: {e}"))?;
+        bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
         batch.put(&self.key, &self.value);
         Ok(())
     }
@@ -165,7 +162,7 @@ impl Rocks {
         batch.put(&self.key, NO_EXPIRY);
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), String> {
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         self.store.write(batch)
     }
 
@@ -175,7 +172,7 @@ impl Rocks {
         owned: &[u32],
         w: TimeWindow,
         mut f: impl FnMut(&K, &V),
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         for &kg in owned {
             window_prefix(&mut self.key, kg, VALUES, w);
             let mut it = self.store.db().raw_iterator();
@@ -184,12 +181,12 @@ impl Rocks {
                 if !k.starts_with(&self.key) {
                     break;
                 }
-                let key: K = bincode::deserialize(&k[PREFIX_LEN..])
-                    .map_err(|e| format!("cannot decode key: {e}"))?;
+                let key: K =
+                    bincode::deserialize(&k[PREFIX_LEN..]).map_err(StateError::decode("key"))?;
                 f(&key, &decode_value(v)?);
                 it.next();
             }
-            it.status().map_err(|e| rocks_error("scan", e))?;
+            it.status().map_err(StateError::rocks("scan"))?;
         }
         Ok(())
     }
@@ -205,9 +202,9 @@ impl Rocks {
     }
 }
 
-fn decode_value<V: StateValue>(raw: &[u8]) -> Result<V, String> {
+fn decode_value<V: StateValue>(raw: &[u8]) -> Result<V, StateError> {
     bincode::deserialize(raw.get(NO_EXPIRY.len()..).unwrap_or_default())
-        .map_err(|e| format!("cannot decode state: {e}"))
+        .map_err(StateError::decode("state"))
 }
 
 /// Reads the entries of key groups `groups` from a database written by this store
@@ -216,13 +213,13 @@ fn read_database<K: Key, V: StateValue>(
     dir: &Path,
     groups: &[u32],
     states: &[String],
-) -> Result<Vec<GroupEntries<K, V>>, String> {
+) -> Result<Vec<GroupEntries<K, V>>, StateError> {
     let index = |name: &str| states.iter().position(|s| s == name).map(|i| i as u16);
     let (Some(values), fired) = (index(STATE_NAMES[0]), index(STATE_NAMES[1])) else {
         return Ok(Vec::new());
     };
     let db = DB::open_for_read_only(&Options::default(), dir, false)
-        .map_err(|e| rocks_error("open snapshot", e))?;
+        .map_err(StateError::rocks("open snapshot"))?;
     let mut out = Vec::new();
     let mut prefix = Vec::with_capacity(4);
     for &kg in groups {
@@ -237,7 +234,7 @@ fn read_database<K: Key, V: StateValue>(
                 fired_windows.extend(window_of(k));
                 it.next();
             }
-            it.status().map_err(|e| rocks_error("scan snapshot", e))?;
+            it.status().map_err(StateError::rocks("scan snapshot"))?;
         }
         prefix.clear();
         prefix.extend_from_slice(&(kg as u16).to_be_bytes());
@@ -249,13 +246,13 @@ fn read_database<K: Key, V: StateValue>(
             if !k.starts_with(&prefix) {
                 break;
             }
-            let w = window_of(k).ok_or("malformed window key")?;
+            let w = window_of(k).ok_or(StateError::MalformedKey("window"))?;
             let key: K = bincode::deserialize(k.get(PREFIX_LEN..).unwrap_or_default())
-                .map_err(|e| format!("cannot decode key: {e}"))?;
+                .map_err(StateError::decode("key"))?;
             entries.push((w, fired_windows.contains(&w), key, decode_value(v)?));
             it.next();
         }
-        it.status().map_err(|e| rocks_error("scan snapshot", e))?;
+        it.status().map_err(StateError::rocks("scan snapshot"))?;
         if !entries.is_empty() {
             out.push((kg, entries));
         }
@@ -282,7 +279,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
         })
     }
 
-    fn record<T>(error: &mut Option<String>, r: Result<T, String>) -> Option<T> {
+    fn record<T>(error: &mut Option<StateError>, r: Result<T, StateError>) -> Option<T> {
         r.map_err(|e| {
             error.get_or_insert(e);
         })
@@ -290,7 +287,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
     }
 
     /// The first RocksDB error since the last call.
-    pub(crate) fn take_error(&mut self) -> Option<String> {
+    pub(crate) fn take_error(&mut self) -> Option<StateError> {
         self.error.take()
     }
 
@@ -444,7 +441,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
         &mut self,
         op: &mut OperatorSnapshot,
         kind: SnapshotKind,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         if self.rocks.is_none() {
             let entries = self.windows.iter().flat_map(|(w, pane)| {
                 pane.entries
@@ -484,7 +481,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
         Ok(())
     }
 
-    fn restore_entries(&mut self, entries: Vec<PaneEntry<K, V>>) -> Result<(), String> {
+    fn restore_entries(&mut self, entries: Vec<PaneEntry<K, V>>) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for (w, fired, key, value) in entries {
             let kg = self.group(&key);
@@ -510,13 +507,13 @@ impl<K: Key, V: StateValue> Panes<K, V> {
     }
 
     /// Loads a key group written by `snapshot` on either backend at any parallelism.
-    pub(crate) fn restore_key_group(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub(crate) fn restore_key_group(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         self.restore_entries(decode(bytes)?)
     }
 
     /// Loads the owned key groups of a checkpointed database: copied as they are into
     /// RocksDB, decoded onto the heap.
-    pub(crate) fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    pub(crate) fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         let groups: Vec<u32> = native
             .groups
             .iter()
@@ -545,14 +542,14 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                 let mut it = rocks.store.db().raw_iterator();
                 it.seek(&from);
                 while let Some(k) = it.key().filter(|k| k.starts_with(&group_prefix)) {
-                    let w = window_of(k).ok_or("malformed window key")?;
+                    let w = window_of(k).ok_or(StateError::MalformedKey("window"))?;
                     let pane = self.windows.entry(w).or_insert_with(Pane::new);
                     pane.in_db = true;
                     pane.fired |= state == FIRED;
                     window_prefix(&mut from, kg, state, w);
                     it.seek(successor(&from));
                 }
-                it.status().map_err(|e| rocks_error("scan", e))?;
+                it.status().map_err(StateError::rocks("scan"))?;
             }
         }
         Ok(())

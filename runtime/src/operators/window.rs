@@ -6,12 +6,16 @@
 //! again with the new result (an updating output). A record whose windows have all been
 //! cleaned up goes to the late output.
 
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::AggregateFunction;
+use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
 use super::{Emitter, Restorable};
-use crate::api::{AggregateFunction, Key, Record, TimeWindow, WindowAssigner};
-use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{Barrier, RestoredNative, TaskSnapshot};
+use crate::error::StateError;
+use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::{Key, Record};
+use crate::snapshot::RestoredNative;
 use crate::state::{StateDescriptor, ValueState};
 use crate::time::{EventTime, ProcTime};
 use std::sync::Arc;
@@ -38,10 +42,9 @@ impl<I> LateOutput<I> {
             out.send();
         }
     }
-    fn control(&mut self, f: impl FnOnce(&mut dyn Operator<I>)) {
+    fn forward(&mut self, event: ControlEvent<'_>) {
         if let Some(out) = &mut self.out {
-            out.send();
-            f(out.out.as_mut());
+            out.forward(event);
         }
     }
 }
@@ -161,66 +164,48 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
         self.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        if W::EVENT_TIME {
-            self.fire();
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = watermark.0;
+                if W::EVENT_TIME {
+                    self.fire();
+                }
+            }
+            ControlEvent::Tick(now) => {
+                self.now = now.0;
+                if !W::EVENT_TIME {
+                    self.fire();
+                }
+            }
+            ControlEvent::Barrier(barrier, snapshot) => {
+                self.emit.send();
+                self.late.send();
+                let part = snapshot.operator(&self.late.cx.uid, self.late.cx.subtask);
+                if let Err(e) = self.panes.snapshot(part, barrier.kind) {
+                    self.late.cx.fail(format!("snapshot: {e}"));
+                }
+            }
+            ControlEvent::Finish if !W::EVENT_TIME => {
+                // End of input closes every processing-time window.
+                self.now = i64::MAX;
+                self.fire();
+            }
+            ControlEvent::Idle(_) | ControlEvent::Flush | ControlEvent::Finish => {}
         }
-        self.late.control(|o| o.watermark(watermark));
-        self.emit.out.watermark(watermark);
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.late.control(|o| o.idle(idle));
-        self.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.now = now.0;
-        if !W::EVENT_TIME {
-            self.fire();
-        }
-        self.late.control(|o| o.tick(now));
-        self.emit.out.tick(now);
-    }
-
-    fn flush(&mut self) {
-        self.late.control(|o| o.flush());
-        self.emit.send();
-        self.emit.out.flush();
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        self.late.send();
-        let part = snapshot.operator(&self.late.cx.uid, self.late.cx.subtask);
-        if let Err(e) = self.panes.snapshot(part, barrier.kind) {
-            self.late.cx.fail(format!("snapshot: {e}"));
-        }
-        self.late.control(|o| o.barrier(barrier, snapshot));
-        self.emit.out.barrier(barrier, snapshot);
-    }
-
-    fn finish(&mut self) {
-        if !W::EVENT_TIME {
-            // End of input closes every processing-time window.
-            self.now = i64::MAX;
-            self.fire();
-        }
-        self.late.control(|o| o.finish());
-        self.emit.send();
-        self.emit.out.finish();
+        self.late.forward(event.reborrow());
+        self.emit.forward(event);
     }
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
     for WindowOp<K, I, A, O, W>
 {
-    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, _: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.panes.restore_key_group(bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
 }
@@ -340,11 +325,17 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I
         self.core.check_state();
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
+    fn control(&mut self, mut event: ControlEvent<'_>) {
         let (agg, window_fn, state, lateness) =
             (&self.agg, &self.window_fn, self.sessions, self.lateness);
-        self.late.control(|o| o.watermark(watermark));
-        self.core.watermark(watermark, |_, ctx| {
+        if let ControlEvent::Barrier(..) = event {
+            self.late.send();
+        }
+        // Timers: one at each session's end fires it, one at end plus lateness drops it.
+        self.core.handle(&mut event, |timer, ctx| {
+            if let Timer::Processing(_) = timer {
+                return;
+            }
             let wm = ctx.watermark().0;
             let key = ctx.key().clone();
             let mut results = Vec::new();
@@ -367,44 +358,17 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I
                 ctx.emit_at(EventTime(window.max_timestamp()), out);
             }
         });
-    }
-
-    fn idle(&mut self, idle: bool) {
-        self.late.control(|o| o.idle(idle));
-        self.core.emit.out.idle(idle);
-    }
-
-    fn tick(&mut self, now: ProcTime) {
-        self.late.control(|o| o.tick(now));
-        self.core.tick(now, |_, _| {});
-    }
-
-    fn flush(&mut self) {
-        self.late.control(|o| o.flush());
-        self.core.emit.send();
-        self.core.emit.out.flush();
-    }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.late.send();
-        self.core.barrier(barrier.kind, snapshot);
-        self.late.control(|o| o.barrier(barrier, snapshot));
-        self.core.emit.out.barrier(barrier, snapshot);
-    }
-
-    fn finish(&mut self) {
-        self.late.control(|o| o.finish());
-        self.core.emit.send();
-        self.core.emit.out.finish();
+        self.late.forward(event.reborrow());
+        self.core.emit.forward(event);
     }
 }
 
 impl<K: Key, I, A: AggregateFunction<I>, O> Restorable for SessionWindowOp<K, I, A, O> {
-    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), String> {
+    fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
         self.core.restore_key_group(kg, bytes)
     }
 
-    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), String> {
+    fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
     }
 }

@@ -3,13 +3,15 @@
 //! partial accumulators when the watermark closes the window. Only one small record per
 //! window and subtask crosses to the global phase, so the stream itself stays parallel.
 
+use super::assigners::{TimeWindow, WindowAssigner};
+use super::functions::AggregateFunction;
 use super::window::WindowFn;
 use super::{Emitter, Restorable, Snapshotted};
-use crate::api::{AggregateFunction, Record, TimeWindow, WindowAssigner};
-use crate::exec::basic_control;
-use crate::exec::{BuildCx, Operator};
-use crate::snapshot::{decode, encode, Barrier, OperatorSnapshot, TaskSnapshot};
-use crate::time::{EventTime, ProcTime};
+use crate::error::StateError;
+use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::Record;
+use crate::snapshot::{decode, encode, OperatorSnapshot};
+use crate::time::EventTime;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -43,29 +45,29 @@ impl<I, A: AggregateFunction<I>, W: WindowAssigner> Operator<I> for LocalWindowA
         }
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        self.watermark = watermark.0;
-        while let Some(entry) = self.panes.first_entry() {
-            if entry.key().max_timestamp() > self.watermark {
-                break;
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                self.watermark = watermark.0;
+                while let Some(entry) = self.panes.first_entry() {
+                    if entry.key().max_timestamp() > self.watermark {
+                        break;
+                    }
+                    let (w, acc) = entry.remove_entry();
+                    self.emit
+                        .buf
+                        .push(Record::new(EventTime(w.max_timestamp()), (w, acc)));
+                    self.emit.maybe_send();
+                }
             }
-            let (w, acc) = entry.remove_entry();
-            self.emit
-                .buf
-                .push(Record::new(EventTime(w.max_timestamp()), (w, acc)));
-            self.emit.maybe_send();
+            ControlEvent::Barrier(_, snapshot) => {
+                self.emit.send();
+                super::snapshot(&self.cx, self, snapshot);
+            }
+            _ => {}
         }
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        self.emit.forward(event);
     }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
-        self.emit.out.barrier(barrier, snapshot);
-    }
-
-    basic_control!();
 }
 
 pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
@@ -82,7 +84,7 @@ pub(crate) struct GlobalWindowAllOp<I, A: AggregateFunction<I>, O> {
 fn snapshot_panes<Acc: serde::Serialize>(
     panes: &BTreeMap<TimeWindow, Acc>,
     op: &mut OperatorSnapshot,
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     op.items = panes
         .iter()
         .map(|pane| encode(&pane))
@@ -94,7 +96,7 @@ fn restore_pane<I, A: AggregateFunction<I>>(
     agg: &A,
     panes: &mut BTreeMap<TimeWindow, A::Acc>,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     let (w, acc): (TimeWindow, A::Acc) = decode(bytes)?;
     match panes.get_mut(&w) {
         Some(existing) => agg.merge(existing, acc),
@@ -106,25 +108,25 @@ fn restore_pane<I, A: AggregateFunction<I>>(
 }
 
 impl<I, A: AggregateFunction<I>, W: WindowAssigner> Snapshotted for LocalWindowAllOp<I, A, W> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError> {
         snapshot_panes(&self.panes, op)
     }
 }
 
 impl<I, A: AggregateFunction<I>, W: WindowAssigner> Restorable for LocalWindowAllOp<I, A, W> {
-    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
 }
 
 impl<I, A: AggregateFunction<I>, O> Snapshotted for GlobalWindowAllOp<I, A, O> {
-    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), String> {
+    fn snapshot(&self, op: &mut OperatorSnapshot) -> Result<(), StateError> {
         snapshot_panes(&self.panes, op)
     }
 }
 
 impl<I, A: AggregateFunction<I>, O> Restorable for GlobalWindowAllOp<I, A, O> {
-    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn restore_item(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         restore_pane(self.agg.as_ref(), &mut self.panes, bytes)
     }
 }
@@ -142,27 +144,27 @@ impl<I, A: AggregateFunction<I>, O> Operator<(TimeWindow, A::Acc)> for GlobalWin
         }
     }
 
-    fn watermark(&mut self, watermark: EventTime) {
-        while let Some(entry) = self.panes.first_entry() {
-            if entry.key().max_timestamp() > watermark.0 {
-                break;
+    fn control(&mut self, mut event: ControlEvent<'_>) {
+        match &mut event {
+            ControlEvent::Watermark(watermark) => {
+                while let Some(entry) = self.panes.first_entry() {
+                    if entry.key().max_timestamp() > watermark.0 {
+                        break;
+                    }
+                    let (w, acc) = entry.remove_entry();
+                    let out = (self.window_fn)(&(), w, self.agg.result(&acc));
+                    self.emit
+                        .buf
+                        .push(Record::new(EventTime(w.max_timestamp()), out));
+                    self.emit.maybe_send();
+                }
             }
-            let (w, acc) = entry.remove_entry();
-            let out = (self.window_fn)(&(), w, self.agg.result(&acc));
-            self.emit
-                .buf
-                .push(Record::new(EventTime(w.max_timestamp()), out));
-            self.emit.maybe_send();
+            ControlEvent::Barrier(_, snapshot) => {
+                self.emit.send();
+                super::snapshot(&self.cx, self, snapshot);
+            }
+            _ => {}
         }
-        self.emit.send();
-        self.emit.out.watermark(watermark);
+        self.emit.forward(event);
     }
-
-    fn barrier(&mut self, barrier: Barrier, snapshot: &mut TaskSnapshot) {
-        self.emit.send();
-        super::snapshot(&self.cx, self, snapshot);
-        self.emit.out.barrier(barrier, snapshot);
-    }
-
-    basic_control!();
 }

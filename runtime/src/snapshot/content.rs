@@ -3,18 +3,13 @@
 //! any parallelism.
 
 use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
-use super::task::{FileTransaction, Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use super::task::{Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
+use crate::sink::FileTransaction;
+use crate::state::{RestoredNative, StateSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-
-/// A state as an operator declares it: restoring needs the same name and schema version.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct StateSchema {
-    pub name: String,
-    pub schema_version: u32,
-}
 
 /// Where a piece of state lies: a byte range of one of the snapshot's files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,15 +190,6 @@ pub(crate) fn write_snapshot(
     };
     storage.complete(&manifest)?;
     Ok(manifest)
-}
-
-/// A RocksDB database of a snapshot, downloaded to local disk.
-#[derive(Clone, Debug)]
-pub struct RestoredNative {
-    pub dir: PathBuf,
-    pub groups: Vec<u32>,
-    /// State names by the index the database's keys carry.
-    pub states: Vec<String>,
 }
 
 /// One operator's part of a snapshot being restored.

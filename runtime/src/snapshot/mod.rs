@@ -21,10 +21,12 @@ mod content;
 mod storage;
 mod task;
 
+pub use crate::sink::FileTransaction;
+pub use crate::state::{PinnedNative, RestoredNative, StateSchema};
 pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{
-    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredNative, RestoredOperator,
-    RestoredState, SnapshotContent, StateSchema,
+    BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
+    SnapshotContent,
 };
 pub use storage::{
     CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, CHECKPOINTS,
@@ -32,6 +34,5 @@ pub use storage::{
 };
 pub(crate) use task::{decode, encode, encode_by_key_group};
 pub use task::{
-    Barrier, FileTransaction, Native, NativeRef, OperatorSnapshot, PinnedNative, SnapshotKind,
-    SplitPosition, TaskSnapshot,
+    Barrier, Native, NativeRef, OperatorSnapshot, SnapshotKind, SplitPosition, TaskSnapshot,
 };

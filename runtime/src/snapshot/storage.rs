@@ -7,41 +7,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::error::causes;
+pub use crate::error::SnapshotError;
+
 /// The manifest format this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
 const MANIFEST: &str = "_manifest.json";
 const LATEST: &str = "_latest";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("checkpoint storage {uri}: {message}")]
-    Uri { uri: String, message: String },
-    #[error("checkpoint storage {path}: {}", causes(source))]
-    Store {
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("{path}: {message}")]
-    Corrupt { path: String, message: String },
-    #[error("no complete checkpoint in {uri}")]
-    NoCheckpoint { uri: String },
-}
-
-/// An error with its causes: a store's own message often leaves out the one that says
-/// what went wrong (a refused connection, the server's reply).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text = format!("{text}: {message}");
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// A file of a checkpoint, as recorded in its manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,11 +62,16 @@ pub struct CheckpointStorage {
 const FILE: &str = "file://";
 const S3: &str = "s3://";
 
-/// An S3 store for `bucket/prefix` (the URI after `s3://`), configured from the environment.
-fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>, String> {
+/// An S3 store for `bucket/prefix` (`rest`, the URI after `s3://`), configured from the
+/// environment.
+fn s3_store(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>, SnapshotError> {
+    let bad = |message: String| SnapshotError::Uri {
+        uri: uri.to_string(),
+        message,
+    };
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
-        return Err("no bucket (s3://bucket/prefix)".into());
+        return Err(bad("no bucket (s3://bucket/prefix)".into()));
     }
     // S3's bucket naming rules, checked here so a typo is not reported as a network error.
     let valid = (3..=63).contains(&bucket.len())
@@ -104,12 +81,12 @@ fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>, String> {
         && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !valid {
-        return Err(format!(
+        return Err(bad(format!(
             "'{bucket}' is not a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-')"
-        ));
+        )));
     }
     let prefix = Path::parse(prefix.trim_end_matches('/'))
-        .map_err(|e| format!("bad prefix '{prefix}': {e}"))?;
+        .map_err(|e| bad(format!("bad prefix '{prefix}': {e}")))?;
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     // The AWS SDKs' setting for attempts per request (the first included).
     if let Ok(attempts) = std::env::var("AWS_MAX_ATTEMPTS") {
@@ -118,13 +95,17 @@ fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>, String> {
             .parse()
             .ok()
             .filter(|&n| n >= 1)
-            .ok_or_else(|| format!("AWS_MAX_ATTEMPTS={attempts} is not a number from 1 up"))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "AWS_MAX_ATTEMPTS={attempts} is not a number from 1 up"
+                ))
+            })?;
         builder = builder.with_retry(RetryConfig {
             max_retries: attempts - 1,
             ..RetryConfig::default()
         });
     }
-    let s3 = builder.build().map_err(|e| e.to_string())?;
+    let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
     Ok(if prefix.as_ref().is_empty() {
         Arc::new(s3)
     } else {
@@ -237,7 +218,7 @@ impl CheckpointStorage {
                 .with_automatic_cleanup(true);
             Arc::new(store)
         } else if let Some(rest) = uri.strip_prefix(S3) {
-            let store = s3_store(rest).map_err(|m| bad(&m))?;
+            let store = s3_store(uri, rest)?;
             // Fails here, naming the storage, rather than at the first checkpoint when the
             // endpoint is unreachable, the bucket missing or the credentials refused.
             runtime

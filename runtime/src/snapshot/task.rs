@@ -5,9 +5,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::path::PathBuf;
 
+use crate::error::{SnapshotError, StateError};
+use crate::sink::FileTransaction;
 use crate::snapshot::{CheckpointStorage, FileEntry, SHARED};
+use crate::state::PinnedNative;
 use crate::state::{key_group, stable_hash};
 use std::collections::HashMap;
 
@@ -38,31 +40,9 @@ pub struct SplitPosition {
     pub done: bool,
 }
 
-/// A sink's pre-committed output: a complete file under a hidden name, made visible by
-/// renaming it. Committing twice is harmless, so recovery can commit again whatever a
-/// completed snapshot lists.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileTransaction {
-    /// The checkpoint whose barrier closed the file.
-    pub checkpoint: u64,
-    pub pending: PathBuf,
-    pub committed: PathBuf,
-}
-
-impl FileTransaction {
-    pub fn commit(&self) -> Result<(), crate::Error> {
-        match std::fs::rename(&self.pending, &self.committed) {
-            Ok(()) => Ok(()),
-            // Already committed by an earlier attempt.
-            Err(_) if !self.pending.exists() && self.committed.exists() => Ok(()),
-            Err(e) => Err(crate::Error::io(&self.pending, e)),
-        }
-    }
-}
-
 /// Encodes key groups of state that was pinned when the barrier passed; runs on the
 /// coordinator, off the task thread.
-pub(crate) type DeferredFn = Box<dyn FnOnce() -> Result<Vec<(u32, Vec<u8>)>, String> + Send>;
+pub(crate) type DeferredFn = Box<dyn FnOnce() -> Result<Vec<(u32, Vec<u8>)>, StateError> + Send>;
 
 /// Key groups still to be encoded. The coordinator resolves them as soon as it receives
 /// the part, before it keeps or copies it, so a copy never needs them.
@@ -79,22 +59,6 @@ impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() { "pending" } else { "none" })
     }
-}
-
-/// A RocksDB checkpoint (hard links to its table files) of one operator subtask, pinned
-/// when the barrier passed.
-#[derive(Clone, Debug)]
-pub struct PinnedNative {
-    /// The local checkpoint directory; removed once uploaded.
-    pub dir: PathBuf,
-    /// Names the database instance; its table files are shared under this name.
-    pub instance: String,
-    /// Counts the pins of the instance: names the files that change with every pin.
-    pub pin: u64,
-    /// The key groups the database holds.
-    pub groups: Vec<u32>,
-    /// State names, by the index the database's keys carry.
-    pub states: Vec<String>,
 }
 
 /// The files of a RocksDB checkpoint in storage: table files are uploaded once and shared
@@ -145,11 +109,14 @@ impl TaskSnapshot {
         &mut self,
         storage: Option<&CheckpointStorage>,
         uploaded: &mut HashMap<String, FileEntry>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, SnapshotError> {
         let mut bytes = 0;
         for op in &mut self.operators {
             if let Some(encode) = op.deferred.0.take() {
-                let groups = encode().map_err(|e| format!("operator '{}': {e}", op.uid))?;
+                let groups = encode().map_err(|e| SnapshotError::Part {
+                    uid: op.uid.clone(),
+                    source: Box::new(e.into()),
+                })?;
                 op.key_groups.extend(groups);
                 op.key_groups.sort_by_key(|(kg, _)| *kg);
             }
@@ -158,14 +125,19 @@ impl TaskSnapshot {
                     Some(storage) => {
                         upload(storage, pinned, uploaded, &mut bytes).map(Native::Uploaded)
                     }
-                    None => Err("no checkpoint storage for RocksDB state".to_string()),
+                    None => Err(SnapshotError::NoStorage),
                 };
                 // The pin is released whatever happened: the upload copied what it needed.
                 let _ = std::fs::remove_dir_all(&pinned.dir);
                 match result {
                     Ok(native) => op.native = Some(native),
                     Err(_) if storage.is_none() => op.native = None,
-                    Err(e) => return Err(format!("operator '{}': {e}", op.uid)),
+                    Err(e) => {
+                        return Err(SnapshotError::Part {
+                            uid: op.uid.clone(),
+                            source: Box::new(e),
+                        })
+                    }
                 }
             }
         }
@@ -198,14 +170,15 @@ fn upload(
     pinned: &PinnedNative,
     uploaded: &mut HashMap<String, FileEntry>,
     bytes_uploaded: &mut u64,
-) -> Result<NativeRef, String> {
+) -> Result<NativeRef, SnapshotError> {
+    let local = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Local { path, source }
+    };
     let mut files = Vec::new();
-    let listing =
-        std::fs::read_dir(&pinned.dir).map_err(|e| format!("{}: {e}", pinned.dir.display()))?;
+    let listing = std::fs::read_dir(&pinned.dir).map_err(local(&pinned.dir))?;
     for entry in listing {
-        let path = entry
-            .map_err(|e| format!("{}: {e}", pinned.dir.display()))?
-            .path();
+        let path = entry.map_err(local(&pinned.dir))?.path();
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -222,10 +195,8 @@ fn upload(
         let file = match uploaded.get(&stored) {
             Some(existing) if table => existing.clone(),
             _ => {
-                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let file = storage
-                    .write_shared(&stored, bytes)
-                    .map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(&path).map_err(local(&path))?;
+                let file = storage.write_shared(&stored, bytes)?;
                 *bytes_uploaded += file.size;
                 uploaded.insert(stored, file.clone());
                 file
@@ -242,12 +213,12 @@ fn upload(
     })
 }
 
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    bincode::serialize(value).map_err(|e| format!("cannot encode state: {e}"))
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StateError> {
+    bincode::serialize(value).map_err(StateError::encode("state"))
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::deserialize(bytes).map_err(|e| format!("cannot decode state: {e}"))
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    bincode::deserialize(bytes).map_err(StateError::decode("state"))
 }
 
 /// Groups per-key entries by the key group of their key and encodes each group, for
@@ -255,7 +226,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 pub(crate) fn encode_by_key_group<K: Hash, E: Serialize>(
     max_parallelism: u32,
     entries: impl Iterator<Item = (K, E)>,
-) -> Result<Vec<(u32, Vec<u8>)>, String> {
+) -> Result<Vec<(u32, Vec<u8>)>, StateError> {
     let mut groups: BTreeMap<u32, Vec<E>> = BTreeMap::new();
     for (key, entry) in entries {
         groups

@@ -2,6 +2,7 @@
 //! job's `max_parallelism`, fixed for the life of the job; which subtask owns a group is an
 //! explicit table, so a rescale can move whole groups and nothing else.
 
+use crate::error::StateError;
 use std::hash::{Hash, Hasher};
 
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
@@ -105,18 +106,19 @@ impl KeyGroupAssignment {
     }
 
     /// An explicit owner table: `owners[kg]` is the subtask that owns key group `kg`.
-    pub fn from_owners(owners: Vec<u32>, parallelism: u32) -> Result<Self, String> {
+    pub fn from_owners(owners: Vec<u32>, parallelism: u32) -> Result<Self, StateError> {
         if owners.is_empty() || owners.len() > MAX_MAX_PARALLELISM as usize {
-            return Err(format!(
-                "an assignment covers 1..={MAX_MAX_PARALLELISM} key groups, not {}",
-                owners.len()
-            ));
+            return Err(StateError::AssignmentSize {
+                len: owners.len(),
+                max: MAX_MAX_PARALLELISM,
+            });
         }
         if let Some(kg) = owners.iter().position(|&o| o >= parallelism) {
-            return Err(format!(
-                "key group {kg} is assigned to subtask {}, beyond parallelism {parallelism}",
-                owners[kg]
-            ));
+            return Err(StateError::OwnerBeyondParallelism {
+                key_group: kg,
+                owner: owners[kg],
+                parallelism,
+            });
         }
         Ok(KeyGroupAssignment {
             owners,
@@ -253,7 +255,7 @@ mod tests {
         assert!(KeyGroupAssignment::from_owners(vec![0, 1, 1, 0], 2).is_ok());
         let err = KeyGroupAssignment::from_owners(vec![0, 2], 2).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "key group 1 is assigned to subtask 2, beyond parallelism 2"
         );
     }

@@ -7,18 +7,21 @@
 //! work in whole key groups. Window contents (per window, then per key) live in the window
 //! operators' own store (`operators::panes`), on the same backend.
 
+mod access;
+mod heap;
 mod keygroups;
 mod rocks;
-mod tables;
+mod store;
 mod timers;
 
+pub use access::{ListAccess, MapAccess, ValueAccess};
 pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub use rocks::RocksConfig;
 pub(crate) use rocks::RocksStore;
-pub use tables::{KeyedStateStore, ListAccess, MapAccess, StateBackend, ValueAccess};
+pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
+pub use store::{KeyedStateStore, StateBackend};
 pub(crate) use timers::TimerService;
 
 use serde::de::DeserializeOwned;
@@ -70,6 +73,13 @@ impl StateDescriptor {
         self.ttl = Some(StateTtl { ttl, update });
         self
     }
+}
+
+/// A state as an operator declares it: restoring needs the same name and schema version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StateSchema {
+    pub name: String,
+    pub schema_version: u32,
 }
 
 macro_rules! handle {

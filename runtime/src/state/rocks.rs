@@ -17,6 +17,7 @@
 //! canonical per-key-group encoding is then produced from that checkpoint off the task
 //! thread, so any backend can restore it at any parallelism.
 
+use crate::error::StateError;
 use rocksdb::{
     compaction_filter::Decision, BlockBasedOptions, Cache, DBRawIteratorWithThreadMode, Options,
     WriteBatch, WriteBufferManager, WriteOptions, DB,
@@ -66,6 +67,31 @@ impl RocksConfig {
     }
 }
 
+/// A RocksDB checkpoint (hard links to its table files) of one operator subtask, pinned
+/// when the barrier passed.
+#[derive(Clone, Debug)]
+pub struct PinnedNative {
+    /// The local checkpoint directory; removed once uploaded.
+    pub dir: PathBuf,
+    /// Names the database instance; its table files are shared under this name.
+    pub instance: String,
+    /// Counts the pins of the instance: names the files that change with every pin.
+    pub pin: u64,
+    /// The key groups the database holds.
+    pub groups: Vec<u32>,
+    /// State names, by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
+/// A RocksDB database of a snapshot, downloaded to local disk.
+#[derive(Clone, Debug)]
+pub struct RestoredNative {
+    pub dir: PathBuf,
+    pub groups: Vec<u32>,
+    /// State names by the index the database's keys carry.
+    pub states: Vec<String>,
+}
+
 /// The shared cache and write-buffer manager, created by the first database of the process
 /// with the budget it is given.
 fn shared_memory(budget: usize) -> &'static (Cache, WriteBufferManager) {
@@ -105,17 +131,13 @@ pub(crate) struct RocksStore {
     checkpoints: u64,
 }
 
-fn rocks_error(what: &str, e: rocksdb::Error) -> String {
-    format!("RocksDB {what}: {e}")
-}
-
 impl RocksStore {
-    pub(crate) fn open(config: &RocksConfig, name: &str) -> Result<Self, String> {
+    pub(crate) fn open(config: &RocksConfig, name: &str) -> Result<Self, StateError> {
         let dir = config.dir.join(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).map_err(StateError::io(&dir))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(StateError::io(&dir))?;
         let (cache, buffers) = shared_memory(config.memory_budget);
         let now = Arc::new(AtomicI64::new(i64::MIN));
         let mut opts = Options::default();
@@ -135,7 +157,7 @@ impl RocksStore {
                 Decision::Keep
             }
         });
-        let db = DB::open(&opts, &dir).map_err(|e| rocks_error("open", e))?;
+        let db = DB::open(&opts, &dir).map_err(StateError::rocks("open"))?;
         // Durability comes from snapshots; a write-ahead log would only cost time.
         let mut write = WriteOptions::default();
         write.disable_wal(true);
@@ -157,10 +179,10 @@ impl RocksStore {
     }
 
     /// Applies `batch` (without a write-ahead log, like every write).
-    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), String> {
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         self.db()
             .write_opt(batch, &self.write)
-            .map_err(|e| rocks_error("write", e))
+            .map_err(StateError::rocks("write"))
     }
 
     pub(crate) fn set_now(&self, now: i64) {
@@ -173,21 +195,24 @@ impl RocksStore {
         group: u32,
         state: u16,
         key: &K,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let k = &mut self.key;
         k.clear();
         k.extend_from_slice(&(group as u16).to_be_bytes());
         k.extend_from_slice(&state.to_be_bytes());
         k.extend_from_slice(&[0; 4]);
-        bincode::serialize_into(&mut *k, key).map_err(|e| format!("cannot encode key: {e}"))?;
+        bincode::serialize_into(&mut *k, key).map_err(StateError::encode("key"))?;
         let len = (k.len() - 8) as u32;
         k[4..8].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
 
     /// Appends a map key to the key in the scratch buffer.
-    pub(crate) fn push_map_key<MK: serde::Serialize>(&mut self, entry: &MK) -> Result<(), String> {
-        bincode::serialize_into(&mut self.key, entry).map_err(|e| format!("cannot encode key: {e}"))
+    pub(crate) fn push_map_key<MK: serde::Serialize>(
+        &mut self,
+        entry: &MK,
+    ) -> Result<(), StateError> {
+        bincode::serialize_into(&mut self.key, entry).map_err(StateError::encode("key"))
     }
 
     pub(crate) fn key_len(&self) -> usize {
@@ -199,16 +224,18 @@ impl RocksStore {
     }
 
     /// Reads the entry at the scratch key: its expiry and decoded value.
-    pub(crate) fn get<V: serde::de::DeserializeOwned>(&self) -> Result<Option<(i64, V)>, String> {
+    pub(crate) fn get<V: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(i64, V)>, StateError> {
         let Some(raw) = self
             .db()
             .get_pinned(&self.key)
-            .map_err(|e| rocks_error("read", e))?
+            .map_err(StateError::rocks("read"))?
         else {
             return Ok(None);
         };
-        let value = bincode::deserialize(&raw[VALUE_HEADER..])
-            .map_err(|e| format!("cannot decode state: {e}"))?;
+        let value =
+            bincode::deserialize(&raw[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
         Ok(Some((expires_at(&raw), value)))
     }
 
@@ -217,24 +244,23 @@ impl RocksStore {
         &mut self,
         expires: i64,
         value: &V,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         self.value.clear();
         self.value.extend_from_slice(&expires.to_be_bytes());
-        bincode::serialize_into(&mut self.value, value)
-            .map_err(|e| format!("cannot encode state: {e}"))?;
+        bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
         let db = self.db.as_ref().expect("database open");
         db.put_opt(&self.key, &self.value, &self.write)
-            .map_err(|e| rocks_error("write", e))
+            .map_err(StateError::rocks("write"))
     }
 
-    pub(crate) fn delete(&self) -> Result<(), String> {
+    pub(crate) fn delete(&self) -> Result<(), StateError> {
         self.db()
             .delete_opt(&self.key, &self.write)
-            .map_err(|e| rocks_error("delete", e))
+            .map_err(StateError::rocks("delete"))
     }
 
     /// Every `(map key, expiry, value)` under the scratch key as prefix.
-    pub(crate) fn scan_prefix<MK, V>(&self) -> Result<Vec<(MK, i64, V)>, String>
+    pub(crate) fn scan_prefix<MK, V>(&self) -> Result<Vec<(MK, i64, V)>, StateError>
     where
         MK: serde::de::DeserializeOwned,
         V: serde::de::DeserializeOwned,
@@ -247,19 +273,18 @@ impl RocksStore {
             if !k.starts_with(prefix) {
                 break;
             }
-            let mk = bincode::deserialize(&k[prefix.len()..])
-                .map_err(|e| format!("cannot decode key: {e}"))?;
-            let value = bincode::deserialize(&v[VALUE_HEADER..])
-                .map_err(|e| format!("cannot decode state: {e}"))?;
+            let mk = bincode::deserialize(&k[prefix.len()..]).map_err(StateError::decode("key"))?;
+            let value =
+                bincode::deserialize(&v[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
             out.push((mk, expires_at(v), value));
             it.next();
         }
-        it.status().map_err(|e| rocks_error("scan", e))?;
+        it.status().map_err(StateError::rocks("scan"))?;
         Ok(out)
     }
 
     /// Deletes every entry under the scratch key as prefix.
-    pub(crate) fn delete_prefix(&self) -> Result<(), String> {
+    pub(crate) fn delete_prefix(&self) -> Result<(), StateError> {
         let prefix = self.key.as_slice();
         let mut batch = WriteBatch::default();
         let mut it = self.db().raw_iterator();
@@ -273,7 +298,7 @@ impl RocksStore {
         }
         self.db()
             .write_opt(batch, &self.write)
-            .map_err(|e| rocks_error("delete", e))
+            .map_err(StateError::rocks("delete"))
     }
 
     pub(crate) fn instance(&self) -> &str {
@@ -292,9 +317,9 @@ impl RocksStore {
         source: &Path,
         groups: &[u32],
         state_map: &[Option<u16>],
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let src = DB::open_for_read_only(&Options::default(), source, false)
-            .map_err(|e| rocks_error("open snapshot", e))?;
+            .map_err(StateError::rocks("open snapshot"))?;
         for &kg in groups {
             let prefix = (kg as u16).to_be_bytes();
             let mut batch = WriteBatch::default();
@@ -308,7 +333,7 @@ impl RocksStore {
                     .get(2..4)
                     .and_then(|b| b.try_into().ok())
                     .map(u16::from_be_bytes)
-                    .ok_or("malformed state key")?;
+                    .ok_or(StateError::MalformedKey("state"))?;
                 if let Some(Some(new)) = state_map.get(old as usize) {
                     self.key.clear();
                     self.key.extend_from_slice(k);
@@ -317,27 +342,27 @@ impl RocksStore {
                 }
                 it.next();
             }
-            it.status().map_err(|e| rocks_error("scan snapshot", e))?;
+            it.status().map_err(StateError::rocks("scan snapshot"))?;
             self.db()
                 .write_opt(batch, &self.write)
-                .map_err(|e| rocks_error("restore", e))?;
+                .map_err(StateError::rocks("restore"))?;
         }
         Ok(())
     }
 
     /// The synchronous part of a snapshot: flushes the write buffer and hard-links the
     /// table files into a checkpoint directory, which is returned.
-    pub(crate) fn pin(&mut self) -> Result<PathBuf, String> {
+    pub(crate) fn pin(&mut self) -> Result<PathBuf, StateError> {
         self.checkpoints += 1;
         let target = self.dir.with_extension(format!("chk-{}", self.checkpoints));
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            std::fs::remove_dir_all(&target).map_err(StateError::io(&target))?;
         }
         let db = self.db();
-        db.flush().map_err(|e| rocks_error("flush", e))?;
+        db.flush().map_err(StateError::rocks("flush"))?;
         rocksdb::checkpoint::Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint(&target))
-            .map_err(|e| rocks_error("checkpoint", e))?;
+            .map_err(StateError::rocks("checkpoint"))?;
         Ok(target)
     }
 }
@@ -377,7 +402,7 @@ pub(crate) fn encode_pinned(
     checkpoint: &Path,
     groups: &[u32],
     states: &[(String, u32, Shape)],
-) -> Result<Vec<(u32, Vec<u8>)>, String> {
+) -> Result<Vec<(u32, Vec<u8>)>, StateError> {
     let states: Vec<Option<(String, u32, Shape)>> = states.iter().cloned().map(Some).collect();
     let result = encode_groups(checkpoint, groups, &states);
     // The checkpoint was only a pin; the snapshot now holds its content.
@@ -391,9 +416,9 @@ pub(crate) fn encode_groups(
     dir: &Path,
     groups: &[u32],
     states: &[Option<(String, u32, Shape)>],
-) -> Result<Vec<(u32, Vec<u8>)>, String> {
+) -> Result<Vec<(u32, Vec<u8>)>, StateError> {
     let db = DB::open_for_read_only(&Options::default(), dir, false)
-        .map_err(|e| rocks_error("open checkpoint", e))?;
+        .map_err(StateError::rocks("open checkpoint"))?;
     let mut out = Vec::new();
     for &kg in groups {
         let mut it = db.raw_iterator();
@@ -408,8 +433,7 @@ pub(crate) fn encode_groups(
             encoded_states.push((name.clone(), *version, entries));
         }
         if !empty {
-            let bytes = bincode::serialize(&encoded_states)
-                .map_err(|e| format!("cannot encode state: {e}"))?;
+            let bytes = bincode::serialize(&encoded_states).map_err(StateError::encode("state"))?;
             out.push((kg, bytes));
         }
     }
@@ -423,7 +447,7 @@ fn encode_state(
     kg: u32,
     state: u16,
     shape: Shape,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, StateError> {
     let mut prefix = Vec::with_capacity(4);
     prefix.extend_from_slice(&(kg as u16).to_be_bytes());
     prefix.extend_from_slice(&state.to_be_bytes());
@@ -440,8 +464,8 @@ fn encode_state(
             .get(4..8)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
-            .ok_or("malformed state key")? as usize;
-        let key = k.get(8..8 + len).ok_or("malformed state key")?;
+            .ok_or(StateError::MalformedKey("state"))? as usize;
+        let key = k.get(8..8 + len).ok_or(StateError::MalformedKey("state"))?;
         let expires = expires_at(v).to_le_bytes();
         let value = &v[VALUE_HEADER..];
         match shape {
@@ -473,7 +497,7 @@ fn encode_state(
         }
         it.next();
     }
-    it.status().map_err(|e| rocks_error("scan", e))?;
+    it.status().map_err(StateError::rocks("scan"))?;
     if let Some((_, at, n)) = current {
         out[at..at + 8].copy_from_slice(&n.to_le_bytes());
     }

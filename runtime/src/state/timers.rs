@@ -1,7 +1,7 @@
 //! Per-key timers of one keyed operator, in both time domains. A key has at most one timer
 //! per timestamp per domain, as in Flink: registering twice is a no-op.
 
-use crate::api::Key;
+use crate::record::Key;
 use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 

@@ -9,8 +9,9 @@
 //! idle one byte (0 or 1); a barrier the checkpoint id `u64` LE and the snapshot kind (one
 //! byte); end nothing; a credit the number of batches granted, `u32` LE.
 
-use crate::api::Record;
+use crate::error::FrameError;
 use crate::exec::channel::Msg;
+use crate::record::Record;
 use crate::snapshot::{Barrier, SnapshotKind};
 use crate::time::EventTime;
 use serde::de::DeserializeOwned;
@@ -79,13 +80,12 @@ pub(crate) fn encode<T: Serialize>(
     buf: &mut Vec<u8>,
     channel: u32,
     msg: &Msg<T>,
-) -> Result<(), String> {
+) -> Result<(), FrameError> {
     buf.clear();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     let kind = match msg {
         Msg::Data(records) => {
-            bincode::serialize_into(&mut *buf, records)
-                .map_err(|e| format!("cannot encode a data batch: {e}"))?;
+            bincode::serialize_into(&mut *buf, records).map_err(FrameError::EncodeBatch)?;
             Kind::Data
         }
         Msg::Watermark(t) => {
@@ -119,13 +119,14 @@ pub(crate) fn encode_credit(buf: &mut Vec<u8>, channel: u32, batches: u32) {
     let _ = finish(buf, channel, Kind::Credit);
 }
 
-fn finish(buf: &mut [u8], channel: u32, kind: Kind) -> Result<(), String> {
+fn finish(buf: &mut [u8], channel: u32, kind: Kind) -> Result<(), FrameError> {
     let len = buf.len() - HEADER_LEN;
     if len > MAX_PAYLOAD {
-        return Err(format!(
-            "a {} frame of {len} bytes exceeds the limit of {MAX_PAYLOAD}",
-            kind.name()
-        ));
+        return Err(FrameError::TooLarge {
+            kind: kind.name(),
+            len,
+            max: MAX_PAYLOAD,
+        });
     }
     buf[0..4].copy_from_slice(&channel.to_le_bytes());
     buf[4] = kind as u8;
@@ -187,13 +188,13 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, Malformed
 }
 
 /// Decodes the payload of a frame of `kind` (any kind but credit).
-pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<Msg<T>, String> {
-    let short = || {
-        format!(
-            "{} frame payload of {} bytes is too short",
-            kind.name(),
-            payload.len()
-        )
+pub(crate) fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    payload: &[u8],
+) -> Result<Msg<T>, FrameError> {
+    let short = || FrameError::TooShort {
+        kind: kind.name(),
+        len: payload.len(),
     };
     let le8 = |at: usize| {
         payload
@@ -204,22 +205,22 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<
     let byte = |at: usize| payload.get(at).copied().ok_or_else(short);
     Ok(match kind {
         Kind::Data => {
-            let records: Vec<Record<T>> = bincode::deserialize(payload)
-                .map_err(|e| format!("cannot decode a data batch: {e}"))?;
+            let records: Vec<Record<T>> =
+                bincode::deserialize(payload).map_err(FrameError::DecodeBatch)?;
             Msg::Data(records)
         }
         Kind::Watermark => Msg::Watermark(EventTime(i64::from_le_bytes(le8(0)?))),
         Kind::Idle => match byte(0)? {
             0 => Msg::Idle(false),
             1 => Msg::Idle(true),
-            b => return Err(format!("idle frame holds {b}, expected 0 or 1")),
+            b => return Err(FrameError::IdleValue(b)),
         },
         Kind::Barrier => {
             let kind = match byte(8)? {
                 0 => SnapshotKind::Checkpoint,
                 1 => SnapshotKind::Savepoint,
                 2 => SnapshotKind::Final,
-                b => return Err(format!("barrier frame has unknown snapshot kind {b}")),
+                b => return Err(FrameError::SnapshotKind(b)),
             };
             Msg::Barrier(Barrier {
                 checkpoint: u64::from_le_bytes(le8(0)?),
@@ -227,7 +228,7 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<
             })
         }
         Kind::End => Msg::End,
-        Kind::Credit => return Err("a credit frame carries no message".into()),
+        Kind::Credit => return Err(FrameError::CreditMessage),
     })
 }
 

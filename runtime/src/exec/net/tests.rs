@@ -1,7 +1,7 @@
 use super::*;
-use crate::api::Record;
 use crate::exec::channel::{channel, ChannelReceiver, Disconnected, Msg, Received};
 use crate::exec::metrics::TaskMetrics;
+use crate::record::Record;
 use crate::snapshot::{Barrier, SnapshotKind};
 use crate::time::EventTime;
 use crate::Error;

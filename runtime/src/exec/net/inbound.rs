@@ -3,7 +3,7 @@
 //! consuming task's ordinary [`ChannelSender`], granting a credit back for each batch.
 
 use super::frame::{self, Kind};
-use crate::error::Error;
+use crate::error::{Error, FrameError};
 use crate::exec::channel::{ChannelSender, Msg};
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -76,7 +76,7 @@ trait Start: Send {
 
 trait Deliver: Send {
     /// Decodes a frame of this channel and queues it for delivery.
-    fn deliver(&mut self, kind: Kind, payload: &[u8]) -> Result<(), String>;
+    fn deliver(&mut self, kind: Kind, payload: &[u8]) -> Result<(), FrameError>;
     fn ended(&self) -> bool;
 }
 
@@ -144,21 +144,16 @@ struct Queue<T> {
 }
 
 impl<T: DeserializeOwned + Send> Deliver for Queue<T> {
-    fn deliver(&mut self, kind: Kind, payload: &[u8]) -> Result<(), String> {
+    fn deliver(&mut self, kind: Kind, payload: &[u8]) -> Result<(), FrameError> {
         if self.ended {
-            return Err(format!(
-                "{} frame after the end of the channel",
-                kind.name()
-            ));
+            return Err(FrameError::AfterEnd { kind: kind.name() });
         }
         let msg = frame::decode::<T>(kind, payload)?;
         match msg {
             Msg::Data(_) => {
                 let before = self.buffered.fetch_add(1, Ordering::AcqRel);
                 if before >= self.capacity {
-                    return Err(format!(
-                        "data batch without credit ({before} batches already buffered)"
-                    ));
+                    return Err(FrameError::NoCredit { buffered: before });
                 }
             }
             Msg::End => self.ended = true,
@@ -326,6 +321,6 @@ fn read_frames(
             ));
         };
         to.deliver(header.kind, &payload)
-            .map_err(|m| conn.error(Some(channel), m))?;
+            .map_err(|e| conn.error(Some(channel), e.to_string()))?;
     }
 }

@@ -1,7 +1,7 @@
 //! User function traits and the contexts they run in.
 
-use super::{Key, Record};
-use crate::error::Error;
+use crate::error::{Error, StateError};
+use crate::record::{Key, Record};
 use crate::state::{
     KeyedStateStore, ListAccess, ListState, MapAccess, MapState, StateDescriptor, StateValue,
     TimerService, ValueAccess, ValueState,
@@ -70,10 +70,10 @@ pub struct OpenContext<'a> {
 }
 
 impl<'a> OpenContext<'a> {
-    fn state_error(&self, message: String) -> Error {
+    fn state_error(&self, source: StateError) -> Error {
         Error::State {
             uid: self.uid.to_string(),
-            message,
+            source,
         }
     }
 

@@ -3,20 +3,18 @@
 //! is a function monomorphized for its record type when the job was defined, so a running
 //! job moves fully typed batches and never downcasts per record.
 
-use crate::api::Data;
 use crate::error::Error;
-use crate::exec::channel::{self, ChannelReceiver, ChannelSender};
-use crate::exec::exchange::{ExchangeWriter, Routing};
+use crate::exec::channel::{self, ChannelSender};
+use crate::exec::erased::{downcast_op, downcast_send, Erased, ErasedSend};
+use crate::exec::exchange::{ExchangeWriter, KeyHasher, Routing};
 use crate::exec::metrics::TaskMetrics;
+use crate::exec::net::{InboundChannels, OutboundConnection};
 use crate::exec::operator::{Discard, Tee};
 use crate::exec::{BuildCx, HeadArgs, Operator, Task};
-use crate::net::{InboundChannels, OutboundConnection};
+use crate::record::Data;
 use crossbeam_utils::sync::Unparker;
 use std::any::Any;
 use std::sync::Arc;
-
-pub(crate) type Erased = Box<dyn Any>;
-pub(crate) type ErasedSend = Box<dyn Any + Send>;
 
 /// Builds one subtask's operator for a node, given its downstream per output port.
 pub(crate) type BuildOperator =
@@ -107,23 +105,6 @@ impl PortType {
     }
 }
 
-/// Downcasts an erased operator built for records of type `T`. A mismatch is a bug in
-/// graph construction, never a consequence of input.
-pub(crate) fn downcast_op<T: 'static>(op: Erased) -> Box<dyn Operator<T>> {
-    *op.downcast::<Box<dyn Operator<T>>>()
-        .expect("operator built for the record type of its input")
-}
-
-pub(crate) fn downcast_send<T: 'static>(b: ErasedSend) -> T {
-    *b.downcast::<T>()
-        .expect("channel end of the record type of its edge")
-}
-
-/// `ChannelReceiver<T>` from an erased receiver.
-pub(crate) fn downcast_receiver<T: 'static>(b: ErasedSend) -> ChannelReceiver<T> {
-    downcast_send(b)
-}
-
 /// The downstream operators of one subtask's node, one per output port.
 pub(crate) struct Outputs(Vec<Option<Erased>>);
 
@@ -158,10 +139,6 @@ pub(crate) fn fixed_states(states: &[(&str, u32)]) -> DeclareStates {
         .collect();
     Arc::new(move || Ok(states.clone()))
 }
-
-/// Hashes a record's key; the same function on the same key gives the same value in every
-/// process.
-pub(crate) type KeyHasher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) enum Partition {

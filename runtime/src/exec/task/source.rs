@@ -1,0 +1,177 @@
+//! The loop of a source subtask: polls its splits, derives watermarks and idleness from
+//! what they produce, and injects the barriers the checkpoint coordinator asks for.
+
+use super::{snapshot_chain, Task, FINAL};
+use crate::error::Error;
+use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::record::Record;
+use crate::snapshot::{Barrier, SplitPosition};
+use crate::source::{Poll, SplitReader};
+use crate::time::{duration_millis, EventTime, ProcTime};
+use crate::watermark::WatermarkStrategy;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// One split being read by a source subtask.
+struct SplitRun<T> {
+    split: usize,
+    reader: Box<dyn SplitReader<T>>,
+    max_ts: i64,
+    last_data: ProcTime,
+    idle: bool,
+    done: bool,
+}
+
+pub(crate) struct SourceTask<T> {
+    splits: Vec<SplitRun<T>>,
+    out: Box<dyn Operator<T>>,
+    strategy: WatermarkStrategy,
+    watermark_interval: Duration,
+    cx: BuildCx,
+}
+
+impl<T> SourceTask<T> {
+    pub(crate) fn new(
+        readers: Vec<(usize, Box<dyn SplitReader<T>>, bool)>,
+        out: Box<dyn Operator<T>>,
+        strategy: WatermarkStrategy,
+        watermark_interval: Duration,
+        cx: BuildCx,
+    ) -> Self {
+        let now = cx.clock.now();
+        SourceTask {
+            splits: readers
+                .into_iter()
+                .map(|(split, reader, done)| SplitRun {
+                    split,
+                    reader,
+                    max_ts: i64::MIN,
+                    last_data: now,
+                    idle: false,
+                    done,
+                })
+                .collect(),
+            out,
+            strategy,
+            watermark_interval,
+            cx,
+        }
+    }
+}
+
+impl<T> SourceTask<T> {
+    /// Records the position of every split, then passes the barrier down the chain.
+    fn barrier(&mut self, barrier: Barrier) {
+        let splits = &self.splits;
+        let (uid, subtask) = (self.cx.uid.clone(), self.cx.subtask);
+        let out = &mut self.out;
+        snapshot_chain(&self.cx, barrier, |b, snapshot| {
+            let op = snapshot.operator(&uid, subtask);
+            op.splits = splits
+                .iter()
+                .map(|s| SplitPosition {
+                    split: s.split,
+                    offset: s.reader.position(),
+                    done: s.done,
+                })
+                .collect();
+            out.control(ControlEvent::Barrier(b, snapshot));
+        });
+    }
+}
+
+impl<T: 'static> Task for SourceTask<T> {
+    fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
+        let started = Instant::now();
+        let bound = duration_millis(self.strategy.max_out_of_orderness);
+        let idle_after = self.strategy.idle_timeout.map(duration_millis);
+        let mut batch: Vec<Record<T>> = Vec::with_capacity(self.cx.batch_size);
+        let mut emitted_wm = i64::MIN;
+        let mut all_idle = false;
+        let mut last_wm_check = Instant::now();
+        let mut last_tick = self.cx.clock.now();
+        let mut injected = 0;
+        loop {
+            if let Some(barrier) = self.cx.control.barrier_due(&mut injected) {
+                self.barrier(barrier);
+            }
+            let mut produced = false;
+            for split in self.splits.iter_mut().filter(|s| !s.done) {
+                let poll = split.reader.poll(&mut batch, self.cx.batch_size)?;
+                if !batch.is_empty() {
+                    produced = true;
+                    split.max_ts = batch.iter().fold(split.max_ts, |m, r| m.max(r.ts.0));
+                    split.last_data = self.cx.clock.now();
+                    split.idle = false;
+                    if all_idle {
+                        all_idle = false;
+                        self.out.control(ControlEvent::Idle(false));
+                    }
+                    self.cx.metrics.add_records_in(batch.len());
+                    self.out.push(&mut batch);
+                }
+                if poll == Poll::End {
+                    split.done = true;
+                }
+            }
+            if let Some(e) = self.cx.failure.take() {
+                return Err(e);
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            if self.splits.iter().all(|s| s.done) {
+                self.cx.metrics.set_watermark(EventTime::MAX);
+                self.out.control(ControlEvent::Watermark(EventTime::MAX));
+                self.out.control(ControlEvent::Finish);
+                if let Some(e) = self.cx.failure.take() {
+                    return Err(e);
+                }
+                self.barrier(FINAL);
+                self.cx.metrics.set_elapsed(started.elapsed());
+                return self.cx.failure.take().map_or(Ok(()), Err);
+            }
+            let now = self.cx.clock.now();
+            if !produced || last_wm_check.elapsed() >= self.watermark_interval {
+                last_wm_check = Instant::now();
+                if let Some(after) = idle_after {
+                    for s in self.splits.iter_mut().filter(|s| !s.done) {
+                        s.idle = now.0 - s.last_data.0 >= after;
+                    }
+                }
+                let active = self.splits.iter().filter(|s| !s.done && !s.idle);
+                match active.map(|s| s.max_ts).min() {
+                    None => {
+                        if !all_idle {
+                            all_idle = true;
+                            self.out.control(ControlEvent::Idle(true));
+                        }
+                    }
+                    Some(min) => {
+                        let wm = if min == i64::MIN {
+                            i64::MIN
+                        } else {
+                            min.saturating_sub(bound).saturating_sub(1)
+                        };
+                        if wm > emitted_wm {
+                            emitted_wm = wm;
+                            self.cx.metrics.set_watermark(EventTime(wm));
+                            self.out.control(ControlEvent::Watermark(EventTime(wm)));
+                        }
+                    }
+                }
+            }
+            if now > last_tick {
+                last_tick = now;
+                self.out.control(ControlEvent::Tick(now));
+            }
+            self.cx.metrics.set_elapsed(started.elapsed());
+            if !produced {
+                self.out.control(ControlEvent::Flush);
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                self.cx.metrics.add_idle(t.elapsed());
+            }
+        }
+    }
+}

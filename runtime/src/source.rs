@@ -1,0 +1,32 @@
+//! The source contract the engine reads through: a fixed set of splits, each read by one
+//! subtask. Implementations are in `connectors`.
+
+use crate::error::Error;
+use crate::record::Record;
+
+/// What a split reader reports after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Records may follow (any produced are in the batch).
+    More,
+    /// The split is exhausted; records produced by this poll are in the batch.
+    End,
+}
+
+/// A source: a fixed set of splits, each read by exactly one subtask. The number of splits
+/// does not depend on the parallelism, so positions saved at one parallelism restore at any
+/// other.
+pub trait Source<T>: Send + Sync + 'static {
+    fn split_count(&self) -> usize;
+    /// Opens `split` so that its next record is record `offset` of the split (as reported by
+    /// [`SplitReader::position`] when a snapshot was taken).
+    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error>;
+}
+
+/// Reads one split. Timestamps are assigned by the reader, from the records themselves.
+pub trait SplitReader<T> {
+    /// Appends at most `max` records to `out`.
+    fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error>;
+    /// Records of the split handed out so far.
+    fn position(&self) -> u64;
+}

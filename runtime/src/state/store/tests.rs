@@ -1,0 +1,268 @@
+use super::*;
+use crate::state::TtlUpdate;
+use std::time::Duration;
+
+/// Every key group is local at parallelism 1: the local index is the key group.
+fn store_group(key: &u64) -> usize {
+    key_group(stable_hash(key), 128) as usize
+}
+
+fn store_with_ttl(update: TtlUpdate) -> (KeyedStateStore, ValueState<u64>) {
+    let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
+    let h = store
+        .register_value::<u64, u64>(
+            StateDescriptor::new("v").ttl(Duration::from_millis(100), update),
+        )
+        .unwrap();
+    (store, h)
+}
+
+#[test]
+fn ttl_expires_exactly_at_the_deadline_and_not_before() {
+    let (mut store, h) = store_with_ttl(TtlUpdate::OnCreateAndWrite);
+    store.value(h, &1u64, store_group(&1u64), 1_000).set(7);
+    assert_eq!(
+        store.value(h, &1u64, store_group(&1u64), 1_099).get(),
+        Some(7)
+    );
+    // Reads do not extend the life with OnCreateAndWrite.
+    assert_eq!(
+        store.value(h, &1u64, store_group(&1u64), 1_099).get(),
+        Some(7)
+    );
+    assert_eq!(store.value(h, &1u64, store_group(&1u64), 1_100).get(), None);
+}
+
+#[test]
+fn ttl_on_read_and_write_extends_on_every_read() {
+    let (mut store, h) = store_with_ttl(TtlUpdate::OnReadAndWrite);
+    store.value(h, &1u64, store_group(&1u64), 0).set(7);
+    for t in [90, 180, 270] {
+        assert_eq!(
+            store.value(h, &1u64, store_group(&1u64), t).get(),
+            Some(7),
+            "at {t}"
+        );
+    }
+    assert_eq!(store.value(h, &1u64, store_group(&1u64), 370).get(), None);
+}
+
+#[test]
+fn background_cleanup_removes_only_expired_entries() {
+    let (mut store, h) = store_with_ttl(TtlUpdate::OnCreateAndWrite);
+    store.value(h, &1u64, store_group(&1u64), 0).set(1);
+    store.value(h, &2u64, store_group(&2u64), 50).set(2);
+    assert_eq!(store.remove_expired(99), 0);
+    assert_eq!(store.remove_expired(100), 1);
+    assert_eq!(
+        store.value(h, &2u64, store_group(&2u64), 149).get(),
+        Some(2)
+    );
+    assert_eq!(store.remove_expired(150), 1);
+}
+
+fn rocks_store(dir: &std::path::Path) -> KeyedStateStore {
+    let backend = StateBackend::RocksDb(RocksConfig::new(dir.to_path_buf(), 16 << 20));
+    KeyedStateStore::with_backend(&KeyGroupAssignment::contiguous(128, 1), 0, &backend, "t")
+        .unwrap()
+}
+
+#[test]
+fn rocksdb_state_reads_like_the_heap_and_expires_in_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = rocks_store(dir.path());
+    let v = store
+        .register_value::<u64, u64>(
+            StateDescriptor::new("v").ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+        )
+        .unwrap();
+    let m = store
+        .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+        .unwrap();
+    let l = store
+        .register_list::<u64, u64>(StateDescriptor::new("l"))
+        .unwrap();
+    for key in 0u64..1_000 {
+        let g = store.group_of(&key);
+        store.value(v, &key, g, 0).set(key);
+    }
+    let g = store_group(&7u64);
+    store.map(m, &7u64, g, 0).put("a".into(), 1);
+    store.map(m, &7u64, g, 0).put("b".into(), 2);
+    assert_eq!(store.map(m, &7u64, g, 0).remove(&"a".to_string()), Some(1));
+    assert_eq!(
+        store.map(m, &7u64, g, 0).entries(),
+        vec![("b".to_string(), 2)]
+    );
+    store.list(l, &7u64, g, 0).add(1);
+    store.list(l, &7u64, g, 0).add(2);
+    assert_eq!(store.list(l, &7u64, g, 0).get(), vec![1, 2]);
+    assert_eq!(store.value(v, &7u64, g, 99).get(), Some(7));
+    assert_eq!(store.value(v, &8u64, store_group(&8u64), 100).get(), None);
+    assert!(store.take_error().is_none());
+
+    // Expired entries are dropped for good by compaction, not only hidden from reads.
+    let rocks = store.rocks.as_ref().unwrap();
+    assert_eq!(
+        rocks.compact_and_count(),
+        1_000 - 1 + 1 + 1,
+        "before expiry"
+    );
+    store.remove_expired(100);
+    let rocks = store.rocks.as_ref().unwrap();
+    assert_eq!(
+        rocks.compact_and_count(),
+        2,
+        "only the map and list entries remain"
+    );
+}
+
+#[test]
+fn registering_a_state_name_twice_is_an_error() {
+    let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
+    store
+        .register_value::<u64, u64>(StateDescriptor::new("x"))
+        .unwrap();
+    let err = store
+        .register_list::<u64, u64>(StateDescriptor::new("x"))
+        .unwrap_err();
+    assert!(err.to_string().contains("'x'"), "{err}");
+}
+
+/// Stores of `parallelism` subtasks, each with value, map and list state.
+#[allow(clippy::type_complexity)]
+fn stores(
+    a: &KeyGroupAssignment,
+) -> Vec<(
+    KeyedStateStore,
+    ValueState<u64>,
+    MapState<String, u64>,
+    ListState<u64>,
+)> {
+    (0..a.parallelism())
+        .map(|s| {
+            let mut store = KeyedStateStore::new(a, s);
+            let v = store
+                .register_value::<u64, u64>(
+                    StateDescriptor::new("v")
+                        .ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+                )
+                .unwrap();
+            let m = store
+                .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+                .unwrap();
+            let l = store
+                .register_list::<u64, u64>(StateDescriptor::new("l"))
+                .unwrap();
+            (store, v, m, l)
+        })
+        .collect()
+}
+
+#[test]
+fn key_groups_snapshot_at_one_parallelism_restore_at_another() {
+    let before = KeyGroupAssignment::contiguous(128, 4);
+    let mut old = stores(&before);
+    for key in 0u64..2_000 {
+        let (store, v, m, l) = &mut old[before.route(stable_hash(&key)) as usize];
+        let g = store.group_of(&key);
+        store.value(*v, &key, g, key as i64).set(key * 10);
+        store.map(*m, &key, g, 0).put(format!("k{key}"), key);
+        store.list(*l, &key, g, 0).add(key);
+        store.list(*l, &key, g, 0).add(key + 1);
+    }
+    for p in [1u32, 3, 7] {
+        let after = before.rescaled(p);
+        let mut new = stores(&after);
+        for kg in 0..128u32 {
+            let bytes = old[before.owner(kg) as usize]
+                .0
+                .snapshot_key_group(kg)
+                .unwrap();
+            new[after.owner(kg) as usize]
+                .0
+                .restore_key_group(kg, &bytes)
+                .unwrap();
+        }
+        for key in 0u64..2_000 {
+            let (store, v, m, l) = &mut new[after.route(stable_hash(&key)) as usize];
+            let g = store.group_of(&key);
+            // The TTL deadline travels with the value: written at `key`, gone at key+100.
+            assert_eq!(
+                store.value(*v, &key, g, key as i64 + 99).get(),
+                Some(key * 10)
+            );
+            assert_eq!(store.value(*v, &key, g, key as i64 + 100).get(), None);
+            assert_eq!(store.map(*m, &key, g, 0).get(&format!("k{key}")), Some(key));
+            assert_eq!(store.list(*l, &key, g, 0).get(), vec![key, key + 1]);
+        }
+    }
+}
+
+#[test]
+fn restoring_an_undeclared_or_changed_state_names_it() {
+    let a = KeyGroupAssignment::contiguous(128, 1);
+    let mut old = stores(&a);
+    let bytes = old[0].0.snapshot_key_group(5).unwrap();
+    let mut renamed = KeyedStateStore::new(&a, 0);
+    renamed
+        .register_value::<u64, u64>(StateDescriptor::new("w"))
+        .unwrap();
+    assert_eq!(
+        renamed
+            .restore_key_group(5, &bytes)
+            .unwrap_err()
+            .to_string(),
+        "the snapshot has state 'v', which this operator does not declare"
+    );
+    let mut evolved = KeyedStateStore::new(&a, 0);
+    evolved
+        .register_value::<u64, u64>(StateDescriptor::new("v").schema_version(2))
+        .unwrap();
+    assert_eq!(
+        evolved
+            .restore_key_group(5, &bytes)
+            .unwrap_err()
+            .to_string(),
+        "state 'v' has schema version 1 in the snapshot but 2 here"
+    );
+    assert!(old[0].0.restore_key_group(5, b"garbage").is_err());
+}
+
+#[test]
+fn map_and_list_state_round_trip() {
+    let mut store = KeyedStateStore::new(&KeyGroupAssignment::contiguous(128, 1), 0);
+    let m = store
+        .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+        .unwrap();
+    let l = store
+        .register_list::<u64, u64>(StateDescriptor::new("l"))
+        .unwrap();
+    store
+        .map(m, &1u64, store_group(&1u64), 0)
+        .put("a".into(), 1);
+    store
+        .map(m, &1u64, store_group(&1u64), 0)
+        .put("b".into(), 2);
+    assert_eq!(
+        store
+            .map(m, &1u64, store_group(&1u64), 0)
+            .remove(&"a".to_string()),
+        Some(1)
+    );
+    assert_eq!(
+        store.map(m, &1u64, store_group(&1u64), 0).entries(),
+        vec![("b".to_string(), 2)]
+    );
+    store.list(l, &1u64, store_group(&1u64), 0).add(1);
+    store.list(l, &1u64, store_group(&1u64), 0).add(2);
+    assert_eq!(
+        store.list(l, &1u64, store_group(&1u64), 0).get(),
+        vec![1, 2]
+    );
+    store
+        .list(l, &1u64, store_group(&1u64), 0)
+        .update(|v| v.retain(|&x| x > 1));
+    assert_eq!(store.list(l, &1u64, store_group(&1u64), 0).get(), vec![2]);
+    assert!(store.list(l, &2u64, store_group(&2u64), 0).get().is_empty());
+}
