@@ -304,10 +304,24 @@ e2e_test!(
             .expect("the upgrade's savepoint");
         assert_eq!(
             status.target.and_then(|t| t.restore_from),
-            Some(savepoint),
+            Some(savepoint.clone()),
             "the second version starts from the upgrade's savepoint"
         );
         assert_ne!(run_of(&upgraded), run_of(&first), "a new run");
+        // The events name this savepoint, not the refused upgrade's (kube's event recorder
+        // folds events of one reason into a series that keeps its first message).
+        let completed: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SavepointCompleted"))
+            .filter_map(|e| e.message)
+            .collect();
+        assert!(
+            completed.iter().any(|m| m.ends_with(savepoint.as_str())),
+            "no SavepointCompleted event names {savepoint}: {completed:?}"
+        );
         let at_upgrade = committed_count(&dir).await?;
         assert!(
             at_upgrade < expected.len(),

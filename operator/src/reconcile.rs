@@ -17,7 +17,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 use sluice_crds::{StreamJob, StreamJobStatus};
+use std::collections::hash_map::DefaultHasher;
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -564,6 +566,16 @@ async fn warn(ctx: &Context, sj: &StreamJob, reason: &'static str, message: Stri
     publish(ctx, sj, &note).await;
 }
 
+/// The event's action: its reason and a digest of its message. kube's `Recorder` folds
+/// events with the same reason and action into one series that keeps the first message, so
+/// with one action for all, "savepoint B completed" after "savepoint A completed" would be
+/// shown as A twice. Equal notes still form a series; different ones are events of their own.
+fn event_action(note: &plan::Note) -> String {
+    let mut digest = DefaultHasher::new();
+    note.message.hash(&mut digest);
+    format!("{}-{:016x}", note.reason, digest.finish())
+}
+
 async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
     let event = KubeEvent {
         type_: if note.warning {
@@ -573,7 +585,7 @@ async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
         },
         reason: note.reason.to_string(),
         note: Some(note.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
+        action: event_action(note),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &sj.object_ref(&())).await {
@@ -586,4 +598,39 @@ async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
         note.reason,
         note.message
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(reason: &'static str, message: &str) -> plan::Note {
+        plan::Note {
+            warning: false,
+            reason,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn two_savepoints_are_two_events_and_a_repeat_is_one_series() {
+        let first = note(
+            "SavepointCompleted",
+            "Upgrade savepoint file:///sp/sp-0000000002",
+        );
+        let second = note(
+            "SavepointCompleted",
+            "Upgrade savepoint file:///sp/sp-0000000004",
+        );
+        assert_ne!(event_action(&first), event_action(&second));
+        assert_eq!(
+            event_action(&first),
+            event_action(&note(
+                "SavepointCompleted",
+                "Upgrade savepoint file:///sp/sp-0000000002"
+            ))
+        );
+        // The API server's limit for an event's action.
+        assert!(event_action(&first).len() <= 128);
+    }
 }
