@@ -1,5 +1,6 @@
-//! Clicks, and two sources of them: a JSON-lines file (your data) and a deterministic
-//! generator (for trying the job without data).
+//! Clicks, and two sources of them: a JSON-lines file (your data, read by the runtime's
+//! `JsonLinesSource`) and a deterministic generator (for trying the job without data), a
+//! source of the template's own.
 //!
 //! A source is a fixed number of splits, each read by one subtask; a split reports how far it
 //! has read, and reopens at that position when the job restores a snapshot. The number of
@@ -10,8 +11,6 @@ use sluice_runtime::api::Record;
 use sluice_runtime::connectors::{Poll, Source, SplitReader};
 use sluice_runtime::time::EventTime;
 use sluice_runtime::Error;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 
 /// One click of a user, as a line of the input:
 /// `{"user":"u17","ts":1767225600123,"page":"/cart","amountCents":0}`.
@@ -27,91 +26,10 @@ pub struct Click {
     pub amount_cents: u64,
 }
 
-/// Clicks from a JSON-lines file: split `j` of `k` reads lines `j, j + k, j + 2k, …`, so
-/// every split advances through the file, and so through event time, at the same pace.
-pub struct ClickFileSource {
-    path: PathBuf,
-    splits: usize,
-}
-
-impl ClickFileSource {
-    pub fn new(path: impl Into<PathBuf>, splits: usize) -> Self {
-        ClickFileSource {
-            path: path.into(),
-            splits: splits.max(1),
-        }
-    }
-}
-
-struct FileSplit {
-    lines: std::io::Lines<BufReader<std::fs::File>>,
-    path: PathBuf,
-    /// Lines of the file read so far.
-    line_no: u64,
-    split: u64,
-    step: u64,
-    /// Lines of this split read so far: the position a snapshot records.
-    consumed: u64,
-}
-
-impl Source<Click> for ClickFileSource {
-    fn split_count(&self) -> usize {
-        self.splits
-    }
-
-    fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<Click>>, Error> {
-        let file = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let mut reader = FileSplit {
-            lines: BufReader::with_capacity(1 << 16, file).lines(),
-            path: self.path.clone(),
-            line_no: 0,
-            split: split as u64,
-            step: self.splits as u64,
-            consumed: offset,
-        };
-        // A file has no index: reach the restored position by reading up to it.
-        let first = (split as u64).saturating_add(offset.saturating_mul(reader.step));
-        while reader.line_no < first {
-            match reader.lines.next() {
-                Some(line) => {
-                    line.map_err(|e| Error::io(&self.path, e))?;
-                    reader.line_no += 1;
-                }
-                None => break,
-            }
-        }
-        Ok(Box::new(reader))
-    }
-}
-
-impl SplitReader<Click> for FileSplit {
-    fn poll(&mut self, out: &mut Vec<Record<Click>>, max: usize) -> Result<Poll, Error> {
-        let mut produced = 0;
-        while produced < max {
-            let Some(line) = self.lines.next() else {
-                return Ok(Poll::End);
-            };
-            let line = line.map_err(|e| Error::io(&self.path, e))?;
-            self.line_no += 1;
-            if (self.line_no - 1) % self.step != self.split {
-                continue;
-            }
-            self.consumed += 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let click: Click = serde_json::from_str(&line).map_err(|e| Error::Input {
-                origin: self.path.display().to_string(),
-                message: format!("line {}: {e}", self.line_no),
-            })?;
-            out.push(Record::new(click.ts, click));
-            produced += 1;
-        }
-        Ok(Poll::More)
-    }
-
-    fn position(&self) -> u64 {
-        self.consumed
+impl Click {
+    /// A click's event time, for `JsonLinesSource` (the file source).
+    pub fn time(&self) -> EventTime {
+        self.ts
     }
 }
 

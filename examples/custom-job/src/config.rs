@@ -2,11 +2,11 @@
 //! Unknown fields are errors (a typo must not silently fall back to a default), and every
 //! message names the field, as `spec.job.config.<field>`.
 
-use crate::clicks::{Click, ClickFileSource, ClickGenerator, GeneratorConfig};
+use crate::clicks::{Click, ClickGenerator, GeneratorConfig};
 use crate::sessions::SessionRules;
 use serde::{Deserialize, Serialize};
 use sluice_runtime::api::{Data, JobBuilder, Stream, WatermarkStrategy};
-use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, Throttled};
+use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, JsonLinesSource, Throttled};
 use sluice_runtime::jobs::{Output, SinkConfig};
 use sluice_runtime::Error;
 use std::path::PathBuf;
@@ -133,7 +133,7 @@ impl SessionsConfig {
         Ok(match &self.input {
             Some(path) => job.source(
                 "clicks",
-                ClickFileSource::new(path, self.source_splits),
+                JsonLinesSource::new(path, self.source_splits, Click::time),
                 watermarks,
             ),
             None => job.source(

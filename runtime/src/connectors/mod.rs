@@ -3,6 +3,7 @@
 
 mod collect;
 mod jsonl;
+mod jsonl_source;
 mod nexmark;
 mod queue_source;
 mod throttled;
@@ -13,7 +14,8 @@ pub use crate::snapshot::SplitPosition;
 pub use crate::source::{Poll, Source, SplitReader};
 pub use collect::{CollectSink, Collected, DiscardSink};
 pub use jsonl::JsonLinesSink;
-pub use nexmark::{NexmarkFileSource, NexmarkSource};
+pub use jsonl_source::JsonLinesSource;
+pub use nexmark::{nexmark_file_source, NexmarkSource};
 pub use queue_source::QueueSource;
 pub use throttled::Throttled;
 pub use vec_source::VecSource;

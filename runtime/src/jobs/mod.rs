@@ -10,7 +10,9 @@ pub mod nexmark_queries;
 pub use crate::api::{DefineJob, JobRegistry};
 
 use crate::api::{Data, JobBuilder, Stream, WatermarkStrategy};
-use crate::connectors::{DiscardSink, JsonLinesSink, NexmarkFileSource, NexmarkSource, Throttled};
+use crate::connectors::{
+    nexmark_file_source, DiscardSink, JsonLinesSink, NexmarkSource, Throttled,
+};
 use crate::error::Error;
 use crate::nexmark::{Event, NexmarkConfig};
 use fraud::FraudRule;
@@ -187,7 +189,7 @@ impl NexmarkJobConfig {
                 }
                 job.source(
                     "nexmark-file",
-                    NexmarkFileSource::new(path, splits),
+                    nexmark_file_source(path, splits),
                     watermarks,
                 )
             }
