@@ -5,10 +5,15 @@
 //! manifest to run a job embedded (`sluice run job.yaml`) through [`parse_manifest`]. The
 //! `kube` feature adds the API types the operator uses (`StreamJob`, `StreamQuota`, derived
 //! with `kube::CustomResource` around the very same spec types) and the CRDs ([`crd`]).
+//!
+//! [`control`] is the other contract between the operator and the runtime: the JSON of the
+//! coordinator's control API.
 
+pub mod control;
 mod duration;
 mod fingerprint;
 mod manifest;
+mod operation;
 mod quantity;
 mod quota;
 mod spec;
@@ -20,6 +25,7 @@ pub mod crd;
 
 pub use duration::{HumanDuration, DURATION_MAX_LENGTH, DURATION_PATTERN};
 pub use manifest::{parse_manifest, ManifestError, ObjectMeta, StreamJobManifest};
+pub use operation::{Deploying, Operation, OperationStep, SavepointRequested, SavepointStep};
 pub use quantity::{Quantity, QUANTITY_MAX_LENGTH, QUANTITY_PATTERN};
 pub use quota::{
     PreemptionPolicy, PriorityClass, QueuedJob, QuotaLimits, QuotaUsage, StreamQuotaSpec,
@@ -32,9 +38,8 @@ pub use spec::{
     MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
 };
 pub use status::{
-    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, Operation,
-    OperationKind, Phase, RestartStatus, SavepointInfo, SavepointState, SavepointTrigger,
-    SpecRevision, StreamJobStatus,
+    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, OperationKind, Phase,
+    RestartStatus, SavepointInfo, SavepointState, SavepointTrigger, SpecRevision, StreamJobStatus,
 };
 pub use validate::{
     validate, validate_name, validate_quota, validate_update, FieldError, ValidationErrors,

@@ -6,6 +6,7 @@
 //! starting over or losing state. Times are RFC 3339 UTC text (`2026-01-01T00:00:00Z`), so
 //! the type stays the same with and without the `kube` feature.
 
+use crate::operation::Operation;
 use crate::spec::{free_form_object, StreamJobSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -216,32 +217,6 @@ impl SpecRevision {
             recorded_at: None,
         }
     }
-}
-
-/// A step of the lifecycle in progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Operation {
-    pub kind: OperationKind,
-    /// How far the operation got, in the operator's words (e.g. `SavepointRequested`,
-    /// `OldJobStopped`): free text so the operator's state machine can grow without a CRD
-    /// change.
-    pub step: String,
-    #[schemars(extend("format" = "date-time"))]
-    pub started_at: String,
-    /// The savepoint the operation asked for or restores from, once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub savepoint: Option<String>,
-    /// Attempts of the current step, for retries with backoff.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attempts: u32,
-    /// Step-specific facts (request ids, pod names …) the operator needs to resume.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub details: BTreeMap<String, String>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -2,50 +2,12 @@
 //! observes of a running job and how it asks for savepoints and stops.
 
 use crate::error::Error;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_crds::control::{
+    Accepted, ErrorBody, JobStatus, SavepointRequest, SavepointStatus, StopRequest,
+};
 use std::time::Duration;
-
-/// `GET /v1/job`, the fields the operator acts on.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobView {
-    pub phase: String,
-    #[serde(default)]
-    pub parallelism: u32,
-    #[serde(default)]
-    pub checkpoints: CheckpointsView,
-    #[serde(default)]
-    pub restored_from: Option<String>,
-    #[serde(default)]
-    pub errors: Vec<Value>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointsView {
-    #[serde(default)]
-    pub last_completed: Option<SnapshotView>,
-    #[serde(default)]
-    pub last_failure: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SnapshotView {
-    pub id: u64,
-    pub kind: String,
-    pub location: String,
-}
-
-/// `GET /v1/savepoints/{id}`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SavepointView {
-    pub status: String,
-    #[serde(default)]
-    pub location: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
 
 #[derive(Clone)]
 pub struct ControlClient {
@@ -70,9 +32,8 @@ impl Default for ControlClient {
 }
 
 impl ControlClient {
-    pub async fn job(&self, base: &str, token: &str) -> Result<JobView, Error> {
-        let body = self.call(base, "/v1/job", token, None).await?;
-        parse(base, "/v1/job", body)
+    pub async fn job(&self, base: &str, token: &str) -> Result<JobStatus, Error> {
+        self.call(base, "/v1/job", token, None::<()>).await
     }
 
     pub async fn savepoint_status(
@@ -80,10 +41,10 @@ impl ControlClient {
         base: &str,
         token: &str,
         id: &str,
-    ) -> Result<Option<SavepointView>, Error> {
+    ) -> Result<Option<SavepointStatus>, Error> {
         let path = format!("/v1/savepoints/{id}");
-        match self.call(base, &path, token, None).await {
-            Ok(body) => parse(base, &path, body).map(Some),
+        match self.call(base, &path, token, None::<()>).await {
+            Ok(status) => Ok(Some(status)),
             // An id of an earlier coordinator process: the request is lost with it.
             Err(Error::Control { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -98,29 +59,39 @@ impl ControlClient {
         target: &str,
         stop: bool,
     ) -> Result<String, Error> {
-        let body = json!({"targetDirectory": target, "stop": stop});
-        let reply = self.call(base, "/v1/savepoints", token, Some(body)).await?;
-        reply
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::control(base, "/v1/savepoints", 0, "no id in the reply"))
+        let request = SavepointRequest {
+            target_directory: Some(target.to_string()),
+            stop,
+        };
+        let accepted: Accepted = self
+            .call(base, "/v1/savepoints", token, Some(request))
+            .await?;
+        Ok(accepted.id)
     }
 
     /// Stops the job without a savepoint: output since its latest checkpoint is dropped.
     pub async fn cancel(&self, base: &str, token: &str) -> Result<(), Error> {
-        self.call(base, "/v1/stop", token, Some(json!({"savepoint": false})))
+        let request = StopRequest {
+            savepoint: false,
+            target_directory: None,
+        };
+        // The reply names no savepoint when cancelling: nothing in it to keep.
+        self.call::<_, serde::de::IgnoredAny>(base, "/v1/stop", token, Some(request))
             .await
             .map(drop)
     }
 
-    async fn call(
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         base: &str,
         path: &str,
         token: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Error> {
+        body: Option<B>,
+    ) -> Result<T, Error> {
+        let body = body
+            .map(|b| serde_json::to_value(b))
+            .transpose()
+            .map_err(|e| Error::control(base, path, 0, e.to_string()))?;
         let (agent, url, auth) = (
             self.agent.clone(),
             format!("{base}{path}"),
@@ -143,16 +114,11 @@ impl ControlClient {
         .map_err(|e| Error::control(base, path, 0, e.to_string()))?
         .map_err(|e| Error::control(base, path, 0, e))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
                 .unwrap_or(text);
             return Err(Error::control(base, path, status, message));
         }
         serde_json::from_str(&text).map_err(|e| Error::control(base, path, status, e.to_string()))
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(base: &str, path: &str, v: Value) -> Result<T, Error> {
-    serde_json::from_value(v).map_err(|e| Error::control(base, path, 200, e.to_string()))
 }

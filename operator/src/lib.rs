@@ -2,7 +2,7 @@
 //! drives each job's lifecycle through the coordinator's control API.
 //!
 //! The pipeline of one reconcile (`reconcile.rs`): observe the children and the coordinator
-//! → plan the next step (`plan.rs`, pure) → write the status, the write-ahead log → apply the
+//! → plan the next step (`plan/`, pure) → write the status, the write-ahead log → apply the
 //! children built by `build.rs` (pure) and call the coordinator → publish events.
 
 pub mod build;

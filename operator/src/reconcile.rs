@@ -1,4 +1,4 @@
-//! One reconcile of a StreamJob: observe → plan (pure, `plan.rs`) → write the status →
+//! One reconcile of a StreamJob: observe → plan (pure, `plan/`) → write the status →
 //! apply → publish events. The status is written before anything is acted on, so that an
 //! operator stopped between the two finds the step it was about to take.
 
@@ -248,7 +248,8 @@ async fn observe(
     if let Some(id) = status
         .operation
         .as_ref()
-        .and_then(|o| o.details.get("savepointId"))
+        .and_then(|o| o.step.savepoint_request())
+        .and_then(|r| r.savepoint_id.as_ref())
     {
         if let (Some(base), Some(_)) = (&link.base, &observed.job) {
             observed.savepoint = ctx
@@ -451,8 +452,12 @@ async fn apply(
                 .await
             {
                 Ok(id) => {
-                    if let Some(op) = status.operation.as_mut() {
-                        op.details.insert("savepointId".into(), id);
+                    let request = status
+                        .operation
+                        .as_mut()
+                        .and_then(|o| o.step.savepoint_request_mut());
+                    if let Some(request) = request {
+                        request.savepoint_id = Some(id);
                         writer.write(status).await?;
                     }
                     ctx.metrics.savepoint_requested();

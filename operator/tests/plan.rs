@@ -1,15 +1,16 @@
 //! The lifecycle state machine (`plan`), step by step, from a spec fixture and the status the
 //! previous step wrote: every transition a StreamJob goes through, without a cluster.
 
+use sluice_crds::control::{
+    self as api, CheckpointSummary, JobStatus, RestartStatus, SavepointStatus, SnapshotInfo,
+    SnapshotKind,
+};
 use sluice_crds::{
     condition_types, ConditionStatus, OperationKind, Phase, SavepointState, StreamJobManifest,
     StreamJobSpec, StreamJobStatus,
 };
 use sluice_operator::build::JobRef;
-use sluice_operator::control::{CheckpointsView, JobView, SavepointView, SnapshotView};
-use sluice_operator::plan::{
-    plan, steps, Action, Cleanup, Inputs, Observed, Plan, Preflight, Timing,
-};
+use sluice_operator::plan::{plan, Action, Cleanup, Inputs, Observed, Plan, Preflight, Timing};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -67,7 +68,11 @@ impl World {
             observed,
             now: self.now,
         });
-        self.status = p.status.clone();
+        // The status is the operator's write-ahead log: what one step writes, the next reads
+        // back from the API server.
+        let written = serde_json::to_value(&p.status).unwrap();
+        self.status = serde_json::from_value(written).unwrap();
+        assert_eq!(self.status, p.status);
         self.now += Duration::from_secs(2);
         p
     }
@@ -82,12 +87,20 @@ impl World {
     }
 
     /// The coordinator of the targeted run answering with `phase`.
-    fn coordinator(&self, phase: &str) -> Observed {
+    fn coordinator(&self, phase: api::Phase) -> Observed {
         Observed {
-            job: Some(JobView {
-                phase: phase.into(),
+            job: Some(JobStatus {
+                name: "fraud".into(),
+                phase,
                 parallelism: self.spec.parallelism,
-                ..JobView::default()
+                max_parallelism: 128,
+                uptime_seconds: 1.0,
+                subtasks: Vec::new(),
+                checkpoints: CheckpointSummary::default(),
+                restored_from: None,
+                errors: Vec::new(),
+                restarts: RestartStatus::default(),
+                workers: Vec::new(),
             }),
             pod_runs: BTreeSet::from([self.run()]),
             ..Observed::default()
@@ -95,20 +108,45 @@ impl World {
     }
 
     fn op_step(&self) -> &str {
-        &self.status.operation.as_ref().unwrap().step
+        self.status.operation.as_ref().unwrap().step.name()
     }
 
     /// The directory the operation asked its savepoint into.
     fn savepoint_dir(&self) -> String {
-        self.status.operation.as_ref().unwrap().details["targetDirectory"].clone()
+        let op = self.status.operation.as_ref().unwrap();
+        op.step
+            .savepoint_request()
+            .unwrap()
+            .target_directory
+            .clone()
     }
 }
 
-fn savepoint_done(location: &str) -> SavepointView {
-    SavepointView {
-        status: "completed".into(),
+fn savepoint_done(location: &str) -> SavepointStatus {
+    SavepointStatus {
+        id: "1".into(),
+        status: api::SavepointState::Completed,
+        stop: false,
+        target_directory: location.rsplit_once('/').unwrap().0.into(),
         location: Some(location.into()),
+        bytes: Some(1),
+        duration_ms: Some(1),
         error: None,
+    }
+}
+
+/// The coordinator's last completed snapshot.
+fn last_completed(id: u64, kind: SnapshotKind, location: String) -> CheckpointSummary {
+    CheckpointSummary {
+        completed: 1,
+        last_completed: Some(SnapshotInfo {
+            id,
+            kind,
+            location,
+            duration_ms: 1,
+            bytes: 1,
+        }),
+        ..CheckpointSummary::default()
     }
 }
 
@@ -121,7 +159,7 @@ fn condition(status: &StreamJobStatus, type_: &str) -> (ConditionStatus, String,
 fn running(spec: StreamJobSpec) -> World {
     let mut w = World::new(spec);
     w.step(&Observed::default());
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(api::Phase::Running));
     w
 }
 
@@ -150,7 +188,7 @@ fn a_new_job_records_its_revision_before_any_pod_exists_then_runs() {
         ConditionStatus::False
     );
 
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert!(p.status.operation.is_none());
     assert_eq!(p.status.stable, Some(target));
@@ -176,9 +214,9 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     let old_run = w.run();
     w.change(|s| s.job.config["output"] = "/data/out-v2".into());
 
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Upgrading));
-    assert_eq!(w.op_step(), steps::PREFLIGHT_SAVEPOINT);
+    assert_eq!(w.op_step(), "PreflightSavepoint");
     let dir = w.savepoint_dir();
     assert!(
         dir.starts_with("file:///data/sluice/savepoints/risk/fraud/"),
@@ -192,10 +230,10 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
         }]
     );
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000007")));
     let p = w.step(&observed);
-    assert_eq!(w.op_step(), steps::PREFLIGHT_CHECK);
+    assert_eq!(w.op_step(), "PreflightCheck");
     let Action::Preflight {
         revision,
         savepoint,
@@ -206,10 +244,10 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     assert_eq!(savepoint, &format!("{dir}/sp-0000000007"));
     assert_eq!(revision.spec, w.spec);
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     observed.preflight = Preflight::Passed;
     let p = w.step(&observed);
-    assert_eq!(w.op_step(), steps::STOPPING);
+    assert_eq!(w.op_step(), "Stopping");
     assert_eq!(p.actions[0], Action::RemovePreflight);
     assert!(matches!(
         &p.actions[1],
@@ -217,7 +255,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
     ));
     let stop_dir = w.savepoint_dir();
 
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(api::Phase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{stop_dir}/sp-0000000009")));
     let p = w.step(&observed);
     assert_eq!(p.actions, [Action::RemovePods]);
@@ -228,10 +266,10 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
         Some(format!("{stop_dir}/sp-0000000009"))
     );
     assert_ne!(target.run.as_deref(), Some(old_run.as_str()));
-    assert_eq!(w.op_step(), steps::DEPLOYING);
+    assert_eq!(w.op_step(), "Deploying");
 
     // The old pods are still terminating: no new pods next to them.
-    let mut old = w.coordinator("finished");
+    let mut old = w.coordinator(api::Phase::Finished);
     old.pod_runs = BTreeSet::from([old_run]);
     let p = w.step(&old);
     assert_eq!(p.actions, [Action::RemovePods]);
@@ -239,7 +277,7 @@ fn a_config_change_is_a_savepoint_a_preflight_a_stop_and_a_start_from_the_stop()
 
     let p = w.step(&Observed::default());
     assert_eq!(p.actions, [Action::Deploy(target.clone())]);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert_eq!(p.status.stable, Some(target));
     // Timed from the spec change, not from the new pods.
@@ -260,13 +298,13 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
     let mut w = running(fixture("running-job.yaml"));
     let old = w.status.target.clone().unwrap();
     w.change(|s| s.job.name = "fraud-detection-v2".into());
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(api::Phase::Running));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000003")));
     w.step(&observed);
 
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     observed.preflight = Preflight::Failed("operator 'rules' has state the job lacks".into());
     let p = w.step(&observed);
     assert_eq!(p.status.phase, Some(Phase::Running));
@@ -288,11 +326,11 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
     assert!(p.actions.contains(&Action::RemovePreflight));
 
     // Not tried again until the spec changes.
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert!(p.status.operation.is_none());
     w.change(|s| s.job.name = "fraud-detection".into());
     w.change(|s| s.parallelism = 3);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Rescaling));
 }
 
@@ -300,19 +338,13 @@ fn an_upgrade_the_new_image_cannot_restore_is_refused_once_and_the_old_job_keeps
 fn an_operator_restarted_after_asking_for_the_stop_finds_the_savepoint_by_its_directory() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.parallelism = 4);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Rescaling));
     let dir = w.savepoint_dir();
     // The savepoint id was never recorded; the coordinator has stopped since.
-    let mut observed = w.coordinator("finished");
-    observed.job.as_mut().unwrap().checkpoints = CheckpointsView {
-        last_completed: Some(SnapshotView {
-            id: 12,
-            kind: "savepoint".into(),
-            location: format!("{dir}/sp-0000000012"),
-        }),
-        last_failure: None,
-    };
+    let mut observed = w.coordinator(api::Phase::Finished);
+    observed.job.as_mut().unwrap().checkpoints =
+        last_completed(12, SnapshotKind::Savepoint, format!("{dir}/sp-0000000012"));
     let p = w.step(&observed);
     let target = p.status.target.clone().unwrap();
     assert_eq!(target.spec.parallelism, 4);
@@ -323,14 +355,14 @@ fn an_operator_restarted_after_asking_for_the_stop_finds_the_savepoint_by_its_di
 fn a_stop_request_not_seen_within_the_grace_period_is_asked_again() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.parallelism = 3);
-    w.step(&w.coordinator("running"));
-    let p = w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(api::Phase::Running));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert!(p
         .actions
         .iter()
         .all(|a| !matches!(a, Action::Savepoint { .. })));
     w.now += Duration::from_secs(31);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
     assert_eq!(p.status.operation.as_ref().unwrap().attempts, 2);
 }
@@ -340,9 +372,9 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
     let mut w = running(fixture("running-job.yaml"));
     let stable = w.status.stable.clone().unwrap();
     w.change(|s| s.parallelism = 3);
-    w.step(&w.coordinator("running"));
+    w.step(&w.coordinator(api::Phase::Running));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(api::Phase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000005")));
     w.step(&observed);
 
@@ -370,10 +402,10 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
     assert_eq!(p.status.error.as_ref().unwrap().reason, "RolledBack");
 
     w.step(&Observed::default());
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Running));
     // The spec that failed is not tried again by itself.
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert!(p.status.operation.is_none());
 }
 
@@ -381,10 +413,10 @@ fn a_new_spec_not_running_within_the_readiness_timeout_is_rolled_back_to_the_sta
 fn suspending_stops_with_a_savepoint_and_removes_the_pods_and_resuming_starts_from_it() {
     let mut w = running(fixture("running-job.yaml"));
     w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.status.phase, Some(Phase::Suspending));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(api::Phase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000002")));
     let p = w.step(&observed);
     assert_eq!(p.status.phase, Some(Phase::Suspended));
@@ -407,11 +439,11 @@ fn suspending_stops_with_a_savepoint_and_removes_the_pods_and_resuming_starts_fr
 #[test]
 fn deleting_takes_a_final_savepoint_before_letting_go_unless_the_policy_says_none() {
     let mut w = running(fixture("running-job.yaml"));
-    let p = w.step_deleting(&w.coordinator("running"), true);
+    let p = w.step_deleting(&w.coordinator(api::Phase::Running), true);
     assert_eq!(p.status.phase, Some(Phase::Deleting));
     assert!(matches!(p.actions[0], Action::Savepoint { stop: true, .. }));
     let dir = w.savepoint_dir();
-    let mut observed = w.coordinator("finished");
+    let mut observed = w.coordinator(api::Phase::Finished);
     observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000004")));
     let p = w.step_deleting(&observed, true);
     assert_eq!(p.actions, [Action::RemovePods, Action::ReleaseFinalizer]);
@@ -419,7 +451,7 @@ fn deleting_takes_a_final_savepoint_before_letting_go_unless_the_policy_says_non
     let mut spec = fixture("running-job.yaml");
     spec.savepoints.on_delete = sluice_crds::OnDelete::None;
     let mut w = running(spec);
-    let p = w.step_deleting(&w.coordinator("running"), true);
+    let p = w.step_deleting(&w.coordinator(api::Phase::Running), true);
     assert_eq!(p.actions, [Action::ReleaseFinalizer]);
 }
 
@@ -447,13 +479,13 @@ fn savepoint_retention_keeps_the_newest_and_never_the_one_a_revision_restores_fr
     let mut w = running(spec);
     for (n, nonce) in [(1, 1), (2, 2), (3, 3)] {
         w.change(|s| s.savepoints.trigger_nonce = Some(nonce));
-        let p = w.step(&w.coordinator("running"));
+        let p = w.step(&w.coordinator(api::Phase::Running));
         assert_eq!(
             p.status.operation.as_ref().unwrap().kind,
             OperationKind::Savepoint
         );
         let dir = w.savepoint_dir();
-        let mut observed = w.coordinator("running");
+        let mut observed = w.coordinator(api::Phase::Running);
         observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
         let p = w.step(&observed);
         assert!(p.status.operation.is_none());
@@ -476,9 +508,9 @@ fn the_files_of_savepoints_retention_dropped_are_deleted_by_one_job_at_a_time() 
     let mut w = running(spec);
     for n in 1..=3 {
         w.change(|s| s.savepoints.trigger_nonce = Some(n));
-        w.step(&w.coordinator("running"));
+        w.step(&w.coordinator(api::Phase::Running));
         let dir = w.savepoint_dir();
-        let mut observed = w.coordinator("running");
+        let mut observed = w.coordinator(api::Phase::Running);
         observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-{n}")));
         observed.cleanup = Cleanup::Running;
         let p = w.step(&observed);
@@ -495,7 +527,7 @@ fn the_files_of_savepoints_retention_dropped_are_deleted_by_one_job_at_a_time() 
     assert!(retired[0].ends_with("/sp-1") && retired[1].ends_with("/sp-2"));
 
     // The running Job ends (it was given only the first); the next Job gets what is left.
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     observed.cleanup = Cleanup::Succeeded(vec![retired[0].clone()]);
     let p = w.step(&observed);
     assert_eq!(p.status.retired_savepoints, vec![retired[1].clone()]);
@@ -546,22 +578,19 @@ fn a_last_state_upgrade_cancels_and_starts_from_the_newest_checkpoint_of_the_rep
     spec.upgrade_mode = sluice_crds::UpgradeMode::LastState;
     let mut w = running(spec);
     let run_storage = format!("file:///data/sluice/risk/fraud/{}", w.run());
-    let mut observed = w.coordinator("running");
+    let mut observed = w.coordinator(api::Phase::Running);
     if let Some(job) = observed.job.as_mut() {
-        job.checkpoints = CheckpointsView {
-            last_completed: Some(SnapshotView {
-                id: 7,
-                kind: "checkpoint".into(),
-                location: format!("{run_storage}/chk-0000000007"),
-            }),
-            last_failure: None,
-        };
+        job.checkpoints = last_completed(
+            7,
+            SnapshotKind::Checkpoint,
+            format!("{run_storage}/chk-0000000007"),
+        );
     }
     w.step(&observed);
 
     w.change(|s| s.job.config["output"] = "/data/out-2".into());
     let p = w.step(&observed);
-    assert_eq!(w.op_step(), steps::STOPPING);
+    assert_eq!(w.op_step(), "Stopping");
     assert_eq!(
         p.actions,
         [Action::Cancel],
@@ -571,7 +600,7 @@ fn a_last_state_upgrade_cancels_and_starts_from_the_newest_checkpoint_of_the_rep
     // Cancelled: the replaced run's storage, which the new coordinator resolves to its
     // newest checkpoint (newer than the 7 the status saw, if one completed since).
     let p = w.step(&Observed::default());
-    assert_eq!(w.op_step(), steps::DEPLOYING);
+    assert_eq!(w.op_step(), "Deploying");
     let target = p.status.target.clone().unwrap();
     assert_eq!(target.restore_from, Some(run_storage));
     assert_eq!(target.spec.job.config["output"], "/data/out-2");
@@ -583,9 +612,51 @@ fn a_stateless_upgrade_starts_the_new_spec_without_state() {
     spec.upgrade_mode = sluice_crds::UpgradeMode::Stateless;
     let mut w = running(spec);
     w.change(|s| s.job.config["output"] = "/data/out-2".into());
-    let p = w.step(&w.coordinator("running"));
+    let p = w.step(&w.coordinator(api::Phase::Running));
     assert_eq!(p.actions.first(), Some(&Action::RemovePods));
     let target = p.status.target.clone().unwrap();
     assert_eq!(target.restore_from, None);
     assert_eq!(target.spec.job.config["output"], "/data/out-2");
+}
+
+#[test]
+fn a_step_another_operator_version_wrote_is_started_over_with_a_warning() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.status.operation = Some(
+        serde_json::from_value(serde_json::json!({
+            "kind": "Upgrade", "step": "Draining", "details": {"pods": "3"},
+            "startedAt": "2026-11-27T10:00:00Z"
+        }))
+        .unwrap(),
+    );
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert!(p.status.operation.is_none());
+    let warning = p.notes.iter().find(|n| n.reason == "UnknownStep").unwrap();
+    assert!(warning.warning);
+    assert_eq!(warning.message, "unknown step \"Draining\"; starting over");
+}
+
+#[test]
+fn a_job_that_failed_for_good_names_each_cause() {
+    let mut w = running(fixture("running-job.yaml"));
+    let mut observed = w.coordinator(api::Phase::Failed);
+    observed.job.as_mut().unwrap().errors = vec![
+        api::JobError {
+            operator: Some("fraud-score".into()),
+            subtask: Some(1),
+            cause: "division by zero".into(),
+        },
+        api::JobError {
+            operator: None,
+            subtask: None,
+            cause: "checkpoint storage unreachable".into(),
+        },
+    ];
+    let p = w.step(&observed);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let warning = p.notes.iter().find(|n| n.reason == "JobFailed").unwrap();
+    assert_eq!(
+        warning.message,
+        "the job failed for good: fraud-score[1]: division by zero; checkpoint storage unreachable"
+    );
 }

@@ -16,16 +16,21 @@
 
 mod auth;
 mod embedded;
-pub mod model;
 mod prometheus;
 mod savepoints;
 mod server;
+
+/// The control API's types live with the operator's side of the contract, in `sluice-crds`.
+pub use sluice_crds::control as model;
 
 pub use auth::read_token;
 pub use server::{BoundControl, ControlConfig, ControlServer};
 
 use crate::error::Error;
-use model::{CompatibilityReport, JobStatus, SnapshotInfo};
+use model::{
+    CompatibilityReport, IncompatibleState, JobStatus, MaxParallelismMismatch, OperatorState,
+    SnapshotInfo,
+};
 
 /// Whether a job of `max_parallelism` declaring `declared` could restore the checkpoint or
 /// savepoint at `location`; reads and verifies the whole snapshot.
@@ -37,7 +42,41 @@ pub(crate) fn check_compatibility(
 ) -> Result<CompatibilityReport, Error> {
     let content = crate::snapshot::SnapshotContent::read_verified(location)?;
     let c = crate::snapshot::Compatibility::check(&content, max_parallelism, declared);
-    Ok(CompatibilityReport::new(&c, allow_non_restored_state))
+    Ok(compatibility_report(&c, allow_non_restored_state))
+}
+
+pub(crate) fn compatibility_report(
+    c: &crate::snapshot::Compatibility,
+    allow_non_restored_state: bool,
+) -> CompatibilityReport {
+    CompatibilityReport {
+        compatible: c.refusal(allow_non_restored_state).is_none(),
+        drops_state: c.drops_state(),
+        messages: c.messages(),
+        missing_operators: c.missing_operators.clone(),
+        missing_states: c
+            .missing_states
+            .iter()
+            .map(|(operator, state)| OperatorState {
+                operator: operator.clone(),
+                state: state.clone(),
+            })
+            .collect(),
+        incompatible_states: c
+            .incompatible
+            .iter()
+            .map(|(operator, state, snap, job)| IncompatibleState {
+                operator: operator.clone(),
+                state: state.clone(),
+                snapshot_version: *snap,
+                job_version: *job,
+            })
+            .collect(),
+        new_operators: c.new_operators.clone(),
+        max_parallelism: c
+            .max_parallelism
+            .map(|(snapshot, job)| MaxParallelismMismatch { snapshot, job }),
+    }
 }
 
 /// What the control API needs of a job.

@@ -1,9 +1,8 @@
-//! The JSON of the control API: what clients send and receive. These types are the contract
-//! (`docs/control-api.md`): fields are only ever added, never renamed or removed, so a client
-//! ignores fields it does not know. Both directions derive serde so clients in Rust can use
-//! them as they are.
+//! The control API's JSON (`docs/control-api.md`): what the runtime's coordinator serves
+//! and the operator reads, in the one place both halves depend on. Fields are only ever
+//! added, never renamed or removed, so that a client ignores fields it does not know; phases
+//! and kinds are enums, so a client matches on them rather than on spellings.
 
-use crate::snapshot::Compatibility;
 use serde::{Deserialize, Serialize};
 
 /// Where a job is in its life.
@@ -293,39 +292,6 @@ pub struct IncompatibleState {
 pub struct MaxParallelismMismatch {
     pub snapshot: u32,
     pub job: u32,
-}
-
-impl CompatibilityReport {
-    pub fn new(c: &Compatibility, allow_non_restored_state: bool) -> Self {
-        CompatibilityReport {
-            compatible: c.refusal(allow_non_restored_state).is_none(),
-            drops_state: c.drops_state(),
-            messages: c.messages(),
-            missing_operators: c.missing_operators.clone(),
-            missing_states: c
-                .missing_states
-                .iter()
-                .map(|(operator, state)| OperatorState {
-                    operator: operator.clone(),
-                    state: state.clone(),
-                })
-                .collect(),
-            incompatible_states: c
-                .incompatible
-                .iter()
-                .map(|(operator, state, snap, job)| IncompatibleState {
-                    operator: operator.clone(),
-                    state: state.clone(),
-                    snapshot_version: *snap,
-                    job_version: *job,
-                })
-                .collect(),
-            new_operators: c.new_operators.clone(),
-            max_parallelism: c
-                .max_parallelism
-                .map(|(snapshot, job)| MaxParallelismMismatch { snapshot, job }),
-        }
-    }
 }
 
 /// The body of every error response.

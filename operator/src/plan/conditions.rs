@@ -1,0 +1,109 @@
+//! The conditions every reconcile ends with: Ready, Progressing and Degraded, from the phase,
+//! the operation and the last error.
+
+use super::Planner;
+use sluice_crds::{condition_types, Condition, ConditionStatus, Phase};
+
+impl Planner<'_> {
+    pub(super) fn conditions(&mut self) {
+        let now = self.now();
+        let generation = self.i.generation;
+        let phase = self.status.phase;
+        let op = self.status.operation.clone();
+        let ready = phase == Some(Phase::Running) && op.is_none();
+        let (ready_reason, ready_message) = if ready {
+            ("Running", "the job runs its spec".to_string())
+        } else {
+            (
+                "NotRunning",
+                format!(
+                    "phase {}",
+                    phase.map(|p| format!("{p:?}")).unwrap_or("Pending".into())
+                ),
+            )
+        };
+        self.status.set_condition(condition(
+            condition_types::READY,
+            if ready {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            },
+            ready_reason,
+            &ready_message,
+            generation,
+            &now,
+        ));
+        let waiting = self
+            .i
+            .observed
+            .unreachable
+            .as_deref()
+            .map(|why| format!("; the coordinator does not answer: {why}"))
+            .unwrap_or_default();
+        let (progressing, reason, message) = match &op {
+            Some(o) => (
+                true,
+                format!("{:?}", o.kind),
+                format!("step {}{waiting}", o.step.name()),
+            ),
+            None => (false, "Idle".to_string(), String::new()),
+        };
+        self.status.set_condition(condition(
+            condition_types::PROGRESSING,
+            if progressing {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            },
+            &reason,
+            &message,
+            generation,
+            &now,
+        ));
+        let degraded = self.status.error.clone();
+        let already = self
+            .status
+            .condition(condition_types::DEGRADED)
+            .is_some_and(|c| c.reason == "PodsFailing" && c.status == ConditionStatus::True);
+        if !(already && degraded.is_none() && op.is_some()) {
+            self.status.set_condition(match degraded {
+                Some(e) => condition(
+                    condition_types::DEGRADED,
+                    ConditionStatus::True,
+                    &e.reason,
+                    &e.message,
+                    generation,
+                    &now,
+                ),
+                None => condition(
+                    condition_types::DEGRADED,
+                    ConditionStatus::False,
+                    "Healthy",
+                    "",
+                    generation,
+                    &now,
+                ),
+            });
+        }
+        self.status.observed_generation = generation;
+    }
+}
+
+pub(super) fn condition(
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.chars().take(1024).collect(),
+        last_transition_time: now.to_string(),
+        observed_generation: generation,
+    }
+}
