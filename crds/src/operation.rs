@@ -48,7 +48,7 @@ fn is_zero(n: &u32) -> bool {
 ///  Deploying                          the new revision's pods start
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "WireStep", into = "WireStep")]
+#[serde(from = "WireStep", into = "WireStep")]
 pub enum OperationStep {
     /// A savepoint without stop (manual or periodic).
     Savepoint(SavepointStep),
@@ -161,10 +161,8 @@ impl From<OperationStep> for WireStep {
     }
 }
 
-impl TryFrom<WireStep> for OperationStep {
-    type Error = std::convert::Infallible;
-
-    fn try_from(w: WireStep) -> Result<Self, Self::Error> {
+impl From<WireStep> for OperationStep {
+    fn from(w: WireStep) -> Self {
         // Absent details are an empty object to a struct, and `None` to an optional request.
         fn read<T: serde::de::DeserializeOwned>(details: &Value) -> Option<T> {
             let details = match details {
@@ -184,10 +182,10 @@ impl TryFrom<WireStep> for OperationStep {
             "Deploying" => read(&w.details).map(OperationStep::Deploying),
             _ => None,
         };
-        Ok(known.unwrap_or(OperationStep::Unrecognised {
+        known.unwrap_or(OperationStep::Unrecognised {
             step: w.step,
             details: w.details,
-        }))
+        })
     }
 }
 

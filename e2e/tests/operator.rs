@@ -399,7 +399,7 @@ e2e_test!(
         patch(&api, "q0", faster(&dir)).await?;
         let step = wait_for("the upgrade to be under way", STEP_TIMEOUT, || async {
             let status = api.get("q0").await?.status.unwrap_or_default();
-            Ok(status.operation.map(|o| o.step))
+            Ok(status.operation.map(|o| o.step.name().to_string()))
         })
         .await?;
         // Every replica, without grace: no chance to finish the step or hand over.
