@@ -171,6 +171,9 @@ pub struct SnapshotInfo {
     pub duration_ms: u64,
     /// The state it refers to, in storage.
     pub bytes: u64,
+    /// When it completed (epoch milliseconds); absent from coordinators that predate it.
+    #[serde(default)]
+    pub completed_at_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

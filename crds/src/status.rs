@@ -76,6 +76,13 @@ pub struct StreamJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint_trigger_nonce: Option<i64>,
 
+    /// When the last periodic savepoint was asked for, whether or not it completed: the
+    /// next is due a `periodicInterval` later, so one that fails is not asked for again at
+    /// once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_periodic_savepoint_at: Option<String>,
+
     /// The parallelism the job runs at now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<u32>,
@@ -106,6 +113,8 @@ pub enum Phase {
     /// Pods starting, job not yet running.
     Deploying,
     Running,
+    /// Its input ran out: the job is done, and stays so until its spec changes.
+    Finished,
     /// Moving to a new spec (savepoint, stop, start).
     Upgrading,
     /// Changing parallelism: state redistributed by key groups.

@@ -329,7 +329,7 @@ async fn last_lines(pods: &Api<Pod>, job_name: &str) -> String {
 }
 
 /// A container that keeps failing, named with why: waiting for a reason that does not go away
-/// by itself, or restarted after a failed exit.
+/// by itself, or not ready again since a failed exit.
 fn crash_of(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|c| {
@@ -353,7 +353,8 @@ fn crash_of(pod: &Pod) -> Option<String> {
             .last_state
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
-            .filter(|t| t.exit_code != 0 && c.restart_count > 0);
+            // A failure it has recovered from is history, not a pod that keeps failing.
+            .filter(|t| t.exit_code != 0 && c.restart_count > 0 && !c.ready);
         if stuck.is_none() && failed_exit.is_none() {
             return None;
         }
@@ -637,5 +638,29 @@ mod tests {
         );
         // The API server's limit for an event's action.
         assert!(event_action(&first).len() <= 128);
+    }
+
+    fn pod(container_status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "fraud-worker-1"},
+            "status": {"containerStatuses": [container_status]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_that_keeps_failing_is_one_not_ready_since_a_failed_exit_or_stuck_waiting() {
+        let failed_before = serde_json::json!({
+            "name": "sluice", "image": "sluice", "imageID": "", "ready": true,
+            "restartCount": 1,
+            "lastState": {"terminated": {"exitCode": 101, "reason": "Error"}},
+            "state": {"running": {}}
+        });
+        assert_eq!(crash_of(&pod(failed_before.clone())), None);
+
+        let mut failing = failed_before;
+        failing["ready"] = false.into();
+        failing["state"] = serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        assert!(crash_of(&pod(failing)).is_some_and(|why| why.contains("CrashLoopBackOff")));
     }
 }

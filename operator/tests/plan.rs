@@ -86,6 +86,15 @@ impl World {
         self.status.target.as_ref().unwrap().run.clone().unwrap()
     }
 
+    /// The targeted run's pods are there, but its coordinator does not answer.
+    fn unreachable(&self, why: &str) -> Observed {
+        Observed {
+            unreachable: Some(why.into()),
+            pod_runs: BTreeSet::from([self.run()]),
+            ..Observed::default()
+        }
+    }
+
     /// The coordinator of the targeted run answering with `phase`.
     fn coordinator(&self, phase: api::Phase) -> Observed {
         Observed {
@@ -145,6 +154,7 @@ fn last_completed(id: u64, kind: SnapshotKind, location: String) -> CheckpointSu
             location,
             duration_ms: 1,
             bytes: 1,
+            completed_at_ms: Some(1_795_773_600_000 + id * 1000),
         }),
         ..CheckpointSummary::default()
     }
@@ -658,5 +668,201 @@ fn a_job_that_failed_for_good_names_each_cause() {
     assert_eq!(
         warning.message,
         "the job failed for good: fraud-score[1]: division by zero; checkpoint storage unreachable"
+    );
+}
+
+// Status that never lies (and state that is not rewound): each of these failed before the
+// fix it names.
+
+#[test]
+fn a_job_suspended_while_its_coordinator_is_down_resumes_from_its_newest_checkpoint() {
+    let mut w = running(fixture("running-job.yaml"));
+    let run_storage = format!("file:///data/sluice/risk/fraud/{}", w.run());
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.job.as_mut().unwrap().checkpoints = last_completed(
+        9,
+        SnapshotKind::Checkpoint,
+        format!("{run_storage}/chk-0000000009"),
+    );
+    w.step(&observed);
+
+    // The pods crash-loop: no savepoint can be taken, the suspend stops without one.
+    w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
+    let mut crashing = w.unreachable("connection refused");
+    crashing.crash = Some("pod fraud-coordinator-x: CrashLoopBackOff".into());
+    let p = w.step(&crashing);
+    assert_eq!(p.status.phase, Some(Phase::Suspended));
+
+    w.change(|s| s.state = sluice_crds::DesiredState::Running);
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Deploying));
+    // The replaced run's checkpoint storage: its newest checkpoint, which the status may not
+    // have seen yet, not an older savepoint (or nothing), which would rewind the state and
+    // write committed output twice.
+    assert_eq!(
+        p.status.target.as_ref().unwrap().restore_from,
+        Some(run_storage)
+    );
+}
+
+#[test]
+fn an_unreachable_coordinator_makes_a_running_job_not_ready_and_degraded_until_it_answers() {
+    let mut w = running(fixture("running-job.yaml"));
+    let p = w.step(&w.unreachable("connection refused"));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    let (status, reason, _) = condition(&p.status, condition_types::READY);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "CoordinatorUnreachable")
+    );
+    assert_eq!(
+        condition(&p.status, condition_types::DEGRADED),
+        (
+            ConditionStatus::True,
+            "CoordinatorUnreachable".into(),
+            "the coordinator does not answer: connection refused".into()
+        )
+    );
+
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(
+        condition(&p.status, condition_types::READY).0,
+        ConditionStatus::True
+    );
+    assert_eq!(condition(&p.status, condition_types::DEGRADED).1, "Healthy");
+}
+
+#[test]
+fn a_crash_looping_pod_of_a_running_job_is_reported_while_no_operation_runs() {
+    let mut w = running(fixture("running-job.yaml"));
+    let mut observed = w.coordinator(api::Phase::Restarting);
+    observed.crash = Some("pod fraud-worker-1: CrashLoopBackOff (exit code 101)".into());
+    let p = w.step(&observed);
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    assert_eq!(
+        condition(&p.status, condition_types::READY).0,
+        ConditionStatus::False
+    );
+    assert_eq!(
+        condition(&p.status, condition_types::DEGRADED),
+        (
+            ConditionStatus::True,
+            "PodsFailing".into(),
+            "pod fraud-worker-1: CrashLoopBackOff (exit code 101)".into()
+        )
+    );
+}
+
+#[test]
+fn a_job_whose_input_ran_out_is_finished() {
+    let mut w = running(fixture("running-job.yaml"));
+    let p = w.step(&w.coordinator(api::Phase::Finished));
+    assert_eq!(p.status.phase, Some(Phase::Finished));
+    let (status, reason, _) = condition(&p.status, condition_types::READY);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "Finished")
+    );
+    assert_eq!(condition(&p.status, condition_types::DEGRADED).1, "Healthy");
+}
+
+#[test]
+fn the_status_reports_the_parallelism_that_runs_and_when_the_last_checkpoint_completed() {
+    let mut w = running(fixture("running-job.yaml"));
+    let mut observed = w.coordinator(api::Phase::Running);
+    let job = observed.job.as_mut().unwrap();
+    job.parallelism = 3;
+    job.checkpoints = last_completed(4, SnapshotKind::Checkpoint, "file:///c/chk-4".into());
+    let p = w.step(&observed);
+    assert_eq!(p.status.parallelism, Some(3));
+    assert_eq!(p.status.replicas, Some(3));
+    let last = p.status.last_checkpoint.unwrap();
+    assert_eq!(last.id, 4);
+    assert_eq!(last.completed_at.as_deref(), Some("2026-11-27T10:00:04Z"));
+}
+
+#[test]
+fn a_final_savepoint_that_fails_does_not_block_deletion() {
+    let mut w = running(fixture("running-job.yaml"));
+    let p = w.step_deleting(&w.coordinator(api::Phase::Running), true);
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Savepoint { stop: true, .. })));
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.savepoint = Some(SavepointStatus {
+        status: api::SavepointState::Failed,
+        location: None,
+        error: Some("savepoint storage unreachable".into()),
+        ..savepoint_done("file:///x/sp-1")
+    });
+    let p = w.step_deleting(&observed, true);
+    assert!(p.actions.contains(&Action::ReleaseFinalizer));
+    let warning = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "FinalSavepointFailed")
+        .unwrap();
+    assert_eq!(
+        warning.message,
+        "the final savepoint failed: savepoint storage unreachable; deleting without it \
+         (the job's checkpoints stay in storage)"
+    );
+}
+
+#[test]
+fn a_savepoint_asked_for_while_the_job_is_down_is_taken_once_it_runs() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.change(|s| s.savepoints.trigger_nonce = Some(5));
+    let p = w.step(&w.unreachable("connection refused"));
+    assert!(p.status.operation.is_none());
+    assert_eq!(p.status.savepoint_trigger_nonce, None);
+    assert_eq!(
+        condition(&p.status, condition_types::SAVEPOINT),
+        (
+            ConditionStatus::False,
+            "Waiting".into(),
+            "the savepoint asked for by triggerNonce 5 waits for the job to run".into()
+        )
+    );
+
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(p.status.savepoint_trigger_nonce, Some(5));
+    let op = p.status.operation.unwrap();
+    assert_eq!(op.kind, OperationKind::Savepoint);
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Savepoint { stop: false, .. })));
+}
+
+#[test]
+fn a_periodic_savepoint_that_failed_is_tried_again_an_interval_later_not_at_once() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.change(|s| s.savepoints.periodic_interval = Some(sluice_crds::HumanDuration::new("10m")));
+    w.step(&w.coordinator(api::Phase::Running));
+    w.now += Duration::from_secs(600);
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Savepoint
+    );
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.savepoint = Some(SavepointStatus {
+        status: api::SavepointState::Failed,
+        location: None,
+        error: Some("disk full".into()),
+        ..savepoint_done("file:///x/sp-1")
+    });
+    let p = w.step(&observed);
+    assert!(p.status.operation.is_none());
+
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert!(p.status.operation.is_none(), "tried again at once");
+    w.now += Duration::from_secs(600);
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Savepoint
     );
 }

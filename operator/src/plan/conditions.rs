@@ -10,17 +10,19 @@ impl Planner<'_> {
         let generation = self.i.generation;
         let phase = self.status.phase;
         let op = self.status.operation.clone();
-        let ready = phase == Some(Phase::Running) && op.is_none();
-        let (ready_reason, ready_message) = if ready {
-            ("Running", "the job runs its spec".to_string())
-        } else {
-            (
+        let trouble = self.trouble();
+        let ready = phase == Some(Phase::Running) && op.is_none() && trouble.is_none();
+        let (ready_reason, ready_message) = match (&trouble, phase) {
+            _ if ready => ("Running", "the job runs its spec".to_string()),
+            (Some((reason, message)), _) => (*reason, message.clone()),
+            (None, Some(Phase::Finished)) => ("Finished", "its input ran out".to_string()),
+            (None, _) => (
                 "NotRunning",
                 format!(
                     "phase {}",
                     phase.map(|p| format!("{p:?}")).unwrap_or("Pending".into())
                 ),
-            )
+            ),
         };
         self.status.set_condition(condition(
             condition_types::READY,
@@ -61,18 +63,23 @@ impl Planner<'_> {
             generation,
             &now,
         ));
-        let degraded = self.status.error.clone();
+        let degraded = self
+            .status
+            .error
+            .as_ref()
+            .map(|e| (e.reason.clone(), e.message.clone()))
+            .or(trouble.map(|(reason, message)| (reason.to_string(), message)));
         let already = self
             .status
             .condition(condition_types::DEGRADED)
             .is_some_and(|c| c.reason == "PodsFailing" && c.status == ConditionStatus::True);
         if !(already && degraded.is_none() && op.is_some()) {
             self.status.set_condition(match degraded {
-                Some(e) => condition(
+                Some((reason, message)) => condition(
                     condition_types::DEGRADED,
                     ConditionStatus::True,
-                    &e.reason,
-                    &e.message,
+                    &reason,
+                    &message,
                     generation,
                     &now,
                 ),
@@ -87,6 +94,27 @@ impl Planner<'_> {
             });
         }
         self.status.observed_generation = generation;
+    }
+
+    /// What is wrong with a job that should be running, from what was observed: a pod that
+    /// keeps failing, or a coordinator that does not answer. Only outside an operation,
+    /// whose own steps expect pods to come and go.
+    fn trouble(&self) -> Option<(&'static str, String)> {
+        // Not a finished job: its workers exit at the end of input.
+        let watching = matches!(self.status.phase, Some(Phase::Running | Phase::Restarting));
+        if self.status.operation.is_some() || !watching {
+            return None;
+        }
+        let observed = &self.i.observed;
+        if let Some(crash) = &observed.crash {
+            return Some(("PodsFailing", crash.clone()));
+        }
+        observed.unreachable.as_ref().map(|why| {
+            (
+                "CoordinatorUnreachable",
+                format!("the coordinator does not answer: {why}"),
+            )
+        })
     }
 }
 

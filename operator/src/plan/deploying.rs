@@ -39,8 +39,7 @@ impl Planner<'_> {
             self.finish_operation();
             if op.kind == OperationKind::Rollback {
                 self.set_phase(Phase::Running);
-                self.status.parallelism = Some(target.spec.parallelism);
-                self.status.replicas = Some(target.spec.parallelism);
+                self.record_parallelism(&target);
                 return;
             }
             self.watch_running(&target);

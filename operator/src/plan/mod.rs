@@ -227,16 +227,19 @@ impl Planner<'_> {
             .any(|r| Some(r.as_str()) != run)
     }
 
-    /// Facts every reconcile records: the checkpoint the job completed last, parallelism.
+    /// Facts every reconcile records: the checkpoint the job completed last.
     fn observe(&mut self) {
         if let Some(job) = &self.i.observed.job {
             if let Some(last) = &job.checkpoints.last_completed {
                 // A `final` snapshot is taken at the end of bounded input.
                 if matches!(last.kind, SnapshotKind::Checkpoint | SnapshotKind::Final) {
+                    let completed = last
+                        .completed_at_ms
+                        .map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)));
                     self.status.last_checkpoint = Some(sluice_crds::CheckpointInfo {
                         id: last.id,
                         path: last.location.clone(),
-                        completed_at: None,
+                        completed_at: completed,
                     });
                 }
             }

@@ -1,13 +1,13 @@
 //! No operation under way: start the one the spec asks for (deploy, upgrade, rescale,
 //! suspend, resume, savepoint, delete), or watch the running job.
 
-use super::{control, parse_time, Planner};
+use super::{condition, control, parse_time, Planner};
 use crate::build::Storage;
 use crate::plan::Action;
 use sluice_crds::control::JobError;
 use sluice_crds::{
-    Deploying, DesiredState, OnDelete, OperationKind, OperationStep, Phase, SavepointTrigger,
-    SpecRevision, StreamJobSpec, UpgradeMode,
+    condition_types, ConditionStatus, Deploying, DesiredState, OnDelete, OperationKind,
+    OperationStep, Phase, SavepointTrigger, SpecRevision, StreamJobSpec, UpgradeMode,
 };
 use std::time::Duration;
 
@@ -40,12 +40,9 @@ impl Planner<'_> {
         match (suspended, spec.state) {
             (true, DesiredState::Suspended) => return,
             (true, DesiredState::Running) => {
-                let from = self
-                    .status
-                    .last_savepoint
-                    .as_ref()
-                    .and_then(|s| s.path.clone())
-                    .or(target.restore_from.clone());
+                // Where the suspend stopped: its savepoint, or the stopped run's newest
+                // checkpoint when none could be taken.
+                let from = target.restore_from.clone();
                 let revision = self.new_revision(spec, from);
                 self.begin_deploy(OperationKind::Resume, revision);
                 return;
@@ -82,9 +79,13 @@ impl Planner<'_> {
         }
         let nonce = spec.savepoints.trigger_nonce;
         if nonce.is_some() && nonce != self.status.savepoint_trigger_nonce {
-            self.status.savepoint_trigger_nonce = nonce;
-            self.begin_savepoint(SavepointTrigger::Manual, nonce);
-            return;
+            if self.can_savepoint() {
+                self.status.savepoint_trigger_nonce = nonce;
+                self.begin_savepoint(SavepointTrigger::Manual, nonce);
+                return;
+            }
+            // Kept, not consumed: taken once the job runs.
+            self.wait_for_savepoint(nonce);
         }
         if let Some(interval) = spec
             .savepoints
@@ -97,11 +98,13 @@ impl Planner<'_> {
                 .savepoints
                 .iter()
                 .filter_map(|s| s.triggered_at.as_deref())
+                .chain(self.status.last_periodic_savepoint_at.as_deref())
                 .filter_map(parse_time)
                 .max()
                 .or_else(|| target.recorded_at.as_deref().and_then(parse_time));
             let due = last.is_none_or(|t| self.i.now >= t + interval);
             if due && self.job_phase() == Some(control::Phase::Running) {
+                self.status.last_periodic_savepoint_at = Some(self.now());
                 self.begin_savepoint(SavepointTrigger::Periodic, None);
                 return;
             }
@@ -123,8 +126,7 @@ impl Planner<'_> {
         match self.job_phase() {
             Some(control::Phase::Running) => {
                 self.set_phase(Phase::Running);
-                self.status.parallelism = Some(target.spec.parallelism);
-                self.status.replicas = Some(target.spec.parallelism);
+                self.record_parallelism(target);
                 if self.status.stable.as_ref().map(|s| &s.hash) != Some(&target.hash) {
                     self.status.stable = Some(target.clone());
                 }
@@ -154,10 +156,46 @@ impl Planner<'_> {
             }
             Some(control::Phase::Finished) => {
                 // Bounded input ran out: the job is done, and stays so.
-                self.set_phase(Phase::Running);
+                self.set_phase(Phase::Finished);
             }
             _ => {}
         }
+    }
+
+    /// The parallelism the coordinator runs the job at (the spec's until it answers).
+    pub(super) fn record_parallelism(&mut self, target: &SpecRevision) {
+        let running = self
+            .i
+            .observed
+            .job
+            .as_ref()
+            .map_or(target.spec.parallelism, |j| j.parallelism);
+        self.status.parallelism = Some(running);
+        self.status.replicas = Some(running);
+    }
+
+    /// A savepoint asked for by `triggerNonce` while none can be taken: the Savepoint
+    /// condition says it waits, and why.
+    fn wait_for_savepoint(&mut self, nonce: Option<i64>) {
+        let has_storage = self
+            .status
+            .target
+            .as_ref()
+            .is_some_and(|t| Storage::of(self.i.job, &t.spec, None).savepoints.is_some());
+        let nonce = nonce.map(|n| n.to_string()).unwrap_or_default();
+        let message = if has_storage {
+            format!("the savepoint asked for by triggerNonce {nonce} waits for the job to run")
+        } else {
+            format!("the savepoint asked for by triggerNonce {nonce} waits for savepoint storage (spec.savepoints.storage or spec.checkpointing.storage)")
+        };
+        self.status.set_condition(condition(
+            condition_types::SAVEPOINT,
+            ConditionStatus::False,
+            "Waiting",
+            &message,
+            self.i.generation,
+            &self.now(),
+        ));
     }
 
     pub(super) fn begin_deploy(&mut self, kind: OperationKind, revision: SpecRevision) {

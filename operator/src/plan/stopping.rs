@@ -38,6 +38,15 @@ impl Planner<'_> {
                 self.status.operation = Some(op);
             }
             SavepointOutcome::Pending => {}
+            SavepointOutcome::Failed(why) if op.kind == OperationKind::Delete => {
+                // A savepoint that cannot be taken must not keep the StreamJob forever.
+                self.warn(
+                    "FinalSavepointFailed",
+                    format!("the final savepoint failed: {why}; deleting without it (the job's checkpoints stay in storage)"),
+                );
+                self.finish_operation();
+                self.actions.push(Action::ReleaseFinalizer);
+            }
             SavepointOutcome::Failed(why) => {
                 self.abort(
                     "SavepointFailed",
@@ -52,7 +61,18 @@ impl Planner<'_> {
         self.actions.push(Action::RemovePods);
         match op.kind {
             OperationKind::Suspend => {
-                self.note("Suspended", "stopped with a savepoint; pods removed");
+                let from = op
+                    .savepoint
+                    .as_deref()
+                    .unwrap_or("nothing: no snapshot was taken");
+                self.note(
+                    "Suspended",
+                    format!("stopped; pods removed; resumes from {from}"),
+                );
+                // Where the job resumes.
+                if let Some(target) = self.status.target.as_mut() {
+                    target.restore_from = op.savepoint.clone();
+                }
                 self.finish_operation();
                 self.set_phase(Phase::Suspended);
                 self.status.parallelism = Some(0);

@@ -101,6 +101,11 @@ impl From<&CompletedSnapshot> for SnapshotInfo {
             location: s.location.clone(),
             duration_ms: u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
             bytes: s.bytes,
+            completed_at_ms: s
+                .completed_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| u64::try_from(d.as_millis()).ok()),
         }
     }
 }

@@ -173,6 +173,8 @@ pub struct CompletedSnapshot {
     /// What this snapshot uploaded: less than `bytes` when RocksDB table files written for
     /// earlier checkpoints are shared (incremental checkpoints).
     pub uploaded_bytes: u64,
+    /// When its manifest was written: the snapshot exists from then on.
+    pub completed_at: std::time::SystemTime,
 }
 
 /// A snapshot asked for by the job's owner.
@@ -464,6 +466,7 @@ impl Coordinator {
                 .map(|f| f.size)
                 .sum(),
             uploaded_bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + uploaded_shared,
+            completed_at: std::time::SystemTime::now(),
         };
         if commit {
             self.link.commit(id, transactions)?;
