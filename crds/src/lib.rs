@@ -5,7 +5,10 @@
 //! manifest to run a job embedded (`sluice run job.yaml`) through [`parse_manifest`]. The
 //! `kube` feature adds the API types the operator uses (`StreamJob`, `StreamQuota`, derived
 //! with `kube::CustomResource` around the very same spec types) and the CRDs ([`crd`]).
+//!
+//! [`command`] is the runtime's command line, which the operator writes into its pods.
 
+pub mod command;
 mod duration;
 mod fingerprint;
 mod manifest;

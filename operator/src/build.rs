@@ -5,6 +5,9 @@
 //! worker StatefulSet (stable names for the coordinator's status) and headless Service, a
 //! ConfigMap with the manifest the coordinator runs, a PodDisruptionBudget, and the Secret
 //! with the control API's token (created once, never rewritten).
+//!
+//! The containers' arguments are the runtime's command line as `sluice_crds::command`
+//! writes it, from structs filled here.
 
 use crate::error::Error;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -13,6 +16,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
+use sluice_crds::command::{
+    ArgDuration, ControlArgs, CoordinatorArgs, OnTerminate, RestartArgs, RestoreFrom,
+    SavepointCheckArgs, SavepointDeleteArgs, SnapshotArgs, WorkerArgs,
+};
 use sluice_crds::{PodRole, SpecRevision, StreamJobSpec};
 use std::collections::BTreeMap;
 
@@ -137,63 +144,69 @@ pub struct Children {
     pub disruption_budget: PodDisruptionBudget,
 }
 
+/// The coordinator's command line for a revision.
+pub fn coordinator_args(job: &JobRef, revision: &SpecRevision) -> CoordinatorArgs {
+    let spec = &revision.spec;
+    let storage = Storage::of(job, spec, revision.run.as_deref());
+    let restart = &spec.restart_policy;
+    let mut snapshots = SnapshotArgs {
+        savepoint_dir: storage.savepoints,
+        allow_non_restored_state: spec.allow_non_restored_state,
+        state_dir: Some(STATE_DIR.into()),
+        ..SnapshotArgs::default()
+    };
+    match storage.checkpoints {
+        // The run's own newest checkpoint first: a restarted coordinator resumes from there,
+        // and only the first start from the revision's snapshot.
+        Some(dir) => {
+            snapshots.checkpoint_dir = Some(dir);
+            snapshots.checkpoint_interval = Some(millis(spec.checkpointing.interval.to_std()));
+            snapshots.retain_checkpoints = Some(spec.checkpointing.retention as usize);
+            snapshots.restore = Some(RestoreFrom::Latest);
+            snapshots.initial_snapshot = revision.restore_from.clone();
+        }
+        None => snapshots.restore = revision.restore_from.clone().map(RestoreFrom::Snapshot),
+    }
+    CoordinatorArgs {
+        manifest: format!("{MANIFEST_DIR}/job.yaml").into(),
+        parallelism: Some(spec.parallelism),
+        listen: Some(format!("0.0.0.0:{COORDINATOR_PORT}")),
+        // The Deployment restarts a coordinator that exits; it must neither take a savepoint
+        // the operator does not know of on SIGTERM nor exit when the job ends.
+        on_terminate: Some(OnTerminate::Cancel),
+        wait_for_termination: true,
+        restart: RestartArgs {
+            restart_initial_backoff: Some(millis(restart.backoff.initial.to_std())),
+            restart_max_backoff: Some(millis(restart.backoff.max.to_std())),
+            restart_max_attempts: Some(restart.max_restarts.unwrap_or(u32::MAX)),
+            restart_reset_after: Some(millis(restart.reset_after.to_std())),
+        },
+        snapshots,
+        control: ControlArgs {
+            control_addr: Some(format!("0.0.0.0:{CONTROL_PORT}")),
+            control_token_file: None,
+        },
+        ..CoordinatorArgs::default()
+    }
+}
+
+/// A worker's command line.
+pub fn worker_args(job: &JobRef, spec: &StreamJobSpec) -> WorkerArgs {
+    WorkerArgs {
+        coordinator: Some(format!("{}:{COORDINATOR_PORT}", job.coordinator())),
+        slots: Some(spec.slots_per_worker),
+        data_addr: Some(format!("0.0.0.0:{DATA_PORT}")),
+        state_dir: Some(STATE_DIR.into()),
+        // Workers start before the coordinator more often than not.
+        connect_timeout: Some(ArgDuration::from_secs(300)),
+        ..WorkerArgs::default()
+    }
+}
+
 pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error> {
     let spec = &revision.spec;
     let image = image(spec)?;
-    let storage = Storage::of(job, spec, revision.run.as_deref());
-
-    let mut args = vec![
-        "coordinator".to_string(),
-        format!("{MANIFEST_DIR}/job.yaml"),
-        format!("--listen=0.0.0.0:{COORDINATOR_PORT}"),
-        format!("--control-addr=0.0.0.0:{CONTROL_PORT}"),
-        // The Deployment restarts a coordinator that exits; it must neither take a savepoint
-        // the operator does not know of on SIGTERM nor exit when the job ends.
-        "--on-terminate=cancel".into(),
-        "--wait-for-termination".into(),
-        format!("--parallelism={}", spec.parallelism),
-        format!("--state-dir={STATE_DIR}"),
-    ];
-    if let Some(dir) = &storage.checkpoints {
-        args.push(format!("--checkpoint-dir={dir}"));
-        args.push(format!(
-            "--checkpoint-interval={}",
-            millis(spec.checkpointing.interval.to_std())
-        ));
-        args.push(format!(
-            "--retain-checkpoints={}",
-            spec.checkpointing.retention
-        ));
-        args.push("--restore=latest".into());
-        if let Some(from) = &revision.restore_from {
-            args.push(format!("--initial-snapshot={from}"));
-        }
-    } else if let Some(from) = &revision.restore_from {
-        args.push(format!("--restore={from}"));
-    }
-    if let Some(dir) = &storage.savepoints {
-        args.push(format!("--savepoint-dir={dir}"));
-    }
-    if spec.allow_non_restored_state {
-        args.push("--allow-non-restored-state".into());
-    }
-    let restart = &spec.restart_policy;
-    args.push(format!(
-        "--restart-initial-backoff={}",
-        millis(restart.backoff.initial.to_std())
-    ));
-    args.push(format!(
-        "--restart-max-backoff={}",
-        millis(restart.backoff.max.to_std())
-    ));
-    args.push(format!(
-        "--restart-max-attempts={}",
-        restart.max_restarts.unwrap_or(u32::MAX)
-    ));
-    args.push(format!(
-        "--restart-reset-after={}",
-        millis(restart.reset_after.to_std())
-    ));
+    let args = coordinator_args(job, revision).to_args();
 
     let token_env = {
         let (name, key) = match &spec.secrets.token {
@@ -244,15 +257,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
         json!({
             "name": "sluice",
             "image": image,
-            "args": [
-                "worker",
-                format!("--coordinator={}:{COORDINATOR_PORT}", job.coordinator()),
-                format!("--slots={}", spec.slots_per_worker),
-                format!("--data-addr=0.0.0.0:{DATA_PORT}"),
-                format!("--state-dir={STATE_DIR}"),
-                // Workers start before the coordinator more often than not.
-                "--connect-timeout=300s",
-            ],
+            "args": worker_args(job, spec).to_args(),
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
             "envFrom": secret_env,
             "ports": [{"name": "data", "containerPort": DATA_PORT}],
@@ -344,16 +349,12 @@ pub fn preflight(
     savepoint: &str,
 ) -> Result<(ConfigMap, BatchJob), Error> {
     let spec = &revision.spec;
-    let mut args = vec![
-        "savepoint".to_string(),
-        "check".into(),
-        savepoint.to_string(),
-        format!("--job={}", spec.job.name),
-        format!("--manifest={MANIFEST_DIR}/job.yaml"),
-    ];
-    if spec.allow_non_restored_state {
-        args.push("--allow-non-restored-state".into());
-    }
+    let args = SavepointCheckArgs {
+        snapshot: savepoint.to_string(),
+        job: spec.job.name.clone(),
+        manifest: Some(format!("{MANIFEST_DIR}/job.yaml").into()),
+        allow_non_restored_state: spec.allow_non_restored_state,
+    };
     let check = tool_job(
         job,
         spec,
@@ -361,7 +362,7 @@ pub fn preflight(
             name: job.preflight(),
             role: "preflight",
             annotations: json!({"sluice.dev/spec-hash": revision.hash}),
-            args,
+            args: args.to_args(),
             mounts: json!([{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}]),
             volumes: json!([{"name": "manifest", "configMap": {"name": job.preflight()}}]),
             // A failed check is an answer, not a fault to retry.
@@ -381,11 +382,9 @@ pub fn savepoint_cleanup(
     spec: &StreamJobSpec,
     savepoints: &[String],
 ) -> Result<BatchJob, Error> {
-    let args = ["savepoint", "delete"]
-        .into_iter()
-        .map(String::from)
-        .chain(savepoints.iter().cloned())
-        .collect();
+    let args = SavepointDeleteArgs {
+        savepoints: savepoints.to_vec(),
+    };
     let mut cleanup = tool_job(
         job,
         spec,
@@ -393,7 +392,7 @@ pub fn savepoint_cleanup(
             name: job.savepoint_cleanup(),
             role: "savepoint-cleanup",
             annotations: json!({}),
-            args,
+            args: args.to_args(),
             mounts: json!([]),
             volumes: json!([]),
             // Storage that is briefly unreachable: the Job's own backoff retries.
@@ -563,8 +562,10 @@ fn named(v: &Value) -> bool {
     v.get("name").is_some_and(Value::is_string)
 }
 
-fn millis(d: Option<std::time::Duration>) -> String {
-    format!("{}ms", d.map_or(0, |d| d.as_millis()))
+/// Whole milliseconds, as the operator has always written durations.
+fn millis(d: Option<std::time::Duration>) -> ArgDuration {
+    let ms = d.map_or(0, |d| d.as_millis());
+    ArgDuration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
@@ -574,6 +575,7 @@ fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_crds::command::{Command, SavepointCommand};
     use sluice_crds::parse_manifest;
 
     fn revision(yaml: &str) -> SpecRevision {
@@ -627,6 +629,146 @@ spec:
         let manifest = &c.manifest.data.unwrap()["job.yaml"];
         let back = parse_manifest(manifest, "cm").unwrap();
         assert_eq!(back.spec, r.spec);
+    }
+
+    fn container_args(pod: Option<k8s_openapi::api::core::v1::PodSpec>) -> Vec<String> {
+        pod.unwrap().containers[0].args.clone().unwrap()
+    }
+
+    fn parsed(args: &[String]) -> Command {
+        Command::try_parse_args(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
+        let mut r = revision(BASE);
+        r.restore_from = Some("file:///data/sp-1".into());
+        let c = children(&job(), &r).unwrap();
+        let coordinator = container_args(c.coordinator.spec.unwrap().template.spec);
+        // Word for word what earlier operators wrote: a changed command line would roll the
+        // pods of every running job when the operator is upgraded.
+        assert_eq!(
+            coordinator,
+            [
+                "coordinator",
+                "/etc/sluice/job.yaml",
+                "--listen=0.0.0.0:6123",
+                "--control-addr=0.0.0.0:8081",
+                "--on-terminate=cancel",
+                "--wait-for-termination",
+                "--parallelism=5",
+                "--state-dir=/var/lib/sluice/state",
+                "--checkpoint-dir=file:///data/ck/ns/q5/r1",
+                "--checkpoint-interval=2000ms",
+                "--retain-checkpoints=3",
+                "--restore=latest",
+                "--initial-snapshot=file:///data/sp-1",
+                "--savepoint-dir=file:///data/ck/savepoints/ns/q5",
+                "--restart-initial-backoff=10000ms",
+                "--restart-max-backoff=300000ms",
+                "--restart-max-attempts=4294967295",
+                "--restart-reset-after=600000ms",
+            ]
+        );
+        assert_eq!(
+            parsed(&coordinator),
+            Command::Coordinator(CoordinatorArgs {
+                manifest: "/etc/sluice/job.yaml".into(),
+                parallelism: Some(5),
+                listen: Some("0.0.0.0:6123".into()),
+                on_terminate: Some(OnTerminate::Cancel),
+                wait_for_termination: true,
+                restart: RestartArgs {
+                    restart_initial_backoff: Some(ArgDuration::from_millis(10_000)),
+                    restart_max_backoff: Some(ArgDuration::from_millis(300_000)),
+                    restart_max_attempts: Some(u32::MAX),
+                    restart_reset_after: Some(ArgDuration::from_millis(600_000)),
+                },
+                snapshots: SnapshotArgs {
+                    checkpoint_interval: Some(ArgDuration::from_millis(2_000)),
+                    checkpoint_dir: Some("file:///data/ck/ns/q5/r1".into()),
+                    retain_checkpoints: Some(3),
+                    restore: Some(RestoreFrom::Latest),
+                    initial_snapshot: Some("file:///data/sp-1".into()),
+                    savepoint_dir: Some("file:///data/ck/savepoints/ns/q5".into()),
+                    state_dir: Some("/var/lib/sluice/state".into()),
+                    ..SnapshotArgs::default()
+                },
+                control: ControlArgs {
+                    control_addr: Some("0.0.0.0:8081".into()),
+                    control_token_file: None,
+                },
+                ..CoordinatorArgs::default()
+            })
+        );
+        let worker = container_args(c.workers.spec.unwrap().template.spec);
+        assert_eq!(
+            worker,
+            [
+                "worker",
+                "--coordinator=q5-coordinator:6123",
+                "--slots=2",
+                "--data-addr=0.0.0.0:6124",
+                "--state-dir=/var/lib/sluice/state",
+                "--connect-timeout=300s",
+            ]
+        );
+        assert_eq!(
+            parsed(&worker),
+            Command::Worker(WorkerArgs {
+                coordinator: Some("q5-coordinator:6123".into()),
+                slots: Some(2),
+                data_addr: Some("0.0.0.0:6124".into()),
+                state_dir: Some("/var/lib/sluice/state".into()),
+                connect_timeout: Some(ArgDuration::from_secs(300)),
+                ..WorkerArgs::default()
+            })
+        );
+
+        let stateless = BASE.replace(
+            "  checkpointing: {storage: \"file:///data/ck/\", interval: 2s}\n",
+            "  upgradeMode: stateless\n  allowNonRestoredState: true\n",
+        );
+        let mut r = revision(&stateless);
+        r.restore_from = Some("file:///data/sp-2".into());
+        let c = children(&job(), &r).unwrap();
+        let Command::Coordinator(args) =
+            parsed(&container_args(c.coordinator.spec.unwrap().template.spec))
+        else {
+            panic!("not a coordinator")
+        };
+        assert_eq!(
+            args.snapshots,
+            SnapshotArgs {
+                restore: Some(RestoreFrom::Snapshot("file:///data/sp-2".into())),
+                allow_non_restored_state: true,
+                state_dir: Some("/var/lib/sluice/state".into()),
+                ..SnapshotArgs::default()
+            }
+        );
+
+        let (_, check) = preflight(&job(), &r, "file:///data/sp-2").unwrap();
+        assert_eq!(
+            parsed(&container_args(check.spec.unwrap().template.spec)),
+            Command::Savepoint {
+                command: SavepointCommand::Check(SavepointCheckArgs {
+                    snapshot: "file:///data/sp-2".into(),
+                    job: "nexmark-q5".into(),
+                    manifest: Some("/etc/sluice/job.yaml".into()),
+                    allow_non_restored_state: true,
+                }),
+            }
+        );
+        let doomed = ["file:///data/sp/a/sp-1".to_string(), "s3://b/sp-2".into()];
+        let cleanup = savepoint_cleanup(&job(), &r.spec, &doomed).unwrap();
+        assert_eq!(
+            parsed(&container_args(cleanup.spec.unwrap().template.spec)),
+            Command::Savepoint {
+                command: SavepointCommand::Delete(SavepointDeleteArgs {
+                    savepoints: doomed.to_vec(),
+                }),
+            }
+        );
     }
 
     #[test]
