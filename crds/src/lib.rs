@@ -6,9 +6,11 @@
 //! `kube` feature adds the API types the operator uses (`StreamJob`, `StreamQuota`, derived
 //! with `kube::CustomResource` around the very same spec types) and the CRDs ([`crd`]).
 //!
-//! [`control`] is the other contract between the operator and the runtime: the JSON of the
-//! coordinator's control API.
+//! The other contracts between the operator and the runtime: [`control`], the JSON of the
+//! coordinator's control API, and [`command`], the runtime's command line, which the
+//! operator writes into its pods.
 
+pub mod command;
 pub mod control;
 mod duration;
 mod fingerprint;

@@ -3,7 +3,7 @@
 //!
 //! The pipeline of one reconcile (`reconcile.rs`): observe the children and the coordinator
 //! → plan the next step (`plan/`, pure) → write the status, the write-ahead log → apply the
-//! children built by `build.rs` (pure) and call the coordinator → publish events.
+//! children built by `build/` (pure) and call the coordinator → publish events.
 
 pub mod build;
 pub mod cli;

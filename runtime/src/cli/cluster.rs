@@ -2,7 +2,7 @@
 
 use super::{
     bind_control, install_stop_handler, print_checkpoints, read_manifest, run_options, storage_uri,
-    ControlArgs, SnapshotArgs, STOP_REPORT_GRACE, STOP_REQUESTED,
+    STOP_REPORT_GRACE, STOP_REQUESTED,
 };
 use crate::cluster::{
     run_worker, CoordinatorConfig, JobCoordinator, Outcome, RestartPolicy, WorkerConfig,
@@ -11,95 +11,15 @@ use crate::control::JobControl;
 use crate::error::Error;
 use crate::jobs::JobRegistry;
 use crate::state::{RocksConfig, StateBackend};
-use std::path::PathBuf;
+use sluice_crds::command::{
+    ArgDuration, CoordinatorArgs, OnTerminate, WorkerArgs, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DATA_ADDR, DEFAULT_LISTEN, DEFAULT_RESTART_INITIAL_BACKOFF,
+    DEFAULT_RESTART_MAX_ATTEMPTS, DEFAULT_RESTART_MAX_BACKOFF, DEFAULT_RESTART_RESET_AFTER,
+    DEFAULT_SLOTS, DEFAULT_WORKER_TIMEOUT,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(clap::Args)]
-pub(super) struct CoordinatorArgs {
-    /// The StreamJob manifest (YAML).
-    manifest: PathBuf,
-    /// Overrides spec.parallelism.
-    #[arg(long)]
-    parallelism: Option<u32>,
-    /// Where workers connect (`host:port`; port 0 takes a free port, printed once listening).
-    #[arg(long, default_value = "0.0.0.0:6123")]
-    listen: String,
-    /// A worker silent for this long is taken for dead and the job restarts without it.
-    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
-    worker_timeout: Duration,
-    /// What SIGTERM (and Ctrl-C) does: stop the job with a savepoint, or cancel it so that
-    /// the next start resumes from the latest checkpoint. Under a supervisor that restarts
-    /// the coordinator (a Kubernetes Deployment), `cancel` is the safe choice: output
-    /// committed by a savepoint the supervisor never learns of would be produced again.
-    #[arg(long, value_enum, default_value_t = OnTerminate::Savepoint)]
-    on_terminate: OnTerminate,
-    /// Keep serving the control API after the job ends, until SIGTERM, instead of exiting:
-    /// a supervisor reads how the job ended (and where its savepoint went) before it removes
-    /// the process, and a container that exited would only be started again.
-    #[arg(long)]
-    wait_for_termination: bool,
-    #[command(flatten)]
-    restart: RestartArgs,
-    #[command(flatten)]
-    snapshots: SnapshotArgs,
-    #[command(flatten)]
-    control: ControlArgs,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OnTerminate {
-    Savepoint,
-    Cancel,
-}
-
-#[derive(clap::Args)]
-struct RestartArgs {
-    /// Wait before the first restart after a failure; doubles with each failure in a row.
-    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
-    restart_initial_backoff: Duration,
-    #[arg(long, value_parser = super::parse_duration, default_value = "60s")]
-    restart_max_backoff: Duration,
-    /// Restarts in a row before the job fails for good.
-    #[arg(long, default_value_t = 10)]
-    restart_max_attempts: u32,
-    /// A run healthy for this long starts the count of restarts in a row afresh.
-    #[arg(long, value_parser = super::parse_duration, default_value = "10m")]
-    restart_reset_after: Duration,
-}
-
-#[derive(clap::Args)]
-pub(super) struct WorkerArgs {
-    /// The coordinator's address (`host:port`) [default: the SLUICE_COORDINATOR
-    /// environment variable].
-    #[arg(long)]
-    coordinator: Option<String>,
-    /// Subtasks of each operator this worker runs at most (one slot holds subtask `s` of
-    /// every operator).
-    #[arg(long, default_value_t = 1)]
-    slots: u32,
-    /// Names the worker in the coordinator's status [default: POD_NAME, or worker-<pid>].
-    #[arg(long)]
-    name: Option<String>,
-    /// Where other workers connect to send records (`host:port`; port 0 takes a free port).
-    #[arg(long, default_value = "0.0.0.0:0")]
-    data_addr: String,
-    /// The host other workers reach this one at [default: the local address of the
-    /// connection to the coordinator].
-    #[arg(long)]
-    advertise_host: Option<String>,
-    /// RocksDB working directory [default: a directory under the system's temporary
-    /// directory].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// RocksDB memory budget in MiB [default: 40 % of the container's memory limit, or 512].
-    #[arg(long)]
-    state_memory_mib: Option<usize>,
-    /// How long to keep trying to reach the coordinator.
-    #[arg(long, value_parser = super::parse_duration, default_value = "60s")]
-    connect_timeout: Duration,
-}
 
 pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Error> {
     exit_on_terminate();
@@ -118,8 +38,10 @@ pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Err
         WorkerConfig {
             coordinator,
             name,
-            slots: args.slots.max(1),
-            data_bind: args.data_addr,
+            slots: args.slots.unwrap_or(DEFAULT_SLOTS).max(1),
+            data_bind: args
+                .data_addr
+                .unwrap_or_else(|| DEFAULT_DATA_ADDR.to_string()),
             advertise_host: args.advertise_host,
             state_dir: args
                 .state_dir
@@ -127,7 +49,7 @@ pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Err
             state_memory: args
                 .state_memory_mib
                 .map_or_else(RocksConfig::default_memory_budget, |m| m << 20),
-            connect_timeout: args.connect_timeout,
+            connect_timeout: or_default(&args.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
         },
     )
 }
@@ -152,7 +74,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     let control = bind_control(&args.control, &savepoints)?;
     let coordinator = Arc::new(JobCoordinator::bind(
         CoordinatorConfig {
-            listen: args.listen,
+            listen: args.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             job: spec.job.name.clone(),
             config: spec.job.config.clone(),
             parallelism,
@@ -162,13 +84,25 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             allow_non_restored_state: options.allow_non_restored_state,
             rocksdb: matches!(options.state_backend, StateBackend::RocksDb(_)),
             restart: RestartPolicy {
-                initial_backoff: args.restart.restart_initial_backoff,
-                max_backoff: args.restart.restart_max_backoff,
-                max_attempts: args.restart.restart_max_attempts,
-                reset_after: args.restart.restart_reset_after,
+                initial_backoff: or_default(
+                    &args.restart.restart_initial_backoff,
+                    DEFAULT_RESTART_INITIAL_BACKOFF,
+                ),
+                max_backoff: or_default(
+                    &args.restart.restart_max_backoff,
+                    DEFAULT_RESTART_MAX_BACKOFF,
+                ),
+                max_attempts: args
+                    .restart
+                    .restart_max_attempts
+                    .unwrap_or(DEFAULT_RESTART_MAX_ATTEMPTS),
+                reset_after: or_default(
+                    &args.restart.restart_reset_after,
+                    DEFAULT_RESTART_RESET_AFTER,
+                ),
                 ..RestartPolicy::default()
             },
-            worker_timeout: args.worker_timeout,
+            worker_timeout: or_default(&args.worker_timeout, DEFAULT_WORKER_TIMEOUT),
             batch_size: options.batch_size,
             channel_capacity: options.channel_capacity,
         },
@@ -186,7 +120,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (coordinator, done, savepoints) = (coordinator.clone(), done.clone(), savepoints);
-        let on_terminate = args.on_terminate;
+        let on_terminate = args.on_terminate.unwrap_or_default();
         std::thread::spawn(move || {
             // The request stays set: with --wait-for-termination, the same SIGTERM that
             // cancels the job ends the process once the job has stopped.
@@ -247,6 +181,11 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     }
     print_checkpoints(&coordinator.checkpoint_status());
     Ok(())
+}
+
+/// A duration flag's value, or its default when it was not given.
+fn or_default(flag: &Option<ArgDuration>, default: Duration) -> Duration {
+    flag.as_ref().map_or(default, ArgDuration::duration)
 }
 
 extern "C" fn exit_terminated(_: libc::c_int) {

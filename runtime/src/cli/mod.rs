@@ -13,6 +13,10 @@ use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent, SAVEPOI
 use crate::state::{RocksConfig, StateBackend};
 use crate::time::EventTime;
 use clap::{Parser, Subcommand};
+use sluice_crds::command::{
+    self, ArgDuration, ControlArgs, RestoreFrom, SavepointCommand, SnapshotArgs, StateBackendArg,
+    DEFAULT_RETAIN_CHECKPOINTS, DEFAULT_TOLERABLE_CHECKPOINT_FAILURES,
+};
 
 mod cluster;
 use std::io::Write;
@@ -46,15 +50,9 @@ enum Command {
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// Coordinates the job of a StreamJob manifest across `sluice worker` processes.
-    Coordinator(cluster::CoordinatorArgs),
-    /// Runs subtasks of the job a `sluice coordinator` deploys.
-    Worker(cluster::WorkerArgs),
-    /// Savepoint tools.
-    Savepoint {
-        #[command(subcommand)]
-        command: SavepointCommand,
-    },
+    // `coordinator`, `worker` and `savepoint`: the command line the operator writes.
+    #[command(flatten)]
+    Contract(command::Command),
     /// Lists the jobs this binary can run.
     Jobs,
     /// Nexmark tools.
@@ -64,103 +62,9 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct SnapshotArgs {
-    /// Time between checkpoints (`500ms`, `10s`, `2m`); enables checkpointing.
-    #[arg(long, value_parser = parse_duration)]
-    checkpoint_interval: Option<Duration>,
-    /// Checkpoint storage (`file:///…`, `s3://bucket/prefix` or a directory)
-    /// [default: checkpoints/<job>].
-    #[arg(long)]
-    checkpoint_dir: Option<String>,
-    /// Complete checkpoints kept.
-    #[arg(long, default_value_t = 3)]
-    retain_checkpoints: usize,
-    /// Failed checkpoints in a row tolerated before the job fails.
-    #[arg(long, default_value_t = 3)]
-    tolerable_checkpoint_failures: u32,
-    /// Starts from `latest` (the newest complete checkpoint in the checkpoint storage), from
-    /// a checkpoint or savepoint directory (a path, `file://` or `s3://` URI), or from the
-    /// newest checkpoint of other checkpoint storage (its root directory).
-    #[arg(long)]
-    restore: Option<String>,
-    /// With `--restore latest`: the checkpoint or savepoint to start from while the checkpoint
-    /// storage holds no checkpoint yet. A supervisor passes the same arguments to every
-    /// restart, and only the first start uses this snapshot.
-    #[arg(long)]
-    initial_snapshot: Option<String>,
-    /// Restores even when state of the snapshot maps to no operator of the job (it is lost).
-    #[arg(long)]
-    allow_non_restored_state: bool,
-    /// Where Ctrl-C (or SIGTERM) writes the savepoint it stops with (`file:///…`,
-    /// `s3://bucket/prefix` or a directory) [default: savepoints/<job>].
-    #[arg(long)]
-    savepoint_dir: Option<String>,
-    /// Where keyed state lives: `rocksdb` (state beyond memory, bounded memory use) or
-    /// `heap` (fastest, bounded by memory).
-    #[arg(long, value_enum, default_value_t = BackendArg::Rocksdb)]
-    state_backend: BackendArg,
-    /// RocksDB working directory (local disk; not durable, snapshots are)
-    /// [default: a directory under the system's temporary directory].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// RocksDB memory budget in MiB (block cache and write buffers of all operators)
-    /// [default: 40 % of the container's memory limit, or 512].
-    #[arg(long)]
-    state_memory_mib: Option<usize>,
-}
-
-#[derive(clap::Args)]
-struct ControlArgs {
-    /// Serves the control API (HTTP + JSON, `docs/control-api.md`) at `host:port`; port 0
-    /// takes a free port. The address is printed once listening.
-    #[arg(long, value_name = "HOST:PORT")]
-    control_addr: Option<String>,
-    /// A file holding the API's bearer token [default: the SLUICE_CONTROL_TOKEN
-    /// environment variable]. Without a token the API listens on loopback only.
-    #[arg(long, value_name = "FILE")]
-    control_token_file: Option<PathBuf>,
-}
-
 /// How long a process whose job was stopped through the control API keeps serving it, at
 /// most, so that the client can read where the stop's savepoint went.
 const STOP_REPORT_GRACE: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum BackendArg {
-    Rocksdb,
-    Heap,
-}
-
-#[derive(Subcommand)]
-enum SavepointCommand {
-    /// Checks whether a job can restore a snapshot: lists the state that is missing, new or
-    /// incompatible; exits non-zero when restoring would fail.
-    Check {
-        /// A checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
-        snapshot: String,
-        /// The job (as `sluice jobs` lists it).
-        #[arg(long)]
-        job: String,
-        /// A StreamJob manifest supplying the job's config and max parallelism.
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-        #[arg(long)]
-        allow_non_restored_state: bool,
-    },
-    /// Deletes savepoints (manifest first, so a deletion cut short leaves nothing that
-    /// restores); one already gone is no error. Checkpoints are left to the job's retention.
-    Delete {
-        /// Savepoint directories (`…/sp-<id>`, as paths, `file://` or `s3://` URIs).
-        #[arg(required = true)]
-        savepoints: Vec<String>,
-    },
-    /// Prints what a checkpoint or savepoint holds.
-    Inspect {
-        /// A checkpoint or savepoint directory (a path, `file://` or `s3://` URI).
-        snapshot: String,
-    },
-}
 
 #[derive(Subcommand)]
 enum NexmarkCommand {
@@ -204,29 +108,21 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             &snapshots,
             &control,
         ),
-        Command::Coordinator(args) => cluster::coordinator(&registry, args),
-        Command::Worker(args) => cluster::worker(&registry, args),
-        Command::Savepoint {
-            command:
-                SavepointCommand::Check {
-                    snapshot,
-                    job,
-                    manifest,
-                    allow_non_restored_state,
-                },
-        } => check_savepoint(
-            &registry,
-            &snapshot,
-            &job,
-            manifest.as_deref(),
-            allow_non_restored_state,
-        ),
-        Command::Savepoint {
-            command: SavepointCommand::Inspect { snapshot },
-        } => inspect_savepoint(&snapshot),
-        Command::Savepoint {
-            command: SavepointCommand::Delete { savepoints },
-        } => delete_savepoints(&savepoints),
+        Command::Contract(command::Command::Coordinator(args)) => {
+            cluster::coordinator(&registry, args)
+        }
+        Command::Contract(command::Command::Worker(args)) => cluster::worker(&registry, args),
+        Command::Contract(command::Command::Savepoint { command }) => match command {
+            SavepointCommand::Check(args) => check_savepoint(
+                &registry,
+                &args.snapshot,
+                &args.job,
+                args.manifest.as_deref(),
+                args.allow_non_restored_state,
+            ),
+            SavepointCommand::Inspect(args) => inspect_savepoint(&args.snapshot),
+            SavepointCommand::Delete(args) => delete_savepoints(&args.savepoints),
+        },
         Command::Jobs => {
             for (name, description) in registry.list() {
                 println!("{name:<26} {description}");
@@ -282,26 +178,6 @@ fn generate(config: NexmarkConfig, output: Option<PathBuf>) -> Result<(), Error>
     }
 }
 
-/// `10s`, `500ms`, `2m`, `1h`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 500ms, 10s or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("'{text}': unknown unit '{unit}' (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{text}': {e}"))
-}
-
 /// The URI of a storage given as a URI (`file://`, `s3://`) or a (relative) directory.
 fn storage_uri(location: &str) -> Result<String, Error> {
     if location.contains("://") {
@@ -341,10 +217,10 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
             .as_deref()
             .unwrap_or(&format!("checkpoints/{name}")),
     )?;
-    let restore = match (args.restore.as_deref(), &args.initial_snapshot) {
-        (Some("latest"), Some(initial)) => Some(Restore::LatestOr(initial.clone())),
-        (Some("latest"), None) => Some(Restore::Latest),
-        (Some(other), None) => Some(Restore::Snapshot(other.to_string())),
+    let restore = match (&args.restore, &args.initial_snapshot) {
+        (Some(RestoreFrom::Latest), Some(initial)) => Some(Restore::LatestOr(initial.clone())),
+        (Some(RestoreFrom::Latest), None) => Some(Restore::Latest),
+        (Some(RestoreFrom::Snapshot(location)), None) => Some(Restore::Snapshot(location.clone())),
         (None, None) => None,
         (_, Some(_)) => {
             return Err(Error::Config(
@@ -356,14 +232,19 @@ fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {
         || args.checkpoint_dir.is_some()
         || matches!(restore, Some(Restore::Latest | Restore::LatestOr(_))))
     .then(|| CheckpointConfig {
-        interval: args.checkpoint_interval,
-        retain: args.retain_checkpoints.max(1),
-        tolerable_failures: args.tolerable_checkpoint_failures,
+        interval: args.checkpoint_interval.as_ref().map(ArgDuration::duration),
+        retain: args
+            .retain_checkpoints
+            .unwrap_or(DEFAULT_RETAIN_CHECKPOINTS)
+            .max(1),
+        tolerable_failures: args
+            .tolerable_checkpoint_failures
+            .unwrap_or(DEFAULT_TOLERABLE_CHECKPOINT_FAILURES),
         ..CheckpointConfig::new(checkpoint_storage)
     });
-    let state_backend = match args.state_backend {
-        BackendArg::Heap => StateBackend::Heap,
-        BackendArg::Rocksdb => StateBackend::RocksDb(RocksConfig::new(
+    let state_backend = match args.state_backend.unwrap_or_default() {
+        StateBackendArg::Heap => StateBackend::Heap,
+        StateBackendArg::Rocksdb => StateBackend::RocksDb(RocksConfig::new(
             args.state_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("sluice-state")),
@@ -402,9 +283,9 @@ fn run(
         manifest.metadata.name,
         spec.job.name,
         spec.max_parallelism,
-        match snapshots.state_backend {
-            BackendArg::Rocksdb => "RocksDB",
-            BackendArg::Heap => "heap",
+        match snapshots.state_backend.unwrap_or_default() {
+            StateBackendArg::Rocksdb => "RocksDB",
+            StateBackendArg::Heap => "heap",
         }
     );
     let options = run_options(&manifest.metadata.name, snapshots)?;
@@ -719,22 +600,6 @@ fn print_summary(s: &JobSummary, cpu: Duration) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn durations_parse_with_units() {
-        use std::time::Duration;
-        assert_eq!(
-            super::parse_duration("500ms"),
-            Ok(Duration::from_millis(500))
-        );
-        assert_eq!(super::parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(super::parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(
-            super::parse_duration("5d").unwrap_err(),
-            "'5d': unknown unit 'd' (ms, s, m, h)"
-        );
-    }
-
     #[test]
     fn utc_formats_epoch_millis() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
