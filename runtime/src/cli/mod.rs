@@ -15,6 +15,7 @@ use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod logging;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -189,6 +190,7 @@ pub fn main() -> ExitCode {
 /// A `sluice` binary running the jobs of `registry`.
 pub fn main_with(registry: JobRegistry) -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let result = match cli.command {
         Command::Run {
             manifest,
