@@ -352,7 +352,7 @@ fn start_savepoint(state: &State, target: String, stop: bool) -> Result<String, 
         .map_err(|e| internal(format!("cannot start the savepoint: {e}")))?;
     tracing::info!(
         savepoint = %id,
-        %target,
+        storage = %target,
         stop,
         "control API: savepoint {id} into {target}{}",
         if stop { ", then stop" } else { "" }
