@@ -13,7 +13,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use sluice_crds::StreamJob;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -30,6 +29,7 @@ struct Args {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: String,
+    /// Log lines as JSON objects or as text; `RUST_LOG` filters them (default `info`).
     #[arg(long, value_parser = ["json", "text"], default_value = "json")]
     log_format: String,
     /// Hold a Lease before acting, so that replicas take turns.
@@ -47,13 +47,11 @@ struct Args {
 
 pub async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    crate::log::set_json(args.log_format == "json");
+    crate::log::init(args.log_format == "json");
     let client = Client::try_default().await?;
-    let metrics = Arc::new(Metrics::default());
-    tokio::spawn(crate::http::serve(
-        args.metrics_addr.clone(),
-        metrics.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new()?);
+    let listener = crate::http::bind(&args.metrics_addr).await?;
+    tokio::spawn(crate::http::serve(listener, metrics.clone()));
 
     let mut held_lease = None;
     if args.leader_election {
@@ -64,15 +62,16 @@ pub async fn run() -> anyhow::Result<()> {
             &args.identity,
         ));
         held_lease = Some(election.clone());
-        crate::log::info(&format!(
-            "{} waiting for lease {}/{}",
-            args.identity, args.lease_namespace, args.lease_name
-        ));
+        tracing::info!(
+            identity = %args.identity,
+            lease = %format_args!("{}/{}", args.lease_namespace, args.lease_name),
+            "waiting for the lease"
+        );
         while !election.try_acquire().await.unwrap_or(false) {
             tokio::time::sleep(RENEW_EVERY).await;
         }
-        crate::log::info(&format!("{} leads", args.identity));
-        metrics.leading.store(true, Ordering::Relaxed);
+        tracing::info!(identity = %args.identity, "leads");
+        metrics.set_leading(true);
         // Losing the lease ends the process: a replica that cannot renew must stop acting at
         // once, and a fresh start is the simplest way to stand by again.
         tokio::spawn(async move {
@@ -82,12 +81,12 @@ pub async fn run() -> anyhow::Result<()> {
                 match election.try_acquire().await {
                     Ok(true) => failures = 0,
                     Ok(false) => {
-                        crate::log::warn("lost the lease to another replica; exiting");
+                        tracing::warn!("lost the lease to another replica; exiting");
                         std::process::exit(1);
                     }
                     Err(e) => {
                         failures += 1;
-                        crate::log::warn(&format!("renewing the lease: {e}"));
+                        tracing::warn!(error = %e, failures, "renewing the lease");
                         // Renewals fail for a whole lease duration: another replica may lead.
                         if failures >= 3 {
                             std::process::exit(1);
@@ -97,7 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
             }
         });
     } else {
-        metrics.leading.store(true, Ordering::Relaxed);
+        metrics.set_leading(true);
     }
 
     let ctx = Arc::new(Context {
@@ -145,7 +144,7 @@ pub async fn run() -> anyhow::Result<()> {
             .run(reconcile, error_policy, ctx.clone())
             .boxed()
     });
-    crate::log::info("reconciling StreamJobs");
+    tracing::info!("reconciling StreamJobs");
     futures::stream::select_all(controllers)
         // Failed reconciles are logged by `error_policy`.
         .for_each(|_| async {})
@@ -153,10 +152,10 @@ pub async fn run() -> anyhow::Result<()> {
     // SIGTERM: the controllers have stopped; hand over at once.
     if let Some(election) = held_lease {
         if let Err(e) = election.release().await {
-            crate::log::warn(&format!("releasing the lease: {e}"));
+            tracing::warn!(error = %e, "releasing the lease");
         }
     }
-    crate::log::info("stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -172,10 +171,11 @@ where
 }
 
 fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
-    crate::log::warn(&format!(
-        "{}/{}: {error}",
-        kube::ResourceExt::namespace(job.as_ref()).unwrap_or_default(),
-        kube::ResourceExt::name_any(job.as_ref())
-    ));
+    tracing::warn!(
+        namespace = %kube::ResourceExt::namespace(job.as_ref()).unwrap_or_default(),
+        name = %kube::ResourceExt::name_any(job.as_ref()),
+        error = %error,
+        "reconcile failed"
+    );
     Action::requeue(error.retry_after())
 }

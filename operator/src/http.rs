@@ -1,40 +1,33 @@
 //! `/metrics`, `/healthz` (the process serves) and `/readyz` (it leads, or stands by ready
-//! to): what the Deployment's probes and Prometheus read.
+//! to): what the Deployment's probes and Prometheus read. Served through `sluice_http`, the
+//! layer the runtime's control API uses too.
 
 use crate::metrics::Metrics;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use sluice_http::{Request, Response, StatusCode};
 use std::sync::Arc;
 
-pub async fn serve(addr: String, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&addr)
+/// Binds `addr` (the `--metrics-addr` flag), so that a bad address fails the start.
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
-    crate::log::info(&format!("metrics and probes on http://{addr}"));
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    tracing::info!(%addr, "metrics and probes on http://{addr}");
+    Ok(listener)
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, metrics.render()),
-        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+/// Serves until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    let handler = move |req: Request| {
+        let response = respond(&req, &metrics);
+        async move { response }
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    sluice_http::serve(listener, handler, std::future::pending()).await;
+}
+
+fn respond(req: &Request, metrics: &Metrics) -> Response {
+    match req.uri().path() {
+        "/metrics" => sluice_http::metrics(metrics.registry()),
+        "/healthz" | "/readyz" => sluice_http::text(StatusCode::OK, "ok\n"),
+        _ => sluice_http::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
 }

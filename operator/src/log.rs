@@ -1,29 +1,32 @@
-//! Log lines on standard error: JSON objects (one per line, for log collectors) or text.
+//! Logging: `tracing` events on standard error, as JSON lines (one object per line, for log
+//! collectors; the default) or as text, filtered by `RUST_LOG` (default `info`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
 
-static JSON: AtomicBool = AtomicBool::new(true);
-
-pub fn set_json(json: bool) {
-    JSON.store(json, Ordering::Relaxed);
-}
-
-fn line(level: &str, message: &str) {
-    let time = crate::plan::timestamp(std::time::SystemTime::now());
-    if JSON.load(Ordering::Relaxed) {
-        eprintln!(
-            "{}",
-            serde_json::json!({"time": time, "level": level, "message": message})
-        );
+/// Installs the process's subscriber; a second call changes nothing.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Only fails when a subscriber is installed already (tests), which is then kept.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
     } else {
-        eprintln!("{time} {level:5} {message}");
-    }
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
+/// Transition shim: `plan.rs` and `reconcile.rs` still log through these; they move to
+/// `tracing` macros (with the job as a field) when they are next reworked.
 pub fn info(message: &str) {
-    line("info", message);
+    tracing::info!("{message}");
 }
 
+/// See [`info`].
 pub fn warn(message: &str) {
-    line("warn", message);
+    tracing::warn!("{message}");
 }

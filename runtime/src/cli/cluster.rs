@@ -133,13 +133,13 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
                 }
                 handled = true;
                 if on_terminate == OnTerminate::Cancel {
-                    eprintln!("cancelling: the next start resumes from the latest checkpoint");
+                    tracing::info!("cancelling: the next start resumes from the latest checkpoint");
                     coordinator.cancel();
                     continue;
                 }
-                eprintln!("stopping with a savepoint into {savepoints}");
+                tracing::info!("stopping with a savepoint into {savepoints}");
                 if let Err(e) = coordinator.savepoint(&savepoints, true) {
-                    eprintln!("stop with a savepoint failed: {e}");
+                    tracing::warn!("stop with a savepoint failed: {e}");
                 }
             }
         })

@@ -19,6 +19,7 @@ use sluice_crds::command::{
 };
 
 mod cluster;
+mod logging;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,7 @@ pub fn main() -> ExitCode {
 /// A `sluice` binary running the jobs of `registry`.
 pub fn main_with(registry: JobRegistry) -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let result = match cli.command {
         Command::Run {
             manifest,

@@ -151,6 +151,7 @@ impl JobCoordinator {
 
     /// Runs the job until it ends, restarting it after failures as the policy allows.
     pub fn run(&self, graph: &JobGraph) -> Result<Outcome, Error> {
+        let _job = tracing::info_span!("job", job = %graph.name).entered();
         let storage = self
             .config
             .checkpoints
@@ -186,7 +187,7 @@ impl JobCoordinator {
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            eprintln!("attempt {attempt} failed: {cause}");
+            tracing::warn!(attempt, "attempt {attempt} failed: {cause}");
             let wait = restarts.on_failure(&self.config.restart, ran_for);
             {
                 let mut view = lock(&self.view);
@@ -210,9 +211,11 @@ impl JobCoordinator {
                     cause,
                 });
             };
-            eprintln!(
+            tracing::info!(
+                attempt,
                 "restarting in {wait:?} (restart {} of at most {} in a row)",
-                restarts.consecutive, self.config.restart.max_attempts
+                restarts.consecutive,
+                self.config.restart.max_attempts
             );
             let until = Instant::now() + wait;
             while Instant::now() < until {
@@ -252,7 +255,7 @@ impl JobCoordinator {
             }
             let have: u32 = slots.iter().sum();
             if announced != Some(have) {
-                eprintln!(
+                tracing::info!(
                     "waiting for workers: {needed} slots needed, {have} registered ({} workers)",
                     workers.len()
                 );
@@ -284,7 +287,7 @@ fn latest_checkpoint(storage: &CheckpointStorage, from: u64) -> Option<String> {
     match storage.latest_restorable() {
         Ok(r) => {
             for skipped in &r.skipped {
-                eprintln!("restore: {skipped}");
+                tracing::warn!("restore: {skipped}");
             }
             (r.manifest.checkpoint >= from).then(|| storage.location(r.manifest.checkpoint))
         }

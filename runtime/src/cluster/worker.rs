@@ -129,7 +129,7 @@ impl Inbound {
         }
         let _ = stream.set_read_timeout(None);
         let Some((attempt, from)) = hello::parse(&hello_bytes) else {
-            eprintln!("worker: refused a data connection that did not introduce itself");
+            tracing::warn!("worker: refused a data connection that did not introduce itself");
             return;
         };
         let deadline = Instant::now() + INBOUND_WAIT;
@@ -140,7 +140,8 @@ impl Inbound {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                eprintln!(
+                tracing::warn!(
+                    attempt,
                     "worker: no deployment expects data from worker {from} in attempt {attempt}"
                 );
                 return;
@@ -154,7 +155,7 @@ impl Inbound {
         drop(state);
         match InboundConnection::serve(stream, channels) {
             Ok(conn) => lock(&self.state).serving.push((attempt, conn)),
-            Err(e) => eprintln!("worker: {e}"),
+            Err(e) => tracing::warn!(attempt, "worker: {e}"),
         }
     }
 }
@@ -231,6 +232,7 @@ struct Worker<'r> {
 
 /// Runs a worker until the coordinator shuts it down (`Ok`) or is lost (`Err`).
 pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Error> {
+    let _worker = tracing::info_span!("worker", worker = %config.name).entered();
     let listener = TcpListener::bind(&config.data_bind).map_err(|e| Error::Cluster {
         peer: config.data_bind.clone(),
         message: format!("cannot listen for data connections: {e}"),
@@ -261,9 +263,11 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
         slots: config.slots,
         data_address: data_address.clone(),
     });
-    eprintln!(
+    tracing::info!(
         "worker {} registered with {} ({} slots, data at {data_address})",
-        config.name, config.coordinator, config.slots
+        config.name,
+        config.coordinator,
+        config.slots
     );
 
     let inbound = Arc::new(Inbound::default());
@@ -322,7 +326,7 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
                 }
             }
             Ok(Some(ToWorker::Shutdown { reason })) => {
-                eprintln!("worker {}: {reason}", worker.config.name);
+                tracing::info!("worker {}: {reason}", worker.config.name);
                 worker.cancel_current();
                 return Ok(());
             }
@@ -406,7 +410,8 @@ impl Worker<'_> {
         self.cancel_current();
         let attempt = d.attempt;
         if let Err(e) = self.start(d) {
-            eprintln!(
+            tracing::warn!(
+                attempt,
                 "worker {}: attempt {attempt} did not start: {e}",
                 self.config.name
             );
@@ -487,7 +492,9 @@ impl Worker<'_> {
             job: job.clone(),
             outbound: outbound.clone(),
         });
-        eprintln!(
+        tracing::info!(
+            job = %d.job,
+            attempt = d.attempt,
             "worker {}: attempt {} runs {} subtask(s)",
             self.config.name,
             d.attempt,

@@ -5,11 +5,10 @@
 //! implements it (in `embedded.rs`), and so can a distributed coordinator, serving the same
 //! contract ([`model`]) to the Kubernetes operator.
 //!
-//! The server is plain `hyper` (HTTP/1.1) on a single-threaded tokio runtime of its own
-//! thread, rather than `axum`: hyper and tokio are already in the dependency tree, the API
-//! has a handful of routes that one `match` dispatches, and request bodies are parsed by hand
-//! anyway so that a bad field is named in the error, which is where axum's extractors would
-//! help. Work that blocks (savepoints, reading a snapshot to check it) runs on threads of
+//! The server runs on a single-threaded tokio runtime of its own thread, through
+//! `sluice_http`, the small hyper layer the operator's endpoints share (its crate doc says
+//! why hyper rather than axum); routing is one `match` here. Metrics come from one
+//! `prometheus` registry per server (see `prometheus.rs`). Work that blocks (savepoints, reading a snapshot to check it) runs on threads of
 //! its own, since checkpoint storage drives its own runtime.
 //!
 //! [`RunningJob`]: crate::exec::RunningJob

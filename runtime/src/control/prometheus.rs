@@ -1,65 +1,243 @@
-//! `GET /metrics`: the job's counters in the Prometheus text exposition format (0.0.4).
+//! `GET /metrics`: the job's counters in the Prometheus text exposition format (0.0.4),
+//! through the `prometheus` crate's registry and text encoder.
+//!
+//! The values are read from [`JobControl::status`] when scraped, by a collector, rather
+//! than kept in the crate's counters: the status is what the job already maintains, and
+//! the API's `/v1/job` serves the same numbers. Each control server owns one registry (a
+//! process serves one job; tests run several in one process, which a global registry would
+//! mix up).
+//!
+//! Why `prometheus` rather than `prometheus-client`: it writes the classic text format that
+//! the series documented in `docs/control-api.md` and `docs/operator.md` are in, byte for
+//! byte (`# HELP`/`# TYPE` on the full name, counters named `…_total` as registered, summaries
+//! without quantiles), while `prometheus-client` speaks OpenMetrics, which renames counter
+//! families, ends with `# EOF` and would change what every scraper and test reads.
+//!
+//! [`JobControl::status`]: super::JobControl::status
 
-use super::model::{JobStatus, Phase};
-use std::fmt::Write;
+use super::model::{JobStatus, Phase, SubtaskStatus};
+use super::JobControl;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::Registry;
+use sluice_http::scrape::{Family, MetricType, Spec};
+use std::sync::Arc;
 
-pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JOB: &[&str] = &["job"];
+const SUBTASK: &[&str] = &["job", "operator", "subtask"];
 
-/// One metric family being written: `# HELP`, `# TYPE`, then its samples.
-struct Family<'a> {
-    out: &'a mut String,
+const fn spec(
     name: &'static str,
-}
-
-impl Family<'_> {
-    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            self.out,
-            "{}{{{}}} {}",
-            self.name,
-            labels.join(","),
-            number(value)
-        );
+    kind: MetricType,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        kind,
+        labels,
     }
 }
 
-fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    Family { out, name }
+const COUNTER: MetricType = MetricType::COUNTER;
+const GAUGE: MetricType = MetricType::GAUGE;
+
+const JOB_PHASE: Spec = spec(
+    "sluice_job_phase",
+    GAUGE,
+    "1 for the job's current phase, 0 for the others.",
+    &["job", "phase"],
+);
+const PARALLELISM: Spec = spec(
+    "sluice_job_parallelism",
+    GAUGE,
+    "Highest parallelism of the job's operators.",
+    JOB,
+);
+const UPTIME: Spec = spec(
+    "sluice_job_uptime_seconds",
+    GAUGE,
+    "Time since the job's subtasks started.",
+    JOB,
+);
+const RESTARTS: Spec = spec(
+    "sluice_job_restarts_total",
+    COUNTER,
+    "Restarts of the job from its latest checkpoint (distributed mode).",
+    JOB,
+);
+const WORKERS: Spec = spec(
+    "sluice_job_workers",
+    GAUGE,
+    "Workers registered with the coordinator (distributed mode).",
+    JOB,
+);
+const CHECKPOINTS_COMPLETED: Spec = spec(
+    "sluice_checkpoints_completed_total",
+    COUNTER,
+    "Checkpoints and savepoints this run completed.",
+    JOB,
+);
+const CHECKPOINTS_FAILED: Spec = spec(
+    "sluice_checkpoints_failed_total",
+    COUNTER,
+    "Checkpoints and savepoints of this run that failed or timed out.",
+    JOB,
+);
+const LAST_CHECKPOINT_ID: Spec = spec(
+    "sluice_last_checkpoint_id",
+    GAUGE,
+    "Id of the last completed checkpoint or savepoint.",
+    JOB,
+);
+const LAST_CHECKPOINT_DURATION: Spec = spec(
+    "sluice_last_checkpoint_duration_seconds",
+    GAUGE,
+    "Time from the last completed snapshot's trigger to its manifest written.",
+    JOB,
+);
+const LAST_CHECKPOINT_SIZE: Spec = spec(
+    "sluice_last_checkpoint_size_bytes",
+    GAUGE,
+    "State the last completed snapshot refers to, in storage.",
+    JOB,
+);
+
+type Value = fn(&SubtaskStatus) -> Option<f64>;
+
+/// The per-subtask families and how each reads its value.
+const PER_SUBTASK: [(Spec, Value); 8] = [
+    (
+        spec(
+            "sluice_subtask_records_in_total",
+            COUNTER,
+            "Records entering the subtask's chain (read from channels, or from splits by a source).",
+            SUBTASK,
+        ),
+        |t| Some(t.records_in as f64),
+    ),
+    (
+        spec(
+            "sluice_subtask_records_out_total",
+            COUNTER,
+            "Records the subtask's chain sent to other chains.",
+            SUBTASK,
+        ),
+        |t| Some(t.records_out as f64),
+    ),
+    (
+        spec(
+            "sluice_subtask_sink_records_total",
+            COUNTER,
+            "Records the subtask's chain handed to sinks.",
+            SUBTASK,
+        ),
+        |t| Some(t.sink_records as f64),
+    ),
+    (
+        spec(
+            "sluice_subtask_late_records_total",
+            COUNTER,
+            "Records dropped for arriving after their window or join had closed.",
+            SUBTASK,
+        ),
+        |t| Some(t.late_records as f64),
+    ),
+    (
+        spec(
+            "sluice_subtask_busy_seconds_total",
+            COUNTER,
+            "Time the subtask spent processing.",
+            SUBTASK,
+        ),
+        |t| Some(t.busy_seconds),
+    ),
+    (
+        spec(
+            "sluice_subtask_idle_seconds_total",
+            COUNTER,
+            "Time the subtask waited for input.",
+            SUBTASK,
+        ),
+        |t| Some(t.idle_seconds),
+    ),
+    (
+        spec(
+            "sluice_subtask_backpressured_seconds_total",
+            COUNTER,
+            "Time the subtask waited for room downstream.",
+            SUBTASK,
+        ),
+        |t| Some(t.backpressured_seconds),
+    ),
+    (
+        spec(
+            "sluice_subtask_watermark_seconds",
+            GAUGE,
+            "Event time (Unix seconds) the subtask's output is complete up to.",
+            SUBTASK,
+        ),
+        |t| t.watermark_ms.map(|ms| ms as f64 / 1000.0),
+    ),
+];
+
+/// A registry holding the collector of `job`'s metrics.
+pub(super) fn registry(job: Arc<dyn JobControl>) -> prometheus::Result<Registry> {
+    let registry = Registry::new();
+    registry.register(Box::new(JobCollector::new(job)?))?;
+    Ok(registry)
 }
 
-/// Label values escape backslash, double quote and newline.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+struct JobCollector {
+    job: Arc<dyn JobControl>,
+    descs: Vec<Desc>,
 }
 
-fn number(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+impl JobCollector {
+    fn new(job: Arc<dyn JobControl>) -> prometheus::Result<Self> {
+        let fixed = [
+            &JOB_PHASE,
+            &PARALLELISM,
+            &UPTIME,
+            &RESTARTS,
+            &WORKERS,
+            &CHECKPOINTS_COMPLETED,
+            &CHECKPOINTS_FAILED,
+            &LAST_CHECKPOINT_ID,
+            &LAST_CHECKPOINT_DURATION,
+            &LAST_CHECKPOINT_SIZE,
+        ];
+        let descs = fixed
+            .into_iter()
+            .chain(PER_SUBTASK.iter().map(|(s, _)| s))
+            .map(Spec::desc)
+            .collect::<prometheus::Result<_>>()?;
+        Ok(JobCollector { job, descs })
     }
 }
 
-pub(super) fn render(s: &JobStatus) -> String {
-    let mut out = String::new();
+impl Collector for JobCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&self.job.status())
+    }
+}
+
+/// The job's families now; the registry leaves out those without samples.
+fn families(s: &JobStatus) -> Vec<MetricFamily> {
     let job = s.name.as_str();
-    let base = [("job", job)];
+    let mut out: Vec<Family> = Vec::new();
+    let one = |spec: &Spec, value: f64| {
+        let mut f = spec.family();
+        f.sample(&[job], value);
+        f
+    };
 
-    let mut f = family(
-        &mut out,
-        "sluice_job_phase",
-        "gauge",
-        "1 for the job's current phase, 0 for the others.",
-    );
+    let mut phases = JOB_PHASE.family();
     for phase in [
         Phase::Starting,
         Phase::Running,
@@ -69,182 +247,108 @@ pub(super) fn render(s: &JobStatus) -> String {
         Phase::Restarting,
     ] {
         let value = f64::from(u8::from(s.phase == phase));
-        f.sample(&[("job", job), ("phase", phase.as_str())], value);
+        phases.sample(&[job, phase.as_str()], value);
     }
-    family(
-        &mut out,
-        "sluice_job_parallelism",
-        "gauge",
-        "Highest parallelism of the job's operators.",
-    )
-    .sample(&base, f64::from(s.parallelism));
-    family(
-        &mut out,
-        "sluice_job_uptime_seconds",
-        "gauge",
-        "Time since the job's subtasks started.",
-    )
-    .sample(&base, s.uptime_seconds);
-    family(
-        &mut out,
-        "sluice_job_restarts_total",
-        "counter",
-        "Restarts of the job from its latest checkpoint (distributed mode).",
-    )
-    .sample(&base, f64::from(s.restarts.count));
-    family(
-        &mut out,
-        "sluice_job_workers",
-        "gauge",
-        "Workers registered with the coordinator (distributed mode).",
-    )
-    .sample(&base, s.workers.len() as f64);
+    out.push(phases);
+    out.push(one(&PARALLELISM, f64::from(s.parallelism)));
+    out.push(one(&UPTIME, s.uptime_seconds));
+    out.push(one(&RESTARTS, f64::from(s.restarts.count)));
+    out.push(one(&WORKERS, s.workers.len() as f64));
 
-    type Value = fn(&super::model::SubtaskStatus) -> Option<f64>;
-    let per_subtask: [(&'static str, &str, &str, Value); 8] = [
-        (
-            "sluice_subtask_records_in_total",
-            "counter",
-            "Records entering the subtask's chain (read from channels, or from splits by a source).",
-            |t| Some(t.records_in as f64),
-        ),
-        (
-            "sluice_subtask_records_out_total",
-            "counter",
-            "Records the subtask's chain sent to other chains.",
-            |t| Some(t.records_out as f64),
-        ),
-        (
-            "sluice_subtask_sink_records_total",
-            "counter",
-            "Records the subtask's chain handed to sinks.",
-            |t| Some(t.sink_records as f64),
-        ),
-        (
-            "sluice_subtask_late_records_total",
-            "counter",
-            "Records dropped for arriving after their window or join had closed.",
-            |t| Some(t.late_records as f64),
-        ),
-        (
-            "sluice_subtask_busy_seconds_total",
-            "counter",
-            "Time the subtask spent processing.",
-            |t| Some(t.busy_seconds),
-        ),
-        (
-            "sluice_subtask_idle_seconds_total",
-            "counter",
-            "Time the subtask waited for input.",
-            |t| Some(t.idle_seconds),
-        ),
-        (
-            "sluice_subtask_backpressured_seconds_total",
-            "counter",
-            "Time the subtask waited for room downstream.",
-            |t| Some(t.backpressured_seconds),
-        ),
-        (
-            "sluice_subtask_watermark_seconds",
-            "gauge",
-            "Event time (Unix seconds) the subtask's output is complete up to.",
-            |t| t.watermark_ms.map(|ms| ms as f64 / 1000.0),
-        ),
-    ];
-    for (name, kind, help, value) in per_subtask {
-        let mut f = family(&mut out, name, kind, help);
+    for (spec, value) in &PER_SUBTASK {
+        let mut f = spec.family();
         for t in &s.subtasks {
             if let Some(v) = value(t) {
-                let subtask = t.subtask.to_string();
-                f.sample(
-                    &[
-                        ("job", job),
-                        ("operator", &t.operator),
-                        ("subtask", &subtask),
-                    ],
-                    v,
-                );
+                f.sample(&[job, &t.operator, &t.subtask.to_string()], v);
             }
         }
+        out.push(f);
     }
 
     let c = &s.checkpoints;
-    family(
-        &mut out,
-        "sluice_checkpoints_completed_total",
-        "counter",
-        "Checkpoints and savepoints this run completed.",
-    )
-    .sample(&base, c.completed as f64);
-    family(
-        &mut out,
-        "sluice_checkpoints_failed_total",
-        "counter",
-        "Checkpoints and savepoints of this run that failed or timed out.",
-    )
-    .sample(&base, c.failed as f64);
+    out.push(one(&CHECKPOINTS_COMPLETED, c.completed as f64));
+    out.push(one(&CHECKPOINTS_FAILED, c.failed as f64));
     if let Some(last) = &c.last_completed {
-        family(
-            &mut out,
-            "sluice_last_checkpoint_id",
-            "gauge",
-            "Id of the last completed checkpoint or savepoint.",
-        )
-        .sample(&base, last.id as f64);
-        family(
-            &mut out,
-            "sluice_last_checkpoint_duration_seconds",
-            "gauge",
-            "Time from the last completed snapshot's trigger to its manifest written.",
-        )
-        .sample(&base, last.duration_ms as f64 / 1000.0);
-        family(
-            &mut out,
-            "sluice_last_checkpoint_size_bytes",
-            "gauge",
-            "State the last completed snapshot refers to, in storage.",
-        )
-        .sample(&base, last.bytes as f64);
+        out.push(one(&LAST_CHECKPOINT_ID, last.id as f64));
+        out.push(one(
+            &LAST_CHECKPOINT_DURATION,
+            last.duration_ms as f64 / 1000.0,
+        ));
+        out.push(one(&LAST_CHECKPOINT_SIZE, last.bytes as f64));
     }
-    out
+    out.into_iter().map(Family::into_inner).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::model::{CheckpointSummary, SubtaskState, SubtaskStatus};
+    use crate::control::model::{
+        CheckpointSummary, CompatibilityReport, SnapshotInfo, SubtaskState,
+    };
+    use crate::error::Error;
 
-    #[test]
-    fn every_sample_line_is_name_labels_value() {
-        let status = JobStatus {
-            name: "q\"5".into(),
+    struct Fixed(JobStatus);
+
+    impl JobControl for Fixed {
+        fn status(&self) -> JobStatus {
+            self.0.clone()
+        }
+        fn savepoint(&self, _: &str, _: bool) -> Result<SnapshotInfo, Error> {
+            unimplemented!()
+        }
+        fn cancel(&self) {}
+        fn compatibility(&self, _: &str, _: bool) -> Result<CompatibilityReport, Error> {
+            unimplemented!()
+        }
+    }
+
+    fn render(status: JobStatus) -> String {
+        let registry = registry(Arc::new(Fixed(status))).unwrap();
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut out)
+            .unwrap();
+        out
+    }
+
+    fn subtask(operator: &str, subtask: u32, watermark_ms: Option<i64>) -> SubtaskStatus {
+        SubtaskStatus {
+            operator: operator.into(),
+            subtask,
+            state: SubtaskState::Running,
+            source: true,
+            sink: false,
+            records_in: 10,
+            records_out: 9,
+            sink_records: 0,
+            late_records: 0,
+            busy_seconds: 0.25,
+            idle_seconds: 0.0,
+            backpressured_seconds: 0.0,
+            watermark_ms,
+            worker: None,
+        }
+    }
+
+    fn status(name: &str, subtasks: Vec<SubtaskStatus>) -> JobStatus {
+        JobStatus {
+            name: name.into(),
             phase: Phase::Running,
             parallelism: 2,
             max_parallelism: 128,
             uptime_seconds: 1.5,
-            subtasks: vec![SubtaskStatus {
-                operator: "source".into(),
-                subtask: 0,
-                state: SubtaskState::Running,
-                source: true,
-                sink: false,
-                records_in: 10,
-                records_out: 9,
-                sink_records: 0,
-                late_records: 0,
-                busy_seconds: 0.25,
-                idle_seconds: 0.0,
-                backpressured_seconds: 0.0,
-                watermark_ms: None,
-                worker: None,
-            }],
+            subtasks,
             checkpoints: CheckpointSummary::default(),
             restored_from: None,
             errors: Vec::new(),
             restarts: Default::default(),
             workers: Vec::new(),
-        };
-        let text = render(&status);
+        }
+    }
+
+    #[test]
+    fn every_sample_line_is_name_labels_value() {
+        let text = render(status("q\"5", vec![subtask("source", 0, None)]));
         assert!(text.contains(
             "sluice_subtask_records_in_total{job=\"q\\\"5\",operator=\"source\",subtask=\"0\"} 10\n"
         ));
@@ -257,5 +361,48 @@ mod tests {
             assert!(series.ends_with('}'), "{line}");
             value.parse::<f64>().unwrap();
         }
+    }
+
+    /// The families, help texts, types and labels that `docs/control-api.md`, dashboards
+    /// and the tests read.
+    #[test]
+    fn renders_the_documented_series() {
+        let mut s = status("q5", vec![subtask("window", 1, Some(1_500))]);
+        s.checkpoints.completed = 4;
+        let text = render(s);
+        for expected in [
+            "# HELP sluice_job_phase 1 for the job's current phase, 0 for the others.\n\
+             # TYPE sluice_job_phase gauge\n",
+            "sluice_job_phase{job=\"q5\",phase=\"starting\"} 0\n",
+            "sluice_job_phase{job=\"q5\",phase=\"running\"} 1\n",
+            "# HELP sluice_job_parallelism Highest parallelism of the job's operators.\n\
+             # TYPE sluice_job_parallelism gauge\n\
+             sluice_job_parallelism{job=\"q5\"} 2\n",
+            "# TYPE sluice_job_uptime_seconds gauge\nsluice_job_uptime_seconds{job=\"q5\"} 1.5\n",
+            "# TYPE sluice_job_restarts_total counter\nsluice_job_restarts_total{job=\"q5\"} 0\n",
+            "# TYPE sluice_job_workers gauge\nsluice_job_workers{job=\"q5\"} 0\n",
+            "# HELP sluice_subtask_records_in_total Records entering the subtask's chain (read from channels, or from splits by a source).\n\
+             # TYPE sluice_subtask_records_in_total counter\n\
+             sluice_subtask_records_in_total{job=\"q5\",operator=\"window\",subtask=\"1\"} 10\n",
+            "# TYPE sluice_subtask_records_out_total counter\n\
+             sluice_subtask_records_out_total{job=\"q5\",operator=\"window\",subtask=\"1\"} 9\n",
+            "# TYPE sluice_subtask_sink_records_total counter\n",
+            "# TYPE sluice_subtask_late_records_total counter\n",
+            "# TYPE sluice_subtask_busy_seconds_total counter\n\
+             sluice_subtask_busy_seconds_total{job=\"q5\",operator=\"window\",subtask=\"1\"} 0.25\n",
+            "# TYPE sluice_subtask_idle_seconds_total counter\n",
+            "# TYPE sluice_subtask_backpressured_seconds_total counter\n",
+            "# HELP sluice_subtask_watermark_seconds Event time (Unix seconds) the subtask's output is complete up to.\n\
+             # TYPE sluice_subtask_watermark_seconds gauge\n\
+             sluice_subtask_watermark_seconds{job=\"q5\",operator=\"window\",subtask=\"1\"} 1.5\n",
+            "# HELP sluice_checkpoints_completed_total Checkpoints and savepoints this run completed.\n\
+             # TYPE sluice_checkpoints_completed_total counter\n\
+             sluice_checkpoints_completed_total{job=\"q5\"} 4\n",
+            "# TYPE sluice_checkpoints_failed_total counter\nsluice_checkpoints_failed_total{job=\"q5\"} 0\n",
+        ] {
+            assert!(text.contains(expected), "{expected}\nnot in\n{text}");
+        }
+        // Before a checkpoint completes, the last-checkpoint gauges are absent.
+        assert!(!text.contains("sluice_last_checkpoint"), "{text}");
     }
 }

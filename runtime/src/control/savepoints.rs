@@ -92,12 +92,17 @@ impl Savepoints {
             .spawn(move || {
                 let result = job.savepoint(&target, stop);
                 match &result {
-                    Ok(done) => eprintln!(
+                    Ok(done) => tracing::info!(
+                        savepoint = %request,
+                        checkpoint = done.id,
                         "control API: savepoint {request} completed: {}{}",
                         done.location,
                         if stop { " (the job stops)" } else { "" }
                     ),
-                    Err(e) => eprintln!("control API: savepoint {request} failed: {e}"),
+                    Err(e) => tracing::warn!(
+                        savepoint = %request,
+                        "control API: savepoint {request} failed: {e}"
+                    ),
                 }
                 this.update(&request, |s| match result {
                     Ok(done) => {

@@ -9,14 +9,10 @@ use super::prometheus;
 use super::savepoints::Savepoints;
 use super::JobControl;
 use crate::error::Error;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use std::convert::Infallible;
+use sluice_http::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
+use sluice_http::{json, Request, Response, StatusCode};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -81,7 +77,10 @@ impl BoundControl {
             .build()
             .map_err(|e| Error::io("control API runtime", e))?;
         let savepoints = Arc::new(Savepoints::new());
+        let registry = prometheus::registry(job.clone())
+            .map_err(|e| Error::Control(format!("metrics registry: {e}")))?;
         let state = Arc::new(State {
+            registry,
             job,
             token: self.config.token,
             default_savepoint_dir: self.config.default_savepoint_dir,
@@ -95,8 +94,18 @@ impl BoundControl {
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, state, stopped).await,
-                        Err(e) => eprintln!("control API: cannot serve: {e}"),
+                        Ok(listener) => {
+                            let handler = move |req| {
+                                let state = state.clone();
+                                async move { respond(&state, req).await }
+                            };
+                            let stopped = async {
+                                // A dropped sender stops the server too.
+                                let _ = stopped.await;
+                            };
+                            sluice_http::serve(listener, handler, stopped).await
+                        }
+                        Err(e) => tracing::error!(error = %e, "control API: cannot serve"),
                     }
                 })
             })
@@ -130,7 +139,7 @@ impl ControlServer {
         self.savepoints.wait_for_stop_reported(timeout);
     }
 
-    /// Stops serving: open connections are closed.
+    /// Stops serving: idle connections are closed, requests in flight get a moment to finish.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -153,6 +162,8 @@ impl Drop for ControlServer {
 }
 
 struct State {
+    /// The process's metrics: the job's, read from its status when scraped.
+    registry: ::prometheus::Registry,
     job: Arc<dyn JobControl>,
     token: Option<String>,
     default_savepoint_dir: Option<String>,
@@ -161,42 +172,6 @@ struct State {
     /// requests cannot both start one.
     stop: Mutex<()>,
 }
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    state: Arc<State>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(respond(&state, req).await) }
-                        });
-                        // A connection error (the client went away, a malformed request)
-                        // concerns that client only.
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    eprintln!("control API: accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-type Body = Full<Bytes>;
 
 /// An error response: its status and what was wrong.
 #[derive(Debug)]
@@ -213,7 +188,7 @@ impl ApiError {
         }
     }
 
-    fn response(self) -> Response<Body> {
+    fn response(self) -> Response {
         let mut r = json(
             self.status,
             &ErrorBody {
@@ -236,28 +211,6 @@ fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
 }
 
-fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => body(status, "application/json", bytes),
-        // The API's types always serialize; this only keeps the server from panicking.
-        Err(e) => body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "application/json",
-            serde_json::json!({ "error": format!("encoding the response: {e}") })
-                .to_string()
-                .into_bytes(),
-        ),
-    }
-}
-
 /// The method each endpoint answers.
 fn allowed_method(path: &str) -> Option<&'static str> {
     match path {
@@ -273,11 +226,11 @@ fn savepoint_id(path: &str) -> Option<&str> {
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-async fn respond(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn respond(state: &Arc<State>, req: Request) -> Response {
     route(state, req).await.unwrap_or_else(ApiError::response)
 }
 
-async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<State>, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     // Probes stay open: the kubelet carries no token.
     if !matches!(path.as_str(), "/healthz" | "/readyz") {
@@ -315,11 +268,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             };
             Ok(json(status, &Probe { ready, phase }))
         }
-        "/metrics" => Ok(body(
-            ok,
-            prometheus::CONTENT_TYPE,
-            prometheus::render(&state.job.status()).into_bytes(),
-        )),
+        "/metrics" => Ok(sluice_http::metrics(&state.registry)),
         "/v1/job" => Ok(json(ok, &state.job.status())),
         "/v1/savepoints" => {
             let request: SavepointRequest = read_json(req).await?;
@@ -335,7 +284,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             } else {
                 let _guard = state.stop.lock().unwrap_or_else(|p| p.into_inner());
                 stoppable(state)?;
-                eprintln!("control API: cancelling the job (stop without a savepoint)");
+                tracing::info!("control API: cancelling the job (stop without a savepoint)");
                 state.job.cancel();
                 None
             };
@@ -401,7 +350,10 @@ fn start_savepoint(state: &State, target: String, stop: bool) -> Result<String, 
         .savepoints
         .start(state.job.clone(), target.clone(), stop)
         .map_err(|e| internal(format!("cannot start the savepoint: {e}")))?;
-    eprintln!(
+    tracing::info!(
+        savepoint = %id,
+        storage = %target,
+        stop,
         "control API: savepoint {id} into {target}{}",
         if stop { ", then stop" } else { "" }
     );
@@ -433,7 +385,7 @@ fn storage_location(text: &str, field: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

@@ -382,7 +382,7 @@ impl Coordinator {
     }
 
     fn fail(&self, message: String) {
-        eprintln!("checkpoint failed: {message}");
+        tracing::warn!("checkpoint failed: {message}");
         if let Ok(mut s) = self.status.lock() {
             s.failed += 1;
             s.last_failure = Some(message);
@@ -439,7 +439,7 @@ impl Coordinator {
         let keep = self.config.as_ref().map_or(1, |c| c.retain);
         match storage.retain(keep, &protect) {
             Ok(remaining) => self.uploaded.retain(|name, _| remaining.contains(name)),
-            Err(e) => eprintln!("checkpoint retention: {e}"),
+            Err(e) => tracing::warn!(error = %e, keep, "checkpoint retention"),
         }
     }
 

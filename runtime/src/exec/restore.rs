@@ -29,20 +29,22 @@ fn load_restore(
             match storage.latest_restorable() {
                 Ok(r) => {
                     for skipped in &r.skipped {
-                        eprintln!("restore: {skipped}");
+                        tracing::warn!("restore: {skipped}");
                     }
                     status.skipped_at_restore = r.skipped;
                     (storage, r.manifest)
                 }
                 Err(crate::snapshot::SnapshotError::NoCheckpoint { .. }) => {
                     if let Restore::LatestOr(initial) = restore {
-                        eprintln!(
+                        tracing::info!(
+                            storage = %config.storage,
                             "restore: no complete checkpoint in {}; starting from {initial}",
                             config.storage
                         );
                         open_snapshot(initial)?
                     } else {
-                        eprintln!(
+                        tracing::info!(
+                            storage = %config.storage,
                             "restore: no complete checkpoint in {}; starting from empty state",
                             config.storage
                         );
@@ -76,7 +78,10 @@ fn load_restore(
         commit_all(&restored.content.transactions().cloned().collect::<Vec<_>>())?;
     }
     let location = storage.location(manifest.checkpoint);
-    eprintln!("restoring from {location}");
+    tracing::info!(
+        checkpoint = manifest.checkpoint,
+        "restoring from {location}"
+    );
     status.restored_from = Some(location);
     Ok(Some(restored))
 }

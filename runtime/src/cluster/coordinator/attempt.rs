@@ -103,7 +103,8 @@ impl JobCoordinator {
         let config_text = serde_json::to_string(&self.config.config)
             .map_err(|e| Error::Config(format!("spec.job.config: {e}")))?;
         let addresses: Vec<String> = chosen.iter().map(|w| w.address.clone()).collect();
-        eprintln!(
+        tracing::info!(
+            attempt,
             "attempt {attempt}: deploying {} at parallelism {needed} on {}{}",
             graph.name,
             chosen

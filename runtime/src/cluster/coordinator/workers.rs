@@ -119,13 +119,17 @@ impl Acceptor {
                 data_address,
             })) if protocol == PROTOCOL => (name, slots, data_address),
             Ok(Some(ToCoordinator::Register { protocol, .. })) => {
-                eprintln!(
+                tracing::warn!(
+                    %peer,
                     "refused a worker at {peer}: protocol version {protocol}, this coordinator speaks {PROTOCOL}"
                 );
                 return;
             }
             _ => {
-                eprintln!("refused a connection from {peer}: it did not register as a worker");
+                tracing::warn!(
+                    %peer,
+                    "refused a connection from {peer}: it did not register as a worker"
+                );
                 return;
             }
         };
@@ -141,7 +145,12 @@ impl Acceptor {
             closed_because: Mutex::new(None),
             subtasks: Mutex::new((0, Vec::new())),
         });
-        eprintln!("{} registered with {} slots", link.describe(), link.slots);
+        tracing::info!(
+            worker = %link.name,
+            "{} registered with {} slots",
+            link.describe(),
+            link.slots
+        );
         lock(&self.workers).push(link.clone());
         let _ = self.events.send(Event::Registered);
         let why = loop {
@@ -161,7 +170,7 @@ impl Acceptor {
         link.disconnect(why.clone());
         lock(&self.workers).retain(|w| w.id != link.id);
         let why = format!("{} {why}", link.describe());
-        eprintln!("{why}");
+        tracing::warn!(worker = %link.name, "{why}");
         let _ = self.events.send(Event::Lost {
             worker: link.id,
             why,
