@@ -19,14 +19,3 @@ pub fn init(json: bool) {
             .try_init()
     };
 }
-
-/// Transition shim: `plan.rs` and `reconcile.rs` still log through these; they move to
-/// `tracing` macros (with the job as a field) when they are next reworked.
-pub fn info(message: &str) {
-    tracing::info!("{message}");
-}
-
-/// See [`info`].
-pub fn warn(message: &str) {
-    tracing::warn!("{message}");
-}

@@ -594,16 +594,15 @@ async fn publish(ctx: &Context, sj: &StreamJob, note: &plan::Note) {
         action: event_action(note),
         secondary: None,
     };
+    let (namespace, name) = (sj.namespace().unwrap_or_default(), sj.name_any());
     if let Err(e) = ctx.recorder.publish(&event, &sj.object_ref(&())).await {
-        crate::log::warn(&format!("event {}: {e}", note.reason));
+        tracing::warn!(%namespace, %name, reason = note.reason, "event not published: {e}");
     }
-    crate::log::info(&format!(
-        "{}/{}: {}: {}",
-        sj.namespace().unwrap_or_default(),
-        sj.name_any(),
-        note.reason,
-        note.message
-    ));
+    if note.warning {
+        tracing::warn!(%namespace, %name, reason = note.reason, "{}", note.message);
+    } else {
+        tracing::info!(%namespace, %name, reason = note.reason, "{}", note.message);
+    }
 }
 
 #[cfg(test)]
