@@ -22,7 +22,7 @@ CTR=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
 image() {
   local ref=$1 entrypoint=$2; shift 2
   local name=${ref%:*} tag=${ref##*:}
-  if [[ -z ${SLUICE_IMAGE_ARCHIVES:-} ]] && "${CTR[@]}" images ls -q | grep -qx "$ref"; then
+  if [[ -z ${SLUICE_IMAGE_ARCHIVES:-} ]] && "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null; then
     return
   fi
   local work
@@ -63,7 +63,9 @@ image() {
   fi
   "${CTR[@]}" images import --base-name "$name" "$work/image.tar" >/dev/null
   rm -rf "$work"
-  "${CTR[@]}" images ls -q | grep -qx "$ref" || die "image $ref was not imported"
+  # Not `grep -q`: it stops reading at the first match, ctr then dies of SIGPIPE, and with
+  # pipefail a listed image reads as missing.
+  "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null || die "image $ref was not imported"
   log "image $ref"
 }
 

@@ -15,7 +15,7 @@ K=("$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH")
 
 mkdir -p "$STATE" "$RUN" "$LOGS" "$PIDS"
 log "network: node address $NODE_IP on $NODE_IF"
-ip addr show dev "$NODE_IF" | grep -q " $NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+ip addr show dev "$NODE_IF" | grep " $NODE_IP/32" >/dev/null || ip addr add "$NODE_IP/32" dev "$NODE_IF"
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 || true
 

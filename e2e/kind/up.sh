@@ -4,7 +4,7 @@
 # (e2e/cluster/up.sh) is the route on machines without Docker.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-kind get clusters | grep -qx sluice || kind create cluster --config "$root/e2e/kind/cluster.yaml"
+kind get clusters | grep -x sluice >/dev/null || kind create cluster --config "$root/e2e/kind/cluster.yaml"
 docker build -f "$root/e2e/image/Dockerfile" -t sluice.local/sluice:dev "$root"
 kind load docker-image sluice.local/sluice:dev --name sluice
 kubeconfig="${TMPDIR:-/tmp}/sluice-kind.kubeconfig"

@@ -125,17 +125,25 @@ fn is_secondary(e: &Error) -> bool {
         || matches!(e, Error::Task { message, .. } if message.contains("subtask stopped"))
 }
 
-/// Runs `work` on a new thread that records how it ended in `slot`; a panic becomes an
-/// error naming the thread, so that a panicked subtask shows as failed while others run.
+/// Runs `work` on a new thread, in a span naming its subtask, that records how it ended in
+/// `slot`; a panic becomes an error naming the thread, so that a panicked subtask shows as
+/// failed while others run.
 pub(super) fn spawn_recorded(
     name: String,
     slot: Arc<ThreadSlot>,
     work: impl FnOnce() -> Result<(), Error> + Send + 'static,
 ) -> Result<SubtaskThread, Error> {
     let thread_name: String = name.chars().take(15).collect();
+    // Created here, so that it is a child of the caller's span (the job, the worker): every
+    // event of the thread names its job and subtask.
+    let span = match &slot.subtask {
+        Some((operator, subtask)) => tracing::info_span!("subtask", %operator, subtask),
+        None => tracing::info_span!("thread", %name),
+    };
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
+            let _span = span.enter();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .unwrap_or_else(|panic| {
                     Err(Error::Graph(format!(
