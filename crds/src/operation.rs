@@ -122,9 +122,14 @@ impl OperationStep {
 
     /// The savepoint request the step made, to record the coordinator's id for it.
     pub fn savepoint_request_mut(&mut self) -> Option<&mut SavepointRequested> {
+        self.savepoint_slot()?.as_mut()
+    }
+
+    /// Where a step that waits for a savepoint keeps its request; `None` for the others.
+    pub fn savepoint_slot(&mut self) -> Option<&mut Option<SavepointRequested>> {
         match self {
-            OperationStep::Savepoint(s) => s.request.as_mut(),
-            OperationStep::PreflightSavepoint(r) | OperationStep::Stopping(r) => r.as_mut(),
+            OperationStep::Savepoint(s) => Some(&mut s.request),
+            OperationStep::PreflightSavepoint(r) | OperationStep::Stopping(r) => Some(r),
             _ => None,
         }
     }

@@ -23,9 +23,14 @@ pub(super) enum SavepointOutcome {
 }
 
 impl Planner<'_> {
-    fn savepoint_dir(&self, op: &Operation) -> Option<String> {
+    /// Where the targeted revision's savepoints go, if anywhere.
+    pub(super) fn savepoint_storage(&self) -> Option<String> {
         let target = self.status.target.as_ref()?;
-        let root = Storage::of(self.i.job, &target.spec, None).savepoints?;
+        Storage::of(self.i.job, &target.spec, None).savepoints
+    }
+
+    fn savepoint_dir(&self, op: &Operation) -> Option<String> {
+        let root = self.savepoint_storage()?;
         Some(format!("{root}/{}", compact(&op.started_at)))
     }
 
@@ -56,12 +61,11 @@ impl Planner<'_> {
             requested_at: self.now(),
             savepoint_id: None,
         };
-        match &mut op.step {
-            OperationStep::Savepoint(s) => s.request = Some(request),
-            OperationStep::PreflightSavepoint(r) | OperationStep::Stopping(r) => *r = Some(request),
-            // Only the steps above wait for a savepoint.
-            _ => return,
-        }
+        // Only the steps that wait for a savepoint have a slot for its request.
+        let Some(slot) = op.step.savepoint_slot() else {
+            return;
+        };
+        *slot = Some(request);
         op.attempts += 1;
         self.actions.push(Action::Savepoint { target: dir, stop });
         self.requeue = Duration::from_secs(2);

@@ -177,11 +177,7 @@ impl Planner<'_> {
     /// A savepoint asked for by `triggerNonce` while none can be taken: the Savepoint
     /// condition says it waits, and why.
     fn wait_for_savepoint(&mut self, nonce: Option<i64>) {
-        let has_storage = self
-            .status
-            .target
-            .as_ref()
-            .is_some_and(|t| Storage::of(self.i.job, &t.spec, None).savepoints.is_some());
+        let has_storage = self.savepoint_storage().is_some();
         let nonce = nonce.map(|n| n.to_string()).unwrap_or_default();
         let message = if has_storage {
             format!("the savepoint asked for by triggerNonce {nonce} waits for the job to run")
@@ -261,12 +257,7 @@ impl Planner<'_> {
     }
 
     pub(super) fn can_savepoint(&self) -> bool {
-        self.job_phase() == Some(control::Phase::Running)
-            && self
-                .status
-                .target
-                .as_ref()
-                .is_some_and(|t| Storage::of(self.i.job, &t.spec, None).savepoints.is_some())
+        self.job_phase() == Some(control::Phase::Running) && self.savepoint_storage().is_some()
     }
 
     fn begin_stop(&mut self, kind: OperationKind) {
