@@ -27,7 +27,9 @@ pub mod crd;
 
 pub use duration::{HumanDuration, DURATION_MAX_LENGTH, DURATION_PATTERN};
 pub use manifest::{parse_manifest, ManifestError, ObjectMeta, StreamJobManifest};
-pub use operation::{Deploying, Operation, OperationStep, SavepointRequested, SavepointStep};
+pub use operation::{
+    BackoffStep, Deploying, Operation, OperationStep, SavepointRequested, SavepointStep,
+};
 pub use quantity::{Quantity, QUANTITY_MAX_LENGTH, QUANTITY_PATTERN};
 pub use quota::{
     PreemptionPolicy, PriorityClass, QueuedJob, QuotaLimits, QuotaUsage, StreamQuotaSpec,
@@ -40,8 +42,9 @@ pub use spec::{
     MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
 };
 pub use status::{
-    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, OperationKind, Phase,
-    RestartStatus, SavepointInfo, SavepointState, SavepointTrigger, SpecRevision, StreamJobStatus,
+    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, Failure, OperationKind,
+    Phase, RestartStatus, RestartWait, SavepointInfo, SavepointState, SavepointTrigger,
+    SpecRevision, StreamJobStatus,
 };
 pub use validate::{
     validate, validate_name, validate_quota, validate_update, FieldError, ValidationErrors,

@@ -46,6 +46,7 @@ fn is_zero(n: &u32) -> bool {
 ///  [PreflightSavepoint, PreflightCheck]  upgrades: a savepoint the new image checks
 ///  Stopping                           stop with a savepoint (or cancel)
 ///  Deploying                          the new revision's pods start
+///  Backoff                            restarts: the wait before the job's pods start again
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "WireStep", into = "WireStep")]
@@ -61,6 +62,9 @@ pub enum OperationStep {
     Stopping(Option<SavepointRequested>),
     /// The new revision's pods start.
     Deploying(Deploying),
+    /// The job failed for good (or `spec.restartNonce` changed): its pods go, and it starts
+    /// again from its newest checkpoint once the backoff has passed and they are gone.
+    Backoff(BackoffStep),
     /// A step this operator does not know (written by another version): started over.
     Unrecognised { step: String, details: Value },
 }
@@ -98,6 +102,17 @@ pub struct Deploying {
     pub since: Option<String>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackoffStep {
+    /// The end of the backoff.
+    pub until: String,
+    /// Asked for by `spec.restartNonce`, not a failure: it does not count towards
+    /// `maxRestarts`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
 impl OperationStep {
     /// The step's name, as `status.operation.step` shows it.
     pub fn name(&self) -> &str {
@@ -107,6 +122,7 @@ impl OperationStep {
             OperationStep::PreflightCheck => "PreflightCheck",
             OperationStep::Stopping(_) => "Stopping",
             OperationStep::Deploying(_) => "Deploying",
+            OperationStep::Backoff(_) => "Backoff",
             OperationStep::Unrecognised { step, .. } => step,
         }
     }
@@ -154,6 +170,7 @@ impl From<OperationStep> for WireStep {
             }
             OperationStep::PreflightCheck => Ok(Value::Null),
             OperationStep::Deploying(d) => serde_json::to_value(d),
+            OperationStep::Backoff(d) => serde_json::to_value(d),
             OperationStep::Unrecognised { details, .. } => Ok(details),
         }
         .unwrap_or(Value::Null);
@@ -185,6 +202,7 @@ impl From<WireStep> for OperationStep {
             "PreflightCheck" => Some(OperationStep::PreflightCheck),
             "Stopping" => read_request(&w.details).map(OperationStep::Stopping),
             "Deploying" => read(&w.details).map(OperationStep::Deploying),
+            "Backoff" => read(&w.details).map(OperationStep::Backoff),
             _ => None,
         };
         known.unwrap_or(OperationStep::Unrecognised {
@@ -209,7 +227,7 @@ impl JsonSchema for OperationStep {
             "type": "object",
             "properties": {
                 "step": {
-                    "description": "How far the operation got: Savepoint, PreflightSavepoint, PreflightCheck, Stopping or Deploying.",
+                    "description": "How far the operation got: Savepoint, PreflightSavepoint, PreflightCheck, Stopping, Deploying or Backoff.",
                     "type": "string",
                 },
                 "details": {
@@ -280,6 +298,10 @@ mod tests {
         let written = round_trip(OperationStep::Stopping(None));
         assert!(written.get("details").is_none());
         round_trip(OperationStep::Deploying(Deploying::default()));
+        round_trip(OperationStep::Backoff(BackoffStep {
+            until: "2026-12-05T20:00:00Z".into(),
+            manual: true,
+        }));
         round_trip(OperationStep::Deploying(Deploying {
             since: Some("2026-12-05T09:59:00Z".into()),
         }));

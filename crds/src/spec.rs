@@ -166,6 +166,11 @@ pub struct StreamJobSpec {
     #[serde(default)]
     pub restart_policy: RestartPolicy,
 
+    /// Changing it restarts the job from its newest checkpoint, now: no backoff, and a job
+    /// that failed for good runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_nonce: Option<i64>,
+
     /// A priority class of the namespace's StreamQuota; decides which jobs wait and which
     /// may be preempted when the quota is full. Without it, the quota's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +235,7 @@ impl StreamJobSpec {
             allow_non_restored_state: false,
             rollback: Rollback::default(),
             restart_policy: RestartPolicy::default(),
+            restart_nonce: None,
             priority: None,
             secrets: Secrets::default(),
         }

@@ -72,6 +72,10 @@ pub struct StreamJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_savepoints: Vec<String>,
 
+    /// The last `spec.restartNonce` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_nonce: Option<i64>,
+
     /// The last `spec.savepoints.triggerNonce` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint_trigger_nonce: Option<i64>,
@@ -319,7 +323,9 @@ pub struct ErrorInfo {
     pub time: String,
 }
 
-/// Restarts after failures (see `spec.restartPolicy`).
+/// Restarts of the whole job by the operator after it failed for good (see
+/// `spec.restartPolicy`). Kept in the status, so that an operator restarted during a backoff
+/// resumes the same wait and the same count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartStatus {
@@ -327,17 +333,50 @@ pub struct RestartStatus {
     /// `maxRestarts`.
     #[serde(default)]
     pub count: u32,
-    /// Restarts over the life of the StreamJob.
+    /// Restarts over the life of the StreamJob, `spec.restartNonce` ones included.
     #[serde(default)]
     pub total: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub last_restart_time: Option<String>,
-    /// When the pending restart may happen (end of the current backoff).
+    /// When the pending restart may happen: the end of the backoff, or of the wait for the
+    /// operator-wide restart rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub next_restart_time: Option<String>,
-    /// What the last failure was.
+    /// Why the pending restart has not happened yet: `Backoff` or `RateLimited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<String>,
+    pub waiting: Option<RestartWait>,
+    /// The failure the last restart answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+}
+
+/// What a pending restart waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RestartWait {
+    /// The backoff `spec.restartPolicy.backoff` asks for after this many failures.
+    Backoff,
+    /// The operator-wide restart rate limit: too many jobs restart at once.
+    RateLimited,
+}
+
+/// Why a job failed for good, with the coordinator's context when it said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// `JobFailed` (the coordinator gave up), `PodFailing` (a pod cannot run: crash loop,
+    /// image, eviction, scheduling) or `Manual` (`spec.restartNonce`).
+    pub reason: String,
+    pub message: String,
+    /// The operator whose subtask failed, as the coordinator reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask: Option<u32>,
+    /// The pod that could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
 }

@@ -4,6 +4,7 @@ use crate::control::ControlClient;
 use crate::error::Error;
 use crate::leader::{LeaderElection, RENEW_EVERY};
 use crate::metrics::Metrics;
+use crate::ratelimit::TokenBucket;
 use crate::reconcile::{reconcile, Context};
 use clap::Parser;
 use futures::StreamExt;
@@ -43,6 +44,13 @@ struct Args {
     /// This replica's name in the Lease and in events [default: POD_NAME].
     #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
     identity: String,
+    /// Restarts after failures, across all jobs, per minute: when many jobs fail at once,
+    /// their restarts are spread out at this rate.
+    #[arg(long, default_value_t = 30)]
+    restarts_per_minute: u32,
+    /// Restarts that may happen at once before the rate applies.
+    #[arg(long, default_value_t = 5)]
+    restart_burst: u32,
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -110,6 +118,10 @@ pub async fn run() -> anyhow::Result<()> {
         ),
         control: ControlClient::default(),
         metrics,
+        restart_permit: Arc::new(TokenBucket::new(
+            args.restarts_per_minute,
+            args.restart_burst,
+        )),
     });
     let namespaces: Vec<Option<String>> = {
         let named: Vec<_> = args

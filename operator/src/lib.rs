@@ -14,6 +14,7 @@ pub mod leader;
 pub mod log;
 pub mod metrics;
 pub mod plan;
+pub mod ratelimit;
 pub mod reconcile;
 
 pub use error::Error;

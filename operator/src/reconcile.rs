@@ -6,7 +6,8 @@ use crate::build::{self, JobRef, CONTROL_PORT, TOKEN_KEY};
 use crate::control::ControlClient;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::plan::{self, Action, Cleanup, Inputs, Observed, Preflight};
+use crate::plan::{self, Action, Cleanup, Inputs, Observed, PodFailure, Preflight};
+use crate::ratelimit::RestartPermit;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -32,6 +33,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub control: ControlClient,
     pub metrics: Arc<Metrics>,
+    /// The operator-wide restart rate limit.
+    pub restart_permit: Arc<dyn RestartPermit>,
 }
 
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -107,6 +110,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         status: &status,
         observed: &observed,
         now: SystemTime::now(),
+        restart_permit: ctx.restart_permit.as_ref(),
     });
 
     // Written even when unchanged: the write's resourceVersion precondition is what stops a
@@ -235,6 +239,18 @@ async fn observe(
         })
         .collect();
     observed.crash = list.items.iter().find_map(crash_of);
+    let now = jiff::Timestamp::now();
+    observed.pod_failure = list
+        .items
+        .iter()
+        .filter(|p| {
+            // Only the job's own pods: a failed pre-flight or cleanup Job is reported by its step.
+            matches!(
+                p.labels().get("sluice.dev/role").map(String::as_str),
+                Some("coordinator" | "worker")
+            )
+        })
+        .find_map(|p| pod_failure_of(p, now));
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
     let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
@@ -377,6 +393,77 @@ fn crash_of(pod: &Pod) -> Option<String> {
             stuck.unwrap_or("restarted"),
             c.restart_count
         ))
+    })
+}
+
+/// How long a pod may stay unschedulable before the job counts as failed: long enough for a
+/// cluster autoscaler to add a node.
+const UNSCHEDULABLE_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// A pod that will not run unless the job restarts: evicted, unschedulable for longer than
+/// the grace, or a container crash-looping (after two restarts: one crash is the kubelet's
+/// and the coordinator's to recover from) or unable to get its image or config.
+fn pod_failure_of(pod: &Pod, now: jiff::Timestamp) -> Option<PodFailure> {
+    let status = pod.status.as_ref()?;
+    let name = pod.name_any();
+    let failure = |message: String| PodFailure {
+        pod: name.clone(),
+        message: format!("pod {name}: {message}"),
+    };
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(failure(format!(
+            "{} ({})",
+            status.reason.as_deref().unwrap_or("failed"),
+            status.message.as_deref().unwrap_or("").trim()
+        )));
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(c) = unschedulable {
+        let since = c.last_transition_time.as_ref().map(|t| t.0);
+        if since.is_some_and(|t| now.duration_since(t) >= UNSCHEDULABLE_GRACE) {
+            return Some(failure(format!(
+                "cannot be scheduled: {}",
+                c.message.as_deref().unwrap_or("").trim()
+            )));
+        }
+    }
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        let stuck = match reason {
+            "CrashLoopBackOff" => c.restart_count >= 2,
+            "ErrImagePull"
+            | "ImagePullBackOff"
+            | "ErrImageNeverPull"
+            | "InvalidImageName"
+            | "CreateContainerConfigError" => true,
+            _ => false,
+        };
+        let exit = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    ", last exit code {}{}",
+                    t.exit_code,
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        stuck.then(|| {
+            failure(format!(
+                "container {} {reason} after {} restart(s){exit}",
+                c.name, c.restart_count
+            ))
+        })
     })
 }
 

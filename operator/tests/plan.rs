@@ -10,7 +10,11 @@ use sluice_crds::{
     StreamJobSpec, StreamJobStatus,
 };
 use sluice_operator::build::JobRef;
-use sluice_operator::plan::{plan, Action, Cleanup, Inputs, Observed, Plan, Preflight, Timing};
+use sluice_operator::plan::{parse_time, timestamp};
+use sluice_operator::plan::{
+    plan, Action, Cleanup, Inputs, Observed, Plan, PodFailure, Preflight, Timing,
+};
+use sluice_operator::ratelimit::{RestartPermit, TokenBucket, Unlimited};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +45,7 @@ struct World {
     generation: i64,
     status: StreamJobStatus,
     now: SystemTime,
+    permit: Box<dyn RestartPermit>,
 }
 
 impl World {
@@ -50,6 +55,7 @@ impl World {
             generation: 1,
             status: StreamJobStatus::default(),
             now: at(0),
+            permit: Box::new(Unlimited),
         }
     }
 
@@ -67,6 +73,7 @@ impl World {
             status: &self.status,
             observed,
             now: self.now,
+            restart_permit: self.permit.as_ref(),
         });
         // The status is the operator's write-ahead log: what one step writes, the next reads
         // back from the API server.
@@ -646,9 +653,8 @@ fn a_step_another_operator_version_wrote_is_started_over_with_a_warning() {
     assert_eq!(warning.message, "unknown step \"Draining\"; starting over");
 }
 
-#[test]
-fn a_job_that_failed_for_good_names_each_cause() {
-    let mut w = running(fixture("running-job.yaml"));
+/// The coordinator of the targeted run gave up: its in-job restarts are exhausted.
+fn failed_with_cause(w: &World) -> Observed {
     let mut observed = w.coordinator(api::Phase::Failed);
     observed.job.as_mut().unwrap().errors = vec![
         api::JobError {
@@ -662,13 +668,285 @@ fn a_job_that_failed_for_good_names_each_cause() {
             cause: "checkpoint storage unreachable".into(),
         },
     ];
-    let p = w.step(&observed);
-    assert_eq!(p.status.phase, Some(Phase::Failed));
+    observed
+}
+
+/// Running, with a checkpoint completed in the run's storage.
+fn running_with_checkpoint(spec: StreamJobSpec) -> World {
+    let mut w = running(spec);
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.job.as_mut().unwrap().checkpoints = last_completed(
+        3,
+        SnapshotKind::Checkpoint,
+        format!("file:///data/sluice/risk/fraud/{}/chk-0000000003", w.run()),
+    );
+    w.step(&observed);
+    w
+}
+
+fn restarts(w: &World) -> sluice_crds::RestartStatus {
+    w.status.restarts.clone().unwrap_or_default()
+}
+
+/// A restart policy without jitter, so that the waits are exact.
+fn with_restart_policy(max_restarts: Option<u32>) -> StreamJobSpec {
+    let mut spec = fixture("running-job.yaml");
+    spec.rollback.enabled = false;
+    spec.restart_policy.backoff.initial = sluice_crds::HumanDuration::new("10s");
+    spec.restart_policy.backoff.multiplier = 3.0;
+    spec.restart_policy.backoff.max = sluice_crds::HumanDuration::new("60s");
+    spec.restart_policy.backoff.jitter = 0.0;
+    spec.restart_policy.max_restarts = max_restarts;
+    spec
+}
+
+#[test]
+fn a_job_that_failed_for_good_restarts_from_its_run_after_the_backoff_with_the_cause_in_status() {
+    let mut w = running_with_checkpoint(with_restart_policy(Some(5)));
+    let first_run = w.run();
+    let failed_at = w.now;
+    let p = w.step(&failed_with_cause(&w));
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    assert_eq!(p.actions, [Action::RemovePods]);
+    assert_eq!(w.op_step(), "Backoff");
     let warning = p.notes.iter().find(|n| n.reason == "JobFailed").unwrap();
+    assert!(warning.warning);
     assert_eq!(
         warning.message,
-        "the job failed for good: fraud-score[1]: division by zero; checkpoint storage unreachable"
+        format!(
+            "fraud-score[1]: division by zero; checkpoint storage unreachable; restart 1 of 5 in 10.0s"
+        )
     );
+    let r = restarts(&w);
+    assert_eq!(r.count, 0);
+    assert_eq!(r.waiting, Some(sluice_crds::RestartWait::Backoff));
+    assert_eq!(
+        r.next_restart_time.as_deref(),
+        Some(timestamp(failed_at + Duration::from_secs(10)).as_str())
+    );
+    let failure = r.last_failure.unwrap();
+    assert_eq!(failure.reason, "JobFailed");
+    assert_eq!(failure.operator.as_deref(), Some("fraud-score"));
+    assert_eq!(failure.subtask, Some(1));
+    let (ready, _, _) = condition(&p.status, condition_types::READY);
+    assert_eq!(ready, ConditionStatus::False);
+    let (degraded, reason, _) = condition(&p.status, condition_types::DEGRADED);
+    assert_eq!(
+        (degraded, reason.as_str()),
+        (ConditionStatus::True, "JobFailed")
+    );
+    let (_, _, progressing) = condition(&p.status, condition_types::PROGRESSING);
+    assert!(
+        progressing.starts_with("step Backoff: restarts at "),
+        "{progressing}"
+    );
+
+    // Inside the backoff nothing starts; the plan comes back when it ends.
+    let p = w.step(&Observed::default());
+    assert_eq!(p.actions, [Action::RemovePods]);
+    assert_eq!(p.requeue, Duration::from_secs(8));
+
+    // Over, but the old coordinator is still going away: two must never share a run.
+    w.now = failed_at + Duration::from_secs(10);
+    let p = w.step(&w.unreachable("terminating"));
+    assert_eq!(w.op_step(), "Backoff");
+    assert_eq!(p.actions, [Action::RemovePods]);
+
+    let target_before = w.status.target.clone().unwrap();
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Restart
+    );
+    // The same revision and run: its new coordinator resumes from the run's newest
+    // checkpoint, which the status need not have seen.
+    assert_eq!(p.status.target.as_ref(), Some(&target_before));
+    assert_eq!(target_before.run.as_deref(), Some(first_run.as_str()));
+    let r = restarts(&w);
+    assert_eq!((r.count, r.total), (1, 1));
+    assert_eq!(r.next_restart_time, None);
+    assert!(p.notes.iter().any(|n| n.reason == "Restarting"));
+
+    w.step(&Observed::default());
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert!(p.status.operation.is_none());
+    assert_eq!(p.status.error, None);
+}
+
+#[test]
+fn restarts_back_off_by_the_multiplier_up_to_the_cap_then_the_job_fails_for_good() {
+    let mut w = running_with_checkpoint(with_restart_policy(Some(3)));
+    let first_run = w.run();
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let failed_at = w.now;
+        w.step(&failed_with_cause(&w));
+        let until = restarts(&w).next_restart_time.unwrap();
+        let wait = parse_time(&until)
+            .unwrap()
+            .duration_since(failed_at)
+            .unwrap();
+        waits.push(wait.as_secs());
+        w.now = failed_at + wait;
+        w.step(&Observed::default());
+        w.step(&Observed::default());
+    }
+    assert_eq!(waits, [10, 30, 60]);
+    assert_eq!(restarts(&w).count, 3);
+
+    let p = w.step(&failed_with_cause(&w));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.actions, [Action::RemovePods]);
+    let warning = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "RestartsExhausted")
+        .unwrap();
+    assert!(warning.message.starts_with("3 restart(s) without 10m of healthy running; the last failure: fraud-score[1]: division by zero"), "{}", warning.message);
+    assert_eq!(p.status.error.as_ref().unwrap().reason, "RestartsExhausted");
+    assert!(p.status.operation.is_none());
+
+    // It stays down: no pods, whatever is observed.
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+
+    // A fixed spec comes back from where the failed run stopped, with the count afresh.
+    let last_run = w.run();
+    assert_eq!(last_run, first_run);
+    w.change(|s| s.image = Some("sluice.local/sluice:2".into()));
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Upgrading));
+    assert_eq!(
+        p.status.target.as_ref().unwrap().restore_from,
+        Some(format!("file:///data/sluice/risk/fraud/{last_run}"))
+    );
+    assert_eq!(restarts(&w).count, 0);
+}
+
+#[test]
+fn a_pod_that_cannot_run_fails_the_job_and_a_deploy_that_crash_loops_backs_off_too() {
+    let mut w = running(with_restart_policy(None));
+    let mut crashing = w.coordinator(api::Phase::Running);
+    crashing.pod_failure = Some(PodFailure {
+        pod: "fraud-worker-1".into(),
+        message: "pod fraud-worker-1: container sluice CrashLoopBackOff after 2 restart(s)".into(),
+    });
+    let failed_at = w.now;
+    let p = w.step(&crashing);
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    let failure = restarts(&w).last_failure.unwrap();
+    assert_eq!(failure.reason, "PodFailing");
+    assert_eq!(failure.pod.as_deref(), Some("fraud-worker-1"));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.reason == "PodFailing" && n.warning));
+
+    w.now = failed_at + Duration::from_secs(10);
+    w.step(&Observed::default());
+    assert_eq!(w.op_step(), "Deploying");
+    // The new run's pods crash as well: back to a backoff, three times as long.
+    let mut crashing = w.unreachable("connection refused");
+    crashing.pod_failure = Some(PodFailure {
+        pod: "fraud-worker-0".into(),
+        message: "pod fraud-worker-0: container sluice ErrImagePull after 0 restart(s)".into(),
+    });
+    let again = w.now;
+    w.step(&crashing);
+    assert_eq!(w.op_step(), "Backoff");
+    let until = parse_time(&restarts(&w).next_restart_time.unwrap()).unwrap();
+    assert_eq!(
+        until.duration_since(again).unwrap(),
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn the_operator_wide_rate_limit_holds_a_restart_back_and_says_so() {
+    let mut w = running(with_restart_policy(None));
+    let bucket = TokenBucket::new(1, 1);
+    // Another job took the only token.
+    assert!(bucket.acquire(w.now).is_ok());
+    w.permit = Box::new(bucket);
+    let failed_at = w.now;
+    w.step(&failed_with_cause(&w));
+    w.now = failed_at + Duration::from_secs(10);
+    let p = w.step(&Observed::default());
+    assert_eq!(w.op_step(), "Backoff");
+    let r = restarts(&w);
+    assert_eq!(r.waiting, Some(sluice_crds::RestartWait::RateLimited));
+    let (_, _, progressing) = condition(&p.status, condition_types::PROGRESSING);
+    assert!(
+        progressing.contains("the operator-wide restart rate limit holds it back"),
+        "{progressing}"
+    );
+    // One token a minute.
+    w.now = failed_at + Duration::from_secs(60);
+    w.step(&Observed::default());
+    assert_eq!(w.op_step(), "Deploying");
+    assert_eq!(restarts(&w).waiting, None);
+}
+
+#[test]
+fn a_restart_nonce_restarts_at_once_even_a_job_that_gave_up() {
+    let mut w = running_with_checkpoint(with_restart_policy(Some(0)));
+    w.step(&failed_with_cause(&w));
+    assert_eq!(w.status.phase, Some(Phase::Failed));
+    let stopped_run = w.run();
+    w.change(|s| s.restart_nonce = Some(1));
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    assert_eq!(p.status.restart_nonce, Some(1));
+    assert!(p.notes.iter().any(|n| n.reason == "RestartRequested"));
+    let p = w.step(&Observed::default());
+    assert_eq!(w.op_step(), "Deploying");
+    assert_eq!(w.run(), stopped_run);
+    assert_eq!(p.status.phase, Some(Phase::Restarting));
+    let r = restarts(&w);
+    assert_eq!((r.count, r.total), (0, 1), "by hand: not a failure");
+    w.step(&Observed::default());
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    // Acted on once.
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert!(p.status.operation.is_none());
+}
+
+#[test]
+fn a_run_healthy_for_reset_after_starts_the_count_afresh() {
+    let mut w = running(with_restart_policy(Some(5)));
+    let failed_at = w.now;
+    w.step(&failed_with_cause(&w));
+    w.now = failed_at + Duration::from_secs(10);
+    w.step(&Observed::default());
+    w.step(&Observed::default());
+    w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(restarts(&w).count, 1);
+    w.now += Duration::from_secs(9 * 60);
+    w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(restarts(&w).count, 1, "not yet ten minutes");
+    w.now += Duration::from_secs(60);
+    w.step(&w.coordinator(api::Phase::Running));
+    let r = restarts(&w);
+    assert_eq!((r.count, r.total), (0, 1));
+}
+
+#[test]
+fn a_suspend_during_the_backoff_stops_at_the_failed_runs_newest_checkpoint() {
+    let mut w = running_with_checkpoint(with_restart_policy(None));
+    let run = w.run();
+    w.step(&failed_with_cause(&w));
+    w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Suspended));
+    assert_eq!(
+        p.status.target.as_ref().unwrap().restore_from,
+        Some(format!("file:///data/sluice/risk/fraud/{run}"))
+    );
+    assert_eq!(restarts(&w).next_restart_time, None);
 }
 
 // Status that never lies (and state that is not rewound): each of these failed before the

@@ -2,7 +2,7 @@
 //! the operation and the last error.
 
 use super::Planner;
-use sluice_crds::{condition_types, Condition, ConditionStatus, Phase};
+use sluice_crds::{condition_types, Condition, ConditionStatus, Phase, RestartWait};
 
 impl Planner<'_> {
     pub(super) fn conditions(&mut self) {
@@ -47,7 +47,7 @@ impl Planner<'_> {
             Some(o) => (
                 true,
                 format!("{:?}", o.kind),
-                format!("step {}{waiting}", o.step.name()),
+                format!("step {}{}{waiting}", o.step.name(), self.restart_wait()),
             ),
             None => (false, "Idle".to_string(), String::new()),
         };
@@ -94,6 +94,24 @@ impl Planner<'_> {
             });
         }
         self.status.observed_generation = generation;
+    }
+
+    /// What a pending restart waits for, and until when.
+    fn restart_wait(&self) -> String {
+        let Some(r) = self.status.restarts.as_ref() else {
+            return String::new();
+        };
+        let until = r.next_restart_time.as_deref().unwrap_or("now");
+        match r.waiting {
+            Some(RestartWait::Backoff) => format!(
+                ": restarts at {until}, the backoff after {} failure(s) in a row",
+                r.count + 1
+            ),
+            Some(RestartWait::RateLimited) => format!(
+                ": restarts at {until} at the earliest: the operator-wide restart rate limit holds it back"
+            ),
+            None => String::new(),
+        }
     }
 
     /// What is wrong with a job that should be running, from what was observed: a pod that

@@ -18,6 +18,23 @@ impl Planner<'_> {
             self.actions.push(Action::RemovePods);
             return;
         }
+        // A revision that fails for good restarts with backoff, unless it is one a rollback
+        // would replace once its readiness timeout is over.
+        let rollback = &self.i.spec.rollback;
+        let may_roll_back = rollback.enabled
+            && op.kind != OperationKind::Rollback
+            && self
+                .status
+                .stable
+                .as_ref()
+                .is_some_and(|s| s.hash != target.hash);
+        if !may_roll_back {
+            if let Some(failure) = self.failure() {
+                self.finish_operation();
+                self.on_failure(failure);
+                return;
+            }
+        }
         self.actions.push(Action::Deploy(target.clone()));
         // A bounded job may reach the end of its input between two looks.
         if matches!(

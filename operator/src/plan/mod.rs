@@ -16,11 +16,12 @@
 //!
 //! One file per part of the lifecycle: `steady` (no operation: start one, or watch the
 //! job), one per step of [`OperationStep`] (`savepoint`, `preflight`, `stopping`,
-//! `deploying`), and `conditions`, which every reconcile ends with.
+//! `deploying`, `restarting`), and `conditions`, which every reconcile ends with.
 
 mod conditions;
 mod deploying;
 mod preflight;
+mod restarting;
 mod savepoint;
 mod steady;
 mod stopping;
@@ -28,6 +29,7 @@ mod stopping;
 use conditions::condition;
 
 use crate::build::JobRef;
+use crate::ratelimit::RestartPermit;
 use sluice_crds::control::{self, JobStatus, SavepointStatus, SnapshotKind};
 use sluice_crds::{
     ErrorInfo, Operation, OperationKind, OperationStep, Phase, SpecRevision, StreamJobSpec,
@@ -50,8 +52,18 @@ pub struct Observed {
     pub cleanup: Cleanup,
     /// A pod of the job that keeps failing: which and why.
     pub crash: Option<String>,
+    /// A pod of the job that cannot run by itself: the job has failed for good.
+    pub pod_failure: Option<PodFailure>,
     /// The runs (`SpecRevision::run`) the job's pods belong to.
     pub pod_runs: BTreeSet<String>,
+}
+
+/// A pod that will not run without a restart of the job: a container in a crash loop or
+/// without its image, an evicted pod, or one the scheduler could not place for a while.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodFailure {
+    pub pod: String,
+    pub message: String,
 }
 
 /// The upgrade pre-flight check's Job.
@@ -140,6 +152,8 @@ pub struct Inputs<'a> {
     pub status: &'a StreamJobStatus,
     pub observed: &'a Observed,
     pub now: SystemTime,
+    /// The operator-wide restart rate limit.
+    pub restart_permit: &'a dyn RestartPermit,
 }
 
 pub fn plan(i: &Inputs) -> Plan {
@@ -276,6 +290,7 @@ impl Planner<'_> {
             OperationStep::PreflightCheck => self.continue_preflight_check(op),
             OperationStep::Stopping(_) => self.continue_stopping(op),
             OperationStep::Deploying(step) => self.continue_deploying(op, step),
+            OperationStep::Backoff(step) => self.continue_backoff(step),
             OperationStep::Unrecognised { step, .. } => {
                 self.warn(
                     "UnknownStep",

@@ -1,6 +1,7 @@
 //! No operation under way: start the one the spec asks for (deploy, upgrade, rescale,
 //! suspend, resume, savepoint, delete), or watch the running job.
 
+use super::restarting::RESTARTS_EXHAUSTED;
 use super::{condition, control, parse_time, Planner};
 use crate::build::Storage;
 use crate::plan::Action;
@@ -77,6 +78,15 @@ impl Planner<'_> {
             }
             return;
         }
+        if spec.restart_nonce.is_some() && spec.restart_nonce != self.status.restart_nonce {
+            self.restart_by_hand();
+            return;
+        }
+        if self.gave_up() {
+            // Stays down until a spec change (an upgrade, above) or a restartNonce.
+            self.set_phase(Phase::Failed);
+            return;
+        }
         let nonce = spec.savepoints.trigger_nonce;
         if nonce.is_some() && nonce != self.status.savepoint_trigger_nonce {
             if self.can_savepoint() {
@@ -121,12 +131,27 @@ impl Planner<'_> {
             .is_some_and(|e| e.context.get("specHash").map(String::as_str) == Some(hash))
     }
 
+    /// Whether the job used up its restarts (and waits for a fix).
+    fn gave_up(&self) -> bool {
+        self.status.phase == Some(Phase::Failed)
+            && self
+                .status
+                .error
+                .as_ref()
+                .is_some_and(|e| e.reason == RESTARTS_EXHAUSTED)
+    }
+
     pub(super) fn watch_running(&mut self, target: &SpecRevision) {
+        if let Some(failure) = self.failure() {
+            self.on_failure(failure);
+            return;
+        }
         self.actions.push(Action::Deploy(target.clone()));
         match self.job_phase() {
             Some(control::Phase::Running) => {
                 self.set_phase(Phase::Running);
                 self.record_parallelism(target);
+                self.forget_old_restarts();
                 if self.status.stable.as_ref().map(|s| &s.hash) != Some(&target.hash) {
                     self.status.stable = Some(target.clone());
                 }
@@ -140,20 +165,6 @@ impl Planner<'_> {
                 }
             }
             Some(control::Phase::Restarting) => self.set_phase(Phase::Restarting),
-            Some(control::Phase::Failed) => {
-                let why = self
-                    .i
-                    .observed
-                    .job
-                    .as_ref()
-                    .map(|j| describe_errors(&j.errors))
-                    .unwrap_or_default();
-                if self.status.phase != Some(Phase::Failed) {
-                    self.warn("JobFailed", format!("the job failed for good: {why}"));
-                }
-                self.set_phase(Phase::Failed);
-                self.fail("JobFailed", why, None);
-            }
             Some(control::Phase::Finished) => {
                 // Bounded input ran out: the job is done, and stays so.
                 self.set_phase(Phase::Finished);
@@ -199,6 +210,7 @@ impl Planner<'_> {
             match kind {
                 OperationKind::Resume => "Resuming",
                 OperationKind::Rollback => "RollingBack",
+                OperationKind::Restart => "Restarting",
                 _ => "Deploying",
             },
             format!(
@@ -212,6 +224,12 @@ impl Planner<'_> {
                     .unwrap_or_default()
             ),
         );
+        if kind != OperationKind::Restart {
+            // A new spec, or the job back from a suspend: failures in a row start afresh.
+            if let Some(r) = self.status.restarts.as_mut() {
+                r.count = 0;
+            }
+        }
         let mut op = self.start(kind, OperationStep::Deploying(Deploying::default()));
         op.savepoint = revision.restore_from.clone();
         self.status.operation = Some(op);
@@ -334,6 +352,7 @@ pub(super) fn deploying_phase(kind: OperationKind) -> Phase {
         OperationKind::Rollback => Phase::RollingBack,
         OperationKind::Rescale => Phase::Rescaling,
         OperationKind::Upgrade => Phase::Upgrading,
+        OperationKind::Restart => Phase::Restarting,
         _ => Phase::Deploying,
     }
 }
@@ -346,6 +365,7 @@ fn pods_fingerprint(spec: &StreamJobSpec) -> String {
     pods.rollback = Default::default();
     pods.state = Default::default();
     pods.priority = None;
+    pods.restart_nonce = None;
     pods.fingerprint()
 }
 
@@ -356,7 +376,7 @@ fn only_parallelism_differs(old: &StreamJobSpec, new: &StreamJobSpec) -> bool {
 }
 
 /// The causes of a failure, one per line's worth: `operator[subtask]: cause`.
-fn describe_errors(errors: &[JobError]) -> String {
+pub(super) fn describe_errors(errors: &[JobError]) -> String {
     errors
         .iter()
         .map(|e| match (&e.operator, e.subtask) {
