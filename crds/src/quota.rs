@@ -95,6 +95,10 @@ pub struct QuotaLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallelism: Option<u32>,
 
+    /// Worker pods: ceil(parallelism / slotsPerWorker) for each job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u32>,
+
     /// Sum of the CPU requests of all coordinator and worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
@@ -173,6 +177,8 @@ pub struct QuotaUsage {
     pub jobs: u32,
     #[serde(default)]
     pub parallelism: u32,
+    #[serde(default)]
+    pub workers: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,9 @@
 //! The pipeline of one reconcile (`reconcile.rs`): observe the children and the coordinator
 //! → plan the next step (`plan/`, pure) → write the status, the write-ahead log → apply the
 //! children built by `build/` (pure) and call the coordinator → publish events.
+//! `admission` (pure) decides which jobs of a namespace its StreamQuotas let run.
 
+pub mod admission;
 pub mod build;
 pub mod cli;
 pub mod control;
