@@ -126,6 +126,9 @@ pub enum Phase {
     /// Stopping with a savepoint to suspend (or to make room for a higher priority).
     Suspending,
     Suspended,
+    /// Stopped with a savepoint to make room for a higher priority in the namespace's
+    /// StreamQuota; resumes from it by itself when there is room again.
+    Preempted,
     /// Waiting out the backoff before a restart after a failure.
     Restarting,
     /// Returning to the last stable spec.

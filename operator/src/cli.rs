@@ -122,6 +122,7 @@ pub async fn run() -> anyhow::Result<()> {
             args.restarts_per_minute,
             args.restart_burst,
         )),
+        admission: tokio::sync::Mutex::new(()),
     });
     let namespaces: Vec<Option<String>> = {
         let named: Vec<_> = args

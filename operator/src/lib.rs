@@ -16,6 +16,7 @@ pub mod leader;
 pub mod log;
 pub mod metrics;
 pub mod plan;
+pub mod quota;
 pub mod ratelimit;
 pub mod reconcile;
 

@@ -35,6 +35,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The operator-wide restart rate limit.
     pub restart_permit: Arc<dyn RestartPermit>,
+    /// Held by reconciles that may admit a job under a StreamQuota, from the count to the
+    /// status write, so that two jobs never both take the last room.
+    pub admission: tokio::sync::Mutex<()>,
 }
 
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -101,6 +104,11 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         base: control_base(&client, &job).await?,
         token,
     };
+    let _admitting = match crate::quota::may_be_admitted(sj) {
+        true => Some(ctx.admission.lock().await),
+        false => None,
+    };
+    let decision = crate::quota::decide(&client, sj).await?;
     let observed = observe(ctx, &job, &status, &link).await?;
     let plan = plan::plan(&Inputs {
         job: &job,
@@ -111,6 +119,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         observed: &observed,
         now: SystemTime::now(),
         restart_permit: ctx.restart_permit.as_ref(),
+        admission: decision.as_ref(),
     });
 
     // Written even when unchanged: the write's resourceVersion precondition is what stops a

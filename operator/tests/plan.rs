@@ -9,6 +9,7 @@ use sluice_crds::{
     condition_types, ConditionStatus, OperationKind, Phase, SavepointState, StreamJobManifest,
     StreamJobSpec, StreamJobStatus,
 };
+use sluice_operator::admission::Decision;
 use sluice_operator::build::JobRef;
 use sluice_operator::plan::{parse_time, timestamp};
 use sluice_operator::plan::{
@@ -46,6 +47,7 @@ struct World {
     status: StreamJobStatus,
     now: SystemTime,
     permit: Box<dyn RestartPermit>,
+    admission: Option<Decision>,
 }
 
 impl World {
@@ -56,6 +58,7 @@ impl World {
             status: StreamJobStatus::default(),
             now: at(0),
             permit: Box::new(Unlimited),
+            admission: None,
         }
     }
 
@@ -74,6 +77,7 @@ impl World {
             observed,
             now: self.now,
             restart_permit: self.permit.as_ref(),
+            admission: self.admission.as_ref(),
         });
         // The status is the operator's write-ahead log: what one step writes, the next reads
         // back from the API server.
@@ -1143,4 +1147,106 @@ fn a_periodic_savepoint_that_failed_is_tried_again_an_interval_later_not_at_once
         p.status.operation.as_ref().unwrap().kind,
         OperationKind::Savepoint
     );
+}
+
+// StreamQuota: the plan's side of the admission decisions (the decisions themselves are
+// tested from fixtures in `admission`).
+
+#[test]
+fn a_job_the_quota_has_no_room_for_waits_in_queued_saying_why_then_deploys_when_admitted() {
+    let mut w = World::new(fixture("running-job.yaml"));
+    let reason = "maxWorkers of StreamQuota team-a: needs 2, 1 of 4 free";
+    w.admission = Some(Decision::Queue {
+        reason: reason.into(),
+    });
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(
+        p.status.target.is_none(),
+        "nothing recorded, nothing deployed"
+    );
+    let (status, why, message) = condition(&p.status, condition_types::ADMITTED);
+    assert_eq!(
+        (status, why.as_str(), message.as_str()),
+        (ConditionStatus::False, "Queued", reason)
+    );
+    assert_eq!(p.notes.iter().filter(|n| n.reason == "Queued").count(), 1);
+    // Said once, not at every look.
+    let p = w.step(&Observed::default());
+    assert!(p.notes.is_empty());
+
+    w.admission = Some(Decision::Admit);
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Deploying));
+    let (status, _, _) = condition(&p.status, condition_types::ADMITTED);
+    assert_eq!(status, ConditionStatus::True);
+}
+
+#[test]
+fn a_preempted_job_stops_with_a_savepoint_and_resumes_from_it_by_itself_when_admitted() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.admission = Some(Decision::Preempt { by: "c".into() });
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    assert_eq!(p.status.phase, Some(Phase::Suspending));
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Preempt
+    );
+    assert!(
+        matches!(
+            p.actions[..],
+            [Action::Deploy(_), Action::Savepoint { stop: true, .. }]
+                | [Action::Savepoint { stop: true, .. }]
+        ),
+        "{:?}",
+        p.actions
+    );
+    let warning = p.notes.iter().find(|n| n.reason == "Preempting").unwrap();
+    assert!(warning.message.contains("to make room for c"));
+
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator(api::Phase::Finished);
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000005")));
+    // Still asked to make room while it stops.
+    let p = w.step(&observed);
+    assert_eq!(p.status.phase, Some(Phase::Preempted));
+    assert_eq!(p.actions, [Action::RemovePods]);
+    let saved = p.status.last_savepoint.clone().unwrap();
+    assert_eq!(saved.trigger, sluice_crds::SavepointTrigger::Preemption);
+
+    // Waiting for room, it stays Preempted and says why.
+    w.admission = Some(Decision::Queue {
+        reason: "maxWorkers of StreamQuota team-a: needs 2, 1 of 4 free".into(),
+    });
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Preempted));
+    assert!(p.actions.is_empty());
+    let (status, _, _) = condition(&p.status, condition_types::ADMITTED);
+    assert_eq!(status, ConditionStatus::False);
+
+    w.admission = Some(Decision::Admit);
+    let p = w.step(&Observed::default());
+    assert_eq!(
+        p.status.operation.as_ref().unwrap().kind,
+        OperationKind::Resume
+    );
+    assert_eq!(p.status.target.unwrap().restore_from, saved.path);
+}
+
+#[test]
+fn a_preempted_job_its_user_suspends_stays_suspended_and_out_of_the_queue() {
+    let mut w = running(fixture("running-job.yaml"));
+    w.admission = Some(Decision::Preempt { by: "c".into() });
+    w.step(&w.coordinator(api::Phase::Running));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator(api::Phase::Finished);
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000005")));
+    w.step(&observed);
+    assert_eq!(w.status.phase, Some(Phase::Preempted));
+    w.change(|s| s.state = sluice_crds::DesiredState::Suspended);
+    w.admission = None;
+    let p = w.step(&Observed::default());
+    assert_eq!(p.status.phase, Some(Phase::Suspended));
+    assert!(p.actions.is_empty());
 }

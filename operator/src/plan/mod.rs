@@ -15,9 +15,11 @@
 //! for is found again by its savepoint's directory, which is unique to the operation.
 //!
 //! One file per part of the lifecycle: `steady` (no operation: start one, or watch the
-//! job), one per step of [`OperationStep`] (`savepoint`, `preflight`, `stopping`,
+//! job), `admission` (the namespace's StreamQuota: queue, preempt), one per step of
+//! [`OperationStep`] (`savepoint`, `preflight`, `stopping`,
 //! `deploying`, `restarting`), and `conditions`, which every reconcile ends with.
 
+mod admission;
 mod conditions;
 mod deploying;
 mod preflight;
@@ -28,6 +30,7 @@ mod stopping;
 
 use conditions::condition;
 
+use crate::admission::Decision;
 use crate::build::JobRef;
 use crate::ratelimit::RestartPermit;
 use sluice_crds::control::{self, JobStatus, SavepointStatus, SnapshotKind};
@@ -154,6 +157,8 @@ pub struct Inputs<'a> {
     pub now: SystemTime,
     /// The operator-wide restart rate limit.
     pub restart_permit: &'a dyn RestartPermit,
+    /// What the namespace's StreamQuotas decide for the job; `None` without a quota.
+    pub admission: Option<&'a Decision>,
 }
 
 pub fn plan(i: &Inputs) -> Plan {

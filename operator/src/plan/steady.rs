@@ -33,14 +33,27 @@ impl Planner<'_> {
                 self.set_phase(Phase::Suspended);
                 return;
             }
+            if !self.admitted() {
+                return;
+            }
             let revision = self.new_revision(spec, spec.initial_savepoint.clone());
             self.begin_deploy(OperationKind::Deploy, revision);
             return;
         };
-        let suspended = self.status.phase == Some(Phase::Suspended);
-        match (suspended, spec.state) {
-            (true, DesiredState::Suspended) => return,
+        // Stopped by the user, by a preemption, or waiting for room to resume.
+        let stopped = matches!(
+            self.status.phase,
+            Some(Phase::Suspended | Phase::Preempted | Phase::Queued)
+        );
+        match (stopped, spec.state) {
+            (true, DesiredState::Suspended) => {
+                self.set_phase(Phase::Suspended);
+                return;
+            }
             (true, DesiredState::Running) => {
+                if !self.admitted() {
+                    return;
+                }
                 // Where the suspend stopped: its savepoint, or the stopped run's newest
                 // checkpoint when none could be taken.
                 let from = target.restore_from.clone();
@@ -52,7 +65,12 @@ impl Planner<'_> {
                 self.begin_stop(OperationKind::Suspend);
                 return;
             }
-            (false, DesiredState::Running) => {}
+            (false, DesiredState::Running) => {
+                if self.preempted() {
+                    return;
+                }
+                self.record_admitted();
+            }
         }
         let wanted = spec.fingerprint();
         let mut target = target;
@@ -278,10 +296,10 @@ impl Planner<'_> {
         self.job_phase() == Some(control::Phase::Running) && self.savepoint_storage().is_some()
     }
 
-    fn begin_stop(&mut self, kind: OperationKind) {
+    pub(super) fn begin_stop(&mut self, kind: OperationKind) {
         let mut op = self.start(kind, OperationStep::Stopping(None));
         self.set_phase(match kind {
-            OperationKind::Suspend => Phase::Suspending,
+            OperationKind::Suspend | OperationKind::Preempt => Phase::Suspending,
             OperationKind::Rescale => Phase::Rescaling,
             OperationKind::Delete => Phase::Deleting,
             _ => Phase::Upgrading,

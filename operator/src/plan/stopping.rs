@@ -26,6 +26,7 @@ impl Planner<'_> {
             SavepointOutcome::Done(location) => {
                 let trigger = match op.kind {
                     OperationKind::Suspend => SavepointTrigger::Suspend,
+                    OperationKind::Preempt => SavepointTrigger::Preemption,
                     OperationKind::Delete => SavepointTrigger::Delete,
                     _ => SavepointTrigger::Upgrade,
                 };
@@ -60,21 +61,30 @@ impl Planner<'_> {
     pub(super) fn redeploy(&mut self, op: Operation) {
         self.actions.push(Action::RemovePods);
         match op.kind {
-            OperationKind::Suspend => {
+            OperationKind::Suspend | OperationKind::Preempt => {
                 let from = op
                     .savepoint
                     .as_deref()
                     .unwrap_or("nothing: no snapshot was taken");
+                let (reason, phase, when) = if op.kind == OperationKind::Preempt {
+                    (
+                        "Preempted",
+                        Phase::Preempted,
+                        "by itself when there is room",
+                    )
+                } else {
+                    ("Suspended", Phase::Suspended, "when spec.state is Running")
+                };
                 self.note(
-                    "Suspended",
-                    format!("stopped; pods removed; resumes from {from}"),
+                    reason,
+                    format!("stopped; pods removed; resumes {when}, from {from}"),
                 );
                 // Where the job resumes.
                 if let Some(target) = self.status.target.as_mut() {
                     target.restore_from = op.savepoint.clone();
                 }
                 self.finish_operation();
-                self.set_phase(Phase::Suspended);
+                self.set_phase(phase);
                 self.status.parallelism = Some(0);
             }
             OperationKind::Delete => {
