@@ -18,6 +18,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:6123";
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RESTART_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 pub const DEFAULT_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const DEFAULT_RESTART_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// No jitter unless asked for: a lone coordinator has no herd of peers to spread out.
+pub const DEFAULT_RESTART_BACKOFF_JITTER: f64 = 0.0;
 pub const DEFAULT_RESTART_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const DEFAULT_RETAIN_CHECKPOINTS: usize = 3;
@@ -26,6 +29,7 @@ pub const DEFAULT_SLOTS: u32 = 1;
 /// Where a worker listens for records when `--data-addr` is not given: any free port.
 pub const DEFAULT_DATA_ADDR: &str = "0.0.0.0:0";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_COORDINATOR_LOSS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The commands of the contract, as subcommands of `sluice`.
 // Parsed once per process: the size of the largest variant costs nothing.
@@ -184,13 +188,20 @@ pub enum OnTerminate {
 /// How a coordinator restarts a failed job.
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct RestartArgs {
-    /// Wait before the first restart after a failure; doubles with each failure in a row
-    /// [default: 1s].
+    /// Wait before the first restart after a failure; grows by the multiplier with each
+    /// failure in a row [default: 1s].
     #[arg(long)]
     pub restart_initial_backoff: Option<ArgDuration>,
     /// The longest wait between restarts [default: 60s].
     #[arg(long)]
     pub restart_max_backoff: Option<ArgDuration>,
+    /// What each failure in a row multiplies the wait by; at least 1 [default: 2].
+    #[arg(long, value_parser = parse_multiplier)]
+    pub restart_backoff_multiplier: Option<f64>,
+    /// Moves each wait by a random amount of up to this fraction of itself, either way
+    /// (0 to 1), so that restarts of many jobs do not fall in step [default: 0].
+    #[arg(long, value_parser = parse_jitter)]
+    pub restart_backoff_jitter: Option<f64>,
     /// Restarts in a row before the job fails for good [default: 10].
     #[arg(long)]
     pub restart_max_attempts: Option<u32>,
@@ -205,13 +216,44 @@ impl RestartArgs {
         let RestartArgs {
             restart_initial_backoff,
             restart_max_backoff,
+            restart_backoff_multiplier,
+            restart_backoff_jitter,
             restart_max_attempts,
             restart_reset_after,
         } = self;
         line.value("restart-initial-backoff", restart_initial_backoff);
         line.value("restart-max-backoff", restart_max_backoff);
+        line.value("restart-backoff-multiplier", restart_backoff_multiplier);
+        line.value("restart-backoff-jitter", restart_backoff_jitter);
         line.value("restart-max-attempts", restart_max_attempts);
         line.value("restart-reset-after", restart_reset_after);
+    }
+}
+
+/// `--restart-backoff-multiplier`: a finite number of at least 1 (a smaller one would
+/// shrink the wait as failures pile up).
+fn parse_multiplier(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if value.is_finite() && value >= 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("'{text}': must be a finite number of at least 1"))
+    }
+}
+
+/// `--restart-backoff-jitter`: a fraction from 0 to 1.
+fn parse_jitter(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("'{text}': must be a fraction from 0 to 1"))
     }
 }
 
@@ -341,9 +383,13 @@ pub struct WorkerArgs {
     /// RocksDB memory budget in MiB [default: 40 % of the container's memory limit, or 512].
     #[arg(long)]
     pub state_memory_mib: Option<usize>,
-    /// How long to keep trying to reach the coordinator [default: 60s].
+    /// How long to keep trying to reach the coordinator at start [default: 60s].
     #[arg(long)]
     pub connect_timeout: Option<ArgDuration>,
+    /// How long a worker that lost its coordinator keeps trying to register with the next
+    /// one at the same address before it exits with an error [default: 5m].
+    #[arg(long)]
+    pub coordinator_loss_timeout: Option<ArgDuration>,
 }
 
 impl WorkerArgs {
@@ -358,6 +404,7 @@ impl WorkerArgs {
             state_dir,
             state_memory_mib,
             connect_timeout,
+            coordinator_loss_timeout,
         } = self;
         let mut line = Line::new(["worker".to_string()]);
         line.value("coordinator", coordinator);
@@ -368,6 +415,7 @@ impl WorkerArgs {
         line.value("name", name);
         line.value("advertise-host", advertise_host);
         line.value("state-memory-mib", state_memory_mib);
+        line.value("coordinator-loss-timeout", coordinator_loss_timeout);
         line.0
     }
 }
@@ -645,6 +693,8 @@ mod tests {
             restart: RestartArgs {
                 restart_initial_backoff: Some(ArgDuration::from_millis(1500)),
                 restart_max_backoff: Some(duration("2m")),
+                restart_backoff_multiplier: Some(1.5),
+                restart_backoff_jitter: Some(0.25),
                 restart_max_attempts: Some(u32::MAX),
                 restart_reset_after: Some(duration("1h")),
             },
@@ -685,6 +735,7 @@ mod tests {
             state_dir: Some("/var/lib/sluice/state".into()),
             state_memory_mib: Some(1024),
             connect_timeout: Some(ArgDuration::from_secs(300)),
+            coordinator_loss_timeout: Some(duration("10m")),
         }));
         round_trip(Command::Savepoint {
             command: SavepointCommand::Check(SavepointCheckArgs {
@@ -777,5 +828,38 @@ mod tests {
         assert_eq!(args.snapshots.state_backend, Some(StateBackendArg::Heap));
         assert!(Command::try_parse_args(["worker", "--connect-timeout", "5d"]).is_err());
         assert!(Command::try_parse_args(["savepoint", "delete"]).is_err());
+    }
+
+    #[test]
+    fn a_multiplier_below_1_or_a_jitter_outside_0_to_1_is_refused_naming_the_flag() {
+        let refused = |flag: &str, value: &str| {
+            let arg = format!("--{flag}={value}");
+            let error = Command::try_parse_args(["coordinator", "job.yaml", &arg])
+                .expect_err(&arg)
+                .to_string();
+            assert!(error.contains(&format!("--{flag}")), "{arg}: {error}");
+            error
+        };
+        for value in ["-2", "NaN", "inf", "0.5", "two"] {
+            refused("restart-backoff-multiplier", value);
+        }
+        for value in ["-0.1", "1.5", "NaN", "lots"] {
+            refused("restart-backoff-jitter", value);
+        }
+        assert!(refused("restart-backoff-jitter", "1.5").contains("from 0 to 1"));
+        let parsed = Command::try_parse_args([
+            "coordinator",
+            "job.yaml",
+            "--restart-backoff-multiplier",
+            "1",
+            "--restart-backoff-jitter",
+            "1",
+        ])
+        .unwrap();
+        let Command::Coordinator(args) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(args.restart.restart_backoff_multiplier, Some(1.0));
+        assert_eq!(args.restart.restart_backoff_jitter, Some(1.0));
     }
 }

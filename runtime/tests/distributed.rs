@@ -92,6 +92,10 @@ impl Process {
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     fn exit(mut self) -> (ExitStatus, String) {
         let mut status = None;
         wait_until("the process to exit", TIMEOUT, || {
@@ -124,21 +128,44 @@ struct Cluster {
     workers: HashMap<String, Process>,
 }
 
+/// Starts a coordinator listening for workers at `listen`; returns it, its API's URL and
+/// the address it listens at.
+fn spawn_coordinator(
+    manifest: &Path,
+    dir: &Path,
+    args: &[&str],
+    listen: &str,
+) -> (Process, String, String) {
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let mut command = sluice();
+    command
+        .arg("coordinator")
+        .arg(manifest)
+        .args(["--listen", listen, "--control-addr", "127.0.0.1:0"])
+        .arg("--control-token-file")
+        .arg(&token)
+        .args(args);
+    let coordinator = Process::spawn(command);
+    let api = coordinator.printed_after("control API listening on ");
+    let address = coordinator.printed_after("listening for workers on ");
+    (coordinator, api, address)
+}
+
 impl Cluster {
     fn start(manifest: &Path, dir: &Path, args: &[&str], workers: &[&str], slots: u32) -> Cluster {
-        let token = dir.join("token");
-        std::fs::write(&token, TOKEN).unwrap();
-        let mut command = sluice();
-        command
-            .arg("coordinator")
-            .arg(manifest)
-            .args(["--listen", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
-            .arg("--control-token-file")
-            .arg(&token)
-            .args(args);
-        let coordinator = Process::spawn(command);
-        let api = coordinator.printed_after("control API listening on ");
-        let address = coordinator.printed_after("listening for workers on ");
+        Self::start_with_worker_args(manifest, dir, args, workers, slots, &[])
+    }
+
+    fn start_with_worker_args(
+        manifest: &Path,
+        dir: &Path,
+        args: &[&str],
+        workers: &[&str],
+        slots: u32,
+        worker_args: &[&str],
+    ) -> Cluster {
+        let (coordinator, api, address) = spawn_coordinator(manifest, dir, args, "127.0.0.1:0");
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -154,21 +181,63 @@ impl Cluster {
             workers: HashMap::new(),
         };
         for name in workers {
-            cluster.add_worker(name, slots);
+            cluster.add_worker_with_args(name, slots, worker_args);
         }
         cluster
     }
 
     fn add_worker(&mut self, name: &str, slots: u32) {
+        self.add_worker_with_args(name, slots, &[]);
+    }
+
+    fn add_worker_with_args(&mut self, name: &str, slots: u32, args: &[&str]) {
         let mut command = sluice();
         command
             .arg("worker")
             .args(["--coordinator", &self.address, "--name", name])
             .args(["--slots", &slots.to_string(), "--data-addr", "127.0.0.1:0"])
             .arg("--state-dir")
-            .arg(self.dir.join(format!("state-{name}")));
+            .arg(self.dir.join(format!("state-{name}")))
+            .args(args);
         self.workers
             .insert(name.to_string(), Process::spawn(command));
+    }
+
+    /// Kills the coordinator with SIGKILL and waits until it is gone; returns its log.
+    fn kill_coordinator(&mut self) -> String {
+        let coordinator = self.coordinator.take().unwrap();
+        coordinator.signal(libc::SIGKILL);
+        coordinator.exit().1
+    }
+
+    /// Starts a coordinator at the address of the one before it.
+    fn start_coordinator_again(&mut self, manifest: &Path, args: &[&str]) {
+        assert!(self.coordinator.is_none(), "a coordinator is running");
+        let (coordinator, api, address) =
+            spawn_coordinator(manifest, &self.dir, args, &self.address);
+        assert_eq!(address, self.address);
+        self.coordinator = Some(coordinator);
+        self.api = api;
+    }
+
+    /// Waits until every worker's log has printed `text` (once more than `before` times).
+    fn wait_for_workers_to_print(&self, text: &str, before: usize) {
+        wait_until(&format!("every worker to print '{text}'"), TIMEOUT, || {
+            self.workers
+                .values()
+                .all(|w| w.log().matches(text).count() > before)
+        });
+    }
+
+    /// The worker processes' ids, by name, asserting that each is still running.
+    fn running_workers(&mut self) -> HashMap<String, u32> {
+        self.workers
+            .iter_mut()
+            .map(|(name, w)| {
+                assert!(w.running(), "worker {name} exited:\n{}", w.log());
+                (name.clone(), w.child.id())
+            })
+            .collect()
     }
 
     fn coordinator(&self) -> &Process {
@@ -553,4 +622,108 @@ fn the_coordinators_api_refuses_requests_without_the_token_and_reports_the_worke
     assert_eq!(status, 202, "{text}");
     let (status, log, _) = cluster.exit();
     assert!(status.success(), "{log}");
+}
+
+#[test]
+fn workers_outlive_a_killed_coordinator_and_finish_the_job_exactly_once_with_its_successor() {
+    let _serial = one_cluster_at_a_time();
+    let job = "nexmark-q5";
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(job, KILL_EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let manifest = manifest(dir.path(), "q5", job, 2, &job_config(KILL_EVENTS, &out));
+    let chk = dir.path().join("chk");
+    let args = [
+        "--checkpoint-interval",
+        "200ms",
+        "--checkpoint-dir",
+        chk.to_str().unwrap(),
+        "--restore",
+        "latest",
+    ];
+    let mut cluster = Cluster::start(&manifest, dir.path(), &args, &["a", "b"], 1);
+    // Killed once a checkpoint completed, while the job still runs (the kill lands after
+    // some of its output was committed, and before all of it was).
+    let completed = cluster.wait_for_phase("running")["checkpoints"]["completed"].clone();
+    wait_until("a checkpoint", TIMEOUT, || {
+        cluster.job()["checkpoints"]["completed"] != completed
+    });
+    let before = cluster.running_workers();
+    let first_log = cluster.kill_coordinator();
+    assert!(
+        sorted_output(&out).len() < expected.len(),
+        "the job ended before its coordinator was killed:\n{first_log}"
+    );
+    let lost = format!("lost the coordinator at {}", cluster.address);
+    cluster.wait_for_workers_to_print(&lost, 0);
+    assert_eq!(
+        cluster.running_workers(),
+        before,
+        "the workers were replaced"
+    );
+
+    cluster.start_coordinator_again(&manifest, &args);
+    cluster.wait_for_workers_to_print("registered again with", 0);
+    let job = cluster.wait_for_phase("running");
+    let mut names: Vec<&str> = job["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "{job}");
+    assert_eq!(
+        cluster.running_workers(),
+        before,
+        "the workers were replaced"
+    );
+
+    let (status, log, workers) = cluster.exit();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("restoring file://"),
+        "the new coordinator did not restore the checkpoint:\n{log}"
+    );
+    for (name, worker) in &workers {
+        assert_eq!(worker.matches(&lost).count(), 1, "worker {name}:\n{worker}");
+    }
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "q5 after its coordinator was killed and started again",
+    );
+}
+
+#[test]
+fn a_worker_without_a_coordinator_for_its_loss_timeout_exits_naming_the_address() {
+    let _serial = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"generator": {"events": 1_000_000_000u64, "eventsPerSecond": 50_000}});
+    let manifest = manifest(dir.path(), "q5", "nexmark-q5", 1, &config);
+    let mut cluster = Cluster::start_with_worker_args(
+        &manifest,
+        dir.path(),
+        &[],
+        &["a"],
+        1,
+        &["--coordinator-loss-timeout", "2s"],
+    );
+    cluster.wait_for_phase("running");
+    cluster.kill_coordinator();
+    let killed = Instant::now();
+    let worker = cluster.workers.remove("a").unwrap();
+    let (status, log) = worker.exit();
+    let waited = killed.elapsed();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("no coordinator at {} for", cluster.address))
+            && log.contains("--coordinator-loss-timeout"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("lost the coordinator at {}", cluster.address)),
+        "{log}"
+    );
+    assert!(waited >= Duration::from_secs(2), "exited after {waited:?}");
 }

@@ -41,6 +41,8 @@ pub fn coordinator_args(job: &JobRef, revision: &SpecRevision) -> CoordinatorArg
         restart: RestartArgs {
             restart_initial_backoff: Some(millis(restart.backoff.initial.to_std())),
             restart_max_backoff: Some(millis(restart.backoff.max.to_std())),
+            restart_backoff_multiplier: Some(restart.backoff.multiplier),
+            restart_backoff_jitter: Some(restart.backoff.jitter),
             restart_max_attempts: Some(restart.max_restarts.unwrap_or(u32::MAX)),
             restart_reset_after: Some(millis(restart.reset_after.to_std())),
         },

@@ -95,6 +95,8 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             "--savepoint-dir=file:///data/ck/savepoints/ns/q5",
             "--restart-initial-backoff=10000ms",
             "--restart-max-backoff=300000ms",
+            "--restart-backoff-multiplier=2",
+            "--restart-backoff-jitter=0.2",
             "--restart-max-attempts=4294967295",
             "--restart-reset-after=600000ms",
         ]
@@ -110,6 +112,8 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             restart: RestartArgs {
                 restart_initial_backoff: Some(ArgDuration::from_millis(10_000)),
                 restart_max_backoff: Some(ArgDuration::from_millis(300_000)),
+                restart_backoff_multiplier: Some(2.0),
+                restart_backoff_jitter: Some(0.2),
                 restart_max_attempts: Some(u32::MAX),
                 restart_reset_after: Some(ArgDuration::from_millis(600_000)),
             },

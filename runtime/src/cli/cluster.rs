@@ -13,9 +13,10 @@ use crate::jobs::JobRegistry;
 use crate::state::{RocksConfig, StateBackend};
 use sluice_crds::command::{
     ArgDuration, CoordinatorArgs, OnTerminate, WorkerArgs, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DATA_ADDR, DEFAULT_LISTEN, DEFAULT_RESTART_INITIAL_BACKOFF,
-    DEFAULT_RESTART_MAX_ATTEMPTS, DEFAULT_RESTART_MAX_BACKOFF, DEFAULT_RESTART_RESET_AFTER,
-    DEFAULT_SLOTS, DEFAULT_WORKER_TIMEOUT,
+    DEFAULT_COORDINATOR_LOSS_TIMEOUT, DEFAULT_DATA_ADDR, DEFAULT_LISTEN,
+    DEFAULT_RESTART_BACKOFF_JITTER, DEFAULT_RESTART_BACKOFF_MULTIPLIER,
+    DEFAULT_RESTART_INITIAL_BACKOFF, DEFAULT_RESTART_MAX_ATTEMPTS, DEFAULT_RESTART_MAX_BACKOFF,
+    DEFAULT_RESTART_RESET_AFTER, DEFAULT_SLOTS, DEFAULT_WORKER_TIMEOUT,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +51,10 @@ pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Err
                 .state_memory_mib
                 .map_or_else(RocksConfig::default_memory_budget, |m| m << 20),
             connect_timeout: or_default(&args.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            coordinator_loss_timeout: or_default(
+                &args.coordinator_loss_timeout,
+                DEFAULT_COORDINATOR_LOSS_TIMEOUT,
+            ),
         },
     )
 }
@@ -92,6 +97,14 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
                     &args.restart.restart_max_backoff,
                     DEFAULT_RESTART_MAX_BACKOFF,
                 ),
+                multiplier: args
+                    .restart
+                    .restart_backoff_multiplier
+                    .unwrap_or(DEFAULT_RESTART_BACKOFF_MULTIPLIER),
+                jitter: args
+                    .restart
+                    .restart_backoff_jitter
+                    .unwrap_or(DEFAULT_RESTART_BACKOFF_JITTER),
                 max_attempts: args
                     .restart
                     .restart_max_attempts
@@ -100,7 +113,6 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
                     &args.restart.restart_reset_after,
                     DEFAULT_RESTART_RESET_AFTER,
                 ),
-                ..RestartPolicy::default()
             },
             worker_timeout: or_default(&args.worker_timeout, DEFAULT_WORKER_TIMEOUT),
             batch_size: options.batch_size,

@@ -1,6 +1,8 @@
 //! `sluice worker`: registers its slots with the coordinator, runs the subtasks of the
 //! slots it is given, exchanges records with the other workers, uploads its subtasks'
-//! snapshot parts and commits their sink transactions when told.
+//! snapshot parts and commits their sink transactions when told. It outlives its
+//! coordinator: when the connection to it closes, the worker cancels its attempt and
+//! registers again with the coordinator that next listens at the same address.
 
 use super::protocol::{read_message, write_message, Deployment, ToCoordinator, ToWorker, WirePart};
 use super::{hello, lock, HELLO_LEN, PROTOCOL};
@@ -22,9 +24,9 @@ use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,23 +46,50 @@ pub struct WorkerConfig {
     pub state_memory: usize,
     /// How long to keep trying to reach the coordinator at start.
     pub connect_timeout: Duration,
+    /// How long to keep trying to register with a new coordinator after losing one.
+    pub coordinator_loss_timeout: Duration,
 }
 
 /// Between status reports (the worker's heartbeat).
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 /// How long an accepted data connection may wait for the deployment that expects it.
 const INBOUND_WAIT: Duration = Duration::from_secs(30);
+/// The first pause between tries to reach a lost coordinator's successor; it doubles...
+const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// ...up to this. A connection that lasts this long (or brings a message) counts as a new
+/// coordinator found: the next loss starts its clock afresh.
+const RECONNECT_MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// The connection to the coordinator, shared by the threads that report on it.
+/// One connection to a coordinator, shared by the threads that report on it. Each
+/// coordinator gets its own: reports of a lost coordinator's attempts, sent late, go to the
+/// closed connection and never reach the next coordinator.
 struct Upstream {
     stream: Mutex<TcpStream>,
+    /// Another handle of the socket, to shut it down while a writer holds `stream`.
+    closer: TcpStream,
+    closed: AtomicBool,
 }
 
 impl Upstream {
+    fn new(stream: TcpStream) -> Result<Self, Error> {
+        Ok(Upstream {
+            closer: stream
+                .try_clone()
+                .map_err(|e| Error::io("coordinator connection", e))?,
+            stream: Mutex::new(stream),
+            closed: AtomicBool::new(false),
+        })
+    }
+
     fn send(&self, message: &ToCoordinator) {
         let mut buf = Vec::new();
-        // A lost coordinator shows on the reading side, which ends the worker.
+        // A lost coordinator shows on the reading side, which ends the connection.
         let _ = write_message(&mut *lock(&self.stream), &mut buf, message);
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.closer.shutdown(Shutdown::Both);
     }
 }
 
@@ -85,8 +114,8 @@ impl Uploads {
     }
 }
 
-/// Inbound channels of each attempt, by the worker they come from, until that worker's
-/// connection arrives; and the connections being served.
+/// Inbound channels of each attempt (by its link id, `hello::link_of`), by the worker they
+/// come from, until that worker's connection arrives; and the connections being served.
 #[derive(Default)]
 struct Inbound {
     state: Mutex<InboundState>,
@@ -100,23 +129,32 @@ struct InboundState {
 }
 
 impl Inbound {
-    fn publish(&self, attempt: u64, channels: HashMap<u32, InboundChannels>) {
+    fn publish(&self, link: u64, channels: HashMap<u32, InboundChannels>) {
         let mut state = lock(&self.state);
         for (from, c) in channels {
-            state.expected.insert((attempt, from), c);
+            state.expected.insert((link, from), c);
         }
         drop(state);
         self.published.notify_all();
     }
 
-    /// Closes the connections of `attempt` and forgets what it still expected.
-    fn close(&self, attempt: u64) {
+    /// Closes the connections of attempt `link` and forgets what it still expected.
+    fn close(&self, link: u64) {
         let mut state = lock(&self.state);
-        state.expected.retain(|(a, _), _| *a != attempt);
+        state.expected.retain(|(l, _), _| *l != link);
         let serving = std::mem::take(&mut state.serving);
-        let (closing, keep): (Vec<_>, Vec<_>) =
-            serving.into_iter().partition(|(a, _)| *a == attempt);
+        let (closing, keep): (Vec<_>, Vec<_>) = serving.into_iter().partition(|(l, _)| *l == link);
         state.serving = keep;
+        drop(state);
+        drop(closing);
+    }
+
+    /// Closes the connections of every attempt and forgets what they expected: none
+    /// outlives the coordinator that deployed it.
+    fn close_all(&self) {
+        let mut state = lock(&self.state);
+        state.expected.clear();
+        let closing = std::mem::take(&mut state.serving);
         drop(state);
         drop(closing);
     }
@@ -128,21 +166,21 @@ impl Inbound {
             return;
         }
         let _ = stream.set_read_timeout(None);
-        let Some((attempt, from)) = hello::parse(&hello_bytes) else {
+        let Some((link, from)) = hello::parse(&hello_bytes) else {
             tracing::warn!("worker: refused a data connection that did not introduce itself");
             return;
         };
         let deadline = Instant::now() + INBOUND_WAIT;
         let mut state = lock(&self.state);
         let channels = loop {
-            if let Some(c) = state.expected.remove(&(attempt, from)) {
+            if let Some(c) = state.expected.remove(&(link, from)) {
                 break c;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 tracing::warn!(
-                    attempt,
-                    "worker: no deployment expects data from worker {from} in attempt {attempt}"
+                    "worker: no deployment expects data from worker {from} in attempt \
+                     {link:016x}"
                 );
                 return;
             }
@@ -154,15 +192,15 @@ impl Inbound {
         };
         drop(state);
         match InboundConnection::serve(stream, channels) {
-            Ok(conn) => lock(&self.state).serving.push((attempt, conn)),
-            Err(e) => tracing::warn!(attempt, "worker: {e}"),
+            Ok(conn) => lock(&self.state).serving.push((link, conn)),
+            Err(e) => tracing::warn!("worker: {e}"),
         }
     }
 }
 
 /// The connections of one attempt to the other workers.
 struct Links<'a> {
-    attempt: u64,
+    link: u64,
     me: u32,
     workers: &'a [String],
     capacity: usize,
@@ -185,7 +223,7 @@ impl RemoteLinks for Links<'_> {
                 .ok_or_else(|| Error::Graph(format!("the deployment names no worker {worker}")))?;
             let conn = OutboundConnection::connect_with_hello(
                 addr.as_str(),
-                &hello::encode(self.attempt, self.me),
+                &hello::encode(self.link, self.me),
             )?;
             self.outbound.insert(worker, conn);
         }
@@ -205,6 +243,8 @@ impl RemoteLinks for Links<'_> {
 /// The attempt this worker runs.
 struct Current {
     attempt: u64,
+    /// Names the attempt across coordinators (its number does not: `hello`).
+    link: u64,
     job: Arc<RunningJob>,
     outbound: Arc<Vec<OutboundConnection>>,
 }
@@ -217,22 +257,36 @@ impl Current {
         for c in self.outbound.iter() {
             c.close();
         }
-        inbound.close(self.attempt);
+        inbound.close(self.link);
     }
 }
 
 struct Worker<'r> {
     registry: &'r JobRegistry,
     config: WorkerConfig,
-    upstream: Arc<Upstream>,
+    /// Where other workers reach this one; the same for every coordinator.
+    data_address: String,
     inbound: Arc<Inbound>,
     current: Arc<Mutex<Option<Current>>>,
     uploads: Arc<Mutex<Uploads>>,
 }
 
-/// Runs a worker until the coordinator shuts it down (`Ok`) or is lost (`Err`).
+/// How a connection to a coordinator ended.
+enum Session {
+    /// The coordinator said the job is over.
+    Shutdown,
+    /// The connection closed or failed, saying why; `held` when it lasted long enough (or
+    /// carried a message) to count as a coordinator found.
+    Lost { why: String, held: bool },
+}
+
+/// Runs a worker until a coordinator shuts it down (`Ok`), or until no coordinator was
+/// reachable for `connect_timeout` at start or for `coordinator_loss_timeout` after losing
+/// one (`Err`).
 pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Error> {
     let _worker = tracing::info_span!("worker", worker = %config.name).entered();
+    // The listener and its accept thread live as long as the worker: every coordinator is
+    // told the same data address.
     let listener = TcpListener::bind(&config.data_bind).map_err(|e| Error::Cluster {
         peer: config.data_bind.clone(),
         message: format!("cannot listen for data connections: {e}"),
@@ -241,7 +295,7 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
         .local_addr()
         .map_err(|e| Error::io("data listener", e))?
         .port();
-    let stream = connect(&config.coordinator, config.connect_timeout)?;
+    let mut stream = connect(&config.coordinator, config.connect_timeout)?;
     let advertise = match &config.advertise_host {
         Some(host) => host.clone(),
         None => stream
@@ -250,26 +304,6 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
             .ip()
             .to_string(),
     };
-    let data_address = format!("{advertise}:{data_port}");
-    let mut reading = stream
-        .try_clone()
-        .map_err(|e| Error::io("coordinator connection", e))?;
-    let upstream = Arc::new(Upstream {
-        stream: Mutex::new(stream),
-    });
-    upstream.send(&ToCoordinator::Register {
-        protocol: PROTOCOL,
-        name: config.name.clone(),
-        slots: config.slots,
-        data_address: data_address.clone(),
-    });
-    tracing::info!(
-        "worker {} registered with {} ({} slots, data at {data_address})",
-        config.name,
-        config.coordinator,
-        config.slots
-    );
-
     let inbound = Arc::new(Inbound::default());
     let accepting = inbound.clone();
     std::thread::Builder::new()
@@ -286,62 +320,42 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
 
     let worker = Worker {
         registry,
+        data_address: format!("{advertise}:{data_port}"),
         config,
-        upstream,
         inbound,
         current: Arc::new(Mutex::new(None)),
         uploads: Arc::new(Mutex::new(Uploads::default())),
     };
-    worker.start_status_reports()?;
+    let coordinator = worker.config.coordinator.clone();
+    let loss_timeout = worker.config.coordinator_loss_timeout;
+    // When the coordinator was lost (the first loss of a run of short-lived connections).
+    let mut lost_since: Option<Instant> = None;
+    let mut pause = RECONNECT_FIRST_PAUSE;
     loop {
-        let message = read_message::<ToWorker>(&mut reading).map_err(|e| Error::Cluster {
-            peer: worker.config.coordinator.clone(),
-            message: format!("connection to the coordinator failed: {e}"),
-        });
-        match message {
-            Ok(Some(ToWorker::Deploy(d))) => worker.deploy(*d),
-            Ok(Some(ToWorker::Trigger {
-                attempt,
-                checkpoint,
-                kind,
-            })) => {
-                if let Some(c) = lock(&worker.current)
-                    .as_ref()
-                    .filter(|c| c.attempt == attempt)
-                {
-                    c.job.control().request(checkpoint, kind);
-                }
-            }
-            Ok(Some(ToWorker::Commit {
-                attempt,
-                checkpoint,
-                transactions,
-            })) => worker.commit(attempt, checkpoint, &transactions),
-            Ok(Some(ToWorker::Cancel { attempt })) => {
-                if let Some(c) = lock(&worker.current)
-                    .as_ref()
-                    .filter(|c| c.attempt == attempt)
-                {
-                    c.cancel(&worker.inbound);
-                }
-            }
-            Ok(Some(ToWorker::Shutdown { reason })) => {
-                tracing::info!("worker {}: {reason}", worker.config.name);
-                worker.cancel_current();
-                return Ok(());
-            }
-            Ok(None) => {
-                worker.cancel_current();
-                return Err(Error::Cluster {
-                    peer: worker.config.coordinator.clone(),
-                    message: "the coordinator closed the connection".into(),
-                });
-            }
-            Err(e) => {
-                worker.cancel_current();
-                return Err(e);
-            }
+        let (why, held) = match worker.serve(stream, lost_since.is_some())? {
+            Session::Shutdown => return Ok(()),
+            Session::Lost { why, held } => (why, held),
+        };
+        worker.forget_coordinator();
+        if held || lost_since.is_none() {
+            lost_since = Some(Instant::now());
+            pause = RECONNECT_FIRST_PAUSE;
+            tracing::warn!(
+                %coordinator,
+                "worker {}: lost the coordinator at {coordinator} ({why}); cancelled its \
+                 attempt, waiting up to {loss_timeout:?} for a coordinator to register with",
+                worker.config.name
+            );
+        } else {
+            tracing::warn!(
+                %coordinator,
+                "worker {}: the coordinator at {coordinator} closed the connection at once \
+                 ({why}); trying again",
+                worker.config.name
+            );
         }
+        let since = lost_since.unwrap_or_else(Instant::now);
+        stream = reconnect(&coordinator, since, loss_timeout, &mut pause)?;
     }
 }
 
@@ -365,16 +379,142 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
     }
 }
 
+/// Connects to the next coordinator at `addr` after losing one at `lost_since`: tries with
+/// pauses doubling from `pause` up to [`RECONNECT_MAX_PAUSE`], and gives up once
+/// `loss_timeout` has passed since the loss.
+fn reconnect(
+    addr: &str,
+    lost_since: Instant,
+    loss_timeout: Duration,
+    pause: &mut Duration,
+) -> Result<TcpStream, Error> {
+    loop {
+        let waited = lost_since.elapsed();
+        if waited >= loss_timeout {
+            return Err(Error::Cluster {
+                peer: addr.to_string(),
+                message: format!(
+                    "no coordinator at {addr} for {:.1}s since it was lost \
+                     (--coordinator-loss-timeout {loss_timeout:?}); giving up",
+                    waited.as_secs_f64()
+                ),
+            });
+        }
+        std::thread::sleep((*pause).min(loss_timeout - waited));
+        *pause = (*pause * 2).min(RECONNECT_MAX_PAUSE);
+        match TcpStream::connect(addr) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => tracing::debug!("worker: coordinator at {addr} not reachable yet: {e}"),
+        }
+    }
+}
+
 impl Worker<'_> {
-    fn start_status_reports(&self) -> Result<(), Error> {
+    /// Registers on a fresh connection to the coordinator and serves it until it ends.
+    fn serve(&self, stream: TcpStream, again: bool) -> Result<Session, Error> {
+        let connected = Instant::now();
+        let mut reading = stream
+            .try_clone()
+            .map_err(|e| Error::io("coordinator connection", e))?;
+        let upstream = Arc::new(Upstream::new(stream)?);
+        let (name, coordinator) = (&self.config.name, &self.config.coordinator);
+        upstream.send(&ToCoordinator::Register {
+            protocol: PROTOCOL,
+            name: name.clone(),
+            slots: self.config.slots,
+            data_address: self.data_address.clone(),
+        });
+        tracing::info!(
+            %coordinator,
+            "worker {name} {} with {coordinator} ({} slots, data at {})",
+            if again { "registered again" } else { "registered" },
+            self.config.slots,
+            self.data_address
+        );
+        self.start_status_reports(&upstream)?;
+        let mut heard = false;
+        let end = loop {
+            let message = match read_message::<ToWorker>(&mut reading) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    break Session::Lost {
+                        why: "the coordinator closed the connection".into(),
+                        held: heard || connected.elapsed() >= RECONNECT_MAX_PAUSE,
+                    }
+                }
+                Err(e) => {
+                    break Session::Lost {
+                        why: format!("the connection to the coordinator failed: {e}"),
+                        held: heard || connected.elapsed() >= RECONNECT_MAX_PAUSE,
+                    }
+                }
+            };
+            heard = true;
+            match message {
+                ToWorker::Deploy(d) => self.deploy(&upstream, *d),
+                ToWorker::Trigger {
+                    attempt,
+                    checkpoint,
+                    kind,
+                } => {
+                    if let Some(c) = lock(&self.current)
+                        .as_ref()
+                        .filter(|c| c.attempt == attempt)
+                    {
+                        c.job.control().request(checkpoint, kind);
+                    }
+                }
+                ToWorker::Commit {
+                    attempt,
+                    checkpoint,
+                    transactions,
+                } => self.commit(&upstream, attempt, checkpoint, &transactions),
+                ToWorker::Cancel { attempt } => {
+                    if let Some(c) = lock(&self.current)
+                        .as_ref()
+                        .filter(|c| c.attempt == attempt)
+                    {
+                        c.cancel(&self.inbound);
+                    }
+                }
+                ToWorker::Shutdown { reason } => {
+                    tracing::info!("worker {name}: {reason}");
+                    self.cancel_current();
+                    break Session::Shutdown;
+                }
+            }
+        };
+        // Ends this connection's status reports; whatever the lost coordinator's attempts
+        // still send goes nowhere.
+        upstream.close();
+        Ok(end)
+    }
+
+    /// After losing the coordinator: cancels its attempt and drops everything that
+    /// belonged to it, so the next coordinator starts from a clean worker.
+    fn forget_coordinator(&self) {
+        self.cancel_current();
+        self.inbound.close_all();
+        // Files uploaded for its checkpoints: the next coordinator's retention does not
+        // know this worker counted on them, so they are uploaded again rather than reused.
+        *lock(&self.uploads) = Uploads::default();
+    }
+
+    fn start_status_reports(&self, upstream: &Arc<Upstream>) -> Result<(), Error> {
         let (upstream, current, name) = (
-            self.upstream.clone(),
+            upstream.clone(),
             self.current.clone(),
             self.config.name.clone(),
         );
         std::thread::Builder::new()
             .name("status".into())
             .spawn(move || loop {
+                if upstream.closed.load(Ordering::SeqCst) {
+                    return;
+                }
                 let report = match lock(&current).as_ref() {
                     Some(c) => {
                         let mut subtasks = c.job.status().subtasks;
@@ -406,16 +546,16 @@ impl Worker<'_> {
         }
     }
 
-    fn deploy(&self, d: Deployment) {
+    fn deploy(&self, upstream: &Arc<Upstream>, d: Deployment) {
         self.cancel_current();
         let attempt = d.attempt;
-        if let Err(e) = self.start(d) {
+        if let Err(e) = self.start(upstream, d) {
             tracing::warn!(
                 attempt,
                 "worker {}: attempt {attempt} did not start: {e}",
                 self.config.name
             );
-            self.upstream.send(&ToCoordinator::Ended {
+            upstream.send(&ToCoordinator::Ended {
                 attempt,
                 finished: false,
                 errors: vec![JobError {
@@ -427,7 +567,7 @@ impl Worker<'_> {
         }
     }
 
-    fn start(&self, d: Deployment) -> Result<(), Error> {
+    fn start(&self, upstream: &Arc<Upstream>, d: Deployment) -> Result<(), Error> {
         let config: serde_json::Value = serde_json::from_str(&d.config)
             .map_err(|e| Error::Config(format!("spec.job.config: {e}")))?;
         let graph = self
@@ -455,8 +595,9 @@ impl Worker<'_> {
             .map(CheckpointStorage::open)
             .transpose()?;
         let prepared = prepare(&graph, &options, d.commit_restored)?;
+        let link = hello::link_of(&d.run_id);
         let mut links = Links {
-            attempt: d.attempt,
+            link,
             me: d.you,
             workers: &d.workers,
             capacity: d.channel_capacity,
@@ -465,7 +606,7 @@ impl Worker<'_> {
         };
         let relay = Relay {
             attempt: d.attempt,
-            upstream: self.upstream.clone(),
+            upstream: upstream.clone(),
             uploads: self.uploads.clone(),
             storage,
         };
@@ -486,9 +627,10 @@ impl Worker<'_> {
         let outbound: Arc<Vec<OutboundConnection>> =
             Arc::new(std::mem::take(&mut links.outbound).into_values().collect());
         self.inbound
-            .publish(d.attempt, std::mem::take(&mut links.inbound));
+            .publish(link, std::mem::take(&mut links.inbound));
         *lock(&self.current) = Some(Current {
             attempt: d.attempt,
+            link,
             job: job.clone(),
             outbound: outbound.clone(),
         });
@@ -503,7 +645,7 @@ impl Worker<'_> {
         // Reports how the attempt ended once every subtask has; then lets go of its
         // connections.
         let (upstream, current, inbound, attempt) = (
-            self.upstream.clone(),
+            upstream.clone(),
             self.current.clone(),
             self.inbound.clone(),
             d.attempt,
@@ -528,12 +670,13 @@ impl Worker<'_> {
                 }
                 {
                     let mut current = lock(&current);
-                    if current.as_ref().is_some_and(|c| c.attempt == attempt) {
+                    // By link: a new coordinator's attempt may have the same number.
+                    if current.as_ref().is_some_and(|c| c.link == link) {
                         *current = None;
                     }
                 }
                 drop(outbound);
-                inbound.close(attempt);
+                inbound.close(link);
                 upstream.send(&ToCoordinator::Ended {
                     attempt,
                     finished,
@@ -546,6 +689,7 @@ impl Worker<'_> {
 
     fn commit(
         &self,
+        upstream: &Upstream,
         attempt: u64,
         checkpoint: u64,
         transactions: &[crate::snapshot::FileTransaction],
@@ -560,7 +704,7 @@ impl Worker<'_> {
             c.job.control().mark_committed(checkpoint);
         }
         lock(&self.uploads).confirm(checkpoint);
-        self.upstream.send(&ToCoordinator::Committed {
+        upstream.send(&ToCoordinator::Committed {
             attempt,
             checkpoint,
             error: result.err().map(|e| e.to_string()),
