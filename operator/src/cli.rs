@@ -51,6 +51,19 @@ struct Args {
     /// Restarts that may happen at once before the rate applies.
     #[arg(long, default_value_t = 5)]
     restart_burst: u32,
+    /// The Kubernetes PriorityClass for the pods of each job priority, as
+    /// `priority=PriorityClass` pairs, comma-separated; pods of other priorities get none.
+    #[arg(long, value_delimiter = ',', value_parser = priority_class_pair)]
+    pod_priority_classes: Vec<(String, String)>,
+}
+
+fn priority_class_pair(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((priority, class)) if !priority.is_empty() && !class.is_empty() => {
+            Ok((priority.to_string(), class.to_string()))
+        }
+        _ => Err(format!("{pair:?} is not priority=PriorityClass")),
+    }
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -123,6 +136,7 @@ pub async fn run() -> anyhow::Result<()> {
             args.restart_burst,
         )),
         admission: tokio::sync::Mutex::new(()),
+        pod_priority_classes: args.pod_priority_classes.iter().cloned().collect(),
     });
     let namespaces: Vec<Option<String>> = {
         let named: Vec<_> = args

@@ -38,6 +38,8 @@ pub struct Context {
     /// Held by reconciles that may admit a job under a StreamQuota, from the count to the
     /// status write, so that two jobs never both take the last room.
     pub admission: tokio::sync::Mutex<()>,
+    /// The Kubernetes PriorityClass of each job priority (`spec.priority`) the chart created.
+    pub pod_priority_classes: std::collections::BTreeMap<String, String>,
 }
 
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -518,8 +520,16 @@ async fn apply(
     let ns = &job.namespace;
     match action {
         Action::Deploy(revision) => {
+            let class = revision
+                .spec
+                .priority
+                .as_ref()
+                .and_then(|p| ctx.pod_priority_classes.get(p));
             let c = match build::children(job, &revision) {
-                Ok(c) => c,
+                Ok(c) => match class {
+                    Some(class) => c.with_priority_class(class),
+                    None => c,
+                },
                 Err(e) => {
                     warn(ctx, sj, "InvalidSpec", e.to_string()).await;
                     return Err(e);

@@ -105,3 +105,16 @@ modes grant exactly the same verbs.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The operator's --pod-priority-classes: each job priority with the PriorityClass the chart
+creates for it.
+*/}}
+{{- define "sluice.podPriorityClasses" -}}
+{{- $fullname := include "sluice.fullname" . -}}
+{{- $pairs := list -}}
+{{- range .Values.jobPriorityClasses -}}
+{{- $pairs = append $pairs (printf "%s=%s-%s" .name $fullname .name) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}

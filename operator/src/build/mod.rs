@@ -155,6 +155,27 @@ pub struct Children {
     pub disruption_budget: PodDisruptionBudget,
 }
 
+impl Children {
+    /// Gives the job's pods the Kubernetes PriorityClass of its priority, so that the
+    /// scheduler orders and preempts pods as the operator orders jobs. A class the user set
+    /// in a pod template stays.
+    pub fn with_priority_class(mut self, class: &str) -> Self {
+        let templates = [
+            self.coordinator.spec.as_mut().map(|s| &mut s.template),
+            self.workers.spec.as_mut().map(|s| &mut s.template),
+        ];
+        for pod in templates
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.spec.as_mut())
+        {
+            pod.priority_class_name
+                .get_or_insert_with(|| class.to_string());
+        }
+        self
+    }
+}
+
 pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error> {
     let spec = &revision.spec;
     let coordinator_labels = job.labels(Some("coordinator"));

@@ -272,3 +272,34 @@ fn without_storage_a_job_has_no_checkpoints_and_starts_from_its_savepoint_only()
         "{args:?}"
     );
 }
+
+#[test]
+fn pods_get_the_priority_class_of_the_jobs_priority_unless_their_template_names_one() {
+    let c = children(&job(), &revision(BASE))
+        .unwrap()
+        .with_priority_class("sluice-high");
+    let class = |t: Option<k8s_openapi::api::core::v1::PodSpec>| t.unwrap().priority_class_name;
+    assert_eq!(
+        class(c.coordinator.spec.unwrap().template.spec),
+        Some("sluice-high".into())
+    );
+    assert_eq!(
+        class(c.workers.spec.unwrap().template.spec),
+        Some("sluice-high".into())
+    );
+
+    let own = format!(
+        "{BASE}\n  worker:\n    podTemplate:\n      spec:\n        priorityClassName: batch\n"
+    );
+    let c = children(&job(), &revision(&own))
+        .unwrap()
+        .with_priority_class("sluice-high");
+    assert_eq!(
+        class(c.workers.spec.unwrap().template.spec),
+        Some("batch".into())
+    );
+    assert_eq!(
+        class(c.coordinator.spec.unwrap().template.spec),
+        Some("sluice-high".into())
+    );
+}
