@@ -1250,3 +1250,43 @@ fn a_preempted_job_its_user_suspends_stays_suspended_and_out_of_the_queue() {
     assert_eq!(p.status.phase, Some(Phase::Suspended));
     assert!(p.actions.is_empty());
 }
+
+#[test]
+fn a_fix_after_an_upgrade_that_never_ran_starts_from_the_upgrades_savepoint_not_an_older_checkpoint(
+) {
+    let mut w = running_with_checkpoint(with_restart_policy(Some(0)));
+    w.change(|s| s.job.config["output"] = "/data/out-v2".into());
+    w.step(&w.coordinator(api::Phase::Running));
+    let dir = w.savepoint_dir();
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.savepoint = Some(savepoint_done(&format!("{dir}/sp-0000000007")));
+    w.step(&observed);
+    let mut observed = w.coordinator(api::Phase::Running);
+    observed.preflight = Preflight::Passed;
+    w.step(&observed);
+    let stop_dir = w.savepoint_dir();
+    let stopped_at = format!("{stop_dir}/sp-0000000009");
+    let mut observed = w.coordinator(api::Phase::Finished);
+    observed.savepoint = Some(savepoint_done(&stopped_at));
+    w.step(&observed);
+    w.step(&Observed::default());
+    assert_eq!(w.op_step(), "Deploying");
+
+    // The new revision's workers cannot start, and it has no restarts to spare.
+    let mut crashing = w.unreachable("no workers");
+    crashing.pod_failure = Some(PodFailure {
+        pod: "fraud-worker-0".into(),
+        message: "pod fraud-worker-0: container sluice CrashLoopBackOff after 2 restart(s)".into(),
+    });
+    let p = w.step(&crashing);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+
+    // Its output up to the stop's savepoint is committed: starting from the older checkpoint
+    // of the run before would write it twice.
+    w.change(|s| s.job.config["output"] = "/data/out-v3".into());
+    let p = w.step(&Observed::default());
+    assert_eq!(
+        p.status.target.as_ref().unwrap().restore_from,
+        Some(stopped_at)
+    );
+}

@@ -318,28 +318,36 @@ impl Planner<'_> {
     /// Where the next run starts when no savepoint of the running one is taken: the replaced
     /// run's checkpoint storage, which the new coordinator resolves to its newest checkpoint.
     /// The status may lag behind that checkpoint, and the sinks may have committed its
-    /// output already: starting from the older one would write that output twice.
+    /// output already: starting from an older one would write that output twice. When the
+    /// status saw no checkpoint of that run, it may have none: then a savepoint the run took,
+    /// else the snapshot it started from, which is newer than anything of the runs before.
     pub(super) fn fallback_restore(&self) -> Option<String> {
         let last = self.status.last_checkpoint.as_ref();
-        let run_storage = self
-            .status
-            .target
-            .as_ref()
+        let target = self.status.target.as_ref();
+        let run_storage = target
             .and_then(|t| Storage::of(self.i.job, &t.spec, t.run.as_deref()).checkpoints)
             .filter(|s| last.is_some_and(|c| c.path.starts_with(&format!("{s}/"))));
+        let started = target
+            .and_then(|t| t.recorded_at.as_deref())
+            .and_then(parse_time);
+        let savepoint_of_run = self
+            .status
+            .last_savepoint
+            .as_ref()
+            .filter(|s| {
+                let taken = s.triggered_at.as_deref().and_then(parse_time);
+                matches!((taken, started), (Some(t), Some(r)) if t >= r)
+            })
+            .and_then(|s| s.path.clone());
         run_storage
+            .or(savepoint_of_run)
+            .or_else(|| target.and_then(|t| t.restore_from.clone()))
             .or_else(|| last.map(|c| c.path.clone()))
             .or_else(|| {
                 self.status
                     .last_savepoint
                     .as_ref()
                     .and_then(|s| s.path.clone())
-            })
-            .or_else(|| {
-                self.status
-                    .target
-                    .as_ref()
-                    .and_then(|t| t.restore_from.clone())
             })
     }
 
