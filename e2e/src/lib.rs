@@ -5,6 +5,8 @@
 //! Without `$KUBECONFIG` every test skips with a message; `e2e/ci.sh` brings the local
 //! cluster up and runs them.
 
+pub mod jobs;
+
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client, Config, ResourceExt};

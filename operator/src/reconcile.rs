@@ -443,21 +443,39 @@ fn pod_failure_of(pod: &Pod, now: jiff::Timestamp) -> Option<PodFailure> {
         }
     }
     status.container_statuses.iter().flatten().find_map(|c| {
-        let waiting = c.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        let stuck = match reason {
-            "CrashLoopBackOff" => c.restart_count >= 2,
-            "ErrImagePull"
-            | "ImagePullBackOff"
-            | "ErrImageNeverPull"
-            | "InvalidImageName"
-            | "CreateContainerConfigError" => true,
-            _ => false,
-        };
-        let exit = c
-            .last_state
-            .as_ref()
+        let state = c.state.as_ref();
+        let waiting = state
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref());
+        // Between two crashes the kubelet reports the container waiting in CrashLoopBackOff
+        // or, in recent versions, still terminated: either way, a failed exit it has not
+        // recovered from.
+        let failed_exit = state
             .and_then(|s| s.terminated.as_ref())
+            .or_else(|| {
+                c.last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .filter(|_| !c.ready)
+            })
+            .filter(|t| t.exit_code != 0);
+        let crash_loop =
+            c.restart_count >= 2 && (waiting == Some("CrashLoopBackOff") || failed_exit.is_some());
+        let cannot_start = matches!(
+            waiting,
+            Some(
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "ErrImageNeverPull"
+                    | "InvalidImageName"
+                    | "CreateContainerConfigError"
+            )
+        );
+        if !crash_loop && !cannot_start {
+            return None;
+        }
+        let how = waiting.unwrap_or("CrashLoopBackOff");
+        let exit = failed_exit
             .map(|t| {
                 format!(
                     ", last exit code {}{}",
@@ -469,12 +487,10 @@ fn pod_failure_of(pod: &Pod, now: jiff::Timestamp) -> Option<PodFailure> {
                 )
             })
             .unwrap_or_default();
-        stuck.then(|| {
-            failure(format!(
-                "container {} {reason} after {} restart(s){exit}",
-                c.name, c.restart_count
-            ))
-        })
+        Some(failure(format!(
+            "container {} {how} after {} restart(s){exit}",
+            c.name, c.restart_count
+        )))
     })
 }
 
@@ -767,5 +783,69 @@ mod tests {
         failing["ready"] = false.into();
         failing["state"] = serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
         assert!(crash_of(&pod(failing)).is_some_and(|why| why.contains("CrashLoopBackOff")));
+    }
+
+    #[test]
+    fn a_pod_that_will_not_run_without_a_restart_of_the_job_is_a_failure() {
+        let now: jiff::Timestamp = "2026-12-05T21:04:00Z".parse().unwrap();
+        // As a 1.35 kubelet reports a crash loop between two restarts: terminated, not waiting.
+        let looping = serde_json::json!({
+            "name": "sluice", "image": "sluice", "imageID": "", "ready": false,
+            "restartCount": 5,
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}},
+            "state": {"terminated": {"exitCode": 2, "reason": "Error"}}
+        });
+        let failure = pod_failure_of(&pod(looping.clone()), now).unwrap();
+        assert_eq!(failure.pod, "fraud-worker-1");
+        assert_eq!(
+            failure.message,
+            "pod fraud-worker-1: container sluice CrashLoopBackOff after 5 restart(s), last exit code 2"
+        );
+        // One crash is the kubelet's and the coordinator's to recover from.
+        let mut once = looping.clone();
+        once["restartCount"] = 1.into();
+        assert_eq!(pod_failure_of(&pod(once), now), None);
+        let mut recovered = looping;
+        recovered["ready"] = true.into();
+        recovered["state"] = serde_json::json!({"running": {}});
+        assert_eq!(pod_failure_of(&pod(recovered), now), None);
+
+        let no_image = serde_json::json!({
+            "name": "sluice", "image": "sluice", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull"}}
+        });
+        assert!(pod_failure_of(&pod(no_image), now)
+            .is_some_and(|f| f.message.contains("ErrImageNeverPull")));
+
+        let unschedulable = |since: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "fraud-worker-1"},
+                "status": {"phase": "Pending", "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                    "lastTransitionTime": since
+                }]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            pod_failure_of(&unschedulable("2026-12-05T21:03:00Z"), now),
+            None
+        );
+        assert!(
+            pod_failure_of(&unschedulable("2026-12-05T21:01:00Z"), now).is_some_and(|f| f
+                .message
+                .ends_with("cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."))
+        );
+
+        let evicted: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "fraud-coordinator-x"},
+            "status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_failure_of(&evicted, now).unwrap().message,
+            "pod fraud-coordinator-x: Evicted (The node was low on resource: memory.)"
+        );
     }
 }

@@ -1290,3 +1290,26 @@ fn a_fix_after_an_upgrade_that_never_ran_starts_from_the_upgrades_savepoint_not_
         Some(stopped_at)
     );
 }
+
+#[test]
+fn a_replaced_coordinator_starting_the_job_again_makes_it_not_ready_until_it_runs() {
+    let mut w = running(fixture("running-job.yaml"));
+    let p = w.step(&w.coordinator(api::Phase::Starting));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    let (ready, reason, message) = condition(&p.status, condition_types::READY);
+    assert_eq!(
+        (ready, reason.as_str()),
+        (ConditionStatus::False, "Recovering")
+    );
+    assert_eq!(
+        message,
+        "the coordinator reports phase starting: the job is not running"
+    );
+    let (degraded, _, _) = condition(&p.status, condition_types::DEGRADED);
+    assert_eq!(degraded, ConditionStatus::True);
+    assert_eq!(p.requeue, Duration::from_secs(2), "looks again soon");
+
+    let p = w.step(&w.coordinator(api::Phase::Running));
+    let (ready, _, _) = condition(&p.status, condition_types::READY);
+    assert_eq!(ready, ConditionStatus::True);
+}

@@ -1,7 +1,7 @@
 //! The conditions every reconcile ends with: Ready, Progressing and Degraded, from the phase,
 //! the operation and the last error.
 
-use super::Planner;
+use super::{control, Planner};
 use sluice_crds::{condition_types, Condition, ConditionStatus, Phase, RestartWait};
 
 impl Planner<'_> {
@@ -11,6 +11,10 @@ impl Planner<'_> {
         let phase = self.status.phase;
         let op = self.status.operation.clone();
         let trouble = self.trouble();
+        if trouble.is_some() {
+            // Look again soon: the status says when the job is well again.
+            self.requeue = self.requeue.min(std::time::Duration::from_secs(2));
+        }
         let ready = phase == Some(Phase::Running) && op.is_none() && trouble.is_none();
         let (ready_reason, ready_message) = match (&trouble, phase) {
             _ if ready => ("Running", "the job runs its spec".to_string()),
@@ -126,6 +130,19 @@ impl Planner<'_> {
         let observed = &self.i.observed;
         if let Some(crash) = &observed.crash {
             return Some(("PodsFailing", crash.clone()));
+        }
+        if let Some(phase @ (control::Phase::Starting | control::Phase::Stopping)) =
+            self.job_phase()
+        {
+            // A replaced coordinator (its pod deleted, evicted) starts the job again from
+            // its latest checkpoint, with the workers registering again.
+            return Some((
+                "Recovering",
+                format!(
+                    "the coordinator reports phase {}: the job is not running",
+                    phase.as_str()
+                ),
+            ));
         }
         observed.unreachable.as_ref().map(|why| {
             (

@@ -130,9 +130,9 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
     install_stop_handler();
     // Ctrl-C / SIGTERM stops with a savepoint, as `sluice run` does, or cancels.
     let done = Arc::new(AtomicBool::new(false));
+    let on_terminate = args.on_terminate.unwrap_or_default();
     let watcher = {
         let (coordinator, done, savepoints) = (coordinator.clone(), done.clone(), savepoints);
-        let on_terminate = args.on_terminate.unwrap_or_default();
         std::thread::spawn(move || {
             // The request stays set: with --wait-for-termination, the same SIGTERM that
             // cancels the job ends the process once the job has stopped.
@@ -163,7 +163,14 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
         Ok(_) => "the job ended",
         Err(_) => "the job failed",
     };
-    coordinator.shutdown_workers(reason);
+    // A coordinator that is only being replaced (its pod deleted: SIGTERM with
+    // --on-terminate cancel), or that keeps serving its status under a supervisor, leaves its
+    // workers be: they register with the next coordinator instead of exiting and being
+    // restarted (with the kubelet's growing delays) by their own supervisor.
+    let replaced = STOP_REQUESTED.load(Ordering::SeqCst) && on_terminate == OnTerminate::Cancel;
+    if !replaced && !args.wait_for_termination {
+        coordinator.shutdown_workers(reason);
+    }
     if let Some(server) = server {
         if args.wait_for_termination {
             eprintln!("{reason}; serving its status until terminated");

@@ -1,0 +1,215 @@
+//! StreamJobs for the tests: a q0 job writing to a hostPath directory the test (on the node)
+//! reads, waits on its status, and its committed output compared with an uninterrupted
+//! embedded run of the same job.
+
+use crate::{wait_for, E2eError, Result, TestNamespace, SLUICE_IMAGE};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+use sluice_crds::{Phase, StreamJob};
+use sluice_runtime::connectors::JsonLinesSink;
+use sluice_runtime::exec::{start_embedded, RunOptions};
+use sluice_runtime::jobs::JobRegistry;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const JOBS_DIR: &str = "/var/lib/sluice-e2e/jobs";
+/// Long enough for a job's pods to start, or a stop with a savepoint to complete.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// q0 passes every event through: each committed line is one event, so a lost or repeated
+/// event shows. The throttled sink keeps the job running through the test's steps.
+pub fn job_config(dir: &Path, events: u64, rate: u64) -> Value {
+    json!({
+        "generator": {"events": events},
+        "output": dir.join("out"),
+        "sink": {"maxRecordsPerSecond": rate},
+    })
+}
+
+pub fn stream_job(
+    ns: &TestNamespace,
+    name: &str,
+    job: &str,
+    config: Value,
+) -> Result<(StreamJob, PathBuf)> {
+    let dir = Path::new(JOBS_DIR).join(&ns.name);
+    std::fs::create_dir_all(&dir).map_err(|e| E2eError::Config(e.to_string()))?;
+    let mut config = config;
+    if config.get("output").is_none() {
+        config["output"] = json!(dir.join("out"));
+    }
+    let sj = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": {"name": name},
+        "spec": {
+            "image": SLUICE_IMAGE,
+            "job": {"name": job, "config": config},
+            "parallelism": 2,
+            "checkpointing": {"storage": format!("file://{}/state", dir.display()), "interval": "1s"},
+            "rollback": {"enabled": true, "readinessTimeout": "60s"},
+            "podTemplate": {"spec": {
+                "volumes": [{"name": "data", "hostPath": {"path": dir, "type": "DirectoryOrCreate"}}],
+                "containers": [{"name": "sluice", "volumeMounts": [{"name": "data", "mountPath": dir}]}],
+            }},
+        },
+    }))
+    .map_err(|e| E2eError::Config(e.to_string()))?;
+    Ok((sj, dir))
+}
+
+/// Starts the throttled q0 as `name` (600,000 events, 1,500 a second per subtask: about 200 s) with
+/// `edit` applied to its spec, and waits until it runs. Returns its directory and config.
+pub async fn start_q0(
+    ns: &TestNamespace,
+    api: &Api<StreamJob>,
+    name: &str,
+    edit: impl FnOnce(&mut sluice_crds::StreamJobSpec),
+) -> Result<(PathBuf, Value, StreamJob)> {
+    let (mut sj, dir) = stream_job(ns, name, "nexmark-q0", json!({}))?;
+    let config = job_config(&dir, 600_000, 1_500);
+    sj.spec.job.config = config.clone();
+    edit(&mut sj.spec);
+    api.create(&PostParams::default(), &sj).await?;
+    let running = settled(api, name, Phase::Running).await?;
+    Ok((dir, config, running))
+}
+
+/// The change every upgrade test makes: a faster sink, which needs new pods.
+pub fn faster(dir: &Path) -> Value {
+    json!({"job": {"config": job_config(dir, 600_000, 2_000)}})
+}
+
+/// Waits until the operator has acted on the latest spec and the job is in `phase` with no
+/// operation under way.
+pub async fn settled(api: &Api<StreamJob>, name: &str, phase: Phase) -> Result<StreamJob> {
+    wait_for(
+        &format!("{name} to settle in {phase:?}"),
+        STEP_TIMEOUT,
+        || async {
+            let sj = api.get(name).await?;
+            let status = sj.status.clone().unwrap_or_default();
+            let current = status.observed_generation == sj.metadata.generation;
+            Ok(
+                (current && status.phase == Some(phase) && status.operation.is_none())
+                    .then_some(sj),
+            )
+        },
+    )
+    .await
+}
+
+pub async fn patch(api: &Api<StreamJob>, name: &str, spec: Value) -> Result<()> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = JsonLinesSink::committed_lines(&dir.join("out")).unwrap_or_default();
+    lines.sort();
+    lines
+}
+
+/// The output of an uninterrupted embedded run of the same job, sorted.
+pub fn reference(job: &str, config: &Value, dir: &Path) -> Vec<String> {
+    let out = dir.join("reference");
+    let mut config = config.clone();
+    config["output"] = json!(out);
+    config["sink"] = json!({});
+    let graph = JobRegistry::bundled()
+        .build(job, 2, 128, &config)
+        .expect("the job builds");
+    start_embedded(graph, RunOptions::default())
+        .and_then(|run| run.wait().map(drop))
+        .expect("the reference run");
+    let mut lines = JsonLinesSink::committed_lines(&out).expect("reference output");
+    lines.sort();
+    lines
+}
+
+/// Waits for the job to commit all its output, then compares it with an uninterrupted run:
+/// nothing lost, nothing twice. Returns the number of lines.
+pub async fn exactly_the_reference(dir: &Path, config: &Value) -> Result<usize> {
+    let expected = reference("nexmark-q0", config, dir);
+    let output = wait_for("all output", Duration::from_secs(600), || async {
+        let lines = committed(dir);
+        Ok((lines.len() >= expected.len()).then_some(lines))
+    })
+    .await?;
+    assert!(
+        output == expected,
+        "committed output differs from the reference: {} lines, {} expected",
+        output.len(),
+        expected.len()
+    );
+    Ok(expected.len())
+}
+
+/// The longest time between two commits of output (files written, by their modification
+/// time) from `from` to `to`: how long the job's output paused.
+pub fn output_gap(dir: &Path, from: Instant, to: Instant) -> Duration {
+    let now = (Instant::now(), std::time::SystemTime::now());
+    let wall = |i: Instant| now.1 - now.0.duration_since(i);
+    let (from, to) = (wall(from), wall(to));
+    let mut times: Vec<_> = JsonLinesSink::committed_files(&dir.join("out"))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    times.sort();
+    let mut edges = vec![from];
+    edges.extend(times);
+    edges.push(to);
+    edges
+        .windows(2)
+        .filter_map(|w| w[1].duration_since(w[0]).ok())
+        .max()
+        .unwrap_or_default()
+}
+
+pub fn pods_of(name: &str) -> kube::api::ListParams {
+    kube::api::ListParams::default().labels(&format!("sluice.dev/job={name}"))
+}
+
+pub async fn pod_count(ns: &TestNamespace, name: &str) -> Result<usize> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    Ok(pods
+        .list(&pods_of(name))
+        .await?
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("sluice.dev/role"))
+                .is_some_and(|role| role == "coordinator" || role == "worker")
+        })
+        .count())
+}
+
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
