@@ -21,10 +21,12 @@ bash "$cluster/images.sh" e2e
 # A user's own job (examples/custom-job) in its own images, for e2e/tests/custom_job.rs.
 bash "$cluster/images.sh" sessions
 
-# The operator as users install it: the chart, with its CRDs, from this checkout.
+# The operator as users install it: the chart, with its CRDs, from this checkout; with a
+# restart rate below the default's, which the rate-limit test measures.
 helm="$(bash "$cluster/helm.sh" | tail -n 1)"
 KUBECONFIG="$kubeconfig" "$helm" install sluice "$cluster/../../charts/sluice" \
   --namespace sluice-system --create-namespace \
-  --set image.pullPolicy=Never --wait --timeout 5m
+  --set image.pullPolicy=Never --set restarts.perMinute=12 --set restarts.burst=3 \
+  --wait --timeout 5m
 
 KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=2

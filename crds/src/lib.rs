@@ -10,6 +10,7 @@
 //! coordinator's control API, and [`command`], the runtime's command line, which the
 //! operator writes into its pods.
 
+pub mod backoff;
 pub mod command;
 pub mod control;
 mod duration;

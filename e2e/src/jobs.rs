@@ -60,7 +60,8 @@ pub fn stream_job(
 }
 
 /// Starts the throttled q0 as `name` (600,000 events, 1,500 a second per subtask: about 200 s) with
-/// `edit` applied to its spec, and waits until it runs. Returns its directory and config.
+/// `edit` applied to its spec, and waits until it runs. Returns its directory, its config
+/// (as edited) and the StreamJob.
 pub async fn start_q0(
     ns: &TestNamespace,
     api: &Api<StreamJob>,
@@ -68,9 +69,9 @@ pub async fn start_q0(
     edit: impl FnOnce(&mut sluice_crds::StreamJobSpec),
 ) -> Result<(PathBuf, Value, StreamJob)> {
     let (mut sj, dir) = stream_job(ns, name, "nexmark-q0", json!({}))?;
-    let config = job_config(&dir, 600_000, 1_500);
-    sj.spec.job.config = config.clone();
+    sj.spec.job.config = job_config(&dir, 600_000, 1_500);
     edit(&mut sj.spec);
+    let config = sj.spec.job.config.clone();
     api.create(&PostParams::default(), &sj).await?;
     let running = settled(api, name, Phase::Running).await?;
     Ok((dir, config, running))

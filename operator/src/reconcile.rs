@@ -386,16 +386,7 @@ fn crash_of(pod: &Pod) -> Option<String> {
             return None;
         }
         let exit = failed_exit
-            .map(|t| {
-                format!(
-                    " (exit code {}{})",
-                    t.exit_code,
-                    t.message
-                        .as_deref()
-                        .map(|m| format!(": {}", m.trim()))
-                        .unwrap_or_default()
-                )
-            })
+            .map(|t| format!(" ({})", exit_of(t)))
             .unwrap_or_default();
         Some(format!(
             "pod {} container {}: {}{exit}, {} restart(s)",
@@ -405,6 +396,16 @@ fn crash_of(pod: &Pod) -> Option<String> {
             c.restart_count
         ))
     })
+}
+
+/// `exit code 2: <the container's message>`.
+fn exit_of(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> String {
+    let message = t
+        .message
+        .as_deref()
+        .map(|m| format!(": {}", m.trim()))
+        .unwrap_or_default();
+    format!("exit code {}{message}", t.exit_code)
 }
 
 /// How long a pod may stay unschedulable before the job counts as failed: long enough for a
@@ -476,16 +477,7 @@ fn pod_failure_of(pod: &Pod, now: jiff::Timestamp) -> Option<PodFailure> {
         }
         let how = waiting.unwrap_or("CrashLoopBackOff");
         let exit = failed_exit
-            .map(|t| {
-                format!(
-                    ", last exit code {}{}",
-                    t.exit_code,
-                    t.message
-                        .as_deref()
-                        .map(|m| format!(": {}", m.trim()))
-                        .unwrap_or_default()
-                )
-            })
+            .map(|t| format!(", last {}", exit_of(t)))
             .unwrap_or_default();
         Some(failure(format!(
             "container {} {how} after {} restart(s){exit}",

@@ -194,25 +194,24 @@ impl Planner<'_> {
     }
 }
 
-/// The wait before restart `count + 1`: `initial × multiplier^count`, at most `max`, then
-/// moved by up to ±`jitter` of itself. The jitter is drawn from the job's uid and the count,
-/// so that jobs failing together spread out while the plan stays a pure function (the same
-/// look gives the same wait).
+/// The wait before restart `count + 1`, as `sluice_crds::backoff` computes it for both
+/// halves. The jitter is drawn from the job's uid and the count, so that jobs failing
+/// together spread out while the plan stays a pure function (the same look gives the same
+/// wait).
 pub(super) fn backoff_delay(policy: &RestartPolicy, count: u32, seed: &str) -> Duration {
     let b = &policy.backoff;
-    let initial = b.initial.to_std().unwrap_or(Duration::from_secs(1));
-    let max = b.max.to_std().unwrap_or(Duration::from_secs(300));
-    let factor = b
-        .multiplier
-        .max(1.0)
-        .powi(i32::try_from(count).unwrap_or(i32::MAX));
-    let base = initial.mul_f64(factor.min(1e9)).min(max);
-    let jitter = b.jitter.clamp(0.0, 1.0);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (seed, count).hash(&mut hasher);
     // Uniform in [-1, 1].
     let unit = (hasher.finish() % 20_001) as f64 / 10_000.0 - 1.0;
-    base.mul_f64(1.0 + unit * jitter)
+    sluice_crds::backoff::backoff_delay(
+        b.initial.to_std().unwrap_or(Duration::from_secs(1)),
+        b.max.to_std().unwrap_or(Duration::from_secs(300)),
+        b.multiplier,
+        b.jitter,
+        count,
+        unit,
+    )
 }
 
 /// The event that reports a failure, by its kind.

@@ -68,17 +68,14 @@ impl Restarts {
         if self.consecutive >= policy.max_attempts {
             return None;
         }
-        let factor = policy
-            .multiplier
-            .max(1.0)
-            .powi(i32::try_from(self.consecutive).unwrap_or(i32::MAX));
-        let jitter = 1.0 + jitter_sample.clamp(-1.0, 1.0) * policy.jitter.clamp(0.0, 1.0);
-        // NaN (from a NaN sample or jitter) would panic in `mul_f64`: no jitter instead.
-        let jitter = if jitter.is_finite() { jitter } else { 1.0 };
-        let wait = policy
-            .initial_backoff
-            .mul_f64((factor * jitter).min(1e9))
-            .min(policy.max_backoff);
+        let wait = sluice_crds::backoff::backoff_delay(
+            policy.initial_backoff,
+            policy.max_backoff,
+            policy.multiplier,
+            policy.jitter,
+            self.consecutive,
+            jitter_sample,
+        );
         self.consecutive += 1;
         self.count += 1;
         Some(wait)
