@@ -29,4 +29,5 @@ KUBECONFIG="$kubeconfig" "$helm" install sluice "$cluster/../../charts/sluice" \
   --set image.pullPolicy=Never --set restarts.perMinute=12 --set restarts.burst=3 \
   --wait --timeout 5m
 
-KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=2
+# Three at a time: the tests mostly wait on throttled jobs and backoffs.
+KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=3

@@ -264,6 +264,11 @@ e2e_test!(
         for round in 1..=3 {
             let coordinator = pods(&ns, "q0", "coordinator").await?;
             let (name, (uid, _)) = coordinator.iter().next().expect("a coordinator pod");
+            // Checkpoints completed from the next whole second on are the new coordinator's.
+            let wall = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let after_deletion = SystemTime::UNIX_EPOCH + Duration::from_secs(wall.as_secs() + 1);
             pods_api.delete(name, &DeleteParams::default()).await?;
             let deleted = Instant::now();
             // The operator watches the coordinator's Deployment and looks at once: Ready goes
@@ -281,8 +286,15 @@ e2e_test!(
                     .await?
                     .values()
                     .any(|(u, _)| u != uid);
+                // Running again: ready, with a checkpoint the new coordinator completed.
+                let checkpointed = s
+                    .last_checkpoint
+                    .as_ref()
+                    .and_then(|c| time(c.completed_at.as_deref()).ok())
+                    .is_some_and(|t| t >= after_deletion);
                 let running = ready.is_some_and(|c| c.0 == ConditionStatus::True)
-                    && s.phase == Some(Phase::Running);
+                    && s.phase == Some(Phase::Running)
+                    && checkpointed;
                 if replaced && running {
                     break deleted.elapsed();
                 }

@@ -24,7 +24,7 @@ use crate::state::{RocksConfig, StateBackend};
 use crossbeam_channel::RecvTimeoutError;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -59,6 +59,10 @@ const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// ...up to this. A connection that lasts this long (or brings a message) counts as a new
 /// coordinator found: the next loss starts its clock afresh.
 const RECONNECT_MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long one attempt to reach the coordinator may take. A connection to a Service whose
+/// pod just went away can be sent to the gone pod's address, where it is dropped rather than
+/// refused: without a bound, the kernel would retry it for minutes before the next attempt.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One connection to a coordinator, shared by the threads that report on it. Each
 /// coordinator gets its own: reports of a lost coordinator's attempts, sent late, go to the
@@ -363,11 +367,8 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
 fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
     let deadline = Instant::now() + timeout;
     loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
+        match connect_once(addr) {
+            Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline => {
                 return Err(Error::Cluster {
                     peer: addr.to_string(),
@@ -377,6 +378,24 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// One attempt to reach the coordinator, each of its addresses bounded by
+/// [`CONNECT_ATTEMPT_TIMEOUT`].
+fn connect_once(addr: &str) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_ATTEMPT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr}: no address"))
+    }))
 }
 
 /// Connects to the next coordinator at `addr` after losing one at `lost_since`: tries with
@@ -402,11 +421,8 @@ fn reconnect(
         }
         std::thread::sleep((*pause).min(loss_timeout - waited));
         *pause = (*pause * 2).min(RECONNECT_MAX_PAUSE);
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
+        match connect_once(addr) {
+            Ok(s) => return Ok(s),
             Err(e) => tracing::debug!("worker: coordinator at {addr} not reachable yet: {e}"),
         }
     }
