@@ -96,13 +96,14 @@ pub struct CoordinatorArgs {
     /// What SIGTERM (and Ctrl-C) does: stop the job with a savepoint, or cancel it so that
     /// the next start resumes from the latest checkpoint. Under a supervisor that restarts
     /// the coordinator (a Kubernetes Deployment), `cancel` is the safe choice: output
-    /// committed by a savepoint the supervisor never learns of would be produced again
-    /// [default: savepoint].
+    /// committed by a savepoint the supervisor never learns of would be produced again; the
+    /// workers then stay, to register with the next coordinator [default: savepoint].
     #[arg(long, value_enum)]
     pub on_terminate: Option<OnTerminate>,
     /// Keep serving the control API after the job ends, until SIGTERM, instead of exiting:
     /// a supervisor reads how the job ended (and where its savepoint went) before it removes
-    /// the process, and a container that exited would only be started again.
+    /// the process, and a container that exited would only be started again. The workers are
+    /// not told to exit either.
     #[arg(long)]
     pub wait_for_termination: bool,
     #[command(flatten)]

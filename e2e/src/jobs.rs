@@ -77,6 +77,22 @@ pub async fn start_q0(
     Ok((dir, config, running))
 }
 
+/// The worker pod template of a spec whose workers cannot start (an unknown flag): a pod
+/// that crash-loops while the coordinator and the pre-flight are fine.
+pub fn crashing_workers() -> Value {
+    json!({"spec": {"containers": [
+        {"name": "sluice", "args": ["worker", "--no-such-flag"]}
+    ]}})
+}
+
+/// Waits until the job has committed some output.
+pub async fn first_output(dir: &Path) -> Result<()> {
+    wait_for("output", STEP_TIMEOUT, || async {
+        Ok((!committed(dir).is_empty()).then_some(()))
+    })
+    .await
+}
+
 /// The change every upgrade test makes: a faster sink, which needs new pods.
 pub fn faster(dir: &Path) -> Value {
     json!({"job": {"config": job_config(dir, 600_000, 2_000)}})

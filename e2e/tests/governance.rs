@@ -12,8 +12,8 @@ use sluice_crds::{
     StreamQuota,
 };
 use sluice_e2e::jobs::{
-    committed, exactly_the_reference, patch, pods_of, remove, settled, start_q0, stream_job,
-    STEP_TIMEOUT,
+    crashing_workers, exactly_the_reference, first_output, patch, pods_of, remove, settled,
+    start_q0, stream_job, STEP_TIMEOUT,
 };
 use sluice_e2e::{e2e_test, wait_for, E2eError, Result, TestNamespace};
 use std::collections::BTreeMap;
@@ -95,15 +95,10 @@ e2e_test!(
             policy.max_restarts = Some(max_restarts);
         })
         .await?;
-        wait_for("output", STEP_TIMEOUT, || async {
-            Ok((!committed(&dir).is_empty()).then_some(()))
-        })
-        .await?;
+        first_output(&dir).await?;
 
         // A new spec whose workers cannot start: upgraded with a savepoint, then crashing.
-        let crashing = json!({"worker": {"podTemplate": {"spec": {"containers": [
-            {"name": "sluice", "args": ["worker", "--no-such-flag"]}
-        ]}}}});
+        let crashing = json!({"worker": {"podTemplate": crashing_workers()}});
         patch(&api, "q0", crashing).await?;
 
         for n in 0..max_restarts {
@@ -254,10 +249,7 @@ e2e_test!(
             spec.job.config["generator"]["events"] = json!(300_000);
         })
         .await?;
-        wait_for("output", STEP_TIMEOUT, || async {
-            Ok((!committed(&dir).is_empty()).then_some(()))
-        })
-        .await?;
+        first_output(&dir).await?;
         let workers = pods(&ns, "q0", "worker").await?;
         assert_eq!(workers.len(), 2, "{workers:?}");
         let pods_api: Api<Pod> = ns.api();
@@ -467,9 +459,7 @@ e2e_test!(
             // Once restarted, each fails for good: it takes no more tokens after the test.
             sj.spec.restart_policy.max_restarts = Some(1);
             // Workers that cannot start: every job fails as soon as it is deployed.
-            sj.spec.worker.pod_template = Some(json!({"spec": {"containers": [
-                {"name": "sluice", "args": ["worker", "--no-such-flag"]}
-            ]}}));
+            sj.spec.worker.pod_template = Some(crashing_workers());
             api.create(&PostParams::default(), &sj).await?;
         }
         // Each job's first restart, and whether it was seen held back by the rate limit.
@@ -536,13 +526,8 @@ e2e_test!(
             spec.restart_policy.backoff.max = HumanDuration::new("5m");
         })
         .await?;
-        wait_for("output", STEP_TIMEOUT, || async {
-            Ok((!committed(&dir).is_empty()).then_some(()))
-        })
-        .await?;
-        let crashing = json!({"worker": {"podTemplate": {"spec": {"containers": [
-            {"name": "sluice", "args": ["worker", "--no-such-flag"]}
-        ]}}}});
+        first_output(&dir).await?;
+        let crashing = json!({"worker": {"podTemplate": crashing_workers()}});
         patch(&api, "q0", crashing).await?;
         let failing = wait_for(
             "the new pods to crash-loop",

@@ -10,8 +10,8 @@ use kube::Api;
 use serde_json::json;
 use sluice_crds::{HumanDuration, Phase, StreamJob, UpgradeMode};
 use sluice_e2e::jobs::{
-    committed, exactly_the_reference, faster, job_config, output_gap, patch, pod_count, remove,
-    settled, start_q0, stream_job, walk, STEP_TIMEOUT,
+    committed, crashing_workers, exactly_the_reference, faster, first_output, job_config,
+    output_gap, patch, pod_count, remove, settled, start_q0, stream_job, walk, STEP_TIMEOUT,
 };
 use sluice_e2e::{e2e_test, wait_for};
 use std::collections::BTreeSet;
@@ -27,10 +27,7 @@ e2e_test!(
         let ready = status.condition("Ready").expect("a Ready condition");
         assert_eq!(format!("{:?}", ready.status), "True", "{ready:?}");
         assert_eq!(status.replicas, Some(2));
-        wait_for("output", STEP_TIMEOUT, || async {
-            Ok((!committed(&dir).is_empty()).then_some(()))
-        })
-        .await?;
+        first_output(&dir).await?;
 
         // A config change needs new pods: savepoint, pre-flight, stop, start from the savepoint.
         let before = committed(&dir).len();
@@ -232,9 +229,7 @@ e2e_test!(
         let stable = first.status.unwrap_or_default().target.expect("target");
 
         // Workers that cannot start: the coordinator (and the pre-flight) are fine.
-        let crashing = json!({"worker": {"podTemplate": {"spec": {"containers": [
-            {"name": "sluice", "args": ["worker", "--no-such-flag"]}
-        ]}}}});
+        let crashing = json!({"worker": {"podTemplate": crashing_workers()}});
         patch(&api, "q0", crashing).await?;
         let rolled_back = wait_for("the rollback", Duration::from_secs(400), || async {
             let sj = api.get("q0").await?;

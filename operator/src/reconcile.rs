@@ -233,15 +233,16 @@ async fn observe(
     let list = pods
         .list(&ListParams::default().labels(&format!("sluice.dev/job={}", job.name)))
         .await?;
-    observed.pod_runs = list
-        .items
-        .iter()
-        .filter(|p| {
+    // The job's own pods: a pre-flight or cleanup Job is reported by its step.
+    let job_pods = || {
+        list.items.iter().filter(|p| {
             matches!(
                 p.labels().get("sluice.dev/role").map(String::as_str),
                 Some("coordinator" | "worker")
             )
         })
+    };
+    observed.pod_runs = job_pods()
         .map(|p| {
             p.annotations()
                 .get("sluice.dev/run")
@@ -251,17 +252,7 @@ async fn observe(
         .collect();
     observed.crash = list.items.iter().find_map(crash_of);
     let now = jiff::Timestamp::now();
-    observed.pod_failure = list
-        .items
-        .iter()
-        .filter(|p| {
-            // Only the job's own pods: a failed pre-flight or cleanup Job is reported by its step.
-            matches!(
-                p.labels().get("sluice.dev/role").map(String::as_str),
-                Some("coordinator" | "worker")
-            )
-        })
-        .find_map(|p| pod_failure_of(p, now));
+    observed.pod_failure = job_pods().find_map(|p| pod_failure_of(p, now));
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
     let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
