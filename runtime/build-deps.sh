@@ -4,8 +4,9 @@
 # The rocksdb crate compiles RocksDB (C++) from source and generates its Rust bindings with
 # bindgen, which loads libclang while the build runs. No maintained release of the crate
 # ships pre-generated bindings, so libclang has to be on the machine: this script installs
-# Debian's libclang-dev (and a C++ compiler) with apt-get when they are missing — as root,
-# or through sudo — and says what to install on other systems. Rust itself is expected to
+# Debian's libclang-dev (and a C++ compiler, and OpenSSL's headers for librdkafka, the Kafka
+# client) with apt-get when they are missing — as root, or through sudo — and says what to
+# install on other systems. Rust itself is expected to
 # be there (rustup); the workspace's rust-version is in Cargo.toml.
 set -euo pipefail
 
@@ -29,6 +30,9 @@ if command -v dpkg >/dev/null; then
   dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
   command -v c++ >/dev/null || missing+=(g++)
   command -v make >/dev/null || missing+=(make)
+  # librdkafka (the Kafka client, compiled from source) links the system's OpenSSL.
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
 else
   has_libclang || missing+=(libclang)
   command -v c++ >/dev/null || missing+=("a C++ compiler")
@@ -37,7 +41,7 @@ fi
 
 if ! command -v apt-get >/dev/null; then
   say "missing: ${missing[*]}. Install them with the system's package manager"
-  say "(Fedora: dnf install clang-devel gcc-c++; macOS: xcode-select --install), then run this again"
+  say "(Fedora: dnf install clang-devel gcc-c++ openssl-devel; macOS: xcode-select --install), then run this again"
   exit 1
 fi
 sudo=()

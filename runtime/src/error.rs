@@ -54,6 +54,9 @@ pub enum Error {
     Cluster { peer: String, message: String },
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// A Kafka client failed; `what` names the brokers, topic or transaction concerned.
+    #[error("Kafka {what}: {message}")]
+    Kafka { what: String, message: String },
     /// A distributed job failed and its restart strategy gave up.
     #[error("the job failed after {restarts} restart(s): {cause}")]
     Failed { restarts: u32, cause: String },

@@ -29,4 +29,9 @@ pub trait SplitReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error>;
     /// Records of the split handed out so far.
     fn position(&self) -> u64;
+    /// The barrier of snapshot `checkpoint` is being taken: the next [`Self::position`] is
+    /// what the snapshot records. For readers that report their progress elsewhere.
+    fn snapshot_started(&mut self, _checkpoint: u64) {}
+    /// Snapshots up to `checkpoint` are complete: the positions they record are durable.
+    fn snapshot_complete(&mut self, _checkpoint: u64) {}
 }

@@ -350,6 +350,7 @@ impl<T: Data> Stream<T> {
     /// Writes the stream to a sink with the parallelism of this stream.
     pub fn sink<S: Sink<T>>(&self, name: &str, sink: S) {
         let sink = Arc::new(sink);
+        let job = self.job.g.borrow().name.clone();
         self.one_input::<T>(
             name,
             self.node_parallelism(),
@@ -362,6 +363,9 @@ impl<T: Data> Stream<T> {
                     subtask: cx.subtask,
                     parallelism: cx.parallelism,
                     run_id: cx.run_id.to_string(),
+                    job: job.clone(),
+                    uid: cx.uid.clone(),
+                    restored: cx.restored_transactions(),
                 })?;
                 let op: Box<dyn Operator<T>> = Box::new(SinkOp {
                     writer,

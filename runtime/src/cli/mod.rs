@@ -19,6 +19,7 @@ use sluice_crds::command::{
 };
 
 mod cluster;
+mod kafka;
 mod logging;
 use std::io::Write;
 use std::path::PathBuf;
@@ -86,6 +87,9 @@ enum NexmarkCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Writes generated events as JSON into a Kafka topic, event `n` into partition
+    /// `n % partitions`, for jobs reading `input: kafka://…`.
+    Produce(kafka::ProduceArgs),
 }
 
 /// The stock `sluice` binary: the bundled jobs.
@@ -152,6 +156,9 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             },
             output,
         ),
+        Command::Nexmark {
+            command: NexmarkCommand::Produce(args),
+        } => kafka::produce(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -510,8 +517,8 @@ fn inspect_savepoint(snapshot: &str) -> Result<(), Error> {
         for t in &op.transactions {
             println!(
                 "  transaction of checkpoint {}: {}",
-                t.checkpoint,
-                t.committed.display()
+                t.checkpoint(),
+                t.describe()
             );
         }
     }

@@ -3,7 +3,7 @@
 //! worker to worker, `crate::exec::net`); only deployments, snapshot control and reports do.
 
 use crate::control::model::{JobError, SubtaskStatus};
-use crate::snapshot::{FileTransaction, Native, NativeRef, OperatorSnapshot, SnapshotKind};
+use crate::snapshot::{Native, NativeRef, OperatorSnapshot, SinkTransaction, SnapshotKind};
 use crate::snapshot::{SnapshotError, SplitPosition, TaskSnapshot};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ pub(crate) enum ToWorker {
     Commit {
         attempt: u64,
         checkpoint: u64,
-        transactions: Vec<FileTransaction>,
+        transactions: Vec<SinkTransaction>,
     },
     Cancel {
         attempt: u64,
@@ -128,7 +128,7 @@ struct WireOperator {
     key_groups: Vec<(u32, Vec<u8>)>,
     items: Vec<Vec<u8>>,
     splits: Vec<SplitPosition>,
-    transactions: Vec<FileTransaction>,
+    transactions: Vec<SinkTransaction>,
     native: Option<NativeRef>,
 }
 

@@ -708,7 +708,7 @@ impl Worker<'_> {
         upstream: &Upstream,
         attempt: u64,
         checkpoint: u64,
-        transactions: &[crate::snapshot::FileTransaction],
+        transactions: &[crate::snapshot::SinkTransaction],
     ) {
         // Committed even when the attempt is over: the snapshot is complete, and committing
         // is idempotent.

@@ -10,7 +10,7 @@
 use super::{Sink, SinkContext, SinkWriter};
 use crate::api::Record;
 use crate::error::Error;
-use crate::snapshot::FileTransaction;
+use crate::snapshot::{FileTransaction, SinkTransaction};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -164,7 +164,7 @@ impl<T: Serialize> SinkWriter<T> for JsonLinesWriter {
         &mut self,
         checkpoint: u64,
         committed: u64,
-    ) -> Result<Vec<FileTransaction>, Error> {
+    ) -> Result<Vec<SinkTransaction>, Error> {
         if let Some(mut f) = self.file.take() {
             f.out.flush().map_err(|e| Error::io(&f.pending, e))?;
             f.out
@@ -180,6 +180,11 @@ impl<T: Serialize> SinkWriter<T> for JsonLinesWriter {
             self.seq += 1;
         }
         self.transactions.retain(|t| t.checkpoint > committed);
-        Ok(self.transactions.clone())
+        Ok(self
+            .transactions
+            .iter()
+            .cloned()
+            .map(SinkTransaction::from)
+            .collect())
     }
 }

@@ -4,12 +4,14 @@
 mod collect;
 mod jsonl;
 mod jsonl_source;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod nexmark;
 mod queue_source;
 mod throttled;
 mod vec_source;
 
-pub use crate::sink::{FileTransaction, Sink, SinkContext, SinkWriter};
+pub use crate::sink::{FileTransaction, Sink, SinkContext, SinkTransaction, SinkWriter};
 pub use crate::snapshot::SplitPosition;
 pub use crate::source::{Poll, Source, SplitReader};
 pub use collect::{CollectSink, Collected, DiscardSink};

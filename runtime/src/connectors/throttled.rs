@@ -4,7 +4,7 @@
 use super::{Sink, SinkContext, SinkWriter};
 use crate::api::Record;
 use crate::error::Error;
-use crate::snapshot::FileTransaction;
+use crate::snapshot::SinkTransaction;
 use std::time::{Duration, Instant};
 
 /// Wraps `sink` so that each subtask writes at most `records_per_second`.
@@ -60,7 +60,7 @@ impl<T> SinkWriter<T> for ThrottledWriter<T> {
         &mut self,
         checkpoint: u64,
         committed: u64,
-    ) -> Result<Vec<FileTransaction>, Error> {
+    ) -> Result<Vec<SinkTransaction>, Error> {
         self.inner.pre_commit(checkpoint, committed)
     }
 }

@@ -8,7 +8,7 @@
 use crate::error::Error;
 use crate::snapshot::FileEntry;
 use crate::snapshot::{
-    write_snapshot, Barrier, CheckpointStorage, FileTransaction, JobLayout, SnapshotKind,
+    write_snapshot, Barrier, CheckpointStorage, JobLayout, SinkTransaction, SnapshotKind,
     TaskSnapshot,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -67,7 +67,7 @@ pub(crate) trait TaskLink: Send {
     fn inject(&self, id: u64, kind: SnapshotKind);
     /// Commits the sink transactions of the complete snapshot `id`, by the subtask (task
     /// index) that pre-committed them, and tells every subtask that `id` is complete.
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error>;
+    fn commit(&self, id: u64, transactions: Vec<(usize, SinkTransaction)>) -> Result<(), Error>;
 }
 
 impl TaskLink for Arc<CheckpointControl> {
@@ -75,8 +75,8 @@ impl TaskLink for Arc<CheckpointControl> {
         self.request(id, kind);
     }
 
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error> {
-        let transactions: Vec<FileTransaction> = transactions.into_iter().map(|(_, t)| t).collect();
+    fn commit(&self, id: u64, transactions: Vec<(usize, SinkTransaction)>) -> Result<(), Error> {
+        let transactions: Vec<SinkTransaction> = transactions.into_iter().map(|(_, t)| t).collect();
         commit_all(&transactions)?;
         self.mark_committed(id);
         Ok(())
@@ -515,7 +515,7 @@ fn answer(result: &Result<CompletedSnapshot, Error>) -> Result<CompletedSnapshot
 
 /// Every sink transaction the parts of a snapshot list, with the index of the subtask that
 /// pre-committed it.
-fn transactions_of(parts: &[Option<TaskSnapshot>]) -> Vec<(usize, FileTransaction)> {
+fn transactions_of(parts: &[Option<TaskSnapshot>]) -> Vec<(usize, SinkTransaction)> {
     parts
         .iter()
         .enumerate()
@@ -528,6 +528,6 @@ fn transactions_of(parts: &[Option<TaskSnapshot>]) -> Vec<(usize, FileTransactio
         .collect()
 }
 
-pub(crate) fn commit_all(transactions: &[FileTransaction]) -> Result<(), Error> {
-    transactions.iter().try_for_each(FileTransaction::commit)
+pub(crate) fn commit_all(transactions: &[SinkTransaction]) -> Result<(), Error> {
+    transactions.iter().try_for_each(SinkTransaction::commit)
 }

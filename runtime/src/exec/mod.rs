@@ -147,6 +147,20 @@ impl BuildCx {
         self.restored_operator()?.splits.get(&split).copied()
     }
 
+    /// The sink transactions the restored snapshot lists for this operator (every subtask's).
+    pub(crate) fn restored_transactions(&self) -> Vec<crate::snapshot::SinkTransaction> {
+        let Some(restored) = self.restored.as_ref() else {
+            return Vec::new();
+        };
+        restored
+            .content
+            .operators
+            .iter()
+            .filter(|o| o.uid == self.uid)
+            .flat_map(|o| o.transactions.iter().cloned())
+            .collect()
+    }
+
     /// A keyed-state store for this operator subtask on the run's backend.
     pub(crate) fn keyed_state(&self) -> Result<crate::state::KeyedStateStore, Error> {
         crate::state::KeyedStateStore::with_backend(

@@ -5,6 +5,7 @@
 //! those jobs.
 
 pub mod fraud;
+pub mod kafka_io;
 pub mod nexmark_queries;
 
 pub use crate::api::{DefineJob, JobRegistry};
@@ -87,8 +88,7 @@ impl JobRegistry {
                 cfg.rule.validate()?;
                 let events = cfg.events(job)?;
                 let alerts = fraud::fraud(job, &events, &cfg.rule);
-                cfg.attach_output(&alerts);
-                Ok(())
+                cfg.attach_output(&alerts)
             },
         );
         r
@@ -118,13 +118,17 @@ pub struct NexmarkJobConfig {
     /// watermark bound when reading a file).
     #[serde(default)]
     pub generator: NexmarkConfig,
-    /// Read events from this JSON-lines file (as written by `sluice nexmark generate`).
+    /// Read events from this JSON-lines file (as written by `sluice nexmark generate`), or
+    /// from a topic: `kafka://host:port/topic` (as written by `sluice nexmark produce`).
     #[serde(default)]
     pub input: Option<PathBuf>,
-    /// Where results go: a file path (one file per sink subtask above parallelism 1:
-    /// `<path>.<subtask>`), or `discard` to count them only.
+    /// Where results go: a directory of JSON-lines part files, a topic
+    /// (`kafka://host:port/topic`), or `discard` to count them only.
     #[serde(default)]
     pub output: Output,
+    /// Kafka connection settings and options for `kafka://` input and output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<kafka_io::KafkaJobConfig>,
     #[serde(default)]
     pub windows: QueryWindows,
     /// The fraud job's rule.
@@ -179,6 +183,9 @@ impl NexmarkJobConfig {
             ));
         }
         let splits = self.source_splits;
+        if let Some(uri) = self.input.as_deref().and_then(kafka_io::kafka_uri) {
+            return kafka_io::events(job, uri, self.kafka.as_ref(), watermarks);
+        }
         Ok(match &self.input {
             Some(path) => {
                 if !path.is_file() {
@@ -201,7 +208,8 @@ impl NexmarkJobConfig {
         })
     }
 
-    pub fn attach_output<O: Data + Serialize>(&self, out: &Stream<O>) {
+    /// Adds the sink `output` names; fails when it is a topic that cannot be reached.
+    pub fn attach_output<O: Data + Serialize>(&self, out: &Stream<O>) -> Result<(), Error> {
         let rebalanced;
         let out = match self.sink.parallelism {
             Some(p) => {
@@ -214,6 +222,10 @@ impl NexmarkJobConfig {
             Output::Path(p) if p.as_os_str() != "discard" => Some(p),
             _ => None,
         };
+        if let Some(uri) = path.and_then(|p| kafka_io::kafka_uri(p)) {
+            let rate = self.sink.max_records_per_second;
+            return kafka_io::sink(out, uri, self.kafka.as_ref(), rate);
+        }
         match (path, self.sink.max_records_per_second) {
             (None, None) => out.sink("discard", DiscardSink),
             (None, Some(rate)) => out.sink("discard", Throttled::new(DiscardSink, rate)),
@@ -222,6 +234,7 @@ impl NexmarkJobConfig {
                 out.sink("output", Throttled::new(JsonLinesSink::new(p), rate))
             }
         }
+        Ok(())
     }
 }
 
@@ -233,6 +246,5 @@ fn nexmark_job<O: Data + Serialize>(
     let cfg: NexmarkJobConfig = parse_config(config)?;
     let events = cfg.events(job)?;
     let out = query(job, &events, &cfg.windows);
-    cfg.attach_output(&out);
-    Ok(())
+    cfg.attach_output(&out)
 }

@@ -4,7 +4,7 @@
 
 use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
 use super::task::{Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
-use crate::sink::FileTransaction;
+use crate::sink::SinkTransaction;
 use crate::state::{RestoredNative, StateSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -35,8 +35,12 @@ pub struct OperatorContent {
     pub items: Vec<BlobRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub splits: Vec<SplitPosition>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub transactions: Vec<FileTransaction>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::sink::manifest_form"
+    )]
+    pub transactions: Vec<SinkTransaction>,
     /// RocksDB state in its own format (incremental checkpoints), per database.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub native: Vec<NativeRef>,
@@ -66,7 +70,7 @@ impl SnapshotContent {
     }
 
     /// Every sink transaction the snapshot lists.
-    pub fn transactions(&self) -> impl Iterator<Item = &FileTransaction> {
+    pub fn transactions(&self) -> impl Iterator<Item = &SinkTransaction> {
         self.operators.iter().flat_map(|o| o.transactions.iter())
     }
 }

@@ -21,7 +21,7 @@ mod content;
 mod storage;
 mod task;
 
-pub use crate::sink::FileTransaction;
+pub use crate::sink::{FileTransaction, SinkTransaction};
 pub use crate::state::{PinnedNative, RestoredNative, StateSchema};
 pub(crate) use content::{write_snapshot, JobLayout};
 pub use content::{

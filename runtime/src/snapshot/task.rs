@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use crate::error::{SnapshotError, StateError};
-use crate::sink::FileTransaction;
+use crate::sink::SinkTransaction;
 use crate::snapshot::{CheckpointStorage, FileEntry, SHARED};
 use crate::state::PinnedNative;
 use crate::state::{key_group, stable_hash};
@@ -89,7 +89,7 @@ pub struct OperatorSnapshot {
     /// Non-keyed state; on restore the items are dealt round-robin to the new subtasks.
     pub items: Vec<Vec<u8>>,
     pub splits: Vec<SplitPosition>,
-    pub transactions: Vec<FileTransaction>,
+    pub transactions: Vec<SinkTransaction>,
     pub deferred: Deferred,
     pub native: Option<Native>,
 }

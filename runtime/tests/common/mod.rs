@@ -1,6 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)] // each test file uses the part it needs
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod run;
 pub mod s3;
 

@@ -33,9 +33,13 @@ pub fn sorted_output(dir: &Path) -> Vec<String> {
 /// The output of an uninterrupted run, sorted.
 pub fn reference(job: &str, events: u64, dir: &Path) -> Vec<String> {
     let out = dir.join(format!("reference-{job}"));
-    let graph = JobRegistry::bundled()
-        .build(job, 2, 128, &job_config(events, &out))
-        .unwrap();
+    reference_of(job, &job_config(events, &out), &out)
+}
+
+/// The sorted output of `job` with `config`, run embedded at parallelism 2 without
+/// failures; `config` writes to directory `out`.
+pub fn reference_of(job: &str, config: &serde_json::Value, out: &Path) -> Vec<String> {
+    let graph = JobRegistry::bundled().build(job, 2, 128, config).unwrap();
     start_embedded(graph, RunOptions::default())
         .unwrap()
         .wait()

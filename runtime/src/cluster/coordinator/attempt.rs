@@ -9,7 +9,7 @@ use crate::error::{CommitError, Error};
 use crate::exec::checkpoint::{Command, Coordinator, Report, TaskLink};
 use crate::exec::JobGraph;
 use crate::exec::{assignments, new_run_id};
-use crate::sink::FileTransaction;
+use crate::sink::SinkTransaction;
 use crate::snapshot::{CheckpointStorage, Compatibility, JobLayout, SnapshotContent, SnapshotKind};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
@@ -351,8 +351,8 @@ impl TaskLink for DistributedLink {
         }
     }
 
-    fn commit(&self, id: u64, transactions: Vec<(usize, FileTransaction)>) -> Result<(), Error> {
-        let mut by_worker: Vec<Vec<FileTransaction>> = vec![Vec::new(); self.workers.len()];
+    fn commit(&self, id: u64, transactions: Vec<(usize, SinkTransaction)>) -> Result<(), Error> {
+        let mut by_worker: Vec<Vec<SinkTransaction>> = vec![Vec::new(); self.workers.len()];
         for (task, t) in transactions {
             let w = self.task_workers.get(task).copied().unwrap_or(0);
             by_worker[w].push(t);

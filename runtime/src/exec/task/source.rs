@@ -62,6 +62,9 @@ impl<T> SourceTask<T> {
 impl<T> SourceTask<T> {
     /// Records the position of every split, then passes the barrier down the chain.
     fn barrier(&mut self, barrier: Barrier) {
+        for s in &mut self.splits {
+            s.reader.snapshot_started(barrier.checkpoint);
+        }
         let splits = &self.splits;
         let (uid, subtask) = (self.cx.uid.clone(), self.cx.subtask);
         let out = &mut self.out;
@@ -91,9 +94,17 @@ impl<T: 'static> Task for SourceTask<T> {
         let mut last_wm_check = Instant::now();
         let mut last_tick = self.cx.clock.now();
         let mut injected = 0;
+        let mut completed = self.cx.control.committed();
         loop {
             if let Some(barrier) = self.cx.control.barrier_due(&mut injected) {
                 self.barrier(barrier);
+            }
+            let committed = self.cx.control.committed();
+            if committed > completed {
+                completed = committed;
+                for s in &mut self.splits {
+                    s.reader.snapshot_complete(committed);
+                }
             }
             let mut produced = false;
             for split in self.splits.iter_mut().filter(|s| !s.done) {

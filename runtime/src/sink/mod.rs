@@ -7,6 +7,12 @@ use crate::record::Record;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod transaction;
+pub(crate) use transaction::manifest_form;
+pub use transaction::{
+    KafkaRange, KafkaTransaction, OpenTransaction, OpenTransactions, SinkTransaction,
+};
+
 /// Where a sink writer runs.
 #[derive(Clone, Debug)]
 pub struct SinkContext {
@@ -14,6 +20,12 @@ pub struct SinkContext {
     pub parallelism: usize,
     /// Unique per run of the job: tells this run's files from those of earlier attempts.
     pub run_id: String,
+    /// The job's name and the sink operator's uid: stable across runs, unlike `run_id`.
+    pub job: String,
+    pub uid: String,
+    /// The transactions of this sink (all subtasks') listed by the snapshot the run
+    /// restored, for sinks that resolve them themselves.
+    pub restored: Vec<SinkTransaction>,
 }
 
 /// A sink; each subtask opens its own writer.
@@ -33,7 +45,7 @@ pub trait SinkWriter<T> {
         &mut self,
         _checkpoint: u64,
         _committed: u64,
-    ) -> Result<Vec<FileTransaction>, Error> {
+    ) -> Result<Vec<SinkTransaction>, Error> {
         Ok(Vec::new())
     }
 }

@@ -1,0 +1,509 @@
+//! Kafka against a real broker (KRaft, started by `e2e/kafka/broker.sh`): jobs reading
+//! events from a topic and writing results to one, killed and restored from checkpoints,
+//! rescaled through savepoints, with brokers restarted; what a read_committed consumer sees
+//! must equal the output of the same job over the generator without failures, exactly.
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use common::kafka::KafkaCluster;
+use common::run::{printed, reference, reference_of, sluice, Lcg};
+use common::{assert_same, wait_until};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Events of each run: enough for several checkpoints and kills in a test build.
+const EVENTS: u64 = 600_000;
+/// The generator's splits, and the event topic's partitions: event `n` is in partition
+/// `n % 8` exactly as it is in split `n % 8` of the reference run.
+const PARTITIONS: i32 = 8;
+
+/// One broker cluster and its jobs at a time: the machine is small.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes events `first..events` of the generator's sequence into `topic`.
+fn produce(kafka: &KafkaCluster, topic: &str, first: u64, events: u64) {
+    let out = sluice()
+        .args(["nexmark", "produce"])
+        .arg(format!("kafka://{}/{topic}", kafka.bootstrap))
+        .args(["--first", &first.to_string()])
+        .args(["--events", &events.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "produce: {}", printed(&out));
+}
+
+/// A StreamJob manifest (JSON is YAML).
+fn manifest(dir: &Path, job: &str, parallelism: usize, config: &Value) -> PathBuf {
+    let path = dir.join(format!("{job}-{parallelism}.yaml"));
+    let m = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": {"name": job},
+        "spec": {"job": {"name": job, "config": config}, "parallelism": parallelism},
+    });
+    std::fs::write(&path, m.to_string()).unwrap();
+    path
+}
+
+fn kafka_config(kafka: &KafkaCluster, input: Option<&str>, output: &str) -> Value {
+    let mut config = json!({
+        "generator": {"events": EVENTS},
+        "output": format!("kafka://{}/{output}", kafka.bootstrap),
+        "kafka": {"source": {"bounded": true}},
+    });
+    if let Some(topic) = input {
+        config["input"] = json!(format!("kafka://{}/{topic}", kafka.bootstrap));
+    }
+    config
+}
+
+fn run_command(manifest: &Path, dir: &Path) -> Command {
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--checkpoint-interval", "300ms", "--restore", "latest"])
+        .arg("--checkpoint-dir")
+        .arg(dir.join("chk"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--progress-interval", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn latest_checkpoint(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("chk/_latest")).unwrap_or_default()
+}
+
+/// Kills the job (SIGKILL of the process: every producer dies with its open transactions)
+/// at random moments after a checkpoint, `kills` times; `between(round)` runs while the
+/// round's attempt runs, after its first new checkpoint. Then lets a last attempt finish.
+/// Returns how many attempts restored a checkpoint.
+fn kill_repeatedly(
+    manifest: &Path,
+    dir: &Path,
+    kills: usize,
+    seed: u64,
+    mut between: impl FnMut(usize),
+) -> usize {
+    let mut rng = Lcg(seed);
+    let mut restored = 0;
+    for round in 0..kills {
+        let mut child = run_command(manifest, dir).spawn().unwrap();
+        let before = latest_checkpoint(dir);
+        wait_until("a new checkpoint", Duration::from_secs(120), || {
+            latest_checkpoint(dir) != before || child.try_wait().unwrap().is_some()
+        });
+        between(round);
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        child.kill().unwrap();
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            !result.status.success(),
+            "round {round}: the job ended before it was killed; use more events\n{stderr}"
+        );
+        restored += stderr.matches("restoring from").count();
+    }
+    let last = run_command(manifest, dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(last.status.success(), "last attempt: {stderr}");
+    restored + stderr.matches("restoring from").count()
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
+    let _serial = serial();
+    let test = "kafka_to_q5_killed_repeatedly";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 1);
+    kafka.create_topic("q5", 3, 1);
+    produce(&kafka, "events", 0, EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let config = kafka_config(&kafka, Some("events"), "q5");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let restored = kill_repeatedly(&manifest, dir.path(), 4, 5, |round| {
+        if round == 1 {
+            // The broker goes away under the running job and comes back; the job must get
+            // past it (another checkpoint) before it is killed.
+            kafka.stop_node(1);
+            std::thread::sleep(Duration::from_secs(2));
+            kafka.start_node(1);
+            let before = latest_checkpoint(dir.path());
+            wait_until(
+                "a checkpoint after the broker restart",
+                Duration::from_secs(180),
+                || latest_checkpoint(dir.path()) != before,
+            );
+        }
+    });
+    assert!(
+        restored >= 3,
+        "only {restored} attempts restored a checkpoint"
+    );
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 from Kafka to Kafka after 4 kills and a broker restart",
+    );
+}
+
+#[test]
+fn fraud_to_kafka_killed_repeatedly_commits_exactly_once() {
+    let _serial = serial();
+    let test = "fraud_to_kafka_killed_repeatedly";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("alerts", 2, 1);
+    let job = "fraud-small-then-large";
+    let expected = reference(job, EVENTS, dir.path());
+    let manifest = manifest(dir.path(), job, 2, &kafka_config(&kafka, None, "alerts"));
+    let restored = kill_repeatedly(&manifest, dir.path(), 4, 11, |_| {});
+    assert!(
+        restored >= 3,
+        "only {restored} attempts restored a checkpoint"
+    );
+    assert_same(
+        &sorted(kafka.read_committed("alerts")),
+        &expected,
+        "fraud alerts in Kafka after 4 kills",
+    );
+}
+
+/// The consumer group of the rescaled job's source: its commits say how far the job read.
+const RESCALE_GROUP: &str = "q5-rescale";
+
+/// Runs `manifest` (an unbounded source) at `parallelism` (from `restore`) until the group
+/// committed `offsets` of the event topic, which is all it holds, then stops it with SIGTERM
+/// and returns the savepoint it stopped with.
+fn run_then_stop(
+    kafka: &KafkaCluster,
+    manifest: &Path,
+    dir: &Path,
+    parallelism: usize,
+    restore: Option<&str>,
+    offsets: u64,
+) -> String {
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--parallelism", &parallelism.to_string()])
+        .args(["--checkpoint-interval", "300ms"])
+        .arg("--savepoint-dir")
+        .arg(dir.join("savepoints"))
+        .arg("--state-dir")
+        .arg(dir.join(format!("state-{parallelism}")))
+        .args(["--progress-interval", "0"])
+        .stderr(Stdio::piped());
+    if let Some(r) = restore {
+        cmd.args(["--restore", r]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_until(
+        "the job to commit the offsets of every event",
+        Duration::from_secs(180),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended with an unbounded source"
+            );
+            // An error while the group's coordinator loads: not yet.
+            kafka
+                .committed_offsets(RESCALE_GROUP, "events")
+                .is_ok_and(|c| c >= offsets as i64)
+        },
+    );
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .find_map(|l| l.split("resume with --restore ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
+        .to_string()
+}
+
+/// The events arrive in three stages, each read by the job at another parallelism: 2 reads
+/// the first third and stops with a savepoint, 3 restores it and reads the second, 1 the
+/// rest to the end. Windows open across the stages carry their state through both rescales.
+#[test]
+fn rescaling_2_3_1_through_savepoints_reassigns_partitions_without_loss_or_duplicates() {
+    let _serial = serial();
+    let test = "kafka_rescale";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 1);
+    kafka.create_topic("q5", 3, 1);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let mut open = kafka_config(&kafka, Some("events"), "q5");
+    open["kafka"]["source"] = json!({"bounded": false, "groupId": RESCALE_GROUP});
+    let open = manifest(dir.path(), "nexmark-q5", 2, &open);
+    let bounded = manifest(
+        dir.path(),
+        "nexmark-q5",
+        1,
+        &kafka_config(&kafka, Some("events"), "q5"),
+    );
+    let (third, two_thirds) = (EVENTS / 3, 2 * EVENTS / 3);
+    produce(&kafka, "events", 0, third);
+    let first = run_then_stop(&kafka, &open, dir.path(), 2, None, third);
+    produce(&kafka, "events", third, two_thirds);
+    let second = run_then_stop(&kafka, &open, dir.path(), 3, Some(&first), two_thirds);
+    produce(&kafka, "events", two_thirds, EVENTS);
+    let last = sluice()
+        .arg("run")
+        .arg(&bounded)
+        .args(["--parallelism", "1", "--restore", &second])
+        .arg("--state-dir")
+        .arg(dir.path().join("state-1"))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(last.status.success(), "{}", printed(&last));
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 rescaled 2 -> 3 -> 1",
+    );
+}
+
+/// The Kafka samples of `config/samples/kafka` as shipped, pointed at the test broker and
+/// bounded: a read_committed consumer sees exactly what the same job writes over the
+/// generator.
+#[test]
+fn the_kafka_samples_commit_what_the_generator_path_writes() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_samples", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/kafka");
+    let mut events_topic = None;
+    for name in ["nexmark-q5.yaml", "fraud-small-then-large.yaml"] {
+        let path = samples.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sample = sluice_crds::parse_manifest(&text, &path.display().to_string()).unwrap();
+        let job = sample.spec.job.name.clone();
+        let mut config = sample.spec.job.config.clone();
+        let topic = |field: &str| {
+            let uri = config[field].as_str().unwrap_or_default();
+            uri.strip_prefix("kafka:///")
+                .unwrap_or_else(|| panic!("{name}: {field} {uri} is not kafka:///<topic>"))
+                .to_string()
+        };
+        let (input, output) = (topic("input"), topic("output"));
+        // The events the generator path generates: the sample's outOfOrderMs is both the
+        // watermark's bound and, over the generator, how far events come out of order.
+        let out_of_order = config["generator"]["outOfOrderMs"].as_u64().unwrap_or(0);
+        if events_topic != Some((input.clone(), out_of_order)) {
+            kafka.create_topic(&input, PARTITIONS, 1);
+            let produced = sluice()
+                .args(["nexmark", "produce"])
+                .arg(format!("kafka://{}/{input}", kafka.bootstrap))
+                .args(["--events", &EVENTS.to_string()])
+                .args(["--out-of-order-ms", &out_of_order.to_string()])
+                .output()
+                .unwrap();
+            assert!(produced.status.success(), "produce: {}", printed(&produced));
+            events_topic = Some((input, out_of_order));
+        }
+        kafka.create_topic(&output, 3, 1);
+        let mut generator_path = config.clone();
+        let out = dir.path().join(format!("reference-{job}"));
+        let object = generator_path.as_object_mut().unwrap();
+        object.remove("input");
+        object.remove("kafka");
+        object.insert("output".into(), json!(out));
+        generator_path["generator"]["events"] = json!(EVENTS);
+        let expected = reference_of(&job, &generator_path, &out);
+        config["kafka"]["bootstrapServers"] = json!(kafka.bootstrap);
+        config["kafka"]["source"]["bounded"] = json!(true);
+        let manifest = manifest(dir.path(), &job, sample.spec.parallelism as usize, &config);
+        let run = sluice()
+            .arg("run")
+            .arg(&manifest)
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("state-{job}")))
+            .args(["--progress-interval", "0"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{name}: {}", printed(&run));
+        assert_same(
+            &sorted(kafka.read_committed(&output)),
+            &expected,
+            &format!("{name} from Kafka to Kafka"),
+        );
+    }
+}
+
+#[test]
+fn three_brokers_with_one_restarted_under_a_killed_job_commit_exactly_once() {
+    let _serial = serial();
+    let test = "kafka_three_brokers";
+    let Some(kafka) = KafkaCluster::start(test, 3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", PARTITIONS, 3);
+    kafka.create_topic("q5", 3, 3);
+    produce(&kafka, "events", 0, EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir.path());
+    let config = kafka_config(&kafka, Some("events"), "q5");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    // A node stops and comes back while the job runs (and is killed meanwhile).
+    std::thread::scope(|scope| {
+        let mut restart = None;
+        kill_repeatedly(&manifest, dir.path(), 2, 7, |round| {
+            if round == 0 {
+                restart = Some(scope.spawn(|| {
+                    kafka.stop_node(2);
+                    std::thread::sleep(Duration::from_secs(1));
+                    kafka.start_node(2);
+                }));
+            }
+        });
+        if let Some(r) = restart {
+            r.join().unwrap();
+        }
+    });
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 on three brokers",
+    );
+}
+
+/// Drives a sink writer by hand as the engine would: writes, pre-commits at a barrier and
+/// stops without the commit (the process died right after the checkpoint completed), with
+/// a further transaction left open. A writer restored from that checkpoint must commit the
+/// records of the listed transaction exactly once, and drop the open one; a second restore
+/// from the same checkpoint must change nothing.
+#[test]
+fn a_listed_transaction_whose_commit_was_lost_is_written_again_exactly_once() {
+    use sluice_runtime::api::Record;
+    use sluice_runtime::connectors::kafka::{
+        JsonEncoder, KafkaClientConfig, KafkaSink, KafkaSinkConfig,
+    };
+    use sluice_runtime::connectors::{Sink, SinkContext, SinkTransaction};
+    use sluice_runtime::time::EventTime;
+
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_lost_commit", 1) else {
+        return;
+    };
+    kafka.create_topic("out", 2, 1);
+    let config = KafkaSinkConfig::new(KafkaClientConfig::new(&kafka.bootstrap), "out");
+    let sink = KafkaSink::new(config, JsonEncoder::<u64>::default()).unwrap();
+    let records = |range: std::ops::Range<u64>| -> Vec<Record<u64>> {
+        range.map(|v| Record::new(EventTime(v as i64), v)).collect()
+    };
+    let context = |run: &str, restored: Vec<SinkTransaction>| SinkContext {
+        subtask: 0,
+        parallelism: 1,
+        run_id: run.into(),
+        job: "lost-commit".into(),
+        uid: "sink".into(),
+        restored,
+    };
+
+    let mut writer = sink.open(&context("run-1", Vec::new())).unwrap();
+    writer.write(&records(0..300)).unwrap();
+    let listed = writer.pre_commit(1, 0).unwrap();
+    let written: u64 = listed
+        .iter()
+        .map(|t| match t {
+            SinkTransaction::Kafka(k) => k.ranges.iter().map(|r| r.len()).sum::<u64>(),
+            other => panic!("not a Kafka transaction: {other:?}"),
+        })
+        .sum();
+    assert_eq!(written, 300, "{listed:?}");
+    // Records after the barrier: no snapshot lists them.
+    writer.write(&records(1000..1100)).unwrap();
+    drop(writer);
+
+    let expected: Vec<String> = sorted((0..300).map(|v| v.to_string()).collect());
+    for run in ["run-2", "run-3"] {
+        let mut writer = sink.open(&context(run, listed.clone())).unwrap();
+        // The restored writer goes on writing; its own transaction is not committed here.
+        writer.write(&records(2000..2010)).unwrap();
+        drop(writer);
+        assert_same(
+            &sorted(kafka.read_committed("out")),
+            &expected,
+            &format!("committed records after restore {run}"),
+        );
+    }
+}
+
+#[test]
+fn a_bad_bootstrap_address_or_a_missing_topic_fails_the_run_naming_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{closed}");
+    let config = json!({
+        "input": format!("kafka://{address}/events"),
+        "output": "discard",
+    });
+    let out = sluice()
+        .arg("run")
+        .arg(manifest(dir.path(), "nexmark-q0", 1, &config))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains(&address),
+        "the error names no broker address:\n{}",
+        printed(&out)
+    );
+
+    let Some(kafka) = KafkaCluster::start("kafka_missing_topic", 1) else {
+        return;
+    };
+    let config = json!({
+        "generator": {"events": 10},
+        "output": format!("kafka://{}/no-such-topic", kafka.bootstrap),
+    });
+    let out = sluice()
+        .arg("run")
+        .arg(manifest(dir.path(), "nexmark-q0", 1, &config))
+        .args(["--progress-interval", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("no-such-topic"),
+        "the error names no topic:\n{}",
+        printed(&out)
+    );
+}
