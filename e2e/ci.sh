@@ -6,6 +6,8 @@ set -euo pipefail
 cluster="$(cd "$(dirname "$0")" && pwd)/cluster"
 
 bash "$cluster/install-deps.sh"
+# The Kafka broker a test's job reads from runs on the node (needs java and mvn).
+bash "$cluster/../kafka/broker.sh" fetch >/dev/null
 trap 'bash "$cluster/down.sh"' EXIT
 # A previous run that was killed may have left a cluster behind.
 bash "$cluster/down.sh" >/dev/null 2>&1 || true

@@ -6,6 +6,7 @@
 //! cluster up and runs them.
 
 pub mod jobs;
+pub mod kafka;
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};

@@ -18,6 +18,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "operator/kafka.rs"]
+mod kafka;
+
 e2e_test!(
     a_stream_job_runs_upgrades_rescales_suspends_and_resumes_exactly_once,
     |ns| {

@@ -94,8 +94,9 @@ pub struct KafkaTransaction {
     /// The run that wrote it: its commit marker carries this.
     pub run: String,
     pub topic: String,
-    /// Offsets of the transaction's records, per partition.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Offsets of the transaction's records, per partition. Always written: the workers'
+    /// protocol (bincode) is not self-describing, so a skipped field would shift the rest.
+    #[serde(default)]
     pub ranges: Vec<KafkaRange>,
 }
 
@@ -240,9 +241,18 @@ mod tests {
         );
         let back: Holder = serde_json::from_value(json).unwrap();
         assert_eq!(back, holder);
-        // Through the workers' protocol (bincode) the tagged form is used throughout.
-        let bytes = bincode::serialize(&holder.transactions).unwrap();
+        // Through the workers' protocol (bincode) the tagged form is used throughout, also
+        // for a transaction without records (a barrier right after a restore).
+        let mut transactions = holder.transactions.clone();
+        if let SinkTransaction::Kafka(k) = transactions[1].clone() {
+            transactions.push(SinkTransaction::Kafka(KafkaTransaction {
+                ranges: Vec::new(),
+                ..k
+            }));
+        }
+        transactions.push(file.into());
+        let bytes = bincode::serialize(&transactions).unwrap();
         let again: Vec<SinkTransaction> = bincode::deserialize(&bytes).unwrap();
-        assert_eq!(again, holder.transactions);
+        assert_eq!(again, transactions);
     }
 }
