@@ -18,6 +18,14 @@ fn kubernetes_dir() -> PathBuf {
     embedded_dir().join("kubernetes")
 }
 
+/// Every sample the operator runs: those of the embedded samples, and those reading and
+/// writing Kafka (`kubernetes/kafka`, the forms of `config/samples/kafka`).
+fn every_kubernetes_sample() -> Vec<PathBuf> {
+    let mut files = yaml_files(&kubernetes_dir());
+    files.extend(yaml_files(&kubernetes_dir().join("kafka")));
+    files
+}
+
 /// The `.yaml` files directly in `dir`, sorted.
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let entries =
@@ -48,6 +56,10 @@ fn comparable_config(config: &Value) -> Value {
     if let Some(object) = config.as_object_mut() {
         object.remove("output");
         object.remove("sink");
+        // Brokers are addressed differently from a pod than from the machine.
+        if let Some(kafka) = object.get_mut("kafka").and_then(Value::as_object_mut) {
+            kafka.remove("bootstrapServers");
+        }
         if let Some(generator) = object.get_mut("generator").and_then(Value::as_object_mut) {
             generator.remove("events");
         }
@@ -135,6 +147,8 @@ fn writes_outside_mounts(file: &str, manifest: &StreamJobManifest) -> Vec<String
         ));
     }
     match manifest.spec.job.config.get("output").map(Value::as_str) {
+        // Written to brokers, not to a file.
+        Some(Some(output)) if output.starts_with("kafka://") => {}
         Some(Some(output)) if is_under_a_mount(output, &mounts) => {}
         Some(Some(output)) => problems.push(format!(
             "{file}: spec.job.config.output {output:?} is not under a volumeMount of the pod \
@@ -175,7 +189,7 @@ fn writes_outside_mounts(file: &str, manifest: &StreamJobManifest) -> Vec<String
 fn every_kubernetes_sample_builds_its_children() {
     let dir = kubernetes_dir();
     let mut seen = 0;
-    for path in yaml_files(&dir) {
+    for path in every_kubernetes_sample() {
         let manifest = load(&path);
         let job = JobRef {
             namespace: "default".into(),
@@ -198,15 +212,28 @@ fn every_kubernetes_sample_builds_its_children() {
 
 #[test]
 fn every_embedded_sample_has_a_kubernetes_sample_that_matches_it() {
-    let dir = embedded_dir();
-    let embedded = yaml_files(&dir);
-    assert!(!embedded.is_empty(), "{}: no samples", dir.display());
     let mut problems = Vec::new();
-    for embedded_path in &embedded {
+    let pairs = [
+        (embedded_dir(), kubernetes_dir()),
+        (embedded_dir().join("kafka"), kubernetes_dir().join("kafka")),
+    ];
+    for (dir, kubernetes) in pairs {
+        let embedded = yaml_files(&dir);
+        assert!(!embedded.is_empty(), "{}: no samples", dir.display());
+        problems.extend(drift_of_samples(&embedded, &kubernetes));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// How the Kubernetes samples in `kubernetes` depart from the `embedded` ones, one message
+/// per missing sample or field.
+fn drift_of_samples(embedded: &[PathBuf], kubernetes: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for embedded_path in embedded {
         let name = embedded_path
             .file_name()
             .unwrap_or_else(|| panic!("{}: no file name", embedded_path.display()));
-        let kubernetes_path = kubernetes_dir().join(name);
+        let kubernetes_path = kubernetes.join(name);
         if !kubernetes_path.is_file() {
             problems.push(format!(
                 "{}: missing, the Kubernetes sample for {}",
@@ -221,13 +248,13 @@ fn every_embedded_sample_has_a_kubernetes_sample_that_matches_it() {
             &load(&kubernetes_path),
         ));
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
 }
 
 #[test]
 fn every_kubernetes_sample_writes_only_under_its_volume_mounts() {
     let dir = kubernetes_dir();
-    let files = yaml_files(&dir);
+    let files = every_kubernetes_sample();
     assert!(!files.is_empty(), "{}: no samples", dir.display());
     let problems: Vec<String> = files
         .iter()
