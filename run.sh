@@ -13,7 +13,7 @@ bash runtime/build-deps.sh
 
 binary="${CARGO_TARGET_DIR:-target}/release/sluice"
 if [[ ! -x $binary ]]; then
-  echo "First build: RocksDB (C++) and about 350 crates compile in release mode. On 2 cores" \
+  echo "First build: RocksDB (C++), librdkafka (C) and about 350 crates compile in release mode. On 2 cores" \
     "this takes about 20 minutes; later runs start at once." >&2
 fi
 cargo build --release -p sluice-runtime --bin sluice
