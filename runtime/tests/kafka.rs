@@ -614,7 +614,8 @@ fn records_that_do_not_decode_go_to_the_dead_letter_topic_and_the_job_goes_on() 
 
 /// The same events, fewer of them, with a `maxDeadLetterRate` the malformed records exceed:
 /// the run fails naming the topic, a partition with a malformed record, the rate and the
-/// threshold. Without a dead-letter topic it fails at the first malformed record, as before.
+/// threshold. Without a dead-letter topic it fails at the first malformed record, as before;
+/// with a dead letter the brokers refuse, at the barrier that waits for it.
 #[test]
 fn a_dead_letter_rate_above_the_threshold_fails_the_run_naming_it() {
     let _serial = serial();
@@ -660,6 +661,32 @@ fn a_dead_letter_rate_above_the_threshold_fails_the_run_naming_it() {
         stderr.contains("record at offset 1250: "),
         "no malformed record named:\n{stderr}"
     );
+    eprintln!(
+        "{test}: {}",
+        stderr.trim_end().lines().last().unwrap_or_default()
+    );
+
+    // A dead letter the brokers refuse (larger than the dead-letter topic takes) fails the
+    // run at the next barrier instead of being covered by a checkpoint.
+    kafka.create_topic_with("small-letters", 1, 1, &[("max.message.bytes", "2000")]);
+    let big = format!("{{\"padding\": \"{}\"", "x".repeat(10_000));
+    kafka.produce_one("events", 0, None, big.as_bytes(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_config(&kafka, Some("events"), "q5");
+    config["generator"]["events"] = json!(events);
+    config["kafka"]["source"]["deadLetterTopic"] = json!("small-letters");
+    let refused = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let run = run_command(&refused, dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run succeeded:\n{stderr}");
+    // The brokers refuse a batch as a whole: the dead letter named may be another one the
+    // producer wrote in the same batch as the big one.
+    let refused = stderr.lines().any(|line| {
+        line.contains("Kafka topic 'events' partition ")
+            && line.contains("was not written to 'small-letters'")
+            && line.contains("too large")
+    });
+    assert!(refused, "no refused dead letter named:\n{stderr}");
     eprintln!(
         "{test}: {}",
         stderr.trim_end().lines().last().unwrap_or_default()

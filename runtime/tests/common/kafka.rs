@@ -148,12 +148,26 @@ impl KafkaCluster {
             .unwrap()
     }
 
-    /// Creates `topic`; with `min_insync`, `min.insync.replicas` too.
+    /// Creates `topic`, with `min.insync.replicas` one below the replication (at least 1).
     pub fn create_topic(&self, topic: &str, partitions: i32, replication: i32) {
+        self.create_topic_with(topic, partitions, replication, &[]);
+    }
+
+    /// Creates `topic` with topic configuration `config` besides.
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+        config: &[(&str, &str)],
+    ) {
         let admin = self.admin();
         let min_isr = (replication - 1).max(1).to_string();
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
             .set("min.insync.replicas", &min_isr);
+        for &(key, value) in config {
+            new = new.set(key, value);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
