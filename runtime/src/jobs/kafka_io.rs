@@ -55,9 +55,6 @@ pub struct KafkaSourceOptions {
     pub max_dead_letter_rate: Option<f64>,
 }
 
-/// The uid of the bundled jobs' Kafka source.
-const SOURCE_UID: &str = "kafka-events";
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StartFromOption {
@@ -146,6 +143,9 @@ mod enabled {
     };
     use crate::connectors::Throttled;
     use std::time::Duration;
+
+    /// The uid of the bundled jobs' Kafka source, named in its dead letters.
+    const SOURCE_UID: &str = "kafka-events";
 
     fn client(
         uri: &str,
