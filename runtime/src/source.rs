@@ -21,6 +21,14 @@ pub trait Source<T>: Send + Sync + 'static {
     /// Opens `split` so that its next record is record `offset` of the split (as reported by
     /// [`SplitReader::position`] when a snapshot was taken).
     fn open_split(&self, split: usize, offset: u64) -> Result<Box<dyn SplitReader<T>>, Error>;
+    /// Opens the splits one subtask reads, each `(split, offset)` as for
+    /// [`Self::open_split`]. A source overrides it to share a client among them.
+    fn open_splits(&self, splits: &[(usize, u64)]) -> Result<Vec<Box<dyn SplitReader<T>>>, Error> {
+        splits
+            .iter()
+            .map(|&(split, offset)| self.open_split(split, offset))
+            .collect()
+    }
 }
 
 /// Reads one split. Timestamps are assigned by the reader, from the records themselves.
@@ -30,8 +38,12 @@ pub trait SplitReader<T> {
     /// Records of the split handed out so far.
     fn position(&self) -> u64;
     /// The barrier of snapshot `checkpoint` is being taken: the next [`Self::position`] is
-    /// what the snapshot records. For readers that report their progress elsewhere.
-    fn snapshot_started(&mut self, _checkpoint: u64) {}
+    /// what the snapshot records. For readers that report their progress elsewhere, or
+    /// that must make something durable first: an error fails the job before the
+    /// snapshot can complete.
+    fn snapshot_started(&mut self, _checkpoint: u64) -> Result<(), Error> {
+        Ok(())
+    }
     /// Snapshots up to `checkpoint` are complete: the positions they record are durable.
     fn snapshot_complete(&mut self, _checkpoint: u64) {}
 }

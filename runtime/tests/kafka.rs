@@ -507,3 +507,188 @@ fn a_bad_bootstrap_address_or_a_missing_topic_fails_the_run_naming_it() {
         printed(&out)
     );
 }
+
+/// Events of the dead-letter tests, and the records among them that are not events: each
+/// is written into its partition between the two halves of the events, with a key and a
+/// header of its own.
+const DEAD_LETTER_EVENTS: u64 = 200_000;
+const MALFORMED: [(i32, &str); 6] = [
+    (1, "{\"bid\": {\"auction\": 1000, \"bidder\": 1001, \"pri"),
+    (2, "not JSON at all"),
+    (4, "{\"hello\": \"world\"}"),
+    (5, "{\"person\": null}"),
+    (7, "[1, 2, 3"),
+    (7, "{\"bid\": {\"auction\": \"a string\"}}"),
+];
+
+/// Creates the topics of a dead-letter test and fills `events` with `events` events and the
+/// [`MALFORMED`] records between their halves; returns `(partition, offset, value)` of each
+/// malformed record.
+fn events_with_malformed(kafka: &KafkaCluster, events: u64) -> Vec<(i32, i64, String)> {
+    kafka.create_topic("events", PARTITIONS, 1);
+    kafka.create_topic("dead-letters", 2, 1);
+    kafka.create_topic("q5", 3, 1);
+    produce(kafka, "events", 0, events / 2);
+    let written = MALFORMED
+        .iter()
+        .enumerate()
+        .map(|(i, &(partition, value))| {
+            let key = format!("key-{i}");
+            let offset = kafka.produce_one(
+                "events",
+                partition,
+                Some(key.as_bytes()),
+                value.as_bytes(),
+                &[("origin", "test")],
+            );
+            (partition, offset, value.to_string())
+        })
+        .collect();
+    produce(kafka, "events", events / 2, events);
+    written
+}
+
+/// q5 over events with malformed records among them: the committed output is that of the
+/// events alone, and the dead-letter topic holds each malformed record once, with its key,
+/// value and headers and headers naming where it was read and why it did not decode.
+#[test]
+fn records_that_do_not_decode_go_to_the_dead_letter_topic_and_the_job_goes_on() {
+    let _serial = serial();
+    let test = "kafka_dead_letters";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let malformed = events_with_malformed(&kafka, DEAD_LETTER_EVENTS);
+    let expected = reference("nexmark-q5", DEAD_LETTER_EVENTS, dir.path());
+    let mut config = kafka_config(&kafka, Some("events"), "q5");
+    config["generator"]["events"] = json!(DEAD_LETTER_EVENTS);
+    config["kafka"]["source"]["deadLetterTopic"] = json!("dead-letters");
+    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let run = run_command(&manifest, dir.path()).output().unwrap();
+    assert!(run.status.success(), "{}", printed(&run));
+    assert_same(
+        &sorted(kafka.read_committed("q5")),
+        &expected,
+        "q5 over events with malformed records",
+    );
+
+    let mut letters = kafka.read_records("dead-letters");
+    letters.sort_by_key(|r| {
+        let at = |h| r.header(h).and_then(|v| v.parse::<i64>().ok());
+        (at("sluice.partition"), at("sluice.offset"))
+    });
+    let found: Vec<(i32, i64, String)> = letters
+        .iter()
+        .map(|r| {
+            let value = String::from_utf8(r.value.clone().unwrap_or_default()).unwrap();
+            (
+                r.header("sluice.partition").unwrap().parse().unwrap(),
+                r.header("sluice.offset").unwrap().parse().unwrap(),
+                value,
+            )
+        })
+        .collect();
+    assert_eq!(found, malformed, "the dead letters' origins and values");
+    for (letter, (i, _)) in letters.iter().zip(MALFORMED.iter().enumerate()) {
+        let key = format!("key-{i}");
+        assert_eq!(letter.key.as_deref(), Some(key.as_bytes()), "{letter:?}");
+        assert_eq!(letter.header("origin"), Some("test"), "{letter:?}");
+        assert_eq!(
+            letter.header("sluice.job"),
+            Some("nexmark-q5"),
+            "{letter:?}"
+        );
+        assert_eq!(
+            letter.header("sluice.operator"),
+            Some("kafka-events"),
+            "{letter:?}"
+        );
+        assert_eq!(letter.header("sluice.topic"), Some("events"), "{letter:?}");
+        assert!(
+            letter.header("sluice.error").is_some_and(|e| !e.is_empty()),
+            "{letter:?}"
+        );
+    }
+}
+
+/// The same events, fewer of them, with a `maxDeadLetterRate` the malformed records exceed:
+/// the run fails naming the topic, a partition with a malformed record, the rate and the
+/// threshold. Without a dead-letter topic it fails at the first malformed record, as before;
+/// with a dead letter the brokers refuse, at the barrier that waits for it.
+#[test]
+fn a_dead_letter_rate_above_the_threshold_fails_the_run_naming_it() {
+    let _serial = serial();
+    let test = "kafka_dead_letter_rate";
+    let Some(kafka) = KafkaCluster::start(test, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // 2,500 events per partition: a malformed record is read after 1,250 of them, past the
+    // sample of 1,000, at a rate of 1/1251.
+    let events = 20_000;
+    events_with_malformed(&kafka, events);
+    let mut config = kafka_config(&kafka, Some("events"), "q5");
+    config["generator"]["events"] = json!(events);
+    config["kafka"]["source"]["deadLetterTopic"] = json!("dead-letters");
+    config["kafka"]["source"]["maxDeadLetterRate"] = json!(0.0005);
+    let limited = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let run = run_command(&limited, dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run succeeded:\n{stderr}");
+    let named = MALFORMED
+        .iter()
+        .any(|(p, _)| stderr.contains(&format!("topic 'events' partition {p} ")));
+    assert!(named, "no topic and partition named:\n{stderr}");
+    eprintln!(
+        "{test}: {}",
+        stderr.trim_end().lines().last().unwrap_or_default()
+    );
+    assert!(
+        stderr.contains("dead-letter rate 0.000799") && stderr.contains("maxDeadLetterRate 0.0005"),
+        "no rate and threshold named:\n{stderr}"
+    );
+
+    // Without a dead-letter topic the first malformed record fails the run.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_config(&kafka, Some("events"), "q5");
+    config["generator"]["events"] = json!(events);
+    let failing = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let run = run_command(&failing, dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("record at offset 1250: "),
+        "no malformed record named:\n{stderr}"
+    );
+    eprintln!(
+        "{test}: {}",
+        stderr.trim_end().lines().last().unwrap_or_default()
+    );
+
+    // A dead letter the brokers refuse (larger than the dead-letter topic takes) fails the
+    // run at the next barrier instead of being covered by a checkpoint.
+    kafka.create_topic_with("small-letters", 1, 1, &[("max.message.bytes", "2000")]);
+    let big = format!("{{\"padding\": \"{}\"", "x".repeat(10_000));
+    kafka.produce_one("events", 0, None, big.as_bytes(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_config(&kafka, Some("events"), "q5");
+    config["generator"]["events"] = json!(events);
+    config["kafka"]["source"]["deadLetterTopic"] = json!("small-letters");
+    let refused = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let run = run_command(&refused, dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run succeeded:\n{stderr}");
+    // The brokers refuse a batch as a whole: the dead letter named may be another one the
+    // producer wrote in the same batch as the big one.
+    let refused = stderr.lines().any(|line| {
+        line.contains("Kafka topic 'events' partition ")
+            && line.contains("was not written to 'small-letters'")
+            && line.contains("too large")
+    });
+    assert!(refused, "no refused dead letter named:\n{stderr}");
+    eprintln!(
+        "{test}: {}",
+        stderr.trim_end().lines().last().unwrap_or_default()
+    );
+}

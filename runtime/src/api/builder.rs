@@ -46,6 +46,11 @@ impl JobBuilder {
         }
     }
 
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.g.borrow().name.clone()
+    }
+
     pub fn parallelism(&self) -> usize {
         self.g.borrow().parallelism
     }
@@ -73,14 +78,24 @@ impl JobBuilder {
         let interval = self.g.borrow().watermark_interval;
         let build = Arc::new(move |cx: &BuildCx, mut outputs: Outputs| {
             let out = outputs.take::<T>(0);
-            let readers = (0..source.split_count())
+            let mine: Vec<(usize, u64, bool)> = (0..source.split_count())
                 .filter(|s| s % cx.parallelism == cx.subtask)
                 .map(|s| {
                     let from = cx.restored_split(s);
-                    let reader = source.open_split(s, from.map_or(0, |p| p.offset))?;
-                    Ok((s, reader, from.is_some_and(|p| p.done)))
+                    (
+                        s,
+                        from.map_or(0, |p| p.offset),
+                        from.is_some_and(|p| p.done),
+                    )
                 })
-                .collect::<Result<Vec<_>, Error>>()?;
+                .collect();
+            let positions: Vec<(usize, u64)> = mine.iter().map(|&(s, o, _)| (s, o)).collect();
+            let readers = source
+                .open_splits(&positions)?
+                .into_iter()
+                .zip(&mine)
+                .map(|(reader, &(s, _, done))| (s, reader, done))
+                .collect();
             let task: Box<dyn Task> = Box::new(SourceTask::new(
                 readers,
                 out,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// `spec.job.config.kafka`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaJobConfig {
     /// `host:port[,host:port…]`, for `kafka:///topic` URIs.
@@ -28,7 +28,7 @@ pub struct KafkaJobConfig {
 }
 
 /// `spec.job.config.kafka.source`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSourceOptions {
     /// `earliest` (default), `latest`, `{timestamp: <epoch ms>}` or `committed`.
@@ -46,6 +46,13 @@ pub struct KafkaSourceOptions {
     /// A partition with no records for this long stops holding the watermark back.
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Events that do not decode go to this topic (same cluster) instead of failing the job.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// The job fails when a larger fraction of a partition's records are dead letters (judged
+    /// from 1000 records read on).
+    #[serde(default)]
+    pub max_dead_letter_rate: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +144,9 @@ mod enabled {
     use crate::connectors::Throttled;
     use std::time::Duration;
 
+    /// The uid of the bundled jobs' Kafka source, named in its dead letters.
+    const SOURCE_UID: &str = "kafka-events";
+
     fn client(
         uri: &str,
         kafka: Option<&KafkaJobConfig>,
@@ -178,6 +188,10 @@ mod enabled {
         };
         config.group_id = options.group_id;
         config.bounded = options.bounded;
+        config.dead_letter_topic = options.dead_letter_topic;
+        config.max_dead_letter_rate = options.max_dead_letter_rate;
+        config.job_name = job.name();
+        config.operator_uid = SOURCE_UID.to_string();
         if let Some(ms) = options.idle_timeout_ms {
             watermarks = watermarks.with_idleness(Duration::from_millis(ms));
         }
@@ -186,7 +200,7 @@ mod enabled {
             EventTimeOption::Record => TimeFrom::RecordTimestamp,
         };
         let source = KafkaSource::new(config, JsonDecoder::new(time))?;
-        Ok(job.source("kafka-events", source, watermarks))
+        Ok(job.source(SOURCE_UID, source, watermarks))
     }
 
     pub(crate) fn sink<O: Data + Serialize>(

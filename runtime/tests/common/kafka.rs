@@ -5,15 +5,17 @@
 //! makes that a failure.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 fn script() -> PathBuf {
@@ -28,6 +30,42 @@ fn skip(test: &str, why: &str) -> Option<KafkaCluster> {
     assert!(!required(), "{test}: {why} (SLUICE_REQUIRE_KAFKA=1)");
     eprintln!("skipping {test}: {why}");
     None
+}
+
+/// A record as a read_committed consumer sees it.
+#[derive(Debug)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ReadRecord {
+    /// The value of header `key` as text (the first, if several).
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+}
+
+/// `(partition, offset)` of the record last delivered, or why it was not.
+#[derive(Default)]
+struct LastDelivery(Mutex<Option<Result<(i32, i64), String>>>);
+
+impl ClientContext for LastDelivery {}
+
+impl ProducerContext for LastDelivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        *self.0.lock().unwrap() = Some(match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        });
+    }
 }
 
 pub struct KafkaCluster {
@@ -110,12 +148,26 @@ impl KafkaCluster {
             .unwrap()
     }
 
-    /// Creates `topic`; with `min_insync`, `min.insync.replicas` too.
+    /// Creates `topic`, with `min.insync.replicas` one below the replication (at least 1).
     pub fn create_topic(&self, topic: &str, partitions: i32, replication: i32) {
+        self.create_topic_with(topic, partitions, replication, &[]);
+    }
+
+    /// Creates `topic` with topic configuration `config` besides.
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+        config: &[(&str, &str)],
+    ) {
         let admin = self.admin();
         let min_isr = (replication - 1).max(1).to_string();
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
             .set("min.insync.replicas", &min_isr);
+        for &(key, value) in config {
+            new = new.set(key, value);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -174,6 +226,15 @@ impl KafkaCluster {
     /// Every record value of `topic` a read_committed consumer sees, read to the end of
     /// every partition.
     pub fn read_committed(&self, topic: &str) -> Vec<String> {
+        self.read_records(topic)
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap_or_default()).unwrap())
+            .collect()
+    }
+
+    /// Every record of `topic` a read_committed consumer sees, with its key, headers and
+    /// place, read to the end of every partition.
+    pub fn read_records(&self, topic: &str) -> Vec<ReadRecord> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", "sluice-test-reader")
@@ -192,7 +253,7 @@ impl KafkaCluster {
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
-        let mut values = Vec::new();
+        let mut records = Vec::new();
         let mut at_end: HashSet<i32> = HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(300);
         while at_end.len() < partitions as usize {
@@ -202,9 +263,20 @@ impl KafkaCluster {
             );
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
-                Some(Ok(m)) => {
-                    values.push(String::from_utf8(m.payload().unwrap_or(&[]).to_vec()).unwrap());
-                }
+                Some(Ok(m)) => records.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
                 // The end of what is committed: the test reads once every transaction of the
                 // job is resolved, so nothing open holds it back.
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -213,7 +285,43 @@ impl KafkaCluster {
                 Some(Err(e)) => eprintln!("reading {topic}: {e}"),
             }
         }
-        values
+        records
+    }
+
+    /// Writes one record into `partition` of `topic`; returns its offset.
+    pub fn produce_one(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &str)],
+    ) -> i64 {
+        let producer: BaseProducer<LastDelivery> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("enable.idempotence", "true")
+            .create_with_context(LastDelivery::default())
+            .unwrap();
+        let mut own = OwnedHeaders::new();
+        for &(key, value) in headers {
+            own = own.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .payload(value)
+            .headers(own);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(60)).unwrap();
+        let delivered = producer.context().0.lock().unwrap().take();
+        let (at, offset) = delivered.expect("no delivery report").unwrap();
+        assert_eq!(at, partition);
+        offset
     }
 }
 

@@ -44,7 +44,7 @@ pub fn reference_of(job: &str, config: &serde_json::Value, out: &Path) -> Vec<St
         .unwrap()
         .wait()
         .unwrap();
-    let lines = sorted_output(&out);
+    let lines = sorted_output(out);
     assert!(
         !lines.is_empty(),
         "{job}: the reference run produced nothing"

@@ -20,6 +20,13 @@
 //! holds them is complete, for lag monitoring; recovery never reads them. Per-partition
 //! watermarks and idleness come from the engine's per-split watermarks.
 //!
+//! Records that do not decode fail the job, or go to a dead-letter topic
+//! (`deadLetterTopic`, module `dead_letter`): one idempotent producer per source subtask,
+//! shared by its partition readers and flushed at every barrier before the positions are
+//! recorded, so a complete snapshot never covers a dead letter the brokers did not
+//! acknowledge. Dead letters written after the snapshot a job restores are written again
+//! (at least once).
+//!
 //! The partitions are those the topic has when the job starts: partitions added while it
 //! runs are read from the next (re)start on, from their beginning (the engine's sources
 //! have a split count fixed at build time; discovering splits while running needs the
@@ -65,6 +72,7 @@
 //! output committed after it is not withdrawn (as with any sink).
 
 mod config;
+mod dead_letter;
 mod produce;
 mod sink;
 mod source;

@@ -1,6 +1,7 @@
 //! The Kafka source: one split per partition of a topic.
 
 use super::config::{KafkaClientConfig, CONNECT_TIMEOUT};
+use super::dead_letter::{DeadLetter, DeadLetters};
 use crate::api::Record;
 use crate::connectors::{Poll, Source, SplitReader};
 use crate::error::Error;
@@ -29,7 +30,7 @@ pub enum StartFrom {
 }
 
 /// A Kafka source: the topic's partitions as splits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     #[serde(flatten)]
@@ -45,9 +46,30 @@ pub struct KafkaSourceConfig {
     /// waiting for more records (a bounded job).
     #[serde(default)]
     pub bounded: bool,
+    /// Records that do not decode are written to this topic (same brokers and client
+    /// properties) and skipped, instead of failing the job. At least once: a restored job
+    /// may write a dead letter again.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// With a dead-letter topic: the job fails when more than this fraction of the records
+    /// a partition reader read since it was opened went to the dead-letter topic, judged
+    /// once it read [`KafkaSourceConfig::DEAD_LETTER_MIN_SAMPLE`] records.
+    #[serde(default)]
+    pub max_dead_letter_rate: Option<f64>,
+    /// The job's name, named in dead letters' `sluice.job` header.
+    #[serde(default)]
+    pub job_name: String,
+    /// The source operator's uid, named in dead letters' `sluice.operator` header.
+    #[serde(default)]
+    pub operator_uid: String,
 }
 
 impl KafkaSourceConfig {
+    /// Records read by a partition reader before its dead-letter rate is compared with
+    /// `maxDeadLetterRate`: before that, a bad record or two at the start of a partition
+    /// would be a high rate that says little.
+    pub const DEAD_LETTER_MIN_SAMPLE: u64 = 1000;
+
     pub fn new(client: KafkaClientConfig, topic: impl Into<String>) -> Self {
         KafkaSourceConfig {
             client,
@@ -55,6 +77,33 @@ impl KafkaSourceConfig {
             start_from: StartFrom::Earliest,
             group_id: None,
             bounded: false,
+            dead_letter_topic: None,
+            max_dead_letter_rate: None,
+            job_name: String::new(),
+            operator_uid: String::new(),
+        }
+    }
+
+    /// The dead-letter options make sense together and with the topic.
+    fn check_dead_letters(&self) -> Result<(), Error> {
+        let invalid = |message: String| {
+            Err(Error::Config(format!(
+                "Kafka source of topic '{}': {message}",
+                self.topic
+            )))
+        };
+        if self.dead_letter_topic.as_ref() == Some(&self.topic) {
+            // Its dead letters would be read again, and fail again.
+            return invalid("deadLetterTopic must not be the topic read".into());
+        }
+        match self.max_dead_letter_rate {
+            Some(_) if self.dead_letter_topic.is_none() => {
+                invalid("maxDeadLetterRate needs a deadLetterTopic".into())
+            }
+            Some(rate) if !(0.0..=1.0).contains(&rate) => invalid(format!(
+                "maxDeadLetterRate {rate} is not a fraction between 0 and 1"
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -140,7 +189,12 @@ impl<T> KafkaSource<T> {
         config: KafkaSourceConfig,
         decoder: impl KafkaDecoder<T>,
     ) -> Result<KafkaSource<T>, Error> {
+        config.check_dead_letters()?;
         let partitions = super::partition_count(&config.client, &config.topic)?;
+        if let Some(topic) = &config.dead_letter_topic {
+            // A missing dead-letter topic fails the job now, not at its first bad record.
+            super::partition_count(&config.client, topic)?;
+        }
         Ok(KafkaSource {
             config: Arc::new(config),
             partitions,
@@ -155,17 +209,45 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     }
 
     fn open_split(&self, split: usize, position: u64) -> Result<Box<dyn SplitReader<T>>, Error> {
+        self.open(split, position, self.dead_letters())
+    }
+
+    /// The subtask's partition readers share one dead-letter producer.
+    fn open_splits(&self, splits: &[(usize, u64)]) -> Result<Vec<Box<dyn SplitReader<T>>>, Error> {
+        let dead_letters = self.dead_letters();
+        splits
+            .iter()
+            .map(|&(split, position)| self.open(split, position, dead_letters.clone()))
+            .collect()
+    }
+}
+
+impl<T: Send + 'static> KafkaSource<T> {
+    fn open(
+        &self,
+        split: usize,
+        position: u64,
+        dead_letters: Option<Arc<DeadLetters>>,
+    ) -> Result<Box<dyn SplitReader<T>>, Error> {
         let reader = PartitionReader::open(
             self.config.clone(),
             self.decoder.clone(),
+            dead_letters,
             i32::try_from(split).map_err(|_| self.error(split, "no such partition"))?,
             position,
         )?;
         Ok(Box::new(reader))
     }
-}
 
-impl<T> KafkaSource<T> {
+    fn dead_letters(&self) -> Option<Arc<DeadLetters>> {
+        let topic = self.config.dead_letter_topic.as_ref()?;
+        Some(DeadLetters::new(
+            self.config.client.clone(),
+            self.config.topic.clone(),
+            topic.clone(),
+        ))
+    }
+
     fn error(&self, split: usize, message: impl Into<String>) -> Error {
         Error::Kafka {
             what: format!("topic '{}' partition {split}", self.config.topic),
@@ -177,6 +259,8 @@ impl<T> KafkaSource<T> {
 struct PartitionReader<T> {
     config: Arc<KafkaSourceConfig>,
     decoder: Arc<dyn KafkaDecoder<T>>,
+    /// Where records that do not decode go; none: they fail the job.
+    dead_letters: Option<Arc<DeadLetters>>,
     consumer: BaseConsumer,
     partition: i32,
     /// The next offset to hand out.
@@ -186,12 +270,18 @@ struct PartitionReader<T> {
     /// `(checkpoint, next offset)` of snapshots not yet known to be complete.
     taken: Vec<(u64, i64)>,
     last_error_report: Option<Instant>,
+    /// The offset the reader was opened at, the records read since, and how many of them
+    /// were dead letters: the dead-letter rate.
+    opened_at: i64,
+    read: u64,
+    dead: u64,
 }
 
 impl<T: 'static> PartitionReader<T> {
     fn open(
         config: Arc<KafkaSourceConfig>,
         decoder: Arc<dyn KafkaDecoder<T>>,
+        dead_letters: Option<Arc<DeadLetters>>,
         partition: i32,
         position: u64,
     ) -> Result<Self, Error> {
@@ -222,12 +312,16 @@ impl<T: 'static> PartitionReader<T> {
         let mut reader = PartitionReader {
             config: config.clone(),
             decoder,
+            dead_letters,
             consumer,
             partition,
             next: 0,
             stop: None,
             taken: Vec::new(),
             last_error_report: None,
+            opened_at: 0,
+            read: 0,
+            dead: 0,
         };
         let (low, high) = reader
             .consumer
@@ -238,6 +332,7 @@ impl<T: 'static> PartitionReader<T> {
             Some(offset) => i64::try_from(offset).map_err(|_| reader.error("bad position"))?,
             None => reader.start_offset(low, high)?,
         };
+        reader.opened_at = reader.next;
         if config.bounded {
             reader.stop = Some(high);
         }
@@ -310,6 +405,26 @@ impl<T: 'static> PartitionReader<T> {
         }
     }
 
+    /// Fails when more of the records read went to the dead-letter topic than
+    /// `maxDeadLetterRate` allows.
+    fn check_dead_letter_rate(&self) -> Result<(), Error> {
+        let Some(max) = self.config.max_dead_letter_rate else {
+            return Ok(());
+        };
+        let rate = self.dead as f64 / self.read as f64;
+        if rate <= max {
+            return Ok(());
+        }
+        Err(self.error(format!(
+            "dead-letter rate {rate:.6} above maxDeadLetterRate {max}: {} of the {} records \
+             read since offset {} did not decode (the last at offset {})",
+            self.dead,
+            self.read,
+            self.opened_at,
+            self.next - 1
+        )))
+    }
+
     /// Errors the client recovers from by itself (brokers away, leaders moving) are
     /// reported at most every ten seconds; fatal ones fail the job.
     fn transient(&mut self, e: &KafkaError) -> Result<(), Error> {
@@ -354,12 +469,38 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
                         partition: self.partition,
                         offset,
                     };
-                    let record = self
-                        .decoder
-                        .decode(&message)
-                        .map_err(|e| self.error(format!("record at offset {offset}: {e}")))?;
-                    out.push(record);
+                    self.read += 1;
+                    let dead_letter = match self.decoder.decode(&message) {
+                        Ok(record) => {
+                            out.push(record);
+                            false
+                        }
+                        Err(e) => {
+                            let Some(dead_letters) = &self.dead_letters else {
+                                return Err(self.error(format!("record at offset {offset}: {e}")));
+                            };
+                            let letter = DeadLetter {
+                                job: &self.config.job_name,
+                                operator: &self.config.operator_uid,
+                                topic: &self.config.topic,
+                                partition: self.partition,
+                                offset,
+                                error: &e,
+                            };
+                            dead_letters.write(&m, &letter)?;
+                            self.dead += 1;
+                            true
+                        }
+                    };
                     self.next = offset + 1;
+                    // Only dead letters raise the rate: judged at each one from the sample
+                    // on, and at the sample for those before it.
+                    let sample = self.read >= KafkaSourceConfig::DEAD_LETTER_MIN_SAMPLE;
+                    if (dead_letter && sample)
+                        || (self.read == KafkaSourceConfig::DEAD_LETTER_MIN_SAMPLE && self.dead > 0)
+                    {
+                        self.check_dead_letter_rate()?;
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     // The end as of now; a bounded split is done (its end was no later).
@@ -382,10 +523,16 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
         u64::try_from(self.next).unwrap_or(0) + 1
     }
 
-    fn snapshot_started(&mut self, checkpoint: u64) {
+    /// The snapshot covers the offsets of the dead letters written so far: they must be in
+    /// the dead-letter topic before it can complete.
+    fn snapshot_started(&mut self, checkpoint: u64) -> Result<(), Error> {
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.flush(self.partition)?;
+        }
         if self.config.group_id.is_some() {
             self.taken.push((checkpoint, self.next));
         }
+        Ok(())
     }
 
     fn snapshot_complete(&mut self, checkpoint: u64) {
@@ -401,5 +548,28 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
         if let Err(e) = added.and_then(|()| self.consumer.commit(&tpl, CommitMode::Async)) {
             eprintln!("{}", self.error(format!("committing offset {offset}: {e}")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_options_are_checked_together() {
+        let mut config = KafkaSourceConfig::new(KafkaClientConfig::new("localhost:9092"), "events");
+        assert!(config.check_dead_letters().is_ok());
+        config.max_dead_letter_rate = Some(0.01);
+        let err = config.check_dead_letters().unwrap_err().to_string();
+        assert!(err.contains("needs a deadLetterTopic"), "{err}");
+        config.dead_letter_topic = Some("dead".into());
+        assert!(config.check_dead_letters().is_ok());
+        config.max_dead_letter_rate = Some(1.5);
+        let err = config.check_dead_letters().unwrap_err().to_string();
+        assert!(err.contains("not a fraction"), "{err}");
+        config.max_dead_letter_rate = None;
+        config.dead_letter_topic = Some("events".into());
+        let err = config.check_dead_letters().unwrap_err().to_string();
+        assert!(err.contains("must not be the topic read"), "{err}");
     }
 }

@@ -61,9 +61,9 @@ impl<T> SourceTask<T> {
 
 impl<T> SourceTask<T> {
     /// Records the position of every split, then passes the barrier down the chain.
-    fn barrier(&mut self, barrier: Barrier) {
+    fn barrier(&mut self, barrier: Barrier) -> Result<(), Error> {
         for s in &mut self.splits {
-            s.reader.snapshot_started(barrier.checkpoint);
+            s.reader.snapshot_started(barrier.checkpoint)?;
         }
         let splits = &self.splits;
         let (uid, subtask) = (self.cx.uid.clone(), self.cx.subtask);
@@ -80,6 +80,7 @@ impl<T> SourceTask<T> {
                 .collect();
             out.control(ControlEvent::Barrier(b, snapshot));
         });
+        Ok(())
     }
 }
 
@@ -97,7 +98,7 @@ impl<T: 'static> Task for SourceTask<T> {
         let mut completed = self.cx.control.committed();
         loop {
             if let Some(barrier) = self.cx.control.barrier_due(&mut injected) {
-                self.barrier(barrier);
+                self.barrier(barrier)?;
             }
             let committed = self.cx.control.committed();
             if committed > completed {
@@ -138,7 +139,7 @@ impl<T: 'static> Task for SourceTask<T> {
                 if let Some(e) = self.cx.failure.take() {
                     return Err(e);
                 }
-                self.barrier(FINAL);
+                self.barrier(FINAL)?;
                 self.cx.metrics.set_elapsed(started.elapsed());
                 return self.cx.failure.take().map_or(Ok(()), Err);
             }
