@@ -7,7 +7,7 @@
 mod common;
 
 use common::kafka::KafkaCluster;
-use common::run::{printed, reference, reference_of, sluice, Lcg};
+use common::run::{printed, reference, reference_of, sigterm_for_a_savepoint, sluice, Lcg};
 use common::{assert_same, wait_until};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -127,6 +127,21 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines
 }
 
+/// Topics `events` (holding the events) and `q5` with `replication`, and a manifest of q5
+/// reading the one and writing the other. Returns the reference output and the manifest.
+fn q5_from_kafka_to_kafka(
+    kafka: &KafkaCluster,
+    dir: &Path,
+    replication: i32,
+) -> (Vec<String>, PathBuf) {
+    kafka.create_topic("events", PARTITIONS, replication);
+    kafka.create_topic("q5", 3, replication);
+    produce(kafka, "events", 0, EVENTS);
+    let expected = reference("nexmark-q5", EVENTS, dir);
+    let config = kafka_config(kafka, Some("events"), "q5");
+    (expected, manifest(dir, "nexmark-q5", 2, &config))
+}
+
 #[test]
 fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
     let _serial = serial();
@@ -135,12 +150,7 @@ fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    kafka.create_topic("events", PARTITIONS, 1);
-    kafka.create_topic("q5", 3, 1);
-    produce(&kafka, "events", 0, EVENTS);
-    let expected = reference("nexmark-q5", EVENTS, dir.path());
-    let config = kafka_config(&kafka, Some("events"), "q5");
-    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 1);
     let restored = kill_repeatedly(&manifest, dir.path(), 4, 5, |round| {
         if round == 1 {
             // The broker goes away under the running job and comes back; the job must get
@@ -234,16 +244,7 @@ fn run_then_stop(
                 .is_ok_and(|c| c >= offsets as i64)
         },
     );
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let stopped = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(stopped.status.success(), "{stderr}");
-    stderr
-        .lines()
-        .find_map(|l| l.split("resume with --restore ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
-        .to_string()
+    sigterm_for_a_savepoint(child)
 }
 
 /// The events arrive in three stages, each read by the job at another parallelism: 2 reads
@@ -369,12 +370,7 @@ fn three_brokers_with_one_restarted_under_a_killed_job_commit_exactly_once() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    kafka.create_topic("events", PARTITIONS, 3);
-    kafka.create_topic("q5", 3, 3);
-    produce(&kafka, "events", 0, EVENTS);
-    let expected = reference("nexmark-q5", EVENTS, dir.path());
-    let config = kafka_config(&kafka, Some("events"), "q5");
-    let manifest = manifest(dir.path(), "nexmark-q5", 2, &config);
+    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 3);
     // A node stops and comes back while the job runs (and is killed meanwhile).
     std::thread::scope(|scope| {
         let mut restart = None;

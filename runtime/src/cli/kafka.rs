@@ -1,5 +1,6 @@
 //! `sluice nexmark produce`: generated events into a Kafka topic.
 
+use super::GeneratorArgs;
 use crate::error::Error;
 
 #[derive(clap::Args)]
@@ -8,18 +9,12 @@ use crate::error::Error;
 pub(super) struct ProduceArgs {
     /// The topic: `kafka://host:port[,host:port…]/topic` (it must exist).
     topic: String,
-    /// Events `--first`..`--events` of the sequence are written.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
-    /// The number of the first event to write: appends to a topic filled in stages.
+    #[command(flatten)]
+    generator: GeneratorArgs,
+    /// The number of the first event to write (`--first`..`--events`): appends to a topic
+    /// filled in stages.
     #[arg(long, default_value_t = 0)]
     first: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 100_000)]
-    events_per_second: u64,
-    #[arg(long, default_value_t = 0)]
-    out_of_order_ms: u64,
     /// A client property (`key=value`, repeatable), e.g. `security.protocol=SASL_SSL`; a
     /// value `${NAME}` is read from environment variable `NAME`.
     #[arg(long = "property", value_name = "KEY=VALUE")]
@@ -29,7 +24,6 @@ pub(super) struct ProduceArgs {
 #[cfg(feature = "kafka")]
 pub(super) fn produce(args: ProduceArgs) -> Result<(), Error> {
     use crate::connectors::kafka::{produce_nexmark, KafkaClientConfig, KafkaUri};
-    use crate::nexmark::NexmarkConfig;
     let uri = KafkaUri::parse(&args.topic)
         .unwrap_or_else(|| Err(format!("'{}' is not a kafka:// URI", args.topic)))
         .map_err(Error::Config)?;
@@ -43,16 +37,7 @@ pub(super) fn produce(args: ProduceArgs) -> Result<(), Error> {
             .ok_or_else(|| Error::Config(format!("--property '{p}' is not key=value")))?;
         client.properties.insert(k.to_string(), v.to_string());
     }
-    let config = NexmarkConfig {
-        events: args.events,
-        seed: args.seed,
-        events_per_second: args.events_per_second,
-        out_of_order_ms: args.out_of_order_ms,
-        ..NexmarkConfig::default()
-    };
-    config
-        .validate()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let config = args.generator.config()?;
     let started = std::time::Instant::now();
     if args.first > config.events {
         return Err(Error::Config(format!(

@@ -75,14 +75,8 @@ enum NexmarkCommand {
     /// Writes generated events as JSON lines, for checking results with another tool or
     /// for feeding a job through `input:`.
     Generate {
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 100_000)]
-        events_per_second: u64,
-        #[arg(long, default_value_t = 0)]
-        out_of_order_ms: u64,
+        #[command(flatten)]
+        generator: GeneratorArgs,
         /// Output file; standard output when absent.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -90,6 +84,36 @@ enum NexmarkCommand {
     /// Writes generated events as JSON into a Kafka topic, event `n` into partition
     /// `n % partitions`, for jobs reading `input: kafka://…`.
     Produce(kafka::ProduceArgs),
+}
+
+/// The generator's settings, as `generator:` in a job's config names them.
+#[derive(clap::Args)]
+struct GeneratorArgs {
+    /// Events `0..N` of the sequence.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 100_000)]
+    events_per_second: u64,
+    #[arg(long, default_value_t = 0)]
+    out_of_order_ms: u64,
+}
+
+impl GeneratorArgs {
+    fn config(&self) -> Result<NexmarkConfig, Error> {
+        let config = NexmarkConfig {
+            events: self.events,
+            seed: self.seed,
+            events_per_second: self.events_per_second,
+            out_of_order_ms: self.out_of_order_ms,
+            ..NexmarkConfig::default()
+        };
+        config
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(config)
+    }
 }
 
 /// The stock `sluice` binary: the bundled jobs.
@@ -138,24 +162,10 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
             Ok(())
         }
         Command::Nexmark {
-            command:
-                NexmarkCommand::Generate {
-                    events,
-                    seed,
-                    events_per_second,
-                    out_of_order_ms,
-                    output,
-                },
-        } => generate(
-            NexmarkConfig {
-                events,
-                seed,
-                events_per_second,
-                out_of_order_ms,
-                ..NexmarkConfig::default()
-            },
-            output,
-        ),
+            command: NexmarkCommand::Generate { generator, output },
+        } => generator
+            .config()
+            .and_then(|config| generate(config, output)),
         Command::Nexmark {
             command: NexmarkCommand::Produce(args),
         } => kafka::produce(args),
@@ -170,9 +180,6 @@ pub fn main_with(registry: JobRegistry) -> ExitCode {
 }
 
 fn generate(config: NexmarkConfig, output: Option<PathBuf>) -> Result<(), Error> {
-    config
-        .validate()
-        .map_err(|e| Error::Config(e.to_string()))?;
     match output {
         Some(path) => {
             let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;

@@ -179,6 +179,12 @@ pub fn stop_with_sigterm(
         dir.join("state").exists()
     });
     std::thread::sleep(Duration::from_millis(300));
+    sigterm_for_a_savepoint(child)
+}
+
+/// Stops a `sluice run` (stderr piped) with SIGTERM and returns the savepoint it reports
+/// having stopped with.
+pub fn sigterm_for_a_savepoint(child: std::process::Child) -> String {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let stopped = child.wait_with_output().unwrap();
