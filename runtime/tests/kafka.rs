@@ -201,6 +201,34 @@ fn fraud_to_kafka_killed_repeatedly_commits_exactly_once() {
     );
 }
 
+/// At least once: after kills, every alert is in the topic, some perhaps twice, and nothing
+/// that is not an alert.
+#[test]
+fn fraud_to_kafka_at_least_once_killed_repeatedly_loses_nothing() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("fraud_to_kafka_at_least_once", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("alerts", 2, 1);
+    let job = "fraud-small-then-large";
+    let mut expected = reference(job, EVENTS, dir.path());
+    let mut config = kafka_config(&kafka, None, "alerts");
+    config["kafka"]["sink"] = json!({"delivery": "atLeastOnce"});
+    let manifest = manifest(dir.path(), job, 2, &config);
+    kill_repeatedly(&manifest, dir.path(), 2, 17, |_| {});
+    let mut written = kafka.read_committed("alerts");
+    assert!(written.len() >= expected.len());
+    written.sort();
+    written.dedup();
+    expected.dedup();
+    assert_same(
+        &written,
+        &expected,
+        "fraud alerts at least once after 2 kills",
+    );
+}
+
 /// The consumer group of the rescaled job's source: its commits say how far the job read.
 const RESCALE_GROUP: &str = "q5-rescale";
 

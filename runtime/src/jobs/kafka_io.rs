@@ -75,13 +75,24 @@ pub enum EventTimeOption {
     Record,
 }
 
+/// `spec.job.config.kafka.sink.delivery`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryOption {
+    /// Kafka transactions committed with the checkpoints.
+    #[default]
+    ExactlyOnce,
+    /// An idempotent producer flushed at every barrier: output written after the last
+    /// checkpoint is written again after a restart.
+    AtLeastOnce,
+}
+
 /// `spec.job.config.kafka.sink`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSinkOptions {
-    /// `exactlyOnce` (default) or `atLeastOnce`.
     #[serde(default)]
-    pub delivery: Option<String>,
+    pub delivery: DeliveryOption,
     #[serde(default)]
     pub transactional_id_prefix: Option<String>,
     #[serde(default)]
@@ -212,15 +223,9 @@ mod enabled {
         let (client, topic) = client(uri, kafka, "output")?;
         let o = kafka.map(|k| k.sink.clone()).unwrap_or_default();
         let mut config = KafkaSinkConfig::new(client, topic);
-        config.delivery = match o.delivery.as_deref() {
-            None | Some("exactlyOnce") => DeliveryGuarantee::ExactlyOnce,
-            Some("atLeastOnce") => DeliveryGuarantee::AtLeastOnce,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "spec.job.config.kafka.sink.delivery: '{other}' is neither exactlyOnce \
-                     nor atLeastOnce"
-                )))
-            }
+        config.delivery = match o.delivery {
+            DeliveryOption::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
+            DeliveryOption::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
         };
         config.transactional_id_prefix = o.transactional_id_prefix;
         if let Some(v) = o.transaction_timeout_ms {
