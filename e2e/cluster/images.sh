@@ -106,6 +106,25 @@ GO
 # which its test stage has already built, instead of compiling RocksDB once more.
 profile="${SLUICE_IMAGE_PROFILE:-release}"
 profile_dir="$([[ $profile == dev ]] && echo debug || echo "$profile")"
+target="${CARGO_TARGET_DIR:-$here/../../target}"
+
+# build <package> <binary> [<feature of the package>]: builds one of our binaries into
+# $target/$profile_dir. In the dev profile it is built the way the README's test command
+# builds it, as part of the whole workspace's tests: cargo unifies dependency features over
+# the packages (and dev-dependencies) of one invocation, so `cargo build -p <package>` alone
+# would compile most dependencies a second time, minutes per binary, where this only links.
+build() (
+  local package=$1 binary=$2 feature=${3:-}
+  cd "$here/../.."
+  if [[ $profile != dev ]]; then
+    cargo build --profile "$profile" -q -p "$package" --bin "$binary" ${feature:+--features "$feature"}
+  elif [[ $package == sluice-example-sessions ]]; then
+    # One version of the template job per image: only that crate is compiled again.
+    cargo test --workspace --no-run -q ${feature:+--features "$package/$feature"}
+  else
+    cargo test --workspace --all-features --no-run -q
+  fi
+)
 
 case "${1:-}" in
   system)
@@ -113,31 +132,26 @@ case "${1:-}" in
     image "$COREDNS_IMAGE" /coredns "$COREDNS_BIN/coredns=/coredns"
     ;;
   sluice)
-    target="${CARGO_TARGET_DIR:-$here/../../target}"
-    (cd "$here/../.." && cargo build --profile "$profile" -q --bin sluice)
+    build sluice-runtime sluice
     forget sluice.local/sluice:dev
     image sluice.local/sluice:dev /usr/local/bin/sluice "$target/$profile_dir/sluice=/usr/local/bin/sluice"
     ;;
   e2e)
-    target="${CARGO_TARGET_DIR:-$here/../../target}"
-    (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-e2e --bin e2e-echo)
+    build sluice-e2e e2e-echo
     forget sluice.local/e2e-echo:dev
     image sluice.local/e2e-echo:dev /usr/local/bin/e2e-echo "$target/$profile_dir/e2e-echo=/usr/local/bin/e2e-echo"
     ;;
   operator)
-    target="${CARGO_TARGET_DIR:-$here/../../target}"
-    (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-operator --bin sluice-operator)
+    build sluice-operator sluice-operator
     forget sluice.local/sluice-operator:dev
     image sluice.local/sluice-operator:dev /usr/local/bin/sluice-operator "$target/$profile_dir/sluice-operator=/usr/local/bin/sluice-operator"
     ;;
   sessions)
     # A user's own image: the template crate's binary, once per version of the job. Each
     # build replaces the binary, so each image is made before the next build.
-    target="${CARGO_TARGET_DIR:-$here/../../target}"
     for version in dev: v2:v2 v2-incompatible:v2-incompatible-state; do
-      tag=${version%%:*} features=${version#*:}
-      (cd "$here/../.." && cargo build --profile "$profile" -q -p sluice-example-sessions --bin sessions \
-        ${features:+--features "$features"})
+      tag=${version%%:*} feature=${version#*:}
+      build sluice-example-sessions sessions "$feature"
       forget "sluice.local/sessions:$tag"
       image "sluice.local/sessions:$tag" /usr/local/bin/sessions "$target/$profile_dir/sessions=/usr/local/bin/sessions"
     done
