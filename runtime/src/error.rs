@@ -55,6 +55,8 @@ pub enum Error {
     #[error(transparent)]
     Commit(#[from] CommitError),
     /// A Kafka client failed; `what` names the brokers, topic or transaction concerned.
+    #[error("object storage {uri}: {message}")]
+    ObjectStore { uri: String, message: String },
     #[error("Kafka {what}: {message}")]
     Kafka { what: String, message: String },
     /// A distributed job failed and its restart strategy gave up.
@@ -194,6 +196,12 @@ pub enum CommitError {
     },
     #[error("the attempt ended")]
     AttemptEnded,
+    #[error("committing {object} of snapshot {checkpoint}: {message}")]
+    Object {
+        object: String,
+        checkpoint: u64,
+        message: String,
+    },
 }
 
 /// A frame of the network exchange that cannot be written or read.

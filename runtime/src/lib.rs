@@ -15,7 +15,7 @@
 //!
 //! | rank | layer | modules |
 //! |------|-------|---------|
-//! | 1 | vocabulary and time | `error`, `time`, `record`, `watermark`, `source`, `sink` |
+//! | 1 | vocabulary and time | `error`, `time`, `record`, `watermark`, `objects`, `source`, `sink` |
 //! | 2 | keyed state | `state` |
 //! | 3 | snapshots | `snapshot` |
 //! | 4 | execution engine | `exec` |
@@ -50,6 +50,7 @@ pub mod error;
 pub mod exec;
 pub mod jobs;
 pub mod nexmark;
+pub mod objects;
 mod operators;
 pub mod record;
 pub mod sink;

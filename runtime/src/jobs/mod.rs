@@ -12,10 +12,12 @@ pub use crate::api::{DefineJob, JobRegistry};
 
 use crate::api::{Data, JobBuilder, Stream, WatermarkStrategy};
 use crate::connectors::{
-    nexmark_file_source, DiscardSink, JsonLinesSink, NexmarkSource, Throttled,
+    nexmark_file_source, DiscardSink, FileSinkOptions, JsonLinesSink, NexmarkSource,
+    ObjectFileSink, Throttled,
 };
 use crate::error::Error;
 use crate::nexmark::{Event, NexmarkConfig};
+use crate::objects;
 use fraud::FraudRule;
 use nexmark_queries::QueryWindows;
 use serde::de::DeserializeOwned;
@@ -122,8 +124,9 @@ pub struct NexmarkJobConfig {
     /// from a topic: `kafka://host:port/topic` (as written by `sluice nexmark produce`).
     #[serde(default)]
     pub input: Option<PathBuf>,
-    /// Where results go: a directory of JSON-lines part files, a topic
-    /// (`kafka://host:port/topic`), or `discard` to count them only.
+    /// Where results go: a directory of JSON-lines part files, object storage
+    /// (`s3://bucket/prefix`, `file:///dir`: JSON-lines or Parquet parts, see `sink.files`),
+    /// a topic (`kafka://host:port/topic`), or `discard` to count them only.
     #[serde(default)]
     pub output: Output,
     /// Kafka connection settings and options for `kafka://` input and output.
@@ -154,6 +157,9 @@ pub struct SinkConfig {
     /// slowed down by backpressure.
     #[serde(default)]
     pub max_records_per_second: Option<u64>,
+    /// Format, rolling and partitioning of the parts written to object storage.
+    #[serde(default)]
+    pub files: FileSinkOptions,
 }
 
 fn default_source_splits() -> usize {
@@ -226,16 +232,33 @@ impl NexmarkJobConfig {
             let rate = self.sink.max_records_per_second;
             return kafka_io::sink(out, uri, self.kafka.as_ref(), rate);
         }
-        match (path, self.sink.max_records_per_second) {
-            (None, None) => out.sink("discard", DiscardSink),
-            (None, Some(rate)) => out.sink("discard", Throttled::new(DiscardSink, rate)),
-            (Some(p), None) => out.sink("output", JsonLinesSink::new(p)),
-            (Some(p), Some(rate)) => {
-                out.sink("output", Throttled::new(JsonLinesSink::new(p), rate))
-            }
+        let uri = path
+            .and_then(|p| p.to_str())
+            .filter(|p| p.starts_with(objects::S3) || p.starts_with(objects::FILE));
+        if let Some(uri) = uri {
+            let sink = ObjectFileSink::new(uri, self.sink.files.clone())?;
+            return attach(out, "output", sink, self.sink.max_records_per_second);
         }
-        Ok(())
+        let rate = self.sink.max_records_per_second;
+        match path {
+            None => attach(out, "discard", DiscardSink, rate),
+            Some(p) => attach(out, "output", JsonLinesSink::new(p), rate),
+        }
     }
+}
+
+/// Adds `sink` as the job's output `uid`, throttled to `rate` records per second if given.
+fn attach<O: Data, S: crate::sink::Sink<O>>(
+    out: &Stream<O>,
+    uid: &str,
+    sink: S,
+    rate: Option<u64>,
+) -> Result<(), Error> {
+    match rate {
+        None => out.sink(uid, sink),
+        Some(rate) => out.sink(uid, Throttled::new(sink, rate)),
+    }
+    Ok(())
 }
 
 fn nexmark_job<O: Data + Serialize>(

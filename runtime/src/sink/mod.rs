@@ -3,7 +3,10 @@
 //! `connectors`.
 
 use crate::error::Error;
+use crate::objects;
 use crate::record::Record;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -69,5 +72,60 @@ impl FileTransaction {
             Err(_) if !self.pending.exists() && self.committed.exists() => Ok(()),
             Err(e) => Err(Error::io(&self.pending, e)),
         }
+    }
+}
+
+/// A sink's pre-committed output in object storage: a complete object under a hidden key,
+/// made visible by copying it to its final key (a copy appears whole or not at all) and
+/// deleting the hidden one. Committing twice is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectTransaction {
+    /// The checkpoint whose barrier closed the object.
+    pub checkpoint: u64,
+    /// The sink's root (`s3://bucket/prefix`, `file:///dir`); the keys are below it.
+    pub uri: String,
+    pub pending: String,
+    pub committed: String,
+}
+
+impl ObjectTransaction {
+    pub fn committed_uri(&self) -> String {
+        format!("{}/{}", self.uri.trim_end_matches('/'), self.committed)
+    }
+
+    pub fn commit(&self) -> Result<(), Error> {
+        let fail = |message: String| {
+            Error::Commit(crate::error::CommitError::Object {
+                object: self.committed_uri(),
+                checkpoint: self.checkpoint,
+                message,
+            })
+        };
+        let store = objects::shared(&self.uri).map_err(fail)?;
+        let pending = ObjectPath::from(self.pending.as_str());
+        let committed = ObjectPath::from(self.committed.as_str());
+        objects::block_on(commit_object(store.as_ref(), &pending, &committed))
+            .map_err(fail)?
+            .map_err(|e| fail(crate::error::causes(&e)))
+    }
+}
+
+async fn commit_object(
+    store: &dyn ObjectStore,
+    pending: &ObjectPath,
+    committed: &ObjectPath,
+) -> Result<(), object_store::Error> {
+    match store.copy(pending, committed).await {
+        Ok(()) => {}
+        // Committed by an earlier attempt, which also deleted the hidden object.
+        Err(object_store::Error::NotFound { .. }) if store.head(committed).await.is_ok() => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    }
+    match store.delete(pending).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }

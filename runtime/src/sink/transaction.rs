@@ -4,7 +4,7 @@
 //! reaches it through [`OpenTransactions`], where the connector that opened it registers it,
 //! so that the engine never depends on a connector.
 
-use super::FileTransaction;
+use super::{FileTransaction, ObjectTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,11 +15,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub enum SinkTransaction {
     File(FileTransaction),
     Kafka(KafkaTransaction),
+    Object(ObjectTransaction),
 }
 
 impl From<FileTransaction> for SinkTransaction {
     fn from(t: FileTransaction) -> Self {
         SinkTransaction::File(t)
+    }
+}
+
+impl From<ObjectTransaction> for SinkTransaction {
+    fn from(t: ObjectTransaction) -> Self {
+        SinkTransaction::Object(t)
     }
 }
 
@@ -35,6 +42,7 @@ impl SinkTransaction {
         match self {
             SinkTransaction::File(t) => t.checkpoint,
             SinkTransaction::Kafka(t) => t.checkpoint,
+            SinkTransaction::Object(t) => t.checkpoint,
         }
     }
 
@@ -46,6 +54,7 @@ impl SinkTransaction {
     pub fn commit(&self) -> Result<(), crate::Error> {
         match self {
             SinkTransaction::File(t) => t.commit(),
+            SinkTransaction::Object(t) => t.commit(),
             SinkTransaction::Kafka(t) => match OpenTransactions::get(&t.transactional_id) {
                 Some(open) => open.commit(t.checkpoint).map_err(|message| {
                     crate::Error::Checkpoint(format!(
@@ -62,6 +71,7 @@ impl SinkTransaction {
     pub fn describe(&self) -> String {
         match self {
             SinkTransaction::File(t) => t.committed.display().to_string(),
+            SinkTransaction::Object(t) => t.committed_uri(),
             SinkTransaction::Kafka(t) => {
                 let records: u64 = t.ranges.iter().map(KafkaRange::len).sum();
                 format!(

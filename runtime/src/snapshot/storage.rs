@@ -1,14 +1,12 @@
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::error::causes;
 pub use crate::error::SnapshotError;
+use crate::objects::{self, FILE, S3};
 
 /// The manifest format this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -57,60 +55,6 @@ pub struct CheckpointStorage {
     /// Checkpoints whose objects this instance deleted. Some S3-compatible servers go on
     /// listing an emptied prefix for minutes; these ids are not listed again.
     deleted: Mutex<HashSet<u64>>,
-}
-
-const FILE: &str = "file://";
-const S3: &str = "s3://";
-
-/// An S3 store for `bucket/prefix` (`rest`, the URI after `s3://`), configured from the
-/// environment.
-fn s3_store(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>, SnapshotError> {
-    let bad = |message: String| SnapshotError::Uri {
-        uri: uri.to_string(),
-        message,
-    };
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(bad("no bucket (s3://bucket/prefix)".into()));
-    }
-    // S3's bucket naming rules, checked here so a typo is not reported as a network error.
-    let valid = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !valid {
-        return Err(bad(format!(
-            "'{bucket}' is not a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-')"
-        )));
-    }
-    let prefix = Path::parse(prefix.trim_end_matches('/'))
-        .map_err(|e| bad(format!("bad prefix '{prefix}': {e}")))?;
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    // The AWS SDKs' setting for attempts per request (the first included).
-    if let Ok(attempts) = std::env::var("AWS_MAX_ATTEMPTS") {
-        let attempts: usize = attempts
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| {
-                bad(format!(
-                    "AWS_MAX_ATTEMPTS={attempts} is not a number from 1 up"
-                ))
-            })?;
-        builder = builder.with_retry(RetryConfig {
-            max_retries: attempts - 1,
-            ..RetryConfig::default()
-        });
-    }
-    let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
-    Ok(if prefix.as_ref().is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(PrefixStore::new(s3, prefix))
-    })
 }
 
 /// Where files shared by checkpoints live, under the storage root.
@@ -207,29 +151,14 @@ impl CheckpointStorage {
             .enable_all()
             .build()
             .map_err(|e| bad(&e.to_string()))?;
-        let store: Arc<dyn ObjectStore> = if let Some(root) = uri.strip_prefix(FILE) {
-            if !root.starts_with('/') {
-                return Err(bad("the path must be absolute (file:///…)"));
-            }
-            std::fs::create_dir_all(root).map_err(|e| bad(&e.to_string()))?;
-            // Deleting the last file of a checkpoint removes its directory too.
-            let store = LocalFileSystem::new_with_prefix(root)
-                .map_err(|e| bad(&e.to_string()))?
-                .with_automatic_cleanup(true);
-            Arc::new(store)
-        } else if let Some(rest) = uri.strip_prefix(S3) {
-            let store = s3_store(uri, rest)?;
+        let store = objects::open(uri).map_err(|message| bad(&message))?;
+        if uri.starts_with(S3) {
             // Fails here, naming the storage, rather than at the first checkpoint when the
             // endpoint is unreachable, the bucket missing or the credentials refused.
             runtime
                 .block_on(store.list_with_delimiter(None))
                 .map_err(|e| bad(&format!("cannot list it: {}", causes(&e))))?;
-            store
-        } else {
-            return Err(bad(
-                "unsupported storage (file:///absolute/path or s3://bucket/prefix)",
-            ));
-        };
+        }
         Ok(CheckpointStorage {
             uri: uri.to_string(),
             prefix,

@@ -110,12 +110,24 @@ fn resume_command(manifest: &Path, checkpoints: &CheckpointDir, state: &Path) ->
 pub fn kill_and_resume(job: &str, seed: u64, dir: &Path, checkpoints: &CheckpointDir) {
     let expected = reference(job, KILL_EVENTS, dir);
     let out = dir.join("out");
-    let state = dir.join("rocksdb");
     let manifest = write_manifest(dir, job, KILL_EVENTS, &out);
+    kill_repeatedly(&manifest, seed, dir, checkpoints);
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        &format!("{job} after 5 kills"),
+    );
+}
+
+/// Runs `manifest` five times with `sluice run`, killing each run at a random moment after
+/// it made progress (state under `dir/rocksdb`), then once more to its end; fails unless
+/// at least three runs restored from a checkpoint.
+pub fn kill_repeatedly(manifest: &Path, seed: u64, dir: &Path, checkpoints: &CheckpointDir) {
+    let state = dir.join("rocksdb");
     let mut rng = Lcg(seed);
     let mut restored = 0;
     for attempt in 0..5 {
-        let mut child = resume_command(&manifest, checkpoints, &state)
+        let mut child = resume_command(manifest, checkpoints, &state)
             .spawn()
             .unwrap();
         // After the first attempt, let a checkpoint complete before the next kill so every
@@ -132,20 +144,16 @@ pub fn kill_and_resume(job: &str, seed: u64, dir: &Path, checkpoints: &Checkpoin
         let stderr = String::from_utf8_lossy(&result.stderr);
         restored += stderr.matches("restoring from").count();
     }
-    let last = resume_command(&manifest, checkpoints, &state)
+    let last = resume_command(manifest, checkpoints, &state)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&last.stderr);
-    assert!(last.status.success(), "{job}: {stderr}");
+    assert!(last.status.success(), "{}: {stderr}", manifest.display());
     restored += stderr.matches("restoring from").count();
     assert!(
         restored >= 3,
-        "{job}: only {restored} runs restored from a checkpoint"
-    );
-    assert_same(
-        &sorted_output(&out),
-        &expected,
-        &format!("{job} after 5 kills"),
+        "{}: only {restored} runs restored from a checkpoint",
+        manifest.display()
     );
 }
 

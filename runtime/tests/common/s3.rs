@@ -264,6 +264,11 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// The bucket as an object store, for what `Bucket` does not read itself.
+    pub fn store(&self) -> std::sync::Arc<dyn ObjectStore> {
+        std::sync::Arc::new(self.store.clone())
+    }
+
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.rt
             .block_on(async { self.store.get(&ObjectPath::from(key)).await?.bytes().await })
