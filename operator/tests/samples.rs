@@ -1,11 +1,12 @@
 //! The StreamJob samples for Kubernetes load, pass validation and become children; they
-//! stay in step with the embedded samples they are made from, and write only to the volume
-//! every pod of the job mounts.
+//! stay in step with the embedded samples they are made from, and keep their checkpoints,
+//! savepoints and output in object storage, reached with the keys of one Secret, never on a
+//! node's disk.
 
 use serde_json::Value;
 use sluice_crds::{parse_manifest, SpecRevision, StreamJobManifest};
 use sluice_operator::build::{children, JobRef};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The embedded samples, run with `sluice run`.
 fn embedded_dir() -> PathBuf {
@@ -106,53 +107,20 @@ fn drift(file: &str, embedded: &StreamJobManifest, kubernetes: &StreamJobManifes
     problems
 }
 
-/// The `mountPath`s of the `sluice` container in `spec.podTemplate`: the container the job
-/// runs in, in the coordinator and in every worker.
-fn shared_mounts(manifest: &StreamJobManifest) -> Vec<String> {
-    let containers = manifest
-        .spec
-        .pod_template
-        .as_ref()
-        .and_then(|template| template.pointer("/spec/containers"))
-        .and_then(Value::as_array);
-    containers
-        .into_iter()
-        .flatten()
-        .filter(|container| container.get("name").and_then(Value::as_str) == Some("sluice"))
-        .filter_map(|container| container.get("volumeMounts").and_then(Value::as_array))
-        .flatten()
-        .filter_map(|mount| mount.get("mountPath").and_then(Value::as_str))
-        .map(str::to_string)
-        .collect()
-}
+/// The Secret holding the S3 endpoint and keys of the samples (`object-storage/secret.yaml`).
+const STORAGE_SECRET: &str = "sluice-object-storage";
 
-/// Whether `path` is an absolute path without `.` or `..` at or below one of `mounts`.
-fn is_under_a_mount(path: &str, mounts: &[String]) -> bool {
-    let path = Path::new(path);
-    path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && mounts.iter().any(|mount| path.starts_with(mount))
-}
-
-/// Where the Kubernetes sample `manifest` (read from `file`) writes outside the volumes its
-/// `sluice` container mounts, one message per field.
-fn writes_outside_mounts(file: &str, manifest: &StreamJobManifest) -> Vec<String> {
-    let mounts = shared_mounts(manifest);
+/// Where the Kubernetes sample `manifest` (read from `file`) keeps data anywhere but in
+/// object storage (or Kafka, for output), or cannot reach it, one message per field.
+fn storage_problems(file: &str, manifest: &StreamJobManifest) -> Vec<String> {
     let mut problems = Vec::new();
-    if mounts.is_empty() {
-        problems.push(format!(
-            "{file}: spec.podTemplate.spec.containers[sluice].volumeMounts: no mountPath"
-        ));
-    }
+    let is_object_storage = |uri: &str| uri.starts_with("s3://");
     match manifest.spec.job.config.get("output").map(Value::as_str) {
-        // Written to brokers, not to a file.
+        // Written to brokers.
         Some(Some(output)) if output.starts_with("kafka://") => {}
-        Some(Some(output)) if is_under_a_mount(output, &mounts) => {}
+        Some(Some(output)) if is_object_storage(output) => {}
         Some(Some(output)) => problems.push(format!(
-            "{file}: spec.job.config.output {output:?} is not under a volumeMount of the pod \
-             template ({mounts:?})"
+            "{file}: spec.job.config.output {output:?} is not object storage (s3://…)"
         )),
         Some(None) => problems.push(format!("{file}: spec.job.config.output is not a string")),
         None => problems.push(format!("{file}: spec.job.config.output is missing")),
@@ -172,15 +140,37 @@ fn writes_outside_mounts(file: &str, manifest: &StreamJobManifest) -> Vec<String
     for (field, storage, required) in storages {
         match storage {
             None if required => problems.push(format!("{file}: {field} is missing")),
-            None => {}
-            Some(url) => match url.strip_prefix("file://") {
-                Some(path) if is_under_a_mount(path, &mounts) => {}
-                _ => problems.push(format!(
-                    "{file}: {field} {url:?} is not a file:// URL under a volumeMount of the \
-                     pod template ({mounts:?})"
-                )),
-            },
+            Some(uri) if !is_object_storage(uri) => problems.push(format!(
+                "{file}: {field} {uri:?} is not object storage (s3://…)"
+            )),
+            _ => {}
         }
+    }
+    if !manifest
+        .spec
+        .secrets
+        .env
+        .iter()
+        .any(|s| s.name == STORAGE_SECRET)
+    {
+        problems.push(format!(
+            "{file}: spec.secrets.env does not name {STORAGE_SECRET}, the S3 endpoint and keys"
+        ));
+    }
+    let volumes = manifest
+        .spec
+        .pod_template
+        .as_ref()
+        .and_then(|template| template.pointer("/spec/volumes"))
+        .and_then(Value::as_array);
+    if volumes
+        .into_iter()
+        .flatten()
+        .any(|v| v.get("hostPath").is_some())
+    {
+        problems.push(format!(
+            "{file}: spec.podTemplate.spec.volumes: a hostPath ties the job to one node's disk"
+        ));
     }
     problems
 }
@@ -200,9 +190,15 @@ fn every_kubernetes_sample_builds_its_children() {
         revision.run = Some("run-1".into());
         let built = children(&job, &revision).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let pod = built.workers.spec.unwrap().template.spec.unwrap();
+        let secrets: Vec<String> = pod.containers[0]
+            .env_from
+            .iter()
+            .flatten()
+            .filter_map(|source| source.secret_ref.as_ref().map(|s| s.name.clone()))
+            .collect();
         assert!(
-            pod.volumes.unwrap().iter().any(|v| v.name == "data"),
-            "{}: the shared volume reaches the workers",
+            secrets.iter().any(|name| name == STORAGE_SECRET),
+            "{}: the object-storage keys reach the workers ({secrets:?})",
             path.display()
         );
         seen += 1;
@@ -252,20 +248,20 @@ fn drift_of_samples(embedded: &[PathBuf], kubernetes: &Path) -> Vec<String> {
 }
 
 #[test]
-fn every_kubernetes_sample_writes_only_under_its_volume_mounts() {
+fn every_kubernetes_sample_keeps_its_data_in_object_storage() {
     let dir = kubernetes_dir();
     let files = every_kubernetes_sample();
     assert!(!files.is_empty(), "{}: no samples", dir.display());
     let problems: Vec<String> = files
         .iter()
-        .flat_map(|path| writes_outside_mounts(&path.display().to_string(), &load(path)))
+        .flat_map(|path| storage_problems(&path.display().to_string(), &load(path)))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// The checks above catch what they are meant to, and name the file and the field.
 #[test]
-fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
+fn the_sample_checks_report_drift_and_data_outside_object_storage() {
     let path = kubernetes_dir().join("nexmark-q5.yaml");
     let original = load(&path);
     let file = "k8s/nexmark-q5.yaml";
@@ -275,8 +271,12 @@ fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
     changed.spec.parallelism += 1;
     changed.spec.job.config["generator"]["outOfOrderMs"] = 1.into();
     changed.spec.job.config["output"] = "/tmp/out".into();
-    changed.spec.checkpointing.storage = Some("file:///var/lib/sluice/nexmark-q5/../x".into());
-    changed.spec.savepoints.storage = Some("s3://bucket/savepoints".into());
+    changed.spec.checkpointing.storage = Some("file:///var/lib/sluice/nexmark-q5/state".into());
+    changed.spec.savepoints.storage = Some("file:///var/lib/sluice/savepoints".into());
+    changed.spec.secrets.env.clear();
+    changed.spec.pod_template = Some(serde_json::json!({
+        "spec": {"volumes": [{"name": "data", "hostPath": {"path": "/var/lib/sluice"}}]}
+    }));
 
     let drifted = drift(file, &original, &changed);
     for field in ["metadata.name", "spec.parallelism", "spec.job.config"] {
@@ -289,11 +289,13 @@ fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
     }
     assert_eq!(drifted.len(), 3, "{drifted:?}");
 
-    let outside = writes_outside_mounts(file, &changed);
+    let outside = storage_problems(file, &changed);
     for field in [
         "spec.job.config.output",
         "spec.checkpointing.storage",
         "spec.savepoints.storage",
+        "spec.secrets.env",
+        "spec.podTemplate.spec.volumes",
     ] {
         assert!(
             outside
@@ -302,7 +304,7 @@ fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
             "{field} not reported: {outside:?}"
         );
     }
-    assert_eq!(outside.len(), 3, "{outside:?}");
+    assert_eq!(outside.len(), 5, "{outside:?}");
 
     // Only `output`, `generator.events` and `sink` may differ.
     let mut allowed = original.clone();
@@ -310,9 +312,33 @@ fn the_sample_checks_report_drift_and_writes_outside_the_volume() {
     allowed.spec.job.config["sink"] = serde_json::json!({"maxRecordsPerSecond": 7});
     allowed.spec.job.config["output"] = "elsewhere".into();
     assert_eq!(drift(file, &original, &allowed), Vec::<String>::new());
-    // A sibling directory whose name starts with the mount path is not under it.
-    assert!(!is_under_a_mount(
-        "/var/lib/sluice/nexmark-q50/out",
-        &["/var/lib/sluice/nexmark-q5".into()]
-    ));
+}
+
+/// The Secret the samples name exists as a sample too, with the settings Sluice reads.
+#[test]
+fn the_object_storage_secret_holds_the_s3_settings_the_samples_need() {
+    let path = kubernetes_dir().join("object-storage/secret.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: cannot read: {e}", path.display()));
+    let secret: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+    assert_eq!(secret["kind"], "Secret", "{}", path.display());
+    assert_eq!(
+        secret["metadata"]["name"],
+        STORAGE_SECRET,
+        "{}",
+        path.display()
+    );
+    for key in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    ] {
+        assert!(
+            secret["stringData"][key].is_string(),
+            "{}: stringData.{key} is missing",
+            path.display()
+        );
+    }
 }
