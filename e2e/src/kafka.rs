@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The node's address as pods see it: the local cluster's (`NODE_IP` of
 /// `e2e/cluster/env.sh`) unless `SLUICE_E2E_NODE_ADDRESS` names another.
-fn node_address() -> String {
+pub fn node_address() -> String {
     std::env::var("SLUICE_E2E_NODE_ADDRESS").unwrap_or_else(|_| "10.200.0.1".into())
 }
 

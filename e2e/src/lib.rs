@@ -7,6 +7,7 @@
 
 pub mod jobs;
 pub mod kafka;
+pub mod s3;
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 #[path = "operator/kafka.rs"]
 mod kafka;
+#[path = "operator/object_storage.rs"]
+mod object_storage;
 
 e2e_test!(
     a_stream_job_runs_upgrades_rescales_suspends_and_resumes_exactly_once,

@@ -11,7 +11,6 @@ use common::run::{self, CheckpointDir, KILL_EVENTS};
 use common::s3::{S3Server, BUCKET};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_runtime::connectors::{ObjectFileSink, PENDING};
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::fraud::FraudAlert;
@@ -23,32 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const HOUR_MS: i64 = 3_600_000;
-
-/// A part as a reader finds it: its records, or why it is not a whole part.
-fn decode_part<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<Vec<T>, String> {
-    if key.ends_with(".jsonl") {
-        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-        if !text.ends_with('\n') {
-            return Err("does not end with a whole line".into());
-        }
-        text.lines()
-            .map(|line| serde_json::from_str(line).map_err(|e| format!("{e}: {line}")))
-            .collect()
-    } else if key.ends_with(".parquet") {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
-            .and_then(|b| b.build())
-            .map_err(|e| e.to_string())?;
-        let mut records = Vec::new();
-        for batch in reader {
-            let batch = batch.map_err(|e| e.to_string())?;
-            let rows: Vec<T> = serde_arrow::from_record_batch(&batch).map_err(|e| e.to_string())?;
-            records.extend(rows);
-        }
-        Ok(records)
-    } else {
-        Err("is not a part (.jsonl or .parquet)".into())
-    }
-}
 
 /// Lists `prefix` over and over until stopped, reading every object it has not read yet;
 /// returns how many objects it read, and fails on the first that is not a whole part.
@@ -81,8 +54,8 @@ fn watch_for_partial_objects(
                 else {
                     continue;
                 };
-                if let Err(why) = decode_part::<serde_json::Value>(&key, &bytes) {
-                    panic!("{key} was listed while partial: it {why}");
+                if let Err(why) = ObjectFileSink::read_part::<serde_json::Value>(&key, &bytes) {
+                    panic!("{key} was listed while partial: {why}");
                 }
                 read.insert(key);
             }
@@ -120,7 +93,7 @@ fn committed_records<T: serde::de::DeserializeOwned>(
         let bytes = rt
             .block_on(async { store.get(&meta.location).await?.bytes().await })
             .unwrap();
-        let records = decode_part(&key, &bytes).unwrap_or_else(|why| panic!("{key} {why}"));
+        let records = ObjectFileSink::read_part(&key, &bytes).unwrap_or_else(|e| panic!("{e}"));
         parts.insert(key, records);
     }
     parts
