@@ -57,8 +57,9 @@ pub struct SchemaRegistry {
 /// What the registry answered, when it answered.
 enum RegistryAnswer<T> {
     Found(T),
-    /// The registry answered that there is no such thing (HTTP 404).
-    NotFound(String),
+    /// The registry has nothing usable under that name: no such id (HTTP 404), or what it
+    /// holds is not an Avro schema.
+    Unusable(String),
 }
 
 #[derive(Deserialize)]
@@ -113,10 +114,10 @@ impl SchemaRegistry {
                     .map_err(|e| format!("schema registry {}: GET {url}: {e}", self.url))?;
                 Ok(match parse_schema(&body.schema) {
                     Ok(schema) => RegistryAnswer::Found(schema),
-                    Err(e) => RegistryAnswer::NotFound(format!("schema id {id}: {e}")),
+                    Err(e) => RegistryAnswer::Unusable(format!("schema id {id}: {e}")),
                 })
             }
-            404 => Ok(RegistryAnswer::NotFound(format!(
+            404 => Ok(RegistryAnswer::Unusable(format!(
                 "schema id {id} is not in the schema registry {}",
                 self.url
             ))),
@@ -219,7 +220,7 @@ impl<T> AvroDecoder<T> {
             .map_err(DecodeError::Unavailable)?
         {
             RegistryAnswer::Found(schema) => schema,
-            RegistryAnswer::NotFound(message) => return Err(DecodeError::Record(message)),
+            RegistryAnswer::Unusable(message) => return Err(DecodeError::Record(message)),
         };
         check_readable(&schema, reader)
             .map_err(|e| DecodeError::Record(format!("writer schema id {id}: {e}")))?;
