@@ -593,4 +593,34 @@ fn confluent_wire_format_through_a_schema_registry_round_trips() {
         };
         assert!(error.contains(expected), "{letter:?}: {error}");
     }
+
+    // A registry nobody answers at fails the run at the first record, naming it, rather than
+    // sending good records to the dead-letter topic.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = q0_manifest(
+        &kafka,
+        dir.path(),
+        json!({
+            "deadLetterTopic": "dead-letters",
+            "avro": {"readerSchema": events_v2(), "registryUrl": format!("http://127.0.0.1:{closed}")},
+        }),
+        Some(json!({"schema": BID, "registryUrl": registry.url})),
+    );
+    let out = run(&manifest, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("record at offset ") && stderr.contains(&format!("127.0.0.1:{closed}")),
+        "no record and registry named:\n{stderr}"
+    );
+    assert_eq!(
+        kafka.read_records("dead-letters").len(),
+        2,
+        "new dead letters"
+    );
 }

@@ -488,6 +488,32 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_registry_is_no_fault_of_the_record() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let registry = SchemaRegistry::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let decoder = AvroDecoder::<Reading>::confluent(
+            registry,
+            parse_schema(V2).unwrap(),
+            TimeFrom::RecordTimestamp,
+        );
+        let framed = [&[0, 0, 0, 0, 1][..], &v1_datum(3)].concat();
+        match decoder.decode(&message(&framed)) {
+            Err(DecodeError::Unavailable(e)) => assert!(e.contains("schema registry"), "{e}"),
+            Err(DecodeError::Record(e)) => panic!("a record error: {e}"),
+            Ok(r) => panic!("decoded {:?}", r.value),
+        }
+        // Framing is checked before the registry is asked.
+        match decoder.decode(&message(&[1, 0, 0, 0, 1, 2])) {
+            Err(DecodeError::Record(e)) => assert!(e.contains("magic byte 1"), "{e}"),
+            other => panic!("{:?}", other.map(|r| r.value)),
+        }
+    }
+
+    #[test]
     fn the_encoder_frames_confluent_records_and_the_decoder_reads_them_back() {
         let schema = parse_schema(V2).unwrap();
         let mut encoder = AvroEncoder::<Reading>::plain(schema.clone());
