@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -322,6 +323,54 @@ impl KafkaCluster {
         let (at, offset) = delivered.expect("no delivery report").unwrap();
         assert_eq!(at, partition);
         offset
+    }
+}
+
+impl KafkaCluster {
+    /// Writes `(partition, value)` records into `topic`, in order per partition, and waits
+    /// until the brokers took them all.
+    pub fn produce_many(&self, topic: &str, records: &[(i32, Vec<u8>)]) {
+        let producer: BaseProducer<FirstFailure> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .create_with_context(FirstFailure::default())
+            .unwrap();
+        for (partition, value) in records {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(*partition)
+                .payload(value.as_slice());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => panic!("writing to {topic}: {e}"),
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120)).unwrap();
+        let failed = producer.context().0.lock().unwrap().take();
+        if let Some(e) = failed {
+            panic!("writing to {topic}: {e}");
+        }
+    }
+}
+
+/// The first record the brokers did not take.
+#[derive(Default)]
+struct FirstFailure(Mutex<Option<String>>);
+
+impl ClientContext for FirstFailure {}
+
+impl ProducerContext for FirstFailure {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.lock().unwrap().get_or_insert_with(|| e.to_string());
+        }
     }
 }
 

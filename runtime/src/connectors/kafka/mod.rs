@@ -27,6 +27,11 @@
 //! acknowledge. Dead letters written after the snapshot a job restores are written again
 //! (at least once).
 //!
+//! Values are decoded by a [`KafkaDecoder`] and encoded by a [`KafkaEncoder`]: JSON, or
+//! Avro (module `avro`: plain datums with configured schemas, or the Confluent wire format
+//! with a schema registry). A decoder tells a bad record (a dead letter) from a failure to
+//! try (a registry that does not answer: the job fails and restarts from its checkpoint).
+//!
 //! The partitions are those the topic has when the job starts: partitions added while it
 //! runs are read from the next (re)start on, from their beginning (the engine's sources
 //! have a split count fixed at build time; discovering splits while running needs the
@@ -71,19 +76,22 @@
 //! restoring a snapshot older than the latest commits only what that snapshot lists, so
 //! output committed after it is not withdrawn (as with any sink).
 
+mod avro;
 mod config;
 mod dead_letter;
 mod produce;
 mod sink;
 mod source;
 
+pub use avro::{check_readable, parse_schema, AvroDecoder, AvroEncoder, SchemaRegistry};
 pub use config::{KafkaClientConfig, KafkaUri};
 pub use produce::produce_nexmark;
 pub use sink::{
     DeliveryGuarantee, JsonEncoder, KafkaEncoder, KafkaOutRecord, KafkaSink, KafkaSinkConfig,
 };
 pub use source::{
-    JsonDecoder, KafkaDecoder, KafkaMessage, KafkaSource, KafkaSourceConfig, StartFrom, TimeFrom,
+    DecodeError, JsonDecoder, KafkaDecoder, KafkaMessage, KafkaSource, KafkaSourceConfig,
+    StartFrom, TimeFrom,
 };
 
 use crate::error::Error;

@@ -120,7 +120,29 @@ pub struct KafkaMessage<'a> {
 
 /// Turns Kafka records into the stream's records, with their event time.
 pub trait KafkaDecoder<T>: Send + Sync + 'static {
-    fn decode(&self, message: &KafkaMessage<'_>) -> Result<Record<T>, String>;
+    fn decode(&self, message: &KafkaMessage<'_>) -> Result<Record<T>, DecodeError>;
+}
+
+/// Why a record was not decoded.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The record is bad: it goes to the dead-letter topic (or fails the job without one).
+    Record(String),
+    /// Decoding could not be tried (a schema registry did not answer): the job fails and
+    /// restarts from its checkpoint, since the record may well be good.
+    Unavailable(String),
+}
+
+impl From<String> for DecodeError {
+    fn from(message: String) -> Self {
+        DecodeError::Record(message)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(message: &str) -> Self {
+        DecodeError::Record(message.to_string())
+    }
 }
 
 /// Where a decoded record's event time comes from.
@@ -149,7 +171,7 @@ impl<T> JsonDecoder<T> {
 }
 
 impl<T: DeserializeOwned + 'static> KafkaDecoder<T> for JsonDecoder<T> {
-    fn decode(&self, m: &KafkaMessage<'_>) -> Result<Record<T>, String> {
+    fn decode(&self, m: &KafkaMessage<'_>) -> Result<Record<T>, DecodeError> {
         let payload = m.payload.ok_or("a record without a value")?;
         let bad = |e: serde_json::Error| format!("not a JSON value of the expected form: {e}");
         match &self.time {
@@ -475,7 +497,10 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
                             out.push(record);
                             false
                         }
-                        Err(e) => {
+                        Err(DecodeError::Unavailable(e)) => {
+                            return Err(self.error(format!("record at offset {offset}: {e}")));
+                        }
+                        Err(DecodeError::Record(e)) => {
                             let Some(dead_letters) = &self.dead_letters else {
                                 return Err(self.error(format!("record at offset {offset}: {e}")));
                             };
