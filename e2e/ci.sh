@@ -6,8 +6,11 @@ set -euo pipefail
 cluster="$(cd "$(dirname "$0")" && pwd)/cluster"
 
 bash "$cluster/install-deps.sh"
-# The Kafka broker a test's job reads from runs on the node (needs java and mvn).
+# The Kafka broker a test's job reads from runs on the node (needs java and mvn), and so
+# does the S3 server another keeps its state and output in.
 bash "$cluster/../kafka/broker.sh" fetch >/dev/null
+SLUICE_WEED="$(bash "$cluster/../s3/build.sh" | tail -n 1)"
+export SLUICE_WEED
 trap 'bash "$cluster/down.sh"' EXIT
 # A previous run that was killed may have left a cluster behind.
 bash "$cluster/down.sh" >/dev/null 2>&1 || true
@@ -31,5 +34,9 @@ KUBECONFIG="$kubeconfig" "$helm" install sluice "$cluster/../../charts/sluice" \
   --set image.pullPolicy=Never --set restarts.perMinute=12 --set restarts.burst=3 \
   --wait --timeout 5m
 
+# The test binaries of e2e/tests, built with the feature set the test stage and the images
+# used (the whole workspace's: `-p sluice-e2e` alone would compile the dependencies again).
+tests=()
+for test in "$cluster"/../tests/*.rs; do tests+=(--test "$(basename "$test" .rs)"); done
 # Three at a time: the tests mostly wait on throttled jobs and backoffs.
-KUBECONFIG="$kubeconfig" cargo test -p sluice-e2e -- --test-threads=3
+KUBECONFIG="$kubeconfig" cargo test --workspace --all-features "${tests[@]}" -- --test-threads=3

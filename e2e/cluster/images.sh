@@ -46,6 +46,9 @@ image() {
   done
   mkdir -p "$root/tmp" "$root/etc"
   echo "root:x:0:0:root:/:/bin/false" >"$root/etc/passwd"
+  # The machine's CA bundle: an HTTP client with TLS support (object storage's) refuses to
+  # start without trust roots, even for a plain-HTTP endpoint.
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   umoci repack --image "$work/oci:$tag" "$work/bundle" >/dev/null
   umoci config --image "$work/oci:$tag" --config.entrypoint "$entrypoint" >/dev/null
   if [[ -n ${SLUICE_IMAGE_ARCHIVES:-} ]]; then

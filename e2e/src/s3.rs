@@ -25,7 +25,6 @@ pub struct NodeS3 {
     /// weed's gRPC ports: it also serves each on a Unix socket in /tmp named after it.
     grpc_ports: Vec<(&'static str, u16)>,
     store: AmazonS3,
-    runtime: tokio::runtime::Runtime,
 }
 
 fn config_error(what: &str) -> impl Fn(std::io::Error) -> E2eError + '_ {
@@ -34,7 +33,7 @@ fn config_error(what: &str) -> impl Fn(std::io::Error) -> E2eError + '_ {
 
 impl NodeS3 {
     /// Starts a server with bucket [`BUCKET`], its data in a directory named after `test`.
-    pub fn start(test: &str) -> Result<NodeS3> {
+    pub async fn start(test: &str) -> Result<NodeS3> {
         let weed = std::env::var_os("SLUICE_WEED").ok_or_else(|| {
             E2eError::Config(
                 "SLUICE_WEED is not set: build the S3 server with `bash e2e/s3/build.sh` and \
@@ -107,10 +106,6 @@ impl NodeS3 {
             })
             .build()
             .map_err(|e| E2eError::Config(format!("an S3 client: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(config_error("a runtime for the S3 client"))?;
         let mut server = NodeS3 {
             child,
             dir,
@@ -122,14 +117,13 @@ impl NodeS3 {
                 ("s3", ports[7]),
             ],
             store,
-            runtime,
         };
-        server.wait_ready()?;
+        server.wait_ready().await?;
         Ok(server)
     }
 
     /// Waits until an upload succeeds (it creates the bucket: the identity is an admin).
-    fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self) -> Result<()> {
         let started = Instant::now();
         let marker = ObjectPath::from(".ready");
         loop {
@@ -140,17 +134,18 @@ impl NodeS3 {
                 )));
             }
             let put = self
-                .runtime
-                .block_on(self.store.put(&marker, PutPayload::from_static(b"ready")));
+                .store
+                .put(&marker, PutPayload::from_static(b"ready"))
+                .await;
             match put {
                 Ok(_) => break,
                 Err(e) if started.elapsed() > Duration::from_secs(120) => {
                     return Err(E2eError::Config(format!("S3 not ready after 120 s: {e}")))
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        let _ = self.runtime.block_on(self.store.delete(&marker));
+        let _ = self.store.delete(&marker).await;
         Ok(())
     }
 
@@ -172,27 +167,25 @@ impl NodeS3 {
     }
 
     /// Every object under `prefix` with its content, by key.
-    pub fn objects(&self, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+    pub async fn objects(&self, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>> {
         let fail = |e: object_store::Error| E2eError::Config(format!("S3 {prefix}: {e}"));
-        let prefix = ObjectPath::from(prefix);
-        self.runtime.block_on(async {
-            let listed: Vec<_> = futures::TryStreamExt::try_collect(self.store.list(Some(&prefix)))
+        let path = ObjectPath::from(prefix);
+        let listed: Vec<_> = futures::TryStreamExt::try_collect(self.store.list(Some(&path)))
+            .await
+            .map_err(fail)?;
+        let mut objects = BTreeMap::new();
+        for meta in listed {
+            let bytes = self
+                .store
+                .get(&meta.location)
+                .await
+                .map_err(fail)?
+                .bytes()
                 .await
                 .map_err(fail)?;
-            let mut objects = BTreeMap::new();
-            for meta in listed {
-                let bytes = self
-                    .store
-                    .get(&meta.location)
-                    .await
-                    .map_err(fail)?
-                    .bytes()
-                    .await
-                    .map_err(fail)?;
-                objects.insert(meta.location.to_string(), bytes.to_vec());
-            }
-            Ok(objects)
-        })
+            objects.insert(meta.location.to_string(), bytes.to_vec());
+        }
+        Ok(objects)
     }
 }
 

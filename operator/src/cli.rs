@@ -69,6 +69,10 @@ fn priority_class_pair(pair: &str) -> Result<(String, String), String> {
 pub async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     crate::log::init(args.log_format == "json");
+    // kube's TLS provider, named: whether another one is linked in too depends on what the
+    // binary was built with (cargo unifies features across a workspace build), and with two
+    // rustls picks none.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new()?);
     let listener = crate::http::bind(&args.metrics_addr).await?;

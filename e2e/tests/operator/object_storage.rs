@@ -36,9 +36,9 @@ fn q0_to_s3(rate: u64) -> Value {
 
 /// The records of the committed parts, as JSON lines; an error names a part that is not
 /// whole.
-fn committed(s3: &NodeS3) -> sluice_e2e::Result<Vec<String>> {
+async fn committed(s3: &NodeS3) -> sluice_e2e::Result<Vec<String>> {
     let mut lines = Vec::new();
-    for (key, bytes) in s3.objects("q0/output")? {
+    for (key, bytes) in s3.objects("q0/output").await? {
         if key.starts_with(&format!("q0/output/{PENDING}/")) {
             continue;
         }
@@ -55,7 +55,7 @@ fn committed(s3: &NodeS3) -> sluice_e2e::Result<Vec<String>> {
 e2e_test!(
     a_job_writing_parquet_to_object_storage_is_upgraded_on_the_cluster_and_commits_exactly_once,
     |ns| {
-        let s3 = NodeS3::start(&ns.name)?;
+        let s3 = NodeS3::start(&ns.name).await?;
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": SECRET},
             "stringData": s3.pod_env(),
@@ -79,7 +79,7 @@ e2e_test!(
         wait_for(
             "committed parts in S3",
             Duration::from_secs(240),
-            || async { Ok((!committed(&s3)?.is_empty()).then_some(())) },
+            || async { Ok((!committed(&s3).await?.is_empty()).then_some(())) },
         )
         .await?;
 
@@ -94,7 +94,7 @@ e2e_test!(
                 .is_some_and(|p| p.starts_with(&format!("s3://{BUCKET}/q0/checkpoints"))),
             "the upgrade's savepoint is in S3: {savepoint:?}"
         );
-        let mid_way = committed(&s3)?.len();
+        let mid_way = committed(&s3).await?.len();
 
         let expected = reference(
             "nexmark-q0",
@@ -106,7 +106,7 @@ e2e_test!(
             "the job ended before it was upgraded: use more events or a slower sink"
         );
         let output = wait_for("all output in S3", Duration::from_secs(600), || async {
-            let lines = committed(&s3)?;
+            let lines = committed(&s3).await?;
             Ok((lines.len() >= expected.len()).then_some(lines))
         })
         .await?;
@@ -116,7 +116,7 @@ e2e_test!(
             output.len(),
             expected.len()
         );
-        let parts = s3.objects("q0/output")?;
+        let parts = s3.objects("q0/output").await?;
         assert!(
             parts.keys().all(|k| k.starts_with("q0/output/date=")),
             "parts outside date=…/hour=… directories: {:?}",

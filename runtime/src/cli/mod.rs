@@ -125,6 +125,10 @@ pub fn main() -> ExitCode {
 pub fn main_with(registry: JobRegistry) -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    // object_store's TLS provider, named: whether another one is linked in too depends on
+    // what the binary was built with (a user's job crate may add one), and with two rustls
+    // picks none.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Run {
             manifest,
