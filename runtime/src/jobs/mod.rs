@@ -271,3 +271,40 @@ fn nexmark_job<O: Data + Serialize>(
     let out = query(job, &events, &cfg.windows);
     cfg.attach_output(&out)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    /// Every bundled job's output type has a Parquet schema, so Parquet output never fails
+    /// at start for them.
+    #[test]
+    fn the_bundled_jobs_output_types_have_parquet_schemas() {
+        use super::fraud::FraudAlert;
+        use super::nexmark_queries::{Q1, Q11, Q2, Q3, Q4, Q5, Q7, Q8};
+        use crate::nexmark::Bid;
+        use arrow_schema::FieldRef;
+        use serde_arrow::schema::{SchemaLike, TracingOptions};
+        fn traced<T: DeserializeOwned>() -> Option<String> {
+            Vec::<FieldRef>::from_type::<T>(TracingOptions::default())
+                .err()
+                .map(|e| e.to_string())
+        }
+        let failed: Vec<String> = [
+            ("Bid", traced::<Bid>()),
+            ("Q1", traced::<Q1>()),
+            ("Q2", traced::<Q2>()),
+            ("Q3", traced::<Q3>()),
+            ("Q4", traced::<Q4>()),
+            ("Q5", traced::<Q5>()),
+            ("Q7", traced::<Q7>()),
+            ("Q8", traced::<Q8>()),
+            ("Q11", traced::<Q11>()),
+            ("FraudAlert", traced::<FraudAlert>()),
+        ]
+        .into_iter()
+        .filter_map(|(name, e)| e.map(|e| format!("{name}: {e}")))
+        .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+}
