@@ -1,5 +1,5 @@
-//! The source contract the engine reads through: a fixed set of splits, each read by one
-//! subtask. Implementations are in `connectors`.
+//! The source contract the engine reads through: a set of splits, each read by one
+//! subtask, that may grow while the job runs. Implementations are in `connectors`.
 
 use crate::error::Error;
 use crate::record::Record;
@@ -13,10 +13,13 @@ pub enum Poll {
     End,
 }
 
-/// A source: a fixed set of splits, each read by exactly one subtask. The number of splits
-/// does not depend on the parallelism, so positions saved at one parallelism restore at any
-/// other.
+/// A source: a set of splits, each read by exactly one subtask. The number of splits does
+/// not depend on the parallelism, so positions saved at one parallelism restore at any
+/// other. Splits are numbered from 0 and only ever added (a Kafka topic's partitions), so
+/// split `s` always goes to subtask `s % parallelism` and subtasks take up new splits
+/// without asking each other.
 pub trait Source<T>: Send + Sync + 'static {
+    /// The splits when the job is built.
     fn split_count(&self) -> usize;
     /// Opens `split` so that its next record is record `offset` of the split (as reported by
     /// [`SplitReader::position`] when a snapshot was taken).
@@ -28,6 +31,19 @@ pub trait Source<T>: Send + Sync + 'static {
             .iter()
             .map(|&(split, offset)| self.open_split(split, offset))
             .collect()
+    }
+    /// Opens splits that appeared after the job started (found while it runs, or missing
+    /// from the snapshot it restores) at their first record, whatever the source is
+    /// configured to start from: every record in them is new to the job.
+    fn open_new_splits(&self, splits: &[usize]) -> Result<Vec<Box<dyn SplitReader<T>>>, Error> {
+        let from_start: Vec<(usize, u64)> = splits.iter().map(|&split| (split, 0)).collect();
+        self.open_splits(&from_start)
+    }
+    /// For a source whose splits grow while the job runs: the number of splits known now.
+    /// Asked often from the task threads, so it must not wait (the source looks elsewhere).
+    /// `None`: the splits are fixed.
+    fn discovered_split_count(&self) -> Option<usize> {
+        None
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Events of each run: enough for several checkpoints and kills in a test build.
 const EVENTS: u64 = 600_000;
@@ -232,22 +232,21 @@ fn fraud_to_kafka_at_least_once_killed_repeatedly_loses_nothing() {
 /// The consumer group of the rescaled job's source: its commits say how far the job read.
 const RESCALE_GROUP: &str = "q5-rescale";
 
-/// Runs `manifest` (an unbounded source) at `parallelism` (from `restore`) until the group
-/// committed `offsets` of the event topic, which is all it holds, then stops it with SIGTERM
-/// and returns the savepoint it stopped with.
-fn run_then_stop(
-    kafka: &KafkaCluster,
+/// `sluice run` of `manifest` (an unbounded source) at `parallelism`, from `restore`, with
+/// checkpoints under `dir/chk-<parallelism>`.
+fn start_unbounded(
     manifest: &Path,
     dir: &Path,
     parallelism: usize,
     restore: Option<&str>,
-    offsets: u64,
-) -> String {
+) -> std::process::Child {
     let mut cmd = sluice();
     cmd.arg("run")
         .arg(manifest)
         .args(["--parallelism", &parallelism.to_string()])
         .args(["--checkpoint-interval", "300ms"])
+        .arg("--checkpoint-dir")
+        .arg(dir.join(format!("chk-{parallelism}")))
         .arg("--savepoint-dir")
         .arg(dir.join("savepoints"))
         .arg("--state-dir")
@@ -257,22 +256,46 @@ fn run_then_stop(
     if let Some(r) = restore {
         cmd.args(["--restore", r]);
     }
-    let mut child = cmd.spawn().unwrap();
+    cmd.spawn().unwrap()
+}
+
+/// Waits until `group` committed `offsets` of the event topic, which is all it holds, then
+/// stops the job with SIGTERM and returns the savepoint it stopped with.
+fn stop_when_read(
+    kafka: &KafkaCluster,
+    mut job: std::process::Child,
+    group: &str,
+    offsets: u64,
+) -> String {
     wait_until(
         "the job to commit the offsets of every event",
         Duration::from_secs(180),
         || {
             assert!(
-                child.try_wait().unwrap().is_none(),
+                job.try_wait().unwrap().is_none(),
                 "the job ended with an unbounded source"
             );
             // An error while the group's coordinator loads: not yet.
             kafka
-                .committed_offsets(RESCALE_GROUP, "events")
+                .committed_offsets(group, "events")
                 .is_ok_and(|c| c >= offsets as i64)
         },
     );
-    sigterm_for_a_savepoint(child)
+    sigterm_for_a_savepoint(job)
+}
+
+/// Runs `manifest` (an unbounded source) at `parallelism` (from `restore`) until the group
+/// committed `offsets` of the event topic, then stops it; returns its savepoint.
+fn run_then_stop(
+    kafka: &KafkaCluster,
+    manifest: &Path,
+    dir: &Path,
+    parallelism: usize,
+    restore: Option<&str>,
+    offsets: u64,
+) -> String {
+    let job = start_unbounded(manifest, dir, parallelism, restore);
+    stop_when_read(kafka, job, RESCALE_GROUP, offsets)
 }
 
 /// The events arrive in three stages, each read by the job at another parallelism: 2 reads
@@ -318,6 +341,133 @@ fn rescaling_2_3_1_through_savepoints_reassigns_partitions_without_loss_or_dupli
         &sorted(kafka.read_committed("q5")),
         &expected,
         "q5 rescaled 2 -> 3 -> 1",
+    );
+}
+
+/// Partitions added to the event topic while q0 runs at parallelism 3 over two partitions
+/// (so one subtask starts with none) are taken up and read from their first record, although
+/// the job starts from `latest` and records are in them before the job looks: what it
+/// commits equals an uninterrupted run over every event.
+#[test]
+fn partitions_added_while_a_job_runs_are_read_from_their_first_record() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_partition_discovery", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let events = EVENTS / 2;
+    kafka.create_topic("events", 2, 1);
+    kafka.create_topic("q0", 2, 1);
+    let expected = reference("nexmark-q0", events, dir.path());
+    let group = "q0-discovery";
+    // Long enough for every event to be written before the job's first look.
+    let discovery = Duration::from_secs(15);
+    let mut config = kafka_config(&kafka, Some("events"), "q0");
+    config["kafka"]["source"] = json!({
+        "groupId": group,
+        "startFrom": "latest",
+        "partitionDiscoveryMs": discovery.as_millis() as u64,
+    });
+    let manifest = manifest(dir.path(), "nexmark-q0", 3, &config);
+    let started = Instant::now();
+    let job = start_unbounded(&manifest, dir.path(), 3, None);
+    // A checkpoint: every reader is open, at the end of its (empty) partition.
+    wait_until("the first checkpoint", Duration::from_secs(60), || {
+        dir.path().join("chk-3/_latest").exists()
+    });
+    produce(&kafka, "events", 0, events / 2);
+    kafka.add_partitions("events", 5);
+    produce(&kafka, "events", events / 2, events);
+    assert!(
+        started.elapsed() < discovery,
+        "writing the events took longer than the discovery interval: the new partitions \
+         may have been found empty; raise the interval"
+    );
+    stop_when_read(&kafka, job, group, events);
+    assert_same(
+        &sorted(kafka.read_committed("q0")),
+        &expected,
+        "q0 with three partitions added while it ran",
+    );
+}
+
+/// The first half of the events, in two partitions, read by q0 at parallelism 2, which
+/// stops with a savepoint once `group` committed all of them; then the topic grows to four
+/// partitions and the second half is written across them. Returns the reference output and
+/// the savepoint.
+fn q0_read_half_then_partitions_added(
+    kafka: &KafkaCluster,
+    dir: &Path,
+    group: &str,
+) -> (Vec<String>, String) {
+    let events = EVENTS / 2;
+    kafka.create_topic("events", 2, 1);
+    kafka.create_topic("q0", 2, 1);
+    let expected = reference("nexmark-q0", events, dir);
+    let mut config = kafka_config(kafka, Some("events"), "q0");
+    config["kafka"]["source"] = json!({"groupId": group, "partitionDiscoveryMs": 0});
+    produce(kafka, "events", 0, events / 2);
+    let job = start_unbounded(&manifest(dir, "nexmark-q0", 2, &config), dir, 2, None);
+    let savepoint = stop_when_read(kafka, job, group, events / 2);
+    kafka.add_partitions("events", 4);
+    produce(kafka, "events", events / 2, events);
+    (expected, savepoint)
+}
+
+/// Runs q0 with `source` options, bounded, at parallelism 3, from `restore`.
+fn run_q0_to_the_end(kafka: &KafkaCluster, dir: &Path, source: Value, restore: Option<&str>) {
+    let mut config = kafka_config(kafka, Some("events"), "q0");
+    config["kafka"]["source"] = source;
+    let mut cmd = sluice();
+    cmd.arg("run")
+        .arg(manifest(dir, "nexmark-q0", 3, &config))
+        .arg("--state-dir")
+        .arg(dir.join("state-end"))
+        .args(["--progress-interval", "0"]);
+    if let Some(savepoint) = restore {
+        cmd.args(["--restore", savepoint]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", printed(&out));
+}
+
+/// A job restoring a savepoint taken before partitions were added reads those from their
+/// first record, although it is configured to start from `latest` and not to look for
+/// partitions while running; the others resume where the savepoint left them.
+#[test]
+fn partitions_missing_from_the_restored_savepoint_are_read_from_their_first_record() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_partitions_after_savepoint", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (expected, savepoint) = q0_read_half_then_partitions_added(&kafka, dir.path(), "q0-sp");
+    let source = json!({"bounded": true, "startFrom": "latest", "partitionDiscoveryMs": 0});
+    run_q0_to_the_end(&kafka, dir.path(), source, Some(&savepoint));
+    assert_same(
+        &sorted(kafka.read_committed("q0")),
+        &expected,
+        "q0 restored after two partitions were added",
+    );
+}
+
+/// `startFrom: committed` without a snapshot: partitions the group committed resume at its
+/// offsets, those it never committed (added since) start at their first record.
+#[test]
+fn a_job_starting_from_the_groups_committed_offsets_reads_on_from_them() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_start_from_committed", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let group = "q0-committed";
+    let (expected, _) = q0_read_half_then_partitions_added(&kafka, dir.path(), group);
+    let source = json!({"bounded": true, "startFrom": "committed", "groupId": group});
+    run_q0_to_the_end(&kafka, dir.path(), source, None);
+    assert_same(
+        &sorted(kafka.read_committed("q0")),
+        &expected,
+        "q0 started again from the group's committed offsets",
     );
 }
 

@@ -4,7 +4,7 @@
 use super::Stream;
 use crate::error::Error;
 use crate::exec::graph::{no_states, JobGraph, NodeDef, NodeKind, Outputs, PortType};
-use crate::exec::{BuildCx, SourceTask, Task};
+use crate::exec::{BuildCx, SourceTask, SplitDiscovery, Task};
 use crate::record::Data;
 use crate::source::Source;
 use crate::state::MAX_MAX_PARALLELISM;
@@ -78,26 +78,36 @@ impl JobBuilder {
         let interval = self.g.borrow().watermark_interval;
         let build = Arc::new(move |cx: &BuildCx, mut outputs: Outputs| {
             let out = outputs.take::<T>(0);
-            let mine: Vec<(usize, u64, bool)> = (0..source.split_count())
-                .filter(|s| s % cx.parallelism == cx.subtask)
-                .map(|s| {
-                    let from = cx.restored_split(s);
-                    (
-                        s,
-                        from.map_or(0, |p| p.offset),
-                        from.is_some_and(|p| p.done),
-                    )
-                })
-                .collect();
-            let positions: Vec<(usize, u64)> = mine.iter().map(|&(s, o, _)| (s, o)).collect();
-            let readers = source
+            // Splits the restored snapshot does not know appeared after it was taken.
+            let restoring = cx.restores_operator();
+            let mut known: Vec<(usize, u64, bool)> = Vec::new();
+            let mut new: Vec<usize> = Vec::new();
+            let split_count = source.split_count();
+            for split in (0..split_count).filter(|s| s % cx.parallelism == cx.subtask) {
+                match cx.restored_split(split) {
+                    Some(p) => known.push((split, p.offset, p.done)),
+                    None if restoring => new.push(split),
+                    None => known.push((split, 0, false)),
+                }
+            }
+            let positions: Vec<(usize, u64)> = known.iter().map(|&(s, o, _)| (s, o)).collect();
+            let mut readers: Vec<_> = source
                 .open_splits(&positions)?
                 .into_iter()
-                .zip(&mine)
+                .zip(&known)
                 .map(|(reader, &(s, _, done))| (s, reader, done))
                 .collect();
+            if !new.is_empty() {
+                let opened = source.open_new_splits(&new)?;
+                readers.extend(new.into_iter().zip(opened).map(|(s, r)| (s, r, false)));
+            }
+            let discovery = source.discovered_split_count().map(|_| SplitDiscovery {
+                source: source.clone() as Arc<dyn Source<T>>,
+                known: split_count,
+            });
             let task: Box<dyn Task> = Box::new(SourceTask::new(
                 readers,
+                discovery,
                 out,
                 watermarks.clone(),
                 interval,

@@ -21,7 +21,7 @@ pub(crate) use launch::{launch, new_run_id, Placement, RemoteLinks, Supervise, S
 pub use operator::{ControlEvent, Operator, TwoInputOperator};
 pub(crate) use restore::{assignments, prepare};
 pub use running::{JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
-pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, Task};
+pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, SplitDiscovery, Task};
 
 use crate::error::{Error, StateError};
 use crate::snapshot::{RestoredOperator, RestoredState};
@@ -140,6 +140,11 @@ impl BuildCx {
     pub(crate) fn restored_native(&self) -> &[crate::snapshot::RestoredNative] {
         self.restored_operator()
             .map_or(&[], |op| op.native.as_slice())
+    }
+
+    /// Whether the restored snapshot holds this operator.
+    pub(crate) fn restores_operator(&self) -> bool {
+        self.restored_operator().is_some()
     }
 
     /// The restored position of a source split.

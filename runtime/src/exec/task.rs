@@ -5,7 +5,7 @@ mod input;
 mod source;
 
 pub(crate) use input::{one_input_head, two_input_head};
-pub(crate) use source::SourceTask;
+pub(crate) use source::{SourceTask, SplitDiscovery};
 
 use super::checkpoint::{Report, FINAL_ID};
 use super::erased::{Erased, ErasedSend};

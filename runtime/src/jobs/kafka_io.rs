@@ -40,6 +40,10 @@ pub struct KafkaSourceOptions {
     /// Stop at the partitions' ends as of the start (a bounded job).
     #[serde(default)]
     pub bounded: bool,
+    /// How often to look for partitions added while the job runs, in milliseconds (default
+    /// a minute; 0: never).
+    #[serde(default)]
+    pub partition_discovery_ms: Option<u64>,
     /// Event time from the events' `dateTime` (default) or the Kafka record timestamp.
     #[serde(default)]
     pub event_time: EventTimeOption,
@@ -378,6 +382,9 @@ mod enabled {
         };
         config.group_id = options.group_id.clone();
         config.bounded = options.bounded;
+        if let Some(ms) = options.partition_discovery_ms {
+            config.partition_discovery_ms = ms;
+        }
         config.dead_letter_topic = options.dead_letter_topic.clone();
         config.max_dead_letter_rate = options.max_dead_letter_rate;
         config.job_name = job.name();

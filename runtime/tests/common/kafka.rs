@@ -4,7 +4,7 @@
 //! the jars and mvn to fetch them) the test is skipped, unless `SLUICE_REQUIRE_KAFKA=1` (CI)
 //! makes that a failure.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -179,7 +179,29 @@ impl KafkaCluster {
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
         }
-        // Metadata reaches every broker shortly after the controller accepts the topic.
+        self.wait_for_partitions(topic, partitions as usize);
+    }
+
+    /// Adds partitions to `topic` until it has `partitions`.
+    pub fn add_partitions(&self, topic: &str, partitions: usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt
+            .block_on(self.admin().create_partitions(
+                [&NewPartitions::new(topic, partitions)],
+                &AdminOptions::new(),
+            ))
+            .unwrap();
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
+        }
+        self.wait_for_partitions(topic, partitions);
+    }
+
+    /// Metadata reaches every broker shortly after the controller accepts a change.
+    fn wait_for_partitions(&self, topic: &str, partitions: usize) {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
@@ -192,7 +214,7 @@ impl KafkaCluster {
                     m.topics()
                         .iter()
                         .find(|t| t.name() == topic)
-                        .map(|t| t.partitions().len() == partitions as usize && t.error().is_none())
+                        .map(|t| t.partitions().len() == partitions && t.error().is_none())
                 })
                 .unwrap_or(false)
         });

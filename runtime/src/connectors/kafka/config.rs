@@ -96,10 +96,23 @@ impl KafkaUri {
 }
 
 pub(crate) fn partition_count(client: &KafkaClientConfig, topic: &str) -> Result<usize, Error> {
-    let consumer: BaseConsumer = client
+    partition_count_with(&metadata_client(client)?, client, topic)
+}
+
+/// A client for metadata requests.
+pub(crate) fn metadata_client(client: &KafkaClientConfig) -> Result<BaseConsumer, Error> {
+    client
         .client_config(&[])?
         .create()
-        .map_err(|e| client.error(format!("cannot create a client: {e}")))?;
+        .map_err(|e| client.error(format!("cannot create a client: {e}")))
+}
+
+/// [`partition_count`] through a client made by [`metadata_client`].
+pub(crate) fn partition_count_with(
+    consumer: &BaseConsumer,
+    client: &KafkaClientConfig,
+    topic: &str,
+) -> Result<usize, Error> {
     let metadata = consumer
         .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
         .map_err(|e| {

@@ -32,11 +32,15 @@
 //! with a schema registry). A decoder tells a bad record (a dead letter) from a failure to
 //! try (a registry that does not answer: the job fails and restarts from its checkpoint).
 //!
-//! The partitions are those the topic has when the job starts: partitions added while it
-//! runs are read from the next (re)start on, from their beginning (the engine's sources
-//! have a split count fixed at build time; discovering splits while running needs the
-//! engine to assign new splits to subtasks and record them in snapshots, not done yet).
-//!
+//! An unbounded source looks for partitions added to the topic every
+//! `partitionDiscoveryMs` (a minute by default), on a thread of its own per process: a
+//! subtask takes up new partition `p` when `p % parallelism` is its index, without asking
+//! the others, and reads it from its first record, whatever `startFrom` says (every record
+//! of it is new to the job). A snapshot records the partitions read so far; a job
+//! restoring a snapshot that lacks a partition reads that one from its first record too,
+//! so records written to a partition the job had not yet taken up when it failed are not
+//! skipped. A subtask with no partition yet stays up, idle, for the ones to come.
+
 //! # Sink ([`KafkaSink`]) and why it writes exactly once
 //!
 //! Each sink subtask `s` owns a few transactional ids, `<prefix>-<s>-<slot>`, where the

@@ -592,10 +592,10 @@ impl<T: 'static> ExactlyOnce<T> {
             .group_metadata()
             .ok_or_else(|| w.error("no consumer group metadata for the commit marker"))?;
         if !restored.is_empty() || cx.subtask == 0 {
-            eprintln!(
-                "Kafka sink {} subtask {}: transactions resolved in {:.1}s",
-                names.prefix,
-                cx.subtask,
+            tracing::info!(
+                sink = %names.prefix,
+                subtask = cx.subtask,
+                "Kafka sink transactions resolved in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
         }
@@ -848,10 +848,11 @@ fn resolve(
             .find(|s| s.index == t.slot)
             .ok_or_else(|| error(format!("no producer for slot {}", t.slot)))?;
         let copied = rewrite(config, t, slot, &metadata).map_err(error)?;
-        eprintln!(
+        tracing::warn!(
             "Kafka sink: transaction {} of checkpoint {} was not committed; wrote its {copied} \
              record(s) again",
-            t.transactional_id, t.checkpoint
+            t.transactional_id,
+            t.checkpoint
         );
         marked = marker_offset(t.checkpoint);
         marked_run = t.run.clone();
@@ -906,7 +907,7 @@ fn rewrite(
                     ))
                 }
                 Some(Err(e)) => {
-                    eprintln!("Kafka sink recovery, partition {partition}: {e} (retrying)");
+                    tracing::warn!("Kafka sink recovery, partition {partition}: {e} (retrying)");
                     continue;
                 }
                 Some(Ok(m)) => m,

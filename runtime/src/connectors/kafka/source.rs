@@ -13,7 +13,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Where a partition is read from when the job starts without a position for it.
@@ -46,6 +47,10 @@ pub struct KafkaSourceConfig {
     /// waiting for more records (a bounded job).
     #[serde(default)]
     pub bounded: bool,
+    /// How often an unbounded source looks for partitions added to the topic while the job
+    /// runs (milliseconds; 0: never). New partitions are read from their first record.
+    #[serde(default = "KafkaSourceConfig::default_partition_discovery_ms")]
+    pub partition_discovery_ms: u64,
     /// Records that do not decode are written to this topic (same brokers and client
     /// properties) and skipped, instead of failing the job. At least once: a restored job
     /// may write a dead letter again.
@@ -70,6 +75,18 @@ impl KafkaSourceConfig {
     /// would be a high rate that says little.
     pub const DEAD_LETTER_MIN_SAMPLE: u64 = 1000;
 
+    /// A minute: partitions are added by hand, rarely, and each look is a metadata request
+    /// per source per process.
+    fn default_partition_discovery_ms() -> u64 {
+        60_000
+    }
+
+    /// How often to look for new partitions; `None`: never.
+    fn partition_discovery(&self) -> Option<Duration> {
+        (!self.bounded && self.partition_discovery_ms > 0)
+            .then(|| Duration::from_millis(self.partition_discovery_ms))
+    }
+
     pub fn new(client: KafkaClientConfig, topic: impl Into<String>) -> Self {
         KafkaSourceConfig {
             client,
@@ -77,6 +94,7 @@ impl KafkaSourceConfig {
             start_from: StartFrom::Earliest,
             group_id: None,
             bounded: false,
+            partition_discovery_ms: Self::default_partition_discovery_ms(),
             dead_letter_topic: None,
             max_dead_letter_rate: None,
             job_name: String::new(),
@@ -202,6 +220,8 @@ pub struct KafkaSource<T> {
     config: Arc<KafkaSourceConfig>,
     partitions: usize,
     decoder: Arc<dyn KafkaDecoder<T>>,
+    /// The partition count found by the discovery thread, started when a task first asks.
+    discovered: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl<T> KafkaSource<T> {
@@ -221,6 +241,7 @@ impl<T> KafkaSource<T> {
             config: Arc::new(config),
             partitions,
             decoder: Arc::new(decoder),
+            discovered: OnceLock::new(),
         })
     }
 }
@@ -231,16 +252,84 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     }
 
     fn open_split(&self, split: usize, position: u64) -> Result<Box<dyn SplitReader<T>>, Error> {
-        self.open(split, position, self.dead_letters())
+        let start_from = &self.config.start_from;
+        self.open(split, position, start_from, self.dead_letters())
     }
 
     /// The subtask's partition readers share one dead-letter producer.
     fn open_splits(&self, splits: &[(usize, u64)]) -> Result<Vec<Box<dyn SplitReader<T>>>, Error> {
         let dead_letters = self.dead_letters();
+        let start_from = &self.config.start_from;
         splits
             .iter()
-            .map(|&(split, position)| self.open(split, position, dead_letters.clone()))
+            .map(|&(split, position)| self.open(split, position, start_from, dead_letters.clone()))
             .collect()
+    }
+
+    /// From the earliest offset: whatever `startFrom` says, every record of a partition the
+    /// job did not know is new to it.
+    fn open_new_splits(&self, splits: &[usize]) -> Result<Vec<Box<dyn SplitReader<T>>>, Error> {
+        let dead_letters = self.dead_letters();
+        splits
+            .iter()
+            .map(|&split| self.open(split, 0, &StartFrom::Earliest, dead_letters.clone()))
+            .collect()
+    }
+
+    fn discovered_split_count(&self) -> Option<usize> {
+        let interval = self.config.partition_discovery()?;
+        let count = self.discovered.get_or_init(|| {
+            let count = Arc::new(AtomicUsize::new(self.partitions));
+            discover_partitions(self.config.clone(), Arc::downgrade(&count), interval);
+            count
+        });
+        Some(count.load(Ordering::Relaxed))
+    }
+}
+
+/// Looks up the topic's partition count every `interval` while the source lives (`count`
+/// can be upgraded), off the task threads: a metadata request waits for the brokers. A
+/// failed look is reported and the count kept; a partition count only grows.
+fn discover_partitions(
+    config: Arc<KafkaSourceConfig>,
+    count: Weak<AtomicUsize>,
+    interval: Duration,
+) {
+    let topic = config.topic.clone();
+    let look = move || {
+        let client = &config.client;
+        let mut metadata = None;
+        loop {
+            std::thread::sleep(interval);
+            let Some(count) = count.upgrade() else {
+                return;
+            };
+            let found = match &metadata {
+                Some(consumer) => {
+                    super::config::partition_count_with(consumer, client, &config.topic)
+                }
+                None => super::config::metadata_client(client).and_then(|consumer| {
+                    let found =
+                        super::config::partition_count_with(&consumer, client, &config.topic);
+                    metadata = Some(consumer);
+                    found
+                }),
+            };
+            match found {
+                Ok(now) if now > count.load(Ordering::Relaxed) => {
+                    tracing::info!(topic = %config.topic, partitions = now, "the topic has new partitions");
+                    count.store(now, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("looking for new partitions: {e} (retrying)"),
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("kafka-discovery-{topic}"))
+        .spawn(look);
+    if let Err(e) = spawned {
+        tracing::warn!(%topic, "no partition discovery: cannot start its thread: {e}");
     }
 }
 
@@ -249,6 +338,7 @@ impl<T: Send + 'static> KafkaSource<T> {
         &self,
         split: usize,
         position: u64,
+        start_from: &StartFrom,
         dead_letters: Option<Arc<DeadLetters>>,
     ) -> Result<Box<dyn SplitReader<T>>, Error> {
         let reader = PartitionReader::open(
@@ -257,6 +347,7 @@ impl<T: Send + 'static> KafkaSource<T> {
             dead_letters,
             i32::try_from(split).map_err(|_| self.error(split, "no such partition"))?,
             position,
+            start_from,
         )?;
         Ok(Box::new(reader))
     }
@@ -306,6 +397,7 @@ impl<T: 'static> PartitionReader<T> {
         dead_letters: Option<Arc<DeadLetters>>,
         partition: i32,
         position: u64,
+        start_from: &StartFrom,
     ) -> Result<Self, Error> {
         // librdkafka assigns partitions only to a consumer with a group id; without a
         // configured group nothing is ever committed to this one.
@@ -352,7 +444,7 @@ impl<T: 'static> PartitionReader<T> {
         reader.next = match position.checked_sub(1) {
             // A restored position (an offset, plus one).
             Some(offset) => i64::try_from(offset).map_err(|_| reader.error("bad position"))?,
-            None => reader.start_offset(low, high)?,
+            None => reader.start_offset(start_from, low, high)?,
         };
         reader.opened_at = reader.next;
         if config.bounded {
@@ -370,9 +462,9 @@ impl<T: 'static> PartitionReader<T> {
 
     /// The first offset to read when nothing was read before, resolved now so that a
     /// snapshot taken before the first record records it.
-    fn start_offset(&self, low: i64, high: i64) -> Result<i64, Error> {
+    fn start_offset(&self, start_from: &StartFrom, low: i64, high: i64) -> Result<i64, Error> {
         let topic = &self.config.topic;
-        match &self.config.start_from {
+        match start_from {
             StartFrom::Earliest => Ok(low),
             StartFrom::Latest => Ok(high),
             StartFrom::Timestamp(ts) => {
@@ -460,7 +552,7 @@ impl<T: 'static> PartitionReader<T> {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
         if due {
             self.last_error_report = Some(Instant::now());
-            eprintln!("{}", self.error(format!("{e} (retrying)")));
+            tracing::warn!("{}", self.error(format!("{e} (retrying)")));
         }
         Ok(())
     }
@@ -571,7 +663,7 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
             tpl.add_partition_offset(&self.config.topic, self.partition, Offset::Offset(offset));
         // For lag monitoring only: a failed commit is reported, never fatal.
         if let Err(e) = added.and_then(|()| self.consumer.commit(&tpl, CommitMode::Async)) {
-            eprintln!("{}", self.error(format!("committing offset {offset}: {e}")));
+            tracing::warn!("{}", self.error(format!("committing offset {offset}: {e}")));
         }
     }
 }

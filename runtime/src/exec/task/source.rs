@@ -1,15 +1,17 @@
 //! The loop of a source subtask: polls its splits, derives watermarks and idleness from
-//! what they produce, and injects the barriers the checkpoint coordinator asks for.
+//! what they produce, takes up splits the source discovers, and injects the barriers the
+//! checkpoint coordinator asks for.
 
 use super::{snapshot_chain, Task, FINAL};
 use crate::error::Error;
 use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::record::Record;
 use crate::snapshot::{Barrier, SplitPosition};
-use crate::source::{Poll, SplitReader};
+use crate::source::{Poll, Source, SplitReader};
 use crate::time::{duration_millis, EventTime, ProcTime};
 use crate::watermark::WatermarkStrategy;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One split being read by a source subtask.
@@ -22,8 +24,31 @@ struct SplitRun<T> {
     done: bool,
 }
 
+impl<T> SplitRun<T> {
+    fn new(split: usize, reader: Box<dyn SplitReader<T>>, done: bool, now: ProcTime) -> Self {
+        SplitRun {
+            split,
+            reader,
+            max_ts: i64::MIN,
+            last_data: now,
+            idle: false,
+            done,
+        }
+    }
+}
+
+/// A source whose splits grow while the job runs, and how many of them the subtask has
+/// looked at.
+pub(crate) struct SplitDiscovery<T> {
+    pub(crate) source: Arc<dyn Source<T>>,
+    pub(crate) known: usize,
+}
+
 pub(crate) struct SourceTask<T> {
     splits: Vec<SplitRun<T>>,
+    /// Set for a source that discovers splits: the subtask never runs out of splits, even
+    /// with none yet.
+    discovery: Option<SplitDiscovery<T>>,
     out: Box<dyn Operator<T>>,
     strategy: WatermarkStrategy,
     watermark_interval: Duration,
@@ -33,6 +58,7 @@ pub(crate) struct SourceTask<T> {
 impl<T> SourceTask<T> {
     pub(crate) fn new(
         readers: Vec<(usize, Box<dyn SplitReader<T>>, bool)>,
+        discovery: Option<SplitDiscovery<T>>,
         out: Box<dyn Operator<T>>,
         strategy: WatermarkStrategy,
         watermark_interval: Duration,
@@ -42,15 +68,9 @@ impl<T> SourceTask<T> {
         SourceTask {
             splits: readers
                 .into_iter()
-                .map(|(split, reader, done)| SplitRun {
-                    split,
-                    reader,
-                    max_ts: i64::MIN,
-                    last_data: now,
-                    idle: false,
-                    done,
-                })
+                .map(|(split, reader, done)| SplitRun::new(split, reader, done, now))
                 .collect(),
+            discovery,
             out,
             strategy,
             watermark_interval,
@@ -59,7 +79,44 @@ impl<T> SourceTask<T> {
     }
 }
 
-impl<T> SourceTask<T> {
+impl<T: 'static> SourceTask<T> {
+    /// Opens the splits discovered since the last look that this subtask reads. A new split
+    /// holds the watermark back until it has data or turns idle, like any split; records in
+    /// it older than the watermark already emitted are late.
+    fn take_up_discovered(&mut self) -> Result<(), Error> {
+        let Some(discovery) = &mut self.discovery else {
+            return Ok(());
+        };
+        let Some(count) = discovery.source.discovered_split_count() else {
+            return Ok(());
+        };
+        if count <= discovery.known {
+            return Ok(());
+        }
+        let (parallelism, subtask) = (self.cx.parallelism, self.cx.subtask);
+        let mine: Vec<usize> = (discovery.known..count)
+            .filter(|s| s % parallelism == subtask)
+            .collect();
+        discovery.known = count;
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let readers = discovery.source.open_new_splits(&mine)?;
+        tracing::info!(
+            operator = %self.cx.uid,
+            subtask,
+            splits = ?mine,
+            "reading splits that appeared while the job runs"
+        );
+        let now = self.cx.clock.now();
+        self.splits.extend(
+            mine.into_iter()
+                .zip(readers)
+                .map(|(split, reader)| SplitRun::new(split, reader, false, now)),
+        );
+        Ok(())
+    }
+
     /// Records the position of every split, then passes the barrier down the chain.
     fn barrier(&mut self, barrier: Barrier) -> Result<(), Error> {
         for s in &mut self.splits {
@@ -132,7 +189,7 @@ impl<T: 'static> Task for SourceTask<T> {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            if self.splits.iter().all(|s| s.done) {
+            if self.discovery.is_none() && self.splits.iter().all(|s| s.done) {
                 self.cx.metrics.set_watermark(EventTime::MAX);
                 self.out.control(ControlEvent::Watermark(EventTime::MAX));
                 self.out.control(ControlEvent::Finish);
@@ -146,6 +203,7 @@ impl<T: 'static> Task for SourceTask<T> {
             let now = self.cx.clock.now();
             if !produced || last_wm_check.elapsed() >= self.watermark_interval {
                 last_wm_check = Instant::now();
+                self.take_up_discovered()?;
                 if let Some(after) = idle_after {
                     for s in self.splits.iter_mut().filter(|s| !s.done) {
                         s.idle = now.0 - s.last_data.0 >= after;
