@@ -471,6 +471,59 @@ fn a_job_starting_from_the_groups_committed_offsets_reads_on_from_them() {
     );
 }
 
+/// `startFrom: {timestamp: T}`: each partition is read from its first record timestamped at
+/// or after `T` (the event's time), later records whatever their time. q0's output is
+/// compared with the bids a plain consumer finds there.
+#[test]
+fn a_job_starting_from_a_timestamp_reads_each_partition_from_its_first_record_at_or_after_it() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_start_from_timestamp", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kafka.create_topic("events", 3, 1);
+    kafka.create_topic("q0", 2, 1);
+    produce(&kafka, "events", 0, EVENTS / 4);
+    let mut events: Vec<(i32, i64, Value)> = kafka
+        .read_records("events")
+        .into_iter()
+        .map(|r| {
+            (
+                r.partition,
+                r.offset,
+                serde_json::from_slice(&r.value.unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    events.sort_by_key(|&(partition, offset, _)| (partition, offset));
+    let time = |event: &Value| event["dateTime"].as_i64().unwrap();
+    let mut times: Vec<i64> = events.iter().map(|(_, _, e)| time(e)).collect();
+    times.sort_unstable();
+    let start = times[times.len() / 2];
+    let mut expected: Vec<String> = Vec::new();
+    for partition in 0..3 {
+        let bids = events
+            .iter()
+            .filter(|(p, _, _)| *p == partition)
+            .skip_while(|(_, _, e)| time(e) < start)
+            .filter(|(_, _, e)| e["type"] == "bid");
+        expected.extend(bids.map(|(_, _, bid)| {
+            let mut bid = bid.clone();
+            bid.as_object_mut().unwrap().remove("type");
+            bid.to_string()
+        }));
+    }
+    expected.sort();
+    let source = json!({"bounded": true, "startFrom": {"timestamp": start}});
+    run_q0_to_the_end(&kafka, dir.path(), source, None);
+    let got = kafka
+        .read_committed("q0")
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap().to_string())
+        .collect();
+    assert_same(&sorted(got), &expected, "q0 from the median event time");
+}
+
 /// The Kafka samples of `config/samples/kafka` as shipped, pointed at the test broker and
 /// bounded: a read_committed consumer sees exactly what the same job writes over the
 /// generator.
