@@ -39,8 +39,8 @@ pub use quota::{
 pub use spec::{
     Backoff, Checkpointing, DesiredState, JobSpec, OnDelete, PodRole, ResourceRequirements,
     RestartPolicy, Rollback, SavepointRetention, Savepoints, SecretKeySelector, SecretReference,
-    Secrets, StreamJobSpec, UpgradeMode, API_GROUP, API_VERSION, DEFAULT_MAX_PARALLELISM, KIND,
-    MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
+    Secrets, SnapshotEncryption, StreamJobSpec, UpgradeMode, API_GROUP, API_VERSION,
+    DEFAULT_MAX_PARALLELISM, KIND, MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
 };
 pub use status::{
     condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, Failure, OperationKind,

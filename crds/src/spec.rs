@@ -338,6 +338,34 @@ pub struct Checkpointing {
     /// in-flight records.
     #[serde(default)]
     pub unaligned: bool,
+
+    /// Encrypt the state files of checkpoints and savepoints at rest (AES-256-GCM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<SnapshotEncryption>,
+}
+
+/// The key snapshots are encrypted with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotEncryption {
+    /// The key's name, recorded with every file it encrypts: a snapshot is read with the key
+    /// it was written with, so a new key needs a new id.
+    #[schemars(length(min = 1, max = 63), extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[-._a-zA-Z0-9]+$')",
+        "messageExpression": "'\"' + self + '\" is not a key id: use letters, digits, \\'-\\', \\'_\\' and \\'.\\''",
+    }]))]
+    pub key_id: String,
+
+    /// The Secret key holding the key: base64 of 32 random bytes
+    /// (`head -c 32 /dev/urandom | base64`).
+    pub secret: SecretKeySelector,
+}
+
+impl SnapshotEncryption {
+    /// The environment variable the operator sets to the key id, and `sluice` reads.
+    pub const KEY_ID_ENV: &'static str = "SLUICE_SNAPSHOT_KEY_ID";
+    /// The environment variable holding the key (base64), from the Secret.
+    pub const KEY_ENV: &'static str = "SLUICE_SNAPSHOT_KEY";
 }
 
 fn default_checkpoint_interval() -> HumanDuration {
@@ -355,6 +383,7 @@ impl Default for Checkpointing {
             storage: None,
             retention: default_checkpoint_retention(),
             unaligned: false,
+            encryption: None,
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::duration::HumanDuration;
 use crate::quantity::Quantity;
 use crate::quota::{QuotaLimits, StreamQuotaSpec};
 use crate::spec::{
-    PodRole, ResourceRequirements, StreamJobSpec, MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
-    NAME_RULE_MESSAGE,
+    PodRole, ResourceRequirements, SecretKeySelector, StreamJobSpec, MAX_MAX_PARALLELISM,
+    MAX_NAME_LENGTH, NAME_RULE_MESSAGE,
 };
 use std::collections::BTreeSet;
 use std::fmt;
@@ -161,6 +161,22 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), ValidationErrors> {
         uri(&mut v, "spec.checkpointing.storage", storage);
     }
     at_least_one(&mut v, "spec.checkpointing.retention", c.retention);
+    if let Some(encryption) = &c.encryption {
+        let path = "spec.checkpointing.encryption.keyId";
+        let id = &encryption.key_id;
+        max_length(&mut v, path, id, 63);
+        if !plain_name(id) {
+            v.add(
+                path,
+                format!("{id:?} is not a key id: use letters, digits, '-', '_' and '.'"),
+            );
+        }
+        secret_key_selector(
+            &mut v,
+            "spec.checkpointing.encryption.secret",
+            &encryption.secret,
+        );
+    }
 
     let s = &spec.savepoints;
     if let Some(interval) = &s.periodic_interval {
@@ -235,22 +251,7 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), ValidationErrors> {
     }
 
     if let Some(token) = &spec.secrets.token {
-        secret_name(&mut v, "spec.secrets.token.name", &token.name);
-        max_length(&mut v, "spec.secrets.token.key", &token.key, 253);
-        let key_ok = !token.key.is_empty()
-            && token
-                .key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-        if !key_ok {
-            v.add(
-                "spec.secrets.token.key",
-                format!(
-                    "{:?} is not a Secret key: use letters, digits, '-', '_' and '.'",
-                    token.key
-                ),
-            );
-        }
+        secret_key_selector(&mut v, "spec.secrets.token", token);
     }
     max_items(&mut v, "spec.secrets.env", spec.secrets.env.len(), 16);
     for (i, secret) in spec.secrets.env.iter().enumerate() {
@@ -433,6 +434,29 @@ fn uri(v: &mut ValidationErrors, path: &str, s: &str) {
 }
 
 /// A DNS subdomain: dot-separated DNS labels, at most 253 characters.
+/// Letters, digits, '-', '_' and '.', at least one.
+fn plain_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+fn secret_key_selector(v: &mut ValidationErrors, path: &str, selector: &SecretKeySelector) {
+    secret_name(v, &format!("{path}.name"), &selector.name);
+    let key_path = format!("{path}.key");
+    max_length(v, &key_path, &selector.key, 253);
+    if !plain_name(&selector.key) {
+        v.add(
+            &key_path,
+            format!(
+                "{:?} is not a Secret key: use letters, digits, '-', '_' and '.'",
+                selector.key
+            ),
+        );
+    }
+}
+
 fn secret_name(v: &mut ValidationErrors, path: &str, name: &str) {
     max_length(v, path, name, 253);
     if !name.split('.').all(is_dns_label) {

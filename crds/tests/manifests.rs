@@ -209,6 +209,8 @@ fn bad_manifests_name_the_field() {
              spec.worker.resources.limits[nvidia.com/gpu]: \"lots\" is not a quantity such as 500m, 2 or 4Gi; \
              spec.checkpointing.storage: \"/var/lib/sluice\" is not a URI such as s3://bucket/path or file:///var/lib/sluice; \
              spec.checkpointing.retention: 0 is below the minimum of 1; \
+             spec.checkpointing.encryption.keyId: \"key 1\" is not a key id: use letters, digits, '-', '_' and '.'; \
+             spec.checkpointing.encryption.secret.name: \"Snapshot-Keys\" is not a Secret name: use lowercase letters, digits, '-' and '.'; \
              spec.initialSavepoint: \"sp-000042\" is not a URI such as s3://bucket/path or file:///var/lib/sluice",
         ),
         (

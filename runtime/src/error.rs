@@ -246,6 +246,9 @@ pub enum SnapshotError {
     Corrupt { path: String, message: String },
     #[error("no complete checkpoint in {uri}")]
     NoCheckpoint { uri: String },
+    /// The snapshot key is missing, malformed, or not the one a file was written with.
+    #[error("snapshot key '{id}': {message}")]
+    Key { id: String, message: String },
     /// A local file of a snapshot part (a pinned RocksDB checkpoint) could not be read.
     #[error("{}: {source}", path.display())]
     Local {

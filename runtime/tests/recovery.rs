@@ -76,6 +76,96 @@ fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
     );
 }
 
+/// Two AES-256 keys (base64 of 32 bytes).
+const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_B: &str = "HwAeAB0AHAAbABoAGQAYABcAFgAVABQAEwASABEAEAA=";
+
+fn snapshot_key(id: &str, key: &str) -> Vec<(String, String)> {
+    vec![
+        ("SLUICE_SNAPSHOT_KEY_ID".to_string(), id.to_string()),
+        ("SLUICE_SNAPSHOT_KEY".to_string(), key.to_string()),
+    ]
+}
+
+/// A job whose manifest names snapshot key `a` stops with a savepoint whose every state file
+/// is encrypted with it. Read without a key, or with another key under the same name, the
+/// savepoint fails naming the key and the file; a manifest naming a key the process lacks
+/// fails at the start; with its key the job resumes exactly once.
+#[test]
+fn an_encrypted_savepoint_restores_only_with_its_key() {
+    let job = "fraud-small-then-large";
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(job, KILL_EVENTS, dir.path());
+    let out = dir.path().join("out");
+    let plain = write_manifest(dir.path(), job, KILL_EVENTS, &out);
+    let encrypted = dir.path().join("encrypted.yaml");
+    let text = std::fs::read_to_string(&plain).unwrap()
+        + "  checkpointing:\n    encryption:\n      keyId: a\n      \
+           secret: {name: snapshot-key, key: key}\n";
+    std::fs::write(&encrypted, text).unwrap();
+    let savepoints = dir.path().join("savepoints");
+    let location = stop_with_sigterm(
+        &encrypted,
+        &savepoints.to_string_lossy(),
+        dir.path(),
+        &snapshot_key("a", KEY_A),
+    );
+    let sp_dir = location.trim_start_matches("file://");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(sp_dir).join("_manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(!files.is_empty());
+    for file in files {
+        assert_eq!(file["key"], "a", "{file}");
+    }
+
+    let attempt = |manifest: &Path, env: &[(String, String)]| {
+        let out = sluice()
+            .arg("run")
+            .arg(manifest)
+            .args(["--restore", &location])
+            .arg("--state-dir")
+            .arg(dir.path().join("state-failed"))
+            .args(["--progress-interval", "0"])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        run::printed(&out)
+    };
+    let err = attempt(&plain, &[]);
+    assert!(
+        err.contains("snapshot key 'a'")
+            && err.contains("is encrypted with it")
+            && err.contains(sp_dir),
+        "{err}"
+    );
+    let err = attempt(&plain, &snapshot_key("a", KEY_B));
+    assert!(
+        err.contains("snapshot key 'a'") && err.contains("does not decrypt"),
+        "{err}"
+    );
+    let err = attempt(&encrypted, &[]);
+    assert!(
+        err.contains("snapshot key 'a': the job names this key but SLUICE_SNAPSHOT_KEY_ID"),
+        "{err}"
+    );
+
+    resume(
+        &encrypted,
+        &location,
+        3,
+        dir.path(),
+        &snapshot_key("a", KEY_A),
+    );
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "an encrypted savepoint resumed at 3",
+    );
+}
+
 /// The key-group assignment recorded for the stateful operator `uid`.
 fn assignment_of(content: &SnapshotContent, uid: &str) -> KeyGroupAssignment {
     let op = content.operators.iter().find(|o| o.uid == uid).unwrap();

@@ -1,7 +1,8 @@
 //! Object storage on the cluster: a StreamJob keeps its checkpoints and savepoints in S3 (a
 //! server on the node), writes its results there as Parquet parts partitioned by event-time
-//! hour, and is upgraded with a savepoint while it runs. The committed parts hold exactly
-//! the records of an uninterrupted embedded run; none is left hidden or partial.
+//! hour, and is upgraded with a savepoint while it runs. Its snapshots are encrypted with a
+//! key from the same Secret. The committed parts hold exactly the records of an
+//! uninterrupted embedded run; none is left hidden or partial.
 //!
 //! A module of the operator tests (see kafka.rs for why).
 
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::Api;
 use serde_json::{json, Value};
-use sluice_crds::{Phase, SecretReference, StreamJob};
+use sluice_crds::{Phase, SecretKeySelector, SecretReference, SnapshotEncryption, StreamJob};
 use sluice_e2e::jobs::{patch, reference, settled, stream_job};
 use sluice_e2e::s3::{NodeS3, BUCKET};
 use sluice_e2e::{e2e_test, wait_for, E2eError};
@@ -20,6 +21,9 @@ use std::time::Duration;
 /// q0 passes every bid through, so a lost or repeated record shows.
 const EVENTS: u64 = 200_000;
 const SECRET: &str = "sluice-object-storage";
+/// The Secret's key holding the snapshot key, and the key (base64 of 32 bytes).
+const SNAPSHOT_KEY: &str = "snapshot-key";
+const SNAPSHOT_KEY_VALUE: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The job's config: bids spread over two hours of event time, throttled to `rate` records
 /// a second per sink subtask so that the job runs through the test's steps.
@@ -56,9 +60,11 @@ e2e_test!(
     a_job_writing_parquet_to_object_storage_is_upgraded_on_the_cluster_and_commits_exactly_once,
     |ns| {
         let s3 = NodeS3::start(&ns.name).await?;
+        let mut data = s3.pod_env();
+        data.insert(SNAPSHOT_KEY.into(), SNAPSHOT_KEY_VALUE.into());
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": SECRET},
-            "stringData": s3.pod_env(),
+            "stringData": data,
         }))
         .map_err(|e| E2eError::Config(e.to_string()))?;
         ns.api::<Secret>()
@@ -74,6 +80,13 @@ e2e_test!(
         sj.spec.secrets.env = vec![SecretReference {
             name: SECRET.into(),
         }];
+        sj.spec.checkpointing.encryption = Some(SnapshotEncryption {
+            key_id: "e2e-1".into(),
+            secret: SecretKeySelector {
+                name: SECRET.into(),
+                key: SNAPSHOT_KEY.into(),
+            },
+        });
         api.create(&PostParams::default(), &sj).await?;
         settled(&api, "q0-s3", Phase::Running).await?;
         wait_for(
@@ -95,6 +108,22 @@ e2e_test!(
             "the upgrade's savepoint is in S3: {savepoint:?}"
         );
         let mid_way = committed(&s3).await?.len();
+        // Every state file of the savepoint was encrypted with the key the manifest names.
+        let savepoint = savepoint.unwrap_or_default();
+        let manifest_key = format!(
+            "{}/_manifest.json",
+            savepoint.trim_start_matches(&format!("s3://{BUCKET}/"))
+        );
+        let objects = s3.objects(&manifest_key).await?;
+        let manifest: Value = objects
+            .get(&manifest_key)
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .ok_or_else(|| E2eError::Config(format!("no manifest at {manifest_key}")))?;
+        let files = manifest["files"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !files.is_empty() && files.iter().all(|f| f["key"] == "e2e-1"),
+            "savepoint files not encrypted with key e2e-1: {files:?}"
+        );
 
         let expected = reference(
             "nexmark-q0",

@@ -101,6 +101,7 @@ fn tool_job(job: &JobRef, spec: &StreamJobSpec, tool: ToolJob) -> Result<BatchJo
         name: pods::CONTAINER.into(),
         image: Some(image(spec)?.into()),
         args: Some(tool.args),
+        env: Some(pods::snapshot_key(spec)),
         env_from: Some(pods::env_from(spec)),
         volume_mounts: Some(tool.mounts),
         ..Container::default()

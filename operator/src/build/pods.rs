@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
-use sluice_crds::{SpecRevision, StreamJobSpec};
+use sluice_crds::{SnapshotEncryption, SpecRevision, StreamJobSpec};
 use std::collections::BTreeMap;
 
 /// The name of the container running `sluice`, which overrides merge into by name.
@@ -64,7 +64,7 @@ pub(super) fn coordinator(job: &JobRef, revision: &SpecRevision) -> Result<PodTe
         name: CONTAINER.into(),
         image: Some(image(spec)?.into()),
         args: Some(coordinator_args(job, revision).to_args()),
-        env: Some(vec![token, pod_name()]),
+        env: Some([vec![token, pod_name()], snapshot_key(spec)].concat()),
         env_from: Some(env_from(spec)),
         ports: Some(vec![
             container_port("workers", COORDINATOR_PORT),
@@ -118,7 +118,7 @@ pub(super) fn worker(job: &JobRef, revision: &SpecRevision) -> Result<PodTemplat
         name: CONTAINER.into(),
         image: Some(image(spec)?.into()),
         args: Some(worker_args(job, spec).to_args()),
-        env: Some(vec![pod_name()]),
+        env: Some([vec![pod_name()], snapshot_key(spec)].concat()),
         env_from: Some(env_from(spec)),
         ports: Some(vec![container_port("data", DATA_PORT)]),
         volume_mounts: Some(vec![state_mount()]),
@@ -181,6 +181,33 @@ fn state_volume() -> Volume {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }
+}
+
+/// The snapshot key's id and the key from its Secret, for every process that reads or
+/// writes snapshots.
+pub(super) fn snapshot_key(spec: &StreamJobSpec) -> Vec<EnvVar> {
+    let Some(encryption) = &spec.checkpointing.encryption else {
+        return Vec::new();
+    };
+    vec![
+        EnvVar {
+            name: SnapshotEncryption::KEY_ID_ENV.into(),
+            value: Some(encryption.key_id.clone()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: SnapshotEncryption::KEY_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: encryption.secret.name.clone(),
+                    key: encryption.secret.key.clone(),
+                    ..SecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+    ]
 }
 
 /// The job's secrets as environment variables.

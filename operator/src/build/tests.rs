@@ -303,3 +303,41 @@ fn pods_get_the_priority_class_of_the_jobs_priority_unless_their_template_names_
         Some("sluice-high".into())
     );
 }
+
+#[test]
+fn every_pod_that_touches_snapshots_gets_the_snapshot_key_from_its_secret() {
+    let yaml = BASE.replace(
+        "interval: 2s}\n",
+        "interval: 2s, encryption: {keyId: k1, secret: {name: snap, key: aes}}}\n",
+    );
+    let r = revision(&yaml);
+    let c = children(&job(), &r).unwrap();
+    let doomed = ["file:///data/sp/a/sp-0000000001".to_string()];
+    let cleanup = savepoint_cleanup(&job(), &r.spec, &doomed).unwrap();
+    let pods = [
+        ("coordinator", c.coordinator.spec.unwrap().template.spec),
+        ("worker", c.workers.spec.unwrap().template.spec),
+        ("cleanup", cleanup.spec.unwrap().template.spec),
+    ];
+    for (role, pod) in pods {
+        let env = pod.unwrap().containers[0].env.clone().unwrap_or_default();
+        let id = env.iter().find(|e| e.name == "SLUICE_SNAPSHOT_KEY_ID");
+        assert_eq!(id.and_then(|e| e.value.as_deref()), Some("k1"), "{role}");
+        let key = env.iter().find(|e| e.name == "SLUICE_SNAPSHOT_KEY");
+        let from = key
+            .and_then(|e| e.value_from.clone())
+            .and_then(|v| v.secret_key_ref)
+            .unwrap_or_else(|| panic!("{role}: no key from a Secret in {env:?}"));
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("snap", "aes"),
+            "{role}"
+        );
+        assert!(
+            key.unwrap().value.is_none(),
+            "{role}: the key's value is in the pod spec"
+        );
+    }
+    let cm = c.manifest.data.unwrap()["job.yaml"].clone();
+    assert!(!cm.contains("SLUICE_SNAPSHOT_KEY\""), "{cm}");
+}

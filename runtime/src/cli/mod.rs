@@ -225,12 +225,15 @@ fn install_stop_handler() {
     }
 }
 
+/// The manifest at `path`; fails when it names a snapshot key the process does not have, so
+/// a job never writes unencrypted snapshots its manifest says are encrypted.
 fn read_manifest(path: &std::path::Path) -> Result<sluice_crds::StreamJobManifest, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(sluice_crds::parse_manifest(
-        &text,
-        &path.display().to_string(),
-    )?)
+    let manifest = sluice_crds::parse_manifest(&text, &path.display().to_string())?;
+    if let Some(encryption) = &manifest.spec.checkpointing.encryption {
+        crate::snapshot::require_key(&encryption.key_id)?;
+    }
+    Ok(manifest)
 }
 
 fn run_options(name: &str, args: &SnapshotArgs) -> Result<RunOptions, Error> {

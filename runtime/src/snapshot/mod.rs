@@ -13,11 +13,14 @@
 //! _latest                           the id of the latest complete checkpoint
 //! ```
 //!
+//! State files are encrypted when the process has a snapshot key ([`encryption`]).
+//!
 //! Savepoints have the same layout with `sp-` directories. The state format is canonical
 //! (per key group, independent of the parallelism that wrote it), so checkpoints and
 //! savepoints restore alike at any parallelism up to the max parallelism.
 
 mod content;
+mod encryption;
 mod storage;
 mod task;
 
@@ -28,6 +31,7 @@ pub use content::{
     BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
     SnapshotContent,
 };
+pub use encryption::{require_key, SnapshotKey, KEY_ID_VAR, KEY_VAR};
 pub use storage::{
     CheckpointStorage, FileEntry, Manifest, Restorable, SnapshotError, CHECKPOINTS,
     MANIFEST_VERSION, SAVEPOINTS, SHARED,

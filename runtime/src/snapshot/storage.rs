@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use super::encryption::{self, SnapshotKey};
 use crate::error::causes;
 pub use crate::error::SnapshotError;
 use crate::objects::{self, FILE, S3};
@@ -13,12 +14,15 @@ pub const MANIFEST_VERSION: u32 = 1;
 const MANIFEST: &str = "_manifest.json";
 const LATEST: &str = "_latest";
 
-/// A file of a checkpoint, as recorded in its manifest.
+/// A file of a checkpoint, as recorded in its manifest. Size and checksum are those of the
+/// stored bytes (encrypted, when `key` names the key they were encrypted with).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
     pub size: u64,
     pub crc32: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// What completes a checkpoint. `content` is the runtime's description of the snapshot
@@ -55,6 +59,8 @@ pub struct CheckpointStorage {
     /// Checkpoints whose objects this instance deleted. Some S3-compatible servers go on
     /// listing an emptied prefix for minutes; these ids are not listed again.
     deleted: Mutex<HashSet<u64>>,
+    /// State files written are encrypted with it; files read are decrypted with it.
+    key: Option<Arc<SnapshotKey>>,
 }
 
 /// Where files shared by checkpoints live, under the storage root.
@@ -129,6 +135,12 @@ impl CheckpointStorage {
         }
     }
 
+    /// This storage with `key` instead of the process's snapshot key.
+    pub fn with_key(mut self, key: Option<Arc<SnapshotKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
     pub fn uri(&self) -> &str {
         &self.uri
     }
@@ -165,6 +177,7 @@ impl CheckpointStorage {
             store,
             runtime,
             deleted: Mutex::default(),
+            key: encryption::process_key()?,
         })
     }
 
@@ -200,23 +213,27 @@ impl CheckpointStorage {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<FileEntry, SnapshotError> {
-        let entry = FileEntry {
-            name: name.to_string(),
-            size: bytes.len() as u64,
-            crc32: crc32fast::hash(&bytes),
-        };
-        self.put(&Path::from(format!("{}/{name}", self.dir(id))), bytes)?;
-        Ok(entry)
+        self.write(format!("{}/{name}", self.dir(id)), name, bytes)
     }
 
     /// Writes a file shared by checkpoints, at `name` from the storage root.
     pub fn write_shared(&self, name: &str, bytes: Vec<u8>) -> Result<FileEntry, SnapshotError> {
+        self.write(name.to_string(), name, bytes)
+    }
+
+    /// Writes `bytes` (encrypted, with a key) at `path`; `name` is its manifest name.
+    fn write(&self, path: String, name: &str, bytes: Vec<u8>) -> Result<FileEntry, SnapshotError> {
+        let bytes = match &self.key {
+            Some(key) => key.seal(name, bytes)?,
+            None => bytes,
+        };
         let entry = FileEntry {
             name: name.to_string(),
             size: bytes.len() as u64,
             crc32: crc32fast::hash(&bytes),
+            key: self.key.as_ref().map(|k| k.id().to_string()),
         };
-        self.put(&Path::from(name), bytes)?;
+        self.put(&Path::from(path), bytes)?;
         Ok(entry)
     }
 
@@ -253,7 +270,29 @@ impl CheckpointStorage {
                 entry.crc32
             )));
         }
-        Ok(bytes)
+        let Some(written_with) = &entry.key else {
+            return Ok(bytes);
+        };
+        match &self.key {
+            Some(key) if key.id() == written_with => key.open(&entry.name, bytes),
+            Some(key) => Err(SnapshotError::Key {
+                id: key.id().to_string(),
+                message: format!(
+                    "{}/{path} was encrypted with key '{written_with}'",
+                    self.uri
+                ),
+            }),
+            None => Err(SnapshotError::Key {
+                id: written_with.clone(),
+                message: format!(
+                    "{}/{path} is encrypted with it, and this process has no snapshot key \
+                     ({} and {})",
+                    self.uri,
+                    encryption::KEY_ID_VAR,
+                    encryption::KEY_VAR
+                ),
+            }),
+        }
     }
 
     /// Completes a checkpoint: its manifest, then the pointer to it.
@@ -600,6 +639,43 @@ mod tests {
         s.retain(2, &HashSet::new()).unwrap();
         assert_eq!(s.checkpoint_ids().unwrap(), vec![6, 5, 4]);
         assert_eq!(s.latest_restorable().unwrap().manifest.checkpoint, 5);
+    }
+
+    #[test]
+    fn encrypted_checkpoints_read_only_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key =
+            |id: &str, text: &str| Some(Arc::new(SnapshotKey::from_base64(id, text).unwrap()));
+        let a = key("a", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        let plain = storage(&dir);
+        checkpoint(&plain, 1);
+        let sealed = storage(&dir).with_key(a.clone());
+        checkpoint(&sealed, 2);
+        let manifest = sealed.verify(2).unwrap();
+        assert!(manifest.files.iter().all(|f| f.key.as_deref() == Some("a")));
+        // Plain checkpoints stay readable once encryption is on.
+        let old = sealed.manifest(1).unwrap();
+        assert_eq!(
+            sealed.read_file(1, &old.files[0]).unwrap(),
+            plain.read_file(1, &old.files[0]).unwrap()
+        );
+        let entry = &manifest.files[0];
+        let stored =
+            std::fs::read(dir.path().join(format!("chk-{:010}/{}", 2, entry.name))).unwrap();
+        let read = sealed.read_file(2, entry).unwrap();
+        assert_ne!(stored, read, "the file is stored as written");
+        let err = plain.read_file(2, entry).unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot key 'a'") && err.contains("no snapshot key"),
+            "{err}"
+        );
+        let b = storage(&dir).with_key(key("b", "HwAeAB0AHAAbABoAGQAYABcAFgAVABQAEwASABEAEAA="));
+        let err = b.read_file(2, entry).unwrap_err().to_string();
+        assert!(err.contains("encrypted with key 'a'"), "{err}");
+        let wrong_a =
+            storage(&dir).with_key(key("a", "HwAeAB0AHAAbABoAGQAYABcAFgAVABQAEwASABEAEAA="));
+        let err = wrong_a.read_file(2, entry).unwrap_err().to_string();
+        assert!(err.contains("does not decrypt"), "{err}");
     }
 
     #[test]
