@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 mod kafka;
 #[path = "operator/object_storage.rs"]
 mod object_storage;
+#[path = "operator/rbac.rs"]
+mod rbac;
 
 e2e_test!(
     a_stream_job_runs_upgrades_rescales_suspends_and_resumes_exactly_once,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 pub mod quota;
 pub mod ratelimit;
+pub mod rbac;
 pub mod reconcile;
 
 pub use error::Error;

@@ -63,34 +63,48 @@ the ClusterRole (whole cluster) and the per-namespace Roles (watchNamespaces set
 modes grant exactly the same verbs.
 */}}
 {{- define "sluice.watchRules" -}}
-# The operator's own resources: it never creates or deletes them, only reconciles them.
+# Exactly what the operator's calls use (operator/src/rbac.rs, checked against the API server
+# by an end-to-end test). Server-side apply needs create as well as patch.
+# StreamJobs are reconciled: watched, a finalizer added, the status patched; quotas are read
+# when a job asks to run. Neither is ever created or deleted by the operator.
 - apiGroups: ["sluice.dev"]
-  resources: ["streamjobs", "streamquotas"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  resources: ["streamjobs"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["sluice.dev"]
   resources: ["streamjobs/status", "streamquotas/status"]
-  verbs: ["get", "patch", "update"]
-# The finalizer keeps a deleted StreamJob until its delete policy (such as a final savepoint) has run.
+  verbs: ["patch"]
+# Children's owner references block the owner's deletion: that needs its finalizers.
 - apiGroups: ["sluice.dev"]
   resources: ["streamjobs/finalizers"]
   verbs: ["update"]
 - apiGroups: ["sluice.dev"]
-  resources: ["streamjobs/scale"]
-  verbs: ["get"]
+  resources: ["streamquotas"]
+  verbs: ["list"]
 # What the operator creates for a StreamJob, owned by it so deletion cascades.
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["services"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "patch", "delete"]
+# The control token Secret: the one a job names is read, the generated one created. Never
+# listed or watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Pods are observed for health and deleted to restart a failed job; never created directly.
+  verbs: ["create", "patch"]
+# Pods are read for health and a failed tool's last log lines; never created or deleted.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

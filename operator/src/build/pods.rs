@@ -252,6 +252,8 @@ pub(super) fn template(
             volumes: Some(volumes),
             // A coordinator cancelling, a worker closing its connections: seconds.
             termination_grace_period_seconds: Some(30),
+            // Nothing in a job's pods calls the Kubernetes API: no credentials to steal.
+            automount_service_account_token: Some(false),
             ..PodSpec::default()
         }),
     };

@@ -305,7 +305,7 @@ fn pods_get_the_priority_class_of_the_jobs_priority_unless_their_template_names_
 }
 
 #[test]
-fn every_pod_that_touches_snapshots_gets_the_snapshot_key_from_its_secret() {
+fn every_pod_gets_the_snapshot_key_from_its_secret_and_no_api_token() {
     let yaml = BASE.replace(
         "interval: 2s}\n",
         "interval: 2s, encryption: {keyId: k1, secret: {name: snap, key: aes}}}\n",
@@ -320,7 +320,9 @@ fn every_pod_that_touches_snapshots_gets_the_snapshot_key_from_its_secret() {
         ("cleanup", cleanup.spec.unwrap().template.spec),
     ];
     for (role, pod) in pods {
-        let env = pod.unwrap().containers[0].env.clone().unwrap_or_default();
+        let pod = pod.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false), "{role}");
+        let env = pod.containers[0].env.clone().unwrap_or_default();
         let id = env.iter().find(|e| e.name == "SLUICE_SNAPSHOT_KEY_ID");
         assert_eq!(id.and_then(|e| e.value.as_deref()), Some("k1"), "{role}");
         let key = env.iter().find(|e| e.name == "SLUICE_SNAPSHOT_KEY");
