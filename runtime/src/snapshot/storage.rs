@@ -21,7 +21,9 @@ pub struct FileEntry {
     pub name: String,
     pub size: u64,
     pub crc32: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always written (no `skip_serializing_if`): entries also travel between coordinator
+    /// and workers as bincode, which cannot skip fields. `default` reads older manifests.
+    #[serde(default)]
     pub key: Option<String>,
 }
 
@@ -639,6 +641,20 @@ mod tests {
         s.retain(2, &HashSet::new()).unwrap();
         assert_eq!(s.checkpoint_ids().unwrap(), vec![6, 5, 4]);
         assert_eq!(s.latest_restorable().unwrap().manifest.checkpoint, 5);
+    }
+
+    #[test]
+    fn file_entries_cross_the_cluster_protocol_with_and_without_a_key() {
+        for key in [None, Some("a".to_string())] {
+            let entry = FileEntry {
+                name: "op-a-0.state".into(),
+                size: 7,
+                crc32: 9,
+                key,
+            };
+            let bytes = bincode::serialize(&entry).unwrap();
+            assert_eq!(bincode::deserialize::<FileEntry>(&bytes).unwrap(), entry);
+        }
     }
 
     #[test]
