@@ -127,17 +127,18 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines
 }
 
-/// Topics `events` (holding the events) and `q5` with `replication`, and a manifest of q5
-/// reading the one and writing the other. Returns the reference output and the manifest.
+/// Topics `events` (holding `events` events) and `q5` with `replication`, and a manifest of
+/// q5 reading the one and writing the other. Returns the reference output and the manifest.
 fn q5_from_kafka_to_kafka(
     kafka: &KafkaCluster,
     dir: &Path,
     replication: i32,
+    events: u64,
 ) -> (Vec<String>, PathBuf) {
     kafka.create_topic("events", PARTITIONS, replication);
     kafka.create_topic("q5", 3, replication);
-    produce(kafka, "events", 0, EVENTS);
-    let expected = reference("nexmark-q5", EVENTS, dir);
+    produce(kafka, "events", 0, events);
+    let expected = reference("nexmark-q5", events, dir);
     let config = kafka_config(kafka, Some("events"), "q5");
     (expected, manifest(dir, "nexmark-q5", 2, &config))
 }
@@ -150,7 +151,9 @@ fn kafka_to_q5_killed_repeatedly_with_a_broker_restart_commits_exactly_once() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 1);
+    // The broker's restart keeps one round long: enough events that the job still runs
+    // when each later round's kill comes.
+    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 1, 3 * EVENTS);
     let restored = kill_repeatedly(&manifest, dir.path(), 4, 5, |round| {
         if round == 1 {
             // The broker goes away under the running job and comes back; the job must get
@@ -601,7 +604,7 @@ fn three_brokers_with_one_restarted_under_a_killed_job_commit_exactly_once() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 3);
+    let (expected, manifest) = q5_from_kafka_to_kafka(&kafka, dir.path(), 3, EVENTS);
     // A node stops and comes back while the job runs (and is killed meanwhile).
     std::thread::scope(|scope| {
         let mut restart = None;
