@@ -108,22 +108,9 @@ e2e_test!(
             "the upgrade's savepoint is in S3: {savepoint:?}"
         );
         let mid_way = committed(&s3).await?.len();
-        // The job runs, so its coordinator has the key its manifest names (it refuses to start
-        // without). q0 keeps no state: its savepoint lists source positions and sink parts
-        // but no state file; any it lists was encrypted with the key.
-        let savepoint = savepoint.unwrap_or_default();
-        let savepoint_prefix = savepoint.trim_start_matches(&format!("s3://{BUCKET}/"));
-        let objects = s3.objects(savepoint_prefix).await?;
-        let manifest: Value = objects
-            .iter()
-            .find(|(key, _)| key.ends_with("/_manifest.json"))
-            .and_then(|(_, bytes)| serde_json::from_slice(bytes).ok())
-            .ok_or_else(|| E2eError::Config(format!("no manifest under {savepoint_prefix}")))?;
-        let files = manifest["files"].as_array().cloned().unwrap_or_default();
-        assert!(
-            files.iter().all(|f| f["key"] == "e2e-1"),
-            "savepoint files not encrypted with key e2e-1: {files:?}"
-        );
+        // Running at all shows the key reached the pods: a coordinator whose manifest names a
+        // key it lacks refuses to start. (q0 keeps no state, so its snapshots hold no state file
+        // to check; encryption itself is tested with state in runtime/tests/recovery.rs.)
 
         let expected = reference(
             "nexmark-q0",
