@@ -193,9 +193,8 @@ fn fraud_to_s3_killed_repeatedly(format: &str, seed: u64) {
 
     let bucket = server.bucket(BUCKET);
     let env = server.env();
-    let store = bucket.store();
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_for_partial_objects(store.clone(), &root, stop.clone());
+    let watcher = watch_for_partial_objects(bucket.store(), &root, stop.clone());
     let checkpoints = CheckpointDir {
         arg: format!("s3://{BUCKET}/checkpoints-{format}"),
         env: env.clone(),
@@ -211,7 +210,7 @@ fn fraud_to_s3_killed_repeatedly(format: &str, seed: u64) {
     let read = watcher.join().expect("a listed object was partial");
     assert!(read > 0, "the reader saw no object while the job ran");
 
-    let parts = committed_records::<FraudAlert>(store.as_ref(), &root);
+    let parts = committed_records::<FraudAlert>(bucket.store().as_ref(), &root);
     assert!(
         parts.len() > 2,
         "expected parts rolled by size, got {}",

@@ -207,7 +207,7 @@ impl S3Server {
 
     /// A client for looking into `bucket` from the test.
     pub fn bucket(&self, bucket: &str) -> Bucket {
-        let store = AmazonS3Builder::new()
+        let builder = AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
             .with_access_key_id(ACCESS_KEY)
@@ -217,14 +217,13 @@ impl S3Server {
             .with_retry(RetryConfig {
                 max_retries: 0,
                 ..RetryConfig::default()
-            })
-            .build()
-            .unwrap();
+            });
+        let store = builder.clone().build().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        Bucket { store, rt }
+        Bucket { builder, store, rt }
     }
 
     fn log_tail(&self) -> String {
@@ -259,14 +258,19 @@ pub fn closed_port() -> u16 {
 
 /// Reads and lists one bucket.
 pub struct Bucket {
+    builder: AmazonS3Builder,
     store: AmazonS3,
     rt: tokio::runtime::Runtime,
 }
 
 impl Bucket {
-    /// The bucket as an object store, for what `Bucket` does not read itself.
+    /// The bucket as an object store with a client of its own, for what `Bucket` does not
+    /// read itself. Its own, because a pooled connection is served by a task of the runtime
+    /// that opened it: a client shared with another runtime (this `Bucket`'s, or one that
+    /// has ended) can pick a connection nothing serves, and its request hangs until it
+    /// times out. So use each store from one runtime only.
     pub fn store(&self) -> std::sync::Arc<dyn ObjectStore> {
-        std::sync::Arc::new(self.store.clone())
+        std::sync::Arc::new(self.builder.clone().build().unwrap())
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
