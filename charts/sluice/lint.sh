@@ -71,6 +71,17 @@ grep -q -- '"--watch-namespaces=a,b"' <<<"$namespaced" && pass "namespaced mode:
   fail "namespaced mode: --watch-namespaces=a,b missing"
 expect "ServiceMonitor when enabled" "$(count "$namespaced" ServiceMonitor)" 1
 
+# NetworkPolicies: on by default, the control API open to the namespaces given.
+grep -q -- '"--network-policies=true"' <<<"$cluster" && pass "network policies on by default" ||
+  fail "network policies on by default: --network-policies=true missing"
+policies=$(render --set networkPolicies.enabled=false --set 'networkPolicies.controlApiNamespaces={monitoring}') ||
+  { fail "render: network policies off"; policies=""; }
+grep -q -- '"--network-policies=false"' <<<"$policies" && pass "networkPolicies.enabled=false" ||
+  fail "networkPolicies.enabled=false: --network-policies=false missing"
+grep -q -- '"--control-api-namespaces=monitoring"' <<<"$policies" &&
+  pass "networkPolicies.controlApiNamespaces" ||
+  fail "networkPolicies.controlApiNamespaces: --control-api-namespaces=monitoring missing"
+
 # The schema must reject bad values, and say which one.
 reject() { # description, pattern the error must contain, helm arguments...
   local what=$1 pattern=$2; shift 2
@@ -88,6 +99,8 @@ reject "replicaCount=-1" replicaCount --set replicaCount=-1
 reject "logFormat=xml" logFormat --set logFormat=xml
 reject "an unknown top-level value" replicas --set replicas=3
 reject "two replicas without leader election" replicaCount --set leaderElection.enabled=false
+reject "a control API namespace that is no name" controlApiNamespaces \
+  --set 'networkPolicies.controlApiNamespaces={Not_A_Name}'
 
 if ((failures)); then
   echo "$failures check(s) failed" >&2

@@ -24,6 +24,8 @@ mod kafka;
 mod object_storage;
 #[path = "operator/rbac.rs"]
 mod rbac;
+#[path = "operator/secrets.rs"]
+mod secrets;
 
 e2e_test!(
     a_stream_job_runs_upgrades_rescales_suspends_and_resumes_exactly_once,

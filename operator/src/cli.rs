@@ -1,5 +1,6 @@
 //! Flags, leader election and the controller loop.
 
+use crate::build::NetworkAccess;
 use crate::control::ControlClient;
 use crate::error::Error;
 use crate::leader::{LeaderElection, RENEW_EVERY};
@@ -38,7 +39,8 @@ struct Args {
     leader_election: bool,
     #[arg(long, default_value = "sluice-operator")]
     lease_name: String,
-    /// The Lease's namespace [default: the pod's, from POD_NAMESPACE].
+    /// The Lease's namespace, and the operator's, whose pods may call jobs' control APIs
+    /// [default: the pod's, from POD_NAMESPACE].
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// This replica's name in the Lease and in events [default: POD_NAME].
@@ -55,6 +57,13 @@ struct Args {
     /// `priority=PriorityClass` pairs, comma-separated; pods of other priorities get none.
     #[arg(long, value_delimiter = ',', value_parser = priority_class_pair)]
     pod_priority_classes: Vec<(String, String)>,
+    /// Give every job NetworkPolicies that let into its pods only what each serves.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
+    /// Namespaces, besides the operator's own, whose pods may call a job's control API (and
+    /// so scrape its metrics), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    control_api_namespaces: Vec<String>,
 }
 
 fn priority_class_pair(pair: &str) -> Result<(String, String), String> {
@@ -141,6 +150,14 @@ pub async fn run() -> anyhow::Result<()> {
         )),
         admission: tokio::sync::Mutex::new(()),
         pod_priority_classes: args.pod_priority_classes.iter().cloned().collect(),
+        network: args.network_policies.then(|| NetworkAccess {
+            control_namespaces: std::iter::once(args.lease_namespace.clone())
+                .chain(args.control_api_namespaces.iter().cloned())
+                .filter(|n| !n.is_empty())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        }),
     });
     let namespaces: Vec<Option<String>> = {
         let named: Vec<_> = args

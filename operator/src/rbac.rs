@@ -77,6 +77,11 @@ pub const NAMESPACED: &[Access] = &[
         resources: &["poddisruptionbudgets"],
         verbs: &["create", "patch"],
     },
+    Access {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["create", "patch"],
+    },
     // Pods are read for health and a failed tool's last log lines; never created or deleted.
     Access {
         group: "",

@@ -40,6 +40,8 @@ pub struct Context {
     pub admission: tokio::sync::Mutex<()>,
     /// The Kubernetes PriorityClass of each job priority (`spec.priority`) the chart created.
     pub pod_priority_classes: std::collections::BTreeMap<String, String>,
+    /// Who may connect to a job's pods; no NetworkPolicies when `None`.
+    pub network: Option<build::NetworkAccess>,
 }
 
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -524,16 +526,23 @@ async fn apply(
                 .priority
                 .as_ref()
                 .and_then(|p| ctx.pod_priority_classes.get(p));
-            let c = match build::children(job, &revision) {
-                Ok(c) => match class {
-                    Some(class) => c.with_priority_class(class),
-                    None => c,
-                },
+            let mut c = match build::children(job, &revision) {
+                Ok(c) => c,
                 Err(e) => {
                     warn(ctx, sj, "InvalidSpec", e.to_string()).await;
                     return Err(e);
                 }
             };
+            if let Some(class) = class {
+                c = c.with_priority_class(class);
+            }
+            if let Some(access) = &ctx.network {
+                c = c.with_network_policies(job, access);
+            }
+            // Policies first: no pod of the job is up before they are.
+            for policy in &c.network_policies {
+                server_side_apply(client, ns, policy).await?;
+            }
             server_side_apply(client, ns, &c.manifest).await?;
             server_side_apply(client, ns, &c.coordinator_service).await?;
             server_side_apply(client, ns, &c.worker_service).await?;

@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 use sluice_crds::{parse_manifest, SpecRevision};
-use sluice_operator::build::{children, preflight, savepoint_cleanup, token_secret, JobRef};
+use sluice_operator::build::{
+    children, preflight, savepoint_cleanup, token_secret, JobRef, NetworkAccess,
+};
 use std::path::Path;
 
 /// Every part of a spec the children depend on: storage, secrets, resources and pod
@@ -54,7 +56,12 @@ fn a_revision_becomes_the_same_children_as_before() {
     let mut revision = SpecRevision::new(manifest.spec, Some(3));
     revision.run = Some("run-7".into());
     revision.restore_from = Some("file:///data/ck/savepoints/streams/q5/sp-0000000004".into());
-    let built = children(&job, &revision).unwrap();
+    let built = children(&job, &revision).unwrap().with_network_policies(
+        &job,
+        &NetworkAccess {
+            control_namespaces: vec!["sluice-system".into(), "monitoring".into()],
+        },
+    );
     let (check_manifest, check) = preflight(
         &job,
         &revision,
@@ -74,6 +81,7 @@ fn a_revision_becomes_the_same_children_as_before() {
         yaml(&built.workers),
         yaml(&built.worker_service),
         yaml(&built.disruption_budget),
+        yaml(&built.network_policies),
         yaml(&check_manifest),
         yaml(&check),
         yaml(&cleanup),

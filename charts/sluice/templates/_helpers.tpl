@@ -101,6 +101,9 @@ modes grant exactly the same verbs.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch"]
 # Pods are read for health and a failed tool's last log lines; never created or deleted.
 - apiGroups: [""]
   resources: ["pods"]

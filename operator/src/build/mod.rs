@@ -4,7 +4,8 @@
 //! One job is a coordinator Deployment (one pod: it must never run twice) and Service, a
 //! worker StatefulSet (stable names for the coordinator's status) and headless Service, a
 //! ConfigMap with the manifest the coordinator runs, a PodDisruptionBudget, and the Secret
-//! with the control API's token (created once, never rewritten).
+//! with the control API's token (created once, never rewritten); and, unless the operator is
+//! told otherwise, NetworkPolicies that let in only what each pod serves (`network`).
 //!
 //! The objects are k8s-openapi's typed structs, so that a misspelt field does not compile;
 //! only the user's pod template overrides are merged as JSON (`pods`). The containers'
@@ -12,12 +13,14 @@
 
 mod args;
 mod jobs;
+mod network;
 mod pods;
 #[cfg(test)]
 mod tests;
 
 pub use args::{coordinator_args, worker_args};
 pub use jobs::{preflight, savepoint_cleanup, CLEANUP_SAVEPOINTS};
+pub use network::NetworkAccess;
 pub use pods::merge;
 
 use crate::error::Error;
@@ -25,6 +28,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
@@ -91,6 +95,24 @@ impl JobRef {
     pub fn worker_selector(&self) -> String {
         format!("sluice.dev/job={},sluice.dev/role=worker", self.name)
     }
+    /// Every pod of the job, the pre-flight and cleanup Jobs' too.
+    fn pods_selector(&self) -> LabelSelector {
+        match_labels(BTreeMap::from([(
+            "sluice.dev/job".to_string(),
+            self.name.clone(),
+        )]))
+    }
+    /// The job's pods of the given roles.
+    fn role_selector(&self, roles: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "sluice.dev/role".into(),
+                operator: "In".into(),
+                values: Some(roles.iter().map(|r| r.to_string()).collect()),
+            }]),
+            ..self.pods_selector()
+        }
+    }
     fn owner(&self) -> OwnerReference {
         OwnerReference {
             api_version: sluice_crds::API_VERSION.into(),
@@ -153,6 +175,8 @@ pub struct Children {
     pub workers: StatefulSet,
     pub worker_service: Service,
     pub disruption_budget: PodDisruptionBudget,
+    /// Empty unless [`Children::with_network_policies`] asks for them.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 impl Children {
@@ -172,6 +196,12 @@ impl Children {
             pod.priority_class_name
                 .get_or_insert_with(|| class.to_string());
         }
+        self
+    }
+
+    /// Lets into the job's pods only the connections each role serves (`network`).
+    pub fn with_network_policies(mut self, job: &JobRef, access: &NetworkAccess) -> Self {
+        self.network_policies = network::network_policies(job, access);
         self
     }
 }
@@ -242,21 +272,12 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
             metadata: job.metadata(job.name.clone(), None),
             spec: Some(PodDisruptionBudgetSpec {
                 max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "sluice.dev/job".to_string(),
-                        job.name.clone(),
-                    )])),
-                    match_expressions: Some(vec![LabelSelectorRequirement {
-                        key: "sluice.dev/role".into(),
-                        operator: "In".into(),
-                        values: Some(vec!["coordinator".into(), "worker".into()]),
-                    }]),
-                }),
+                selector: Some(job.role_selector(&["coordinator", "worker"])),
                 ..PodDisruptionBudgetSpec::default()
             }),
             ..PodDisruptionBudget::default()
         },
+        network_policies: Vec::new(),
     })
 }
 
