@@ -31,8 +31,7 @@ pub struct NetworkAccess {
     pub control_namespaces: Vec<String>,
 }
 
-/// The job's NetworkPolicies: the isolating one first, so that its pods are never up with
-/// only part of the rules applied.
+/// The job's NetworkPolicies.
 pub fn network_policies(job: &JobRef, access: &NetworkAccess) -> Vec<NetworkPolicy> {
     let coordinator = job.role_selector(&["coordinator"]);
     let workers = job.role_selector(&["worker"]);
