@@ -43,7 +43,7 @@ impl NodeS3 {
         })?;
         let dir = std::env::temp_dir().join(format!("sluice-e2e-s3-{test}"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).map_err(config_error("the S3 data dir"))?;
+        std::fs::create_dir_all(&dir).map_err(config_error("the S3 data dir"))?;
         // Held together so that the ports differ; weed binds them right after.
         let listeners: Vec<TcpListener> = (0..8)
             .map(|_| TcpListener::bind("0.0.0.0:0"))
@@ -55,39 +55,16 @@ impl NodeS3 {
             .collect::<std::io::Result<_>>()
             .map_err(config_error("free ports"))?;
         drop(listeners);
-        let identities = serde_json::json!({
-            "identities": [{
-                "name": "sluice",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }]
-        });
-        std::fs::write(dir.join("s3.json"), identities.to_string())
-            .map_err(config_error("the S3 identities"))?;
         let log = std::fs::File::create(dir.join("weed.log")).map_err(config_error("weed.log"))?;
         let err_log = log.try_clone().map_err(config_error("weed.log"))?;
-        let at = |name: &str| dir.join(name).display().to_string();
-        let child = Command::new(&weed)
-            .arg("server")
-            // Servers talk to each other on loopback; the S3 port is reachable from pods.
-            .args(["-ip=127.0.0.1", "-ip.bind=0.0.0.0"])
-            .arg(format!("-dir={}", at("data")))
-            .arg(format!("-master.port={}", ports[0]))
-            .arg(format!("-master.port.grpc={}", ports[1]))
-            .arg(format!("-volume.port={}", ports[2]))
-            .arg(format!("-volume.port.grpc={}", ports[3]))
-            .arg("-filer")
-            .arg(format!("-filer.port={}", ports[4]))
-            .arg(format!("-filer.port.grpc={}", ports[5]))
-            .arg(format!("-filer.localSocket={}", at("filer.sock")))
-            .arg("-s3")
-            .arg(format!("-s3.port={}", ports[6]))
-            .arg(format!("-s3.port.grpc={}", ports[7]))
-            .arg(format!("-s3.localSocket={}", at("s3.sock")))
-            .arg(format!("-s3.config={}", at("s3.json")))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .args(["-master.telemetry=false", "-master.volumeSizeLimitMB=64"])
-            .args(["-volume.max=16", "-volume.preStopSeconds=0"])
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("s3/server.sh");
+        // Every address: pods reach the S3 port at the node's.
+        let child = Command::new("bash")
+            .arg(script)
+            .arg(&weed)
+            .arg(&dir)
+            .args(["0.0.0.0", ACCESS_KEY, SECRET_KEY])
+            .args(ports.iter().map(u16::to_string))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)

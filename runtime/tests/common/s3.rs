@@ -93,47 +93,14 @@ impl S3Server {
             .map(|l| l.local_addr().unwrap().port())
             .collect();
         drop(listeners);
-        std::fs::write(
-            dir.path().join("s3.json"),
-            serde_json::json!({
-                "identities": [{
-                    "name": "sluice",
-                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }]
-            })
-            .to_string(),
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let at = |name: &str| dir.path().join(name).display().to_string();
-        let mut cmd = Command::new(weed);
-        cmd.arg("server")
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(format!("-dir={}", at("data")))
-            .arg(format!("-master.port={}", ports[0]))
-            .arg(format!("-master.port.grpc={}", ports[1]))
-            .arg(format!("-volume.port={}", ports[2]))
-            .arg(format!("-volume.port.grpc={}", ports[3]))
-            .arg("-filer")
-            .arg(format!("-filer.port={}", ports[4]))
-            .arg(format!("-filer.port.grpc={}", ports[5]))
-            .arg(format!("-filer.localSocket={}", at("filer.sock")))
-            .arg("-s3")
-            .arg(format!("-s3.port={}", ports[6]))
-            .arg(format!("-s3.port.grpc={}", ports[7]))
-            .arg(format!("-s3.localSocket={}", at("s3.sock")))
-            .arg(format!("-s3.config={}", at("s3.json")))
-            // Nothing else listens, and nothing leaves the machine.
-            .args([
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-master.telemetry=false",
-            ])
-            // Small volumes: the tests store megabytes, not gigabytes.
-            .args(["-master.volumeSizeLimitMB=64", "-volume.max=16"])
-            .args(["-volume.preStopSeconds=0"])
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/s3/server.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(script)
+            .arg(weed)
+            .arg(dir.path())
+            .args(["127.0.0.1", ACCESS_KEY, SECRET_KEY])
+            .args(ports.iter().map(u16::to_string))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
