@@ -249,14 +249,19 @@ e2e_test!(
              current spec"
         );
         assert_eq!(degraded.message, expected_message);
+        // The event is published after the status is written: wait for it.
         let events: Api<Event> = ns.api();
-        let warnings: Vec<Event> = events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("UpgradeRefused"))
-            .collect();
+        let warnings: Vec<Event> = wait_for("the UpgradeRefused event", STEP_TIMEOUT, || async {
+            let warnings: Vec<Event> = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("UpgradeRefused"))
+                .collect();
+            Ok((!warnings.is_empty()).then_some(warnings))
+        })
+        .await?;
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
         assert_eq!(

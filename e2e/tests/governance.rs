@@ -204,15 +204,25 @@ e2e_test!(
             (degraded, reason.as_str()),
             (ConditionStatus::True, "RestartsExhausted")
         );
+        // The events are published after the status that reports them is written: wait for
+        // the last one.
         let events: Api<Event> = ns.api();
-        let reasons: Vec<String> = events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
-        for expected in ["PodFailing", "Restarting", "RestartsExhausted"] {
+        let reasons: Vec<String> =
+            wait_for("the RestartsExhausted event", STEP_TIMEOUT, || async {
+                let reasons: Vec<String> = events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|e| e.reason)
+                    .collect();
+                Ok(reasons
+                    .iter()
+                    .any(|r| r == "RestartsExhausted")
+                    .then_some(reasons))
+            })
+            .await?;
+        for expected in ["PodFailing", "Restarting"] {
             assert!(
                 reasons.iter().any(|r| r == expected),
                 "{expected} in {reasons:?}"
