@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 #[path = "operator/kafka.rs"]
 mod kafka;
+#[path = "operator/malformed.rs"]
+mod malformed;
 #[path = "operator/object_storage.rs"]
 mod object_storage;
 #[path = "operator/rbac.rs"]
