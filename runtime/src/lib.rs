@@ -26,6 +26,7 @@
 //! | 9 | cluster | `cluster` |
 //! | 10 | bundled jobs | `jobs` |
 //! | 11 | command line | `cli`, `main` |
+//! | 12 | fuzz entry points | `fuzzing` |
 //!
 //! 1. Records, keys and the values they carry ([`record`]), event and processing time
 //!    ([`time`]), watermark strategies ([`watermark`]), the contracts the engine reads and
@@ -39,7 +40,9 @@
 //! 6. The job API a job author writes against, and the registry of jobs by name.
 //! 7. Sources and sinks, and the Nexmark event model and generator.
 //! 8. The control API (HTTP), 9. distributed mode (coordinator and workers), 10. the
-//!    bundled jobs, 11. the `sluice` command line and binary.
+//!    bundled jobs, 11. the `sluice` command line and binary, 12. the entry points of
+//!    the fuzz targets (feature `fuzzing`), which read untrusted bytes with every layer's
+//!    own code.
 
 pub mod api;
 pub mod cli;
@@ -48,6 +51,9 @@ pub mod connectors;
 pub mod control;
 pub mod error;
 pub mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod nexmark;
 pub mod objects;

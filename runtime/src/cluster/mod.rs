@@ -26,7 +26,7 @@
 //! `--coordinator-loss-timeout`).
 
 mod coordinator;
-mod protocol;
+pub(crate) mod protocol;
 pub mod restart;
 mod worker;
 

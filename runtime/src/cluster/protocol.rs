@@ -3,6 +3,7 @@
 //! worker to worker, `crate::exec::net`); only deployments, snapshot control and reports do.
 
 use crate::control::model::{JobError, SubtaskStatus};
+use crate::exec::net::read_payload;
 use crate::snapshot::{Native, NativeRef, OperatorSnapshot, SinkTransaction, SnapshotKind};
 use crate::snapshot::{SnapshotError, SplitPosition, TaskSnapshot};
 use serde::de::DeserializeOwned;
@@ -222,8 +223,8 @@ pub(crate) fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> io::Result
             format!("message of {len} bytes exceeds the limit of {MAX_MESSAGE}"),
         ));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
+    let mut payload = Vec::new();
+    read_payload(r, len, &mut payload)?;
     bincode::deserialize(&payload)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("undecodable: {e}")))

@@ -73,15 +73,6 @@ pub enum FormatOption {
     Avro,
 }
 
-impl FormatOption {
-    fn name(self) -> &'static str {
-        match self {
-            FormatOption::Json => "json",
-            FormatOption::Avro => "avro",
-        }
-    }
-}
-
 /// An Avro schema in the job's config: its JSON text, or the schema itself written as a
 /// YAML (or JSON) object.
 pub type SchemaOption = serde_json::Value;
@@ -331,8 +322,7 @@ mod enabled {
                 "{field}.avro: required with format avro"
             ))),
             (FormatOption::Json, Some(_)) => Err(Error::Config(format!(
-                "{field}.avro: set, but {field}.format is {} (set it to avro)",
-                FormatOption::Json.name()
+                "{field}.avro: set, but {field}.format is json (set it to avro)"
             ))),
             _ => Ok(()),
         }

@@ -263,12 +263,24 @@ impl RestoredState {
                 path: r.file.clone(),
                 message: "named by the manifest but not listed in it".into(),
             })?;
-            let (start, end) = (r.offset as usize, (r.offset + r.len) as usize);
-            file.get(start..end)
+            // Checked: the offsets come from the manifest, which may be corrupt.
+            let start = usize::try_from(r.offset).ok();
+            let end = r
+                .offset
+                .checked_add(r.len)
+                .and_then(|e| usize::try_from(e).ok());
+            start
+                .zip(end)
+                .and_then(|(start, end)| file.get(start..end))
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| SnapshotError::Corrupt {
                     path: r.file.clone(),
-                    message: format!("range {start}..{end} beyond its {} bytes", file.len()),
+                    message: format!(
+                        "{} bytes at {} beyond its {} bytes",
+                        r.len,
+                        r.offset,
+                        file.len()
+                    ),
                 })
         };
         let mut operators = HashMap::new();

@@ -42,6 +42,25 @@ pub struct Manifest {
     pub content: serde_json::Value,
 }
 
+impl Manifest {
+    /// Reads a manifest's JSON; `path` names it in the error.
+    pub fn parse(bytes: &[u8], path: &str) -> Result<Manifest, SnapshotError> {
+        let corrupt = |message: String| SnapshotError::Corrupt {
+            path: path.to_string(),
+            message,
+        };
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(format!("unreadable manifest: {e}")))?;
+        if manifest.version > MANIFEST_VERSION {
+            return Err(corrupt(format!(
+                "manifest version {} is newer than this build reads ({MANIFEST_VERSION})",
+                manifest.version
+            )));
+        }
+        Ok(manifest)
+    }
+}
+
 /// A checkpoint that passed verification, and the newer ones that did not (with why).
 #[derive(Debug)]
 pub struct Restorable {
@@ -351,21 +370,7 @@ impl CheckpointStorage {
     pub fn manifest(&self, id: u64) -> Result<Manifest, SnapshotError> {
         let path = Path::from(format!("{}/{MANIFEST}", self.dir(id)));
         let bytes = self.get(&path)?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
-                path: format!("{}/{path}", self.uri),
-                message: format!("unreadable manifest: {e}"),
-            })?;
-        if manifest.version > MANIFEST_VERSION {
-            return Err(SnapshotError::Corrupt {
-                path: format!("{}/{path}", self.uri),
-                message: format!(
-                    "manifest version {} is newer than this build reads ({MANIFEST_VERSION})",
-                    manifest.version
-                ),
-            });
-        }
-        Ok(manifest)
+        Manifest::parse(&bytes, &format!("{}/{path}", self.uri))
     }
 
     /// Checks that every file of checkpoint `id` is present and intact (shared files, which

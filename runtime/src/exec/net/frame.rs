@@ -134,6 +134,21 @@ fn finish(buf: &mut [u8], channel: u32, kind: Kind) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Reads exactly `len` bytes into `buf` (cleared first, reused across calls). The buffer
+/// grows only as bytes arrive, so a length field that claims more than the peer sends
+/// costs no more memory than what was sent.
+pub(crate) fn read_payload(r: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let got = r.take(len as u64).read_to_end(buf)?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{got} of {len} bytes before the end of the stream"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads the next header; `None` when the stream ends cleanly between frames.
 pub(crate) fn read_header(r: &mut impl Read) -> io::Result<Option<[u8; HEADER_LEN]>> {
     let mut header = [0; HEADER_LEN];

@@ -307,8 +307,7 @@ fn read_frames(
         let header = frame::parse_header(&header)
             .map_err(|m| conn.error(m.channel, format!("malformed frame: {}", m.message)))?;
         let channel = header.channel;
-        payload.resize(header.len, 0);
-        stream.read_exact(&mut payload).map_err(|e| {
+        frame::read_payload(&mut stream, header.len, &mut payload).map_err(|e| {
             conn.error(
                 Some(channel),
                 format!("connection lost inside a {} frame: {e}", header.kind.name()),

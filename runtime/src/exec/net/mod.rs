@@ -20,10 +20,11 @@
 //! blocking task threads at every channel, and the connection counts are small (one per
 //! pair of workers).
 
-mod frame;
+pub(crate) mod frame;
 mod inbound;
 mod outbound;
 
+pub(crate) use frame::read_payload;
 pub(crate) use inbound::{InboundChannels, InboundConnection};
 pub(crate) use outbound::OutboundConnection;
 

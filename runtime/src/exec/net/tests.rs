@@ -397,3 +397,17 @@ fn shuffle_throughput_over_loopback() {
         records as f64 / secs
     );
 }
+
+#[test]
+fn a_length_field_claiming_more_than_is_sent_costs_only_what_was_sent() {
+    let mut buf = Vec::new();
+    let err = read_payload(&mut [1u8, 2, 3].as_slice(), 256 << 20, &mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(
+        buf.capacity() < 1 << 20,
+        "{} bytes allocated",
+        buf.capacity()
+    );
+    read_payload(&mut [4u8, 5, 6, 7].as_slice(), 3, &mut buf).unwrap();
+    assert_eq!(buf, [4, 5, 6]);
+}
