@@ -253,4 +253,23 @@ mod tests {
         }
         assert!(!text.contains("name=\"c\""), "{text}");
     }
+
+    #[test]
+    fn every_operator_series_the_dashboard_queries_is_exported() {
+        let m = Metrics::new().unwrap();
+        m.set_leading(true);
+        m.reconciled(true, 0.5);
+        m.savepoint_requested();
+        m.timing(&crate::plan::Timing::Savepoint(Duration::from_secs(2)));
+        m.timing(&crate::plan::Timing::Operation(
+            sluice_crds::OperationKind::Upgrade,
+            Duration::from_secs(9),
+        ));
+        m.phase("ns", "a", Some(Phase::Running));
+        let dashboard = include_str!("../../config/dashboards/sluice.json");
+        let problems = sluice_http::dashboard::problems(dashboard, &m.render(), |series| {
+            series.starts_with("sluice_operator_")
+        });
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }

@@ -409,6 +409,12 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
         metrics.contains("sluice_last_checkpoint_duration_seconds{"),
         "{metrics}"
     );
+    // Every job series the dashboard queries, with the labels it groups by.
+    let dashboard = include_str!("../../config/dashboards/sluice.json");
+    let problems = sluice_http::dashboard::problems(dashboard, &metrics, |series| {
+        !series.starts_with("sluice_operator_")
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
 
     // Its own savepoint is compatible; one of another job is not, naming the operator.
     let (status, report) = job.post(

@@ -11,6 +11,7 @@
 //! its router for little. The crate knows nothing of jobs or Kubernetes, so both the
 //! runtime and the operator can depend on it.
 
+pub mod dashboard;
 pub mod scrape;
 
 use http_body_util::Full;
