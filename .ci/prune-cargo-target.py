@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Keeps a shared cargo target directory from growing without bound: every fresh clone
 builds the workspace crates under new hashes, so old artifacts pile up. Keeps the two newest
-builds of each artifact in <target>/<profile>/deps and deletes the rest."""
+builds of each library in <target>/<profile>/deps (a dependency may legitimately be built
+twice, with two feature sets) and the newest build of each test executable, and deletes
+the rest. Test executables are about 1 GB each with their debug info, there are some 20 of
+them, and a run links them again anyway: keeping a second set would cost 20 GB."""
 import collections
 import os
 import re
@@ -17,9 +20,14 @@ for name in os.listdir(deps):
     if m and os.path.isfile(path):
         builds[m.group(1)][m.group(2)].append(path)
 freed = 0
+def is_executable(paths):
+    return any(os.path.splitext(p)[1] == "" and os.access(p, os.X_OK) for p in paths)
+
+
 for artifact, by_hash in builds.items():
     newest_first = sorted(by_hash.values(), key=lambda ps: -max(os.path.getmtime(p) for p in ps))
-    for paths in newest_first[2:]:
+    keep = 1 if is_executable(newest_first[0]) else 2
+    for paths in newest_first[keep:]:
         for p in paths:
             freed += os.path.getsize(p)
             os.remove(p)

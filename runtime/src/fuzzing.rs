@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets of `fuzz/` (feature `fuzzing`; not an API). Each reads
+//! Entry points for the fuzz targets of `fuzz/` (hidden from the docs; not an API). Each reads
 //! untrusted bytes with the engine's own code, as a worker, the coordinator or a restore
 //! reads them, and must return whatever the bytes are: no panic, and no allocation sized by
 //! a length field before the bytes it announces have arrived.
