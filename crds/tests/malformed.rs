@@ -38,7 +38,7 @@ fn names(message: &str, field: &str) -> bool {
 }
 
 #[test]
-fn the_corpus_has_at_least_fifty_documents_each_naming_a_distinct_problem() {
+fn the_corpus_has_at_least_fifty_documents_each_under_its_own_name() {
     let cases = corpus();
     assert!(cases.len() >= 50, "{} documents", cases.len());
     let mut names: Vec<&str> = cases
