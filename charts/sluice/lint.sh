@@ -47,6 +47,7 @@ expect() { # description, actual, wanted
 lint "default values"
 lint "watchNamespaces={a,b}" --set 'watchNamespaces={a,b}'
 lint "serviceMonitor.enabled=true" --set serviceMonitor.enabled=true
+lint "jobPodMonitor.enabled=true" --set jobPodMonitor.enabled=true
 lint "leader election off, one replica" --set leaderElection.enabled=false --set replicaCount=1
 
 cluster=$(render) || { fail "render: cluster mode"; cluster=""; }
@@ -70,6 +71,18 @@ expect "namespaced mode: leader-election Role in the release namespace" \
 grep -q -- '"--watch-namespaces=a,b"' <<<"$namespaced" && pass "namespaced mode: --watch-namespaces=a,b" ||
   fail "namespaced mode: --watch-namespaces=a,b missing"
 expect "ServiceMonitor when enabled" "$(count "$namespaced" ServiceMonitor)" 1
+expect "cluster mode: no job PodMonitor by default" "$(count "$cluster" PodMonitor)" 0
+
+# The job PodMonitor: all namespaces, or only the watched ones. That it selects each
+# coordinator's metrics port is checked on the cluster (e2e: operator::secrets).
+monitored=$(render --set jobPodMonitor.enabled=true) || { fail "render: job PodMonitor"; monitored=""; }
+expect "job PodMonitor when enabled" "$(count "$monitored" PodMonitor sluice-system)" 1
+grep -q -- 'any: true' <<<"$monitored" && pass "job PodMonitor: every namespace in cluster mode" ||
+  fail "job PodMonitor: namespaceSelector.any missing in cluster mode"
+monitored=$(render --set jobPodMonitor.enabled=true --set 'watchNamespaces={a,b}') ||
+  { fail "render: job PodMonitor, namespaced"; monitored=""; }
+grep -A3 -- 'matchNames:' <<<"$monitored" | grep -q -- '- b' && pass "job PodMonitor: the watched namespaces" ||
+  fail "job PodMonitor: namespaceSelector.matchNames of the watched namespaces missing"
 
 # NetworkPolicies: on by default, the control API open to the namespaces given.
 grep -q -- '"--network-policies=true"' <<<"$cluster" && pass "network policies on by default" ||
@@ -97,6 +110,7 @@ reject() { # description, pattern the error must contain, helm arguments...
 }
 reject "replicaCount=-1" replicaCount --set replicaCount=-1
 reject "logFormat=xml" logFormat --set logFormat=xml
+reject "a job PodMonitor interval that is no duration" interval --set jobPodMonitor.interval=often
 reject "an unknown top-level value" replicas --set replicas=3
 reject "two replicas without leader election" replicaCount --set leaderElection.enabled=false
 reject "a control API namespace that is no name" controlApiNamespaces \

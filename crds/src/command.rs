@@ -145,6 +145,7 @@ impl CoordinatorArgs {
         let ControlArgs {
             control_addr,
             control_token_file,
+            metrics_addr,
         } = control;
         let mut line = Line::new(["coordinator".to_string(), manifest.display().to_string()]);
         line.value("listen", listen);
@@ -172,6 +173,8 @@ impl CoordinatorArgs {
             "control-token-file",
             &control_token_file.as_ref().map(|f| f.display()),
         );
+        // Last, as the newest flag: lines written before it keep their order.
+        line.value("metrics-addr", metrics_addr);
         line.0
     }
 }
@@ -353,6 +356,11 @@ pub struct ControlArgs {
     /// environment variable]. Without a token the API listens on loopback only.
     #[arg(long, value_name = "FILE")]
     pub control_token_file: Option<PathBuf>,
+    /// Serves the job's Prometheus metrics at `host:port` under `/metrics`, and nothing
+    /// else, without a token: a scraper then holds no credential that could stop the job.
+    /// The metrics name jobs and operators, never a record or a secret.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `sluice worker`.
@@ -715,6 +723,7 @@ mod tests {
             control: ControlArgs {
                 control_addr: Some("0.0.0.0:8081".into()),
                 control_token_file: Some("/var/run/token".into()),
+                metrics_addr: Some("0.0.0.0:9249".into()),
             },
         }));
         round_trip(Command::Coordinator(CoordinatorArgs {

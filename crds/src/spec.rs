@@ -63,6 +63,20 @@ pub const MAX_NAME_LENGTH: usize = 45;
             priority = 1
         ),
         printcolumn(
+            name = "Records/s",
+            type_ = "integer",
+            json_path = ".status.metrics.recordsPerSecond",
+            description = "Source records per second, as last read from the coordinator",
+            priority = 1
+        ),
+        printcolumn(
+            name = "Lag (s)",
+            type_ = "integer",
+            json_path = ".status.metrics.eventTimeLagSeconds",
+            description = "Seconds the results' event time lags behind the clock",
+            priority = 1
+        ),
+        printcolumn(
             name = "Last Savepoint",
             type_ = "date",
             json_path = ".status.lastSavepoint.completedAt",

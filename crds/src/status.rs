@@ -105,6 +105,53 @@ pub struct StreamJobStatus {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<RestartStatus>,
+
+    /// What the running job is doing, as its coordinator last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<JobMetrics>,
+}
+
+/// A summary of the job's metrics, read from its coordinator at most every
+/// [`JobMetrics::INTERVAL_SECONDS`], so that writing it does not wake the operator again and
+/// again. The full series are on the coordinator's metrics port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetrics {
+    /// When the coordinator was read.
+    #[schemars(extend("format" = "date-time"))]
+    pub observed_at: String,
+    /// Records the sources have read in this run.
+    pub source_records: u64,
+    /// Source records per second between the last two readings of the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_per_second: Option<u64>,
+    /// Event time the results are complete up to: the lowest watermark of the chains that
+    /// end in sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub watermark: Option<String>,
+    /// Seconds from `watermark` to `observedAt`: how far results lag behind the clock
+    /// (negative when event time runs ahead of it, as a generator's can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_lag_seconds: Option<i64>,
+    /// The operator group whose subtasks spent the largest share of this run waiting for
+    /// room downstream; the bottleneck is the group it sends to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub most_backpressured: Option<OperatorShare>,
+}
+
+impl JobMetrics {
+    /// The least time between two readings.
+    pub const INTERVAL_SECONDS: u64 = 10;
+}
+
+/// An operator group and a share of its subtasks' time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorShare {
+    pub operator: String,
+    /// Percent of the subtasks' time since the run started.
+    pub percent: u32,
 }
 
 /// Where a job is in its life.

@@ -106,7 +106,15 @@ fn the_stream_job_crd_has_its_names_subresources_and_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Phase", "Parallelism", "Target", "Last Savepoint", "Age"]
+        [
+            "Phase",
+            "Parallelism",
+            "Target",
+            "Records/s",
+            "Lag (s)",
+            "Last Savepoint",
+            "Age"
+        ]
     );
 }
 

@@ -31,6 +31,8 @@ const JOB: &str = "nexmark-q5";
 struct Job {
     child: Child,
     base: String,
+    /// The URL of the metrics port's `/metrics`, when started with `--metrics-addr`.
+    metrics: Option<String>,
     agent: ureq::Agent,
     stderr: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
@@ -67,20 +69,26 @@ impl Job {
             }
         });
         let deadline = Instant::now() + TIMEOUT;
-        let base = loop {
+        let wants_metrics = extra.contains(&"--metrics-addr");
+        let (mut base, mut metrics) = (None, None);
+        while base.is_none() || (wants_metrics && metrics.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("control API listening on ") {
-                        break url.to_string();
+                        base = Some(url.to_string());
+                    }
+                    if let Some(url) = line.strip_prefix("metrics listening on ") {
+                        metrics = Some(url.to_string());
                     }
                 }
                 Err(_) => panic!(
-                    "no control API address printed:\n{}",
+                    "no control API or metrics address printed:\n{}",
                     stderr.lock().unwrap()
                 ),
             }
-        };
+        }
+        let base = base.unwrap();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -89,6 +97,7 @@ impl Job {
         Job {
             child,
             base,
+            metrics,
             agent: config.into(),
             stderr,
             reader: Some(reader),
@@ -102,25 +111,39 @@ impl Job {
         body: Option<&str>,
         token: Option<&str>,
     ) -> (u16, String) {
-        let url = format!("{}{path}", self.base);
+        self.send(method, &format!("{}{path}", self.base), body, token)
+    }
+
+    /// A request without a token or body to a whole URL (the metrics port's).
+    fn request_url(&self, method: &str, url: &str) -> (u16, String) {
+        self.send(method, url, None, None)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String) {
         let auth = token.map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
             ("GET", _) => {
-                let mut r = self.agent.get(&url);
+                let mut r = self.agent.get(url);
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
                 r.call()
             }
             (_, body) => {
-                let mut r = self.agent.post(&url).content_type("application/json");
+                let mut r = self.agent.post(url).content_type("application/json");
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
                 r.send(body.unwrap_or(""))
             }
         };
-        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
     }
@@ -251,6 +274,8 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
             "200ms",
             "--checkpoint-dir",
             checkpoints.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
         ],
     );
 
@@ -415,6 +440,33 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
         !series.starts_with("sluice_operator_")
     });
     assert!(problems.is_empty(), "{problems:#?}");
+
+    // The metrics port serves the same families without a token, and nothing else.
+    let families = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(String::from)
+            .collect()
+    };
+    let scrape = job.metrics.clone().expect("the metrics port's address");
+    let (code, open) = job.request_url("GET", &scrape);
+    assert_eq!(code, 200, "{open}");
+    assert_eq!(families(&open), families(&metrics));
+    assert!(
+        open.contains("sluice_subtask_records_in_total{job=\"nexmark-q5\",operator="),
+        "{open}"
+    );
+    let port = scrape.trim_end_matches("/metrics");
+    for (method, path, wanted) in [
+        ("GET", "/v1/job", 404),
+        ("POST", "/v1/stop", 404),
+        ("GET", "/healthz", 404),
+        ("POST", "/metrics", 405),
+    ] {
+        let (code, text) = job.request_url(method, &format!("{port}{path}"));
+        assert_eq!(code, wanted, "{method} {path} on the metrics port: {text}");
+    }
+    assert_eq!(job.json("/v1/job")["phase"], "running", "the job runs on");
 
     // Its own savepoint is compatible; one of another job is not, naming the operator.
     let (status, report) = job.post(

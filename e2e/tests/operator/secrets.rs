@@ -2,7 +2,9 @@
 //! Secret it gets as environment variables, its snapshot key) appears in nothing the system
 //! emits while the job starts, is upgraded and loses a worker: not in the StreamJob, the
 //! Events, the ConfigMaps or the pods' specs, not in any pod's log (the operator's too), and
-//! not in the control API's or the operator's answers and metrics.
+//! not in the control API's or the operator's answers and metrics, nor in what Prometheus
+//! scrapes through the chart's job PodMonitor (which must reach the job's series without
+//! a token).
 //!
 //! A module of the operator tests (see kafka.rs for why).
 
@@ -13,8 +15,11 @@ use serde_json::json;
 use sluice_crds::{Phase, SecretKeySelector, SecretReference, SnapshotEncryption, StreamJob};
 use sluice_e2e::jobs::{committed, faster, first_output, patch, remove, settled, start_q0};
 use sluice_e2e::{e2e_test, wait_for, E2eError, Result, TestNamespace};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const JOB: &str = "q0-secrets";
@@ -22,16 +27,22 @@ const JOB: &str = "q0-secrets";
 /// Where the chart runs the operator, as `e2e/ci.sh` installs it.
 const OPERATOR_NAMESPACE: &str = "sluice-system";
 
-/// `GET path` over plain HTTP with a bearer token: the whole answer, headers and body.
+/// `GET path` over plain HTTP, with a bearer token unless it is empty: the whole answer,
+/// headers and body.
 fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> {
     let fail = |e: std::io::Error| E2eError::Config(format!("GET {ip}:{port}{path}: {e}"));
     let mut stream = TcpStream::connect((ip, port)).map_err(fail)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(fail)?;
+    let authorization = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {ip}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {ip}\r\n{authorization}\r\n"
     )
     .map_err(fail)?;
     let mut answer = String::new();
@@ -65,6 +76,73 @@ async fn logs(pods: &Api<Pod>, labels: &str) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(texts)
+}
+
+/// What Prometheus would read through the chart's job PodMonitor: the job pods its selector
+/// matches (the coordinator alone), scraped on the port its endpoint names, without a token.
+fn scrape_as_pod_monitor(job_pods: &[Pod]) -> Result<String> {
+    let config = |what: String| E2eError::Config(what);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = |command: &mut Command| -> Result<String> {
+        let out = command
+            .output()
+            .map_err(|e| config(format!("{command:?}: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(config(format!("{command:?}: {err}")));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Cached by e2e/ci.sh's install of the chart: this only prints its path.
+    let helm = run(Command::new("bash").arg(root.join("e2e/cluster/helm.sh")))?;
+    let helm = helm.lines().last().unwrap_or_default().to_string();
+    let rendered = run(Command::new(helm).args([
+        "template",
+        "sluice",
+        &root.join("charts/sluice").display().to_string(),
+        "--set",
+        "jobPodMonitor.enabled=true",
+        "--show-only",
+        "templates/jobpodmonitor.yaml",
+    ]))?;
+    let monitor: serde_json::Value =
+        serde_yaml::from_str(&rendered).map_err(|e| config(format!("PodMonitor: {e}")))?;
+    let spec = &monitor["spec"];
+    let selector: BTreeMap<String, String> =
+        serde_json::from_value(spec["selector"]["matchLabels"].clone())
+            .map_err(|e| config(format!("PodMonitor selector: {e}")))?;
+    let endpoint = &spec["podMetricsEndpoints"][0];
+    let (port_name, path) = (endpoint["port"].as_str(), endpoint["path"].as_str());
+    let selected: Vec<&Pod> = job_pods
+        .iter()
+        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .collect();
+    let [pod] = selected[..] else {
+        return Err(config(format!(
+            "the PodMonitor's selector {selector:?} matches {} pods, not the coordinator alone",
+            selected.len()
+        )));
+    };
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == port_name)
+        .ok_or_else(|| {
+            config(format!(
+                "{} has no port named {port_name:?}",
+                pod.name_any()
+            ))
+        })?;
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or_else(|| config(format!("{} has no IP", pod.name_any())))?;
+    let port = u16::try_from(port.container_port)
+        .map_err(|e| config(format!("port {}: {e}", port.container_port)))?;
+    http_get(&ip, port, path.unwrap_or("/metrics"), "")
 }
 
 /// Everything the system shows of the job, by where it was found.
@@ -127,6 +205,10 @@ async fn emitted(ns: &TestNamespace, token: &str) -> Result<Vec<(String, String)
             http_get(&coordinator, control, path, token)?,
         ));
     }
+    found.push((
+        "the chart's job PodMonitor".into(),
+        scrape_as_pod_monitor(&job_pods)?,
+    ));
     // A refused call: the error must not echo what it was given.
     found.push((
         "control API refusing a wrong token".into(),
@@ -207,6 +289,25 @@ e2e_test!(
         .await?;
         settled(&api, JOB, Phase::Running).await?;
 
+        // The status summarises what the job does: its throughput (from two readings of the
+        // coordinator ten seconds or more apart) and how far its results are complete.
+        let metrics = wait_for(
+            "status.metrics with a throughput",
+            Duration::from_secs(120),
+            || async {
+                let status = api.get(JOB).await?.status.unwrap_or_default();
+                Ok(status
+                    .metrics
+                    .filter(|m| m.records_per_second.is_some_and(|r| r > 0)))
+            },
+        )
+        .await?;
+        assert!(metrics.source_records > 0, "{metrics:?}");
+        assert!(
+            metrics.watermark.is_some() && metrics.event_time_lag_seconds.is_some(),
+            "{metrics:?}"
+        );
+
         let everything = emitted(&ns, &token).await?;
         // What was gathered is what the checks below need to mean something: the planted
         // token is the one the control API takes, and metrics were read.
@@ -229,6 +330,17 @@ e2e_test!(
         assert!(
             everything.iter().any(|(_, text)| text.contains("sluice_")),
             "nothing gathered looks like metrics"
+        );
+        // Prometheus, through the chart's PodMonitor, reads the job's series with no token.
+        let scraped = everything
+            .iter()
+            .find(|(p, _)| p == "the chart's job PodMonitor")
+            .map(|(_, text)| text.as_str())
+            .unwrap_or_default();
+        assert!(
+            scraped.lines().next().is_some_and(|l| l.contains(" 200 "))
+                && scraped.contains("\nsluice_subtask_records_in_total{job=\""),
+            "{scraped}"
         );
         for planted in [&token, &env_value, &key] {
             for (place, text) in &everything {

@@ -1,6 +1,9 @@
 //! The containers' command lines: the runtime's arguments, filled from the revision.
 
-use super::{JobRef, Storage, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, STATE_DIR};
+use super::{
+    JobRef, Storage, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, METRICS_PORT,
+    STATE_DIR,
+};
 use sluice_crds::command::{
     ArgDuration, ControlArgs, CoordinatorArgs, OnTerminate, RestartArgs, RestoreFrom,
     SavepointCheckArgs, SavepointDeleteArgs, SnapshotArgs, WorkerArgs,
@@ -50,6 +53,7 @@ pub fn coordinator_args(job: &JobRef, revision: &SpecRevision) -> CoordinatorArg
         control: ControlArgs {
             control_addr: Some(format!("0.0.0.0:{CONTROL_PORT}")),
             control_token_file: None,
+            metrics_addr: Some(format!("0.0.0.0:{METRICS_PORT}")),
         },
         ..CoordinatorArgs::default()
     }

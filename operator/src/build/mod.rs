@@ -41,6 +41,8 @@ use std::collections::BTreeMap;
 pub const COORDINATOR_PORT: u16 = 6123;
 /// The control API (the operator's and the probes' way in).
 pub const CONTROL_PORT: u16 = 8081;
+/// The job's Prometheus metrics, without a token: what the chart's PodMonitor scrapes.
+pub const METRICS_PORT: u16 = 9249;
 /// Where workers receive records from each other.
 pub const DATA_PORT: u16 = 6124;
 /// Key of the token in the Secret the operator generates.
@@ -248,6 +250,7 @@ pub fn children(job: &JobRef, revision: &SpecRevision) -> Result<Children, Error
                 ports: Some(vec![
                     service_port("workers", COORDINATOR_PORT),
                     service_port("control", CONTROL_PORT),
+                    service_port("metrics", METRICS_PORT),
                 ]),
                 ..ServiceSpec::default()
             }),

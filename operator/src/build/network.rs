@@ -4,15 +4,16 @@
 //!
 //! - a worker's data port, from the job's coordinator and workers;
 //! - the coordinator's port for workers, from the job's workers;
-//! - the coordinator's control API (which also serves the job's metrics), from the
-//!   namespaces named in [`NetworkAccess`]: the operator's, and a metrics scraper's.
+//! - the coordinator's control API and its metrics port (the same metrics, without a
+//!   token), from the namespaces named in [`NetworkAccess`]: the operator's, and a metrics
+//!   scraper's.
 //!
 //! Egress is left open: a job reads and writes brokers, object stores and databases that
 //! only its author knows. `kubectl port-forward` still reaches the control API, as its
 //! connections start inside the pod. Traffic from the node (the kubelet's probes) is allowed
 //! by the usual network plugins whatever a policy says.
 
-use super::{JobRef, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT};
+use super::{JobRef, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, METRICS_PORT};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -58,8 +59,8 @@ pub fn network_policies(job: &JobRef, access: &NetworkAccess) -> Vec<NetworkPoli
             Some("coordinator"),
             coordinator,
             vec![
-                allow(from_pods(workers.clone()), COORDINATOR_PORT),
-                allow(control_clients, CONTROL_PORT),
+                allow(from_pods(workers.clone()), &[COORDINATOR_PORT]),
+                allow(control_clients, &[CONTROL_PORT, METRICS_PORT]),
             ],
         ),
         policy(
@@ -69,7 +70,7 @@ pub fn network_policies(job: &JobRef, access: &NetworkAccess) -> Vec<NetworkPoli
             workers,
             vec![allow(
                 from_pods(job.role_selector(&["coordinator", "worker"])),
-                DATA_PORT,
+                &[DATA_PORT],
             )],
         ),
     ]
@@ -93,14 +94,15 @@ fn policy(
     }
 }
 
-fn allow(from: NetworkPolicyPeer, port: u16) -> NetworkPolicyIngressRule {
+fn allow(from: NetworkPolicyPeer, ports: &[u16]) -> NetworkPolicyIngressRule {
+    let port = |port: &u16| NetworkPolicyPort {
+        port: Some(IntOrString::Int((*port).into())),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
     NetworkPolicyIngressRule {
         from: Some(vec![from]),
-        ports: Some(vec![NetworkPolicyPort {
-            port: Some(IntOrString::Int(port.into())),
-            protocol: Some("TCP".into()),
-            ..NetworkPolicyPort::default()
-        }]),
+        ports: Some(ports.iter().map(port).collect()),
     }
 }
 
@@ -241,6 +243,20 @@ mod tests {
                 &coordinator,
                 CONTROL_PORT,
                 true,
+            ),
+            (
+                "scraper to metrics",
+                &prometheus,
+                &coordinator,
+                METRICS_PORT,
+                true,
+            ),
+            (
+                "neighbour to metrics",
+                &neighbour,
+                &coordinator,
+                METRICS_PORT,
+                false,
             ),
             (
                 "another job's worker to worker",

@@ -3,7 +3,8 @@
 
 use super::args::{coordinator_args, worker_args};
 use super::{
-    image, JobRef, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, STATE_DIR, TOKEN_KEY,
+    image, JobRef, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, METRICS_PORT,
+    STATE_DIR, TOKEN_KEY,
 };
 use crate::error::Error;
 use k8s_openapi::api::core::v1::{
@@ -69,6 +70,7 @@ pub(super) fn coordinator(job: &JobRef, revision: &SpecRevision) -> Result<PodTe
         ports: Some(vec![
             container_port("workers", COORDINATOR_PORT),
             container_port("control", CONTROL_PORT),
+            container_port("metrics", METRICS_PORT),
         ]),
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {

@@ -99,6 +99,9 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             "--restart-backoff-jitter=0.2",
             "--restart-max-attempts=4294967295",
             "--restart-reset-after=600000ms",
+            // Added with the metrics port: jobs started by an older operator restart once,
+            // from their latest checkpoint, when the operator is upgraded.
+            "--metrics-addr=0.0.0.0:9249",
         ]
     );
     assert_eq!(
@@ -130,6 +133,7 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             control: ControlArgs {
                 control_addr: Some("0.0.0.0:8081".into()),
                 control_token_file: None,
+                metrics_addr: Some("0.0.0.0:9249".into()),
             },
             ..CoordinatorArgs::default()
         })

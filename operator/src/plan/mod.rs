@@ -17,7 +17,8 @@
 //! One file per part of the lifecycle: `steady` (no operation: start one, or watch the
 //! job), `admission` (the namespace's StreamQuota: queue, preempt), one per step of
 //! [`OperationStep`] (`savepoint`, `preflight`, `stopping`,
-//! `deploying`, `restarting`), and `conditions`, which every reconcile ends with.
+//! `deploying`, `restarting`), `conditions`, which every reconcile ends with, and `summary`,
+//! the job's metrics in its status.
 
 mod admission;
 mod conditions;
@@ -27,6 +28,7 @@ mod restarting;
 mod savepoint;
 mod steady;
 mod stopping;
+mod summary;
 
 use conditions::condition;
 
@@ -246,7 +248,8 @@ impl Planner<'_> {
             .any(|r| Some(r.as_str()) != run)
     }
 
-    /// Facts every reconcile records: the checkpoint the job completed last.
+    /// Facts every reconcile records: the checkpoint the job completed last, and what the
+    /// job is doing.
     fn observe(&mut self) {
         if let Some(job) = &self.i.observed.job {
             if let Some(last) = &job.checkpoints.last_completed {
@@ -263,6 +266,7 @@ impl Planner<'_> {
                 }
             }
         }
+        self.summarise();
     }
 
     fn set_phase(&mut self, phase: Phase) {

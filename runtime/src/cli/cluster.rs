@@ -1,8 +1,8 @@
 //! `sluice coordinator` and `sluice worker`.
 
 use super::{
-    bind_control, install_stop_handler, print_checkpoints, read_manifest, run_options, storage_uri,
-    STOP_REPORT_GRACE, STOP_REQUESTED,
+    bind_control, bind_metrics, install_stop_handler, print_checkpoints, read_manifest,
+    run_options, storage_uri, STOP_REPORT_GRACE, STOP_REQUESTED,
 };
 use crate::cluster::{
     run_worker, CoordinatorConfig, JobCoordinator, Outcome, RestartPolicy, WorkerConfig,
@@ -77,6 +77,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
     let control = bind_control(&args.control, &savepoints)?;
+    let metrics = bind_metrics(&args.control)?;
     let coordinator = Arc::new(JobCoordinator::bind(
         CoordinatorConfig {
             listen: args.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
@@ -127,6 +128,8 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
         coordinator.local_addr()
     );
     let server = control.map(|c| c.serve(coordinator.clone())).transpose()?;
+    // Served as long as the process runs, through --wait-for-termination too.
+    let _metrics = metrics.map(|m| m.serve(coordinator.clone())).transpose()?;
     install_stop_handler();
     // Ctrl-C / SIGTERM stops with a savepoint, as `sluice run` does, or cancels.
     let done = Arc::new(AtomicBool::new(false));

@@ -1,9 +1,8 @@
 //! The `sluice` command line. It is a library function so that any binary registering its
 //! own jobs is a complete `sluice` binary: `fn main() { sluice_runtime::cli::main_with(registry) }`.
 
-use crate::control::{self, BoundControl, ControlConfig};
+use crate::control::{self, BoundControl, BoundMetrics, ControlConfig};
 use crate::error::Error;
-use crate::exec::metrics::TaskMetricsSnapshot;
 use crate::exec::{
     start_embedded, CheckpointConfig, CheckpointStatus, JobSummary, Restore, RunOptions,
 };
@@ -11,7 +10,6 @@ use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
 use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent, SAVEPOINTS};
 use crate::state::{RocksConfig, StateBackend};
-use crate::time::EventTime;
 use clap::{Parser, Subcommand};
 use sluice_crds::command::{
     self, ArgDuration, ControlArgs, RestoreFrom, SavepointCommand, SnapshotArgs, StateBackendArg,
@@ -21,7 +19,8 @@ use sluice_crds::command::{
 mod cluster;
 mod kafka;
 mod logging;
-use std::io::Write;
+mod progress;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -322,12 +321,16 @@ fn run(
     )?;
     // Bound before the job starts: a bad address or a missing token fails the run early.
     let control = bind_control(control_args, &savepoints)?;
+    let metrics = bind_metrics(control_args)?;
     let cpu_start = cpu_time();
     install_stop_handler();
     let job = Arc::new(start_embedded(graph, options)?);
     let control = control.map(|c| c.serve(job.clone())).transpose()?;
+    // Served until the run ends, as the control API is.
+    let _metrics = metrics.map(|m| m.serve(job.clone())).transpose()?;
     let interval = Duration::from_secs_f64(progress_interval.max(0.0));
-    let mut last = (Instant::now(), 0u64);
+    let mut progress = progress::Progress::new(std::io::stderr().is_terminal());
+    let mut last = Instant::now();
     while !job.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
         if STOP_REQUESTED.swap(false, Ordering::SeqCst) {
@@ -346,17 +349,11 @@ fn run(
             );
             break;
         }
-        if !interval.is_zero() && last.0.elapsed() >= interval {
-            let m = job.metrics();
-            let events: u64 = sources(&m).map(|t| t.records_in).sum();
-            let rate = (events - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            eprintln!(
-                "  events {events:>12}  {:>10}/s  watermark {}  outputs {}",
-                human(rate),
-                watermark(&m),
-                m.iter().map(|t| t.sink_records).sum::<u64>()
-            );
-            last = (Instant::now(), events);
+        if !interval.is_zero() && last.elapsed() >= interval {
+            let text = progress.update(&job.subtasks(), last.elapsed());
+            last = Instant::now();
+            // Progress is best effort: a closed stderr must not stop the job.
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
     }
     if let Some(server) = control {
@@ -389,6 +386,16 @@ fn bind_control(args: &ControlArgs, savepoints: &str) -> Result<Option<BoundCont
         default_savepoint_dir: Some(savepoints.to_string()),
     })?;
     eprintln!("control API listening on http://{}", bound.local_addr());
+    Ok(Some(bound))
+}
+
+/// Binds the metrics endpoint when `--metrics-addr` asks for it, printing where it listens.
+fn bind_metrics(args: &ControlArgs) -> Result<Option<BoundMetrics>, Error> {
+    let Some(addr) = &args.metrics_addr else {
+        return Ok(None);
+    };
+    let bound = BoundMetrics::bind(addr)?;
+    eprintln!("metrics listening on http://{}/metrics", bound.local_addr());
     Ok(Some(bound))
 }
 
@@ -537,19 +544,6 @@ fn inspect_savepoint(snapshot: &str) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn sources(m: &[TaskMetricsSnapshot]) -> impl Iterator<Item = &TaskMetricsSnapshot> {
-    m.iter().filter(|t| t.is_source)
-}
-
-/// The lowest watermark of the sink chains: how far results are complete.
-fn watermark(m: &[TaskMetricsSnapshot]) -> String {
-    match m.iter().filter(|t| t.is_sink).map(|t| t.watermark).min() {
-        None | Some(EventTime::MIN) => "-".into(),
-        Some(EventTime::MAX) => "end".into(),
-        Some(w) => utc(w.0),
-    }
 }
 
 /// `2026-01-01T00:00:49.672Z` for epoch milliseconds.

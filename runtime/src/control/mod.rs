@@ -23,7 +23,7 @@ mod server;
 pub use sluice_crds::control as model;
 
 pub use auth::read_token;
-pub use server::{BoundControl, ControlConfig, ControlServer};
+pub use server::{BoundControl, BoundMetrics, ControlConfig, ControlServer, MetricsServer};
 
 use crate::error::Error;
 use model::{

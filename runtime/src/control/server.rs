@@ -43,20 +43,9 @@ pub struct BoundControl {
 
 impl BoundControl {
     pub fn bind(config: ControlConfig) -> Result<Self, Error> {
-        let bad = |message: String| Error::Control(format!("{}: {message}", config.addr));
-        let addr = config
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| bad(e.to_string()))?
-            .next()
-            .ok_or_else(|| bad("resolves to no address".into()))?;
-        auth::check_exposure(addr, config.token.as_deref())?;
-        let listener = TcpListener::bind(addr).map_err(|e| bad(format!("cannot listen: {e}")))?;
-        // Tokio takes the socket over; it must not block.
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| bad(e.to_string()))?;
-        let addr = listener.local_addr().map_err(|e| bad(e.to_string()))?;
+        let (listener, addr) = bind_listener(&config.addr, |addr| {
+            auth::check_exposure(addr, config.token.as_deref())
+        })?;
         Ok(BoundControl {
             listener,
             addr,
@@ -72,50 +61,171 @@ impl BoundControl {
     /// Serves the API for `job` on a thread of its own until the returned server is shut
     /// down or dropped.
     pub fn serve(self, job: Arc<dyn JobControl>) -> Result<ControlServer, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("control API runtime", e))?;
         let savepoints = Arc::new(Savepoints::new());
-        let registry = prometheus::registry(job.clone())
-            .map_err(|e| Error::Control(format!("metrics registry: {e}")))?;
         let state = Arc::new(State {
-            registry,
+            registry: registry(&job)?,
             job,
             token: self.config.token,
             default_savepoint_dir: self.config.default_savepoint_dir,
             savepoints: savepoints.clone(),
             stop: Mutex::new(()),
         });
+        let serving = Serving::spawn("control-api", self.listener, move |req| {
+            let state = state.clone();
+            async move { respond(&state, req).await }
+        })?;
+        Ok(ControlServer {
+            addr: self.addr,
+            savepoints,
+            serving,
+        })
+    }
+}
+
+/// The metrics endpoint, apart from the control API: `GET /metrics` alone, with no token,
+/// so that a scraper holds no credential that could stop the job or take a savepoint.
+/// What it serves is what the API's `/metrics` serves: counters named by job, operator
+/// and subtask, never a record's content or a secret.
+pub struct BoundMetrics {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl BoundMetrics {
+    pub fn bind(addr: &str) -> Result<Self, Error> {
+        let (listener, addr) = bind_listener(addr, |_| Ok(()))?;
+        Ok(BoundMetrics { listener, addr })
+    }
+
+    /// The address it listens on, with the actual port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `job`'s metrics on a thread of its own until the returned server is dropped.
+    pub fn serve(self, job: Arc<dyn JobControl>) -> Result<MetricsServer, Error> {
+        let registry = Arc::new(registry(&job)?);
+        let serving = Serving::spawn("metrics", self.listener, move |req: Request| {
+            let registry = registry.clone();
+            async move { metrics_only(&registry, &req) }
+        })?;
+        Ok(MetricsServer {
+            addr: self.addr,
+            _serving: serving,
+        })
+    }
+}
+
+/// The serving metrics endpoint; dropping it stops serving.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    _serving: Serving,
+}
+
+impl MetricsServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+fn metrics_only(registry: &::prometheus::Registry, req: &Request) -> Response {
+    let path = req.uri().path();
+    if path != "/metrics" {
+        let message = format!("no endpoint at {path}: this port serves /metrics only");
+        return ApiError::new(StatusCode::NOT_FOUND, message).response();
+    }
+    if req.method() != sluice_http::Method::GET {
+        let message = format!("/metrics takes GET, not {}", req.method());
+        let mut r = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).response();
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    sluice_http::metrics(registry)
+}
+
+fn registry(job: &Arc<dyn JobControl>) -> Result<::prometheus::Registry, Error> {
+    prometheus::registry(job.clone()).map_err(|e| Error::Control(format!("metrics registry: {e}")))
+}
+
+/// Binds `addr` once `check` accepts the address it resolves to. Bound before the job
+/// starts, so that a bad address fails the run before any work.
+fn bind_listener(
+    addr: &str,
+    check: impl FnOnce(SocketAddr) -> Result<(), Error>,
+) -> Result<(TcpListener, SocketAddr), Error> {
+    let bad = |message: String| Error::Control(format!("{addr}: {message}"));
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))?;
+    check(resolved)?;
+    let listener = TcpListener::bind(resolved).map_err(|e| bad(format!("cannot listen: {e}")))?;
+    // Tokio takes the socket over; it must not block.
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| bad(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| bad(e.to_string()))?;
+    Ok((listener, bound))
+}
+
+/// A server on a single-threaded runtime of its own thread; dropping it stops serving:
+/// idle connections are closed, requests in flight get a moment to finish.
+struct Serving {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Serving {
+    fn spawn<H, F>(name: &str, listener: TcpListener, handler: H) -> Result<Self, Error>
+    where
+        H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Response> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(format!("{name} runtime"), e))?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
-        let listener = self.listener;
+        let server = name.to_string();
         let thread = std::thread::Builder::new()
-            .name("control-api".into())
+            .name(name.into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            let handler = move |req| {
-                                let state = state.clone();
-                                async move { respond(&state, req).await }
-                            };
                             let stopped = async {
                                 // A dropped sender stops the server too.
                                 let _ = stopped.await;
                             };
                             sluice_http::serve(listener, handler, stopped).await
                         }
-                        Err(e) => tracing::error!(error = %e, "control API: cannot serve"),
+                        Err(e) => tracing::error!(error = %e, server, "cannot serve"),
                     }
                 })
             })
-            .map_err(|e| Error::io("control API thread", e))?;
-        Ok(ControlServer {
-            addr: self.addr,
-            savepoints,
+            .map_err(|e| Error::io(format!("{name} thread"), e))?;
+        Ok(Serving {
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            // The server may be gone already; nothing else to stop then.
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -123,8 +233,7 @@ impl BoundControl {
 pub struct ControlServer {
     addr: SocketAddr,
     savepoints: Arc<Savepoints>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    serving: Serving,
 }
 
 impl ControlServer {
@@ -141,23 +250,7 @@ impl ControlServer {
 
     /// Stops serving: idle connections are closed, requests in flight get a moment to finish.
     pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(s) = self.shutdown.take() {
-            // The server may be gone already; nothing else to stop then.
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.serving.stop();
     }
 }
 
