@@ -43,25 +43,25 @@ pub fn summary(job: &JobStatus, previous: Option<&JobMetrics>, now: SystemTime) 
         let read = source_records.checked_sub(p.source_records)?;
         (since.as_secs_f64() >= 1.0).then(|| (read as f64 / since.as_secs_f64()).round() as u64)
     });
+    // `None` while a sink chain has no watermark yet: results are complete up to nothing.
     let watermark_ms = job
         .subtasks
         .iter()
         .filter(|t| t.sink)
         .map(|t| t.watermark_ms)
         .min()
-        .flatten();
+        .flatten()
+        .filter(|ms| *ms >= 0);
     let now_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let watermark = watermark_ms.and_then(|ms| {
-        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?))
-    });
     JobMetrics {
         observed_at: timestamp(now),
         source_records,
         records_per_second,
-        watermark: watermark.map(timestamp),
-        event_time_lag_seconds: watermark.and(watermark_ms).map(|ms| (now_ms - ms) / 1000),
+        watermark: watermark_ms
+            .map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()))),
+        event_time_lag_seconds: watermark_ms.map(|ms| (now_ms - ms) / 1000),
         most_backpressured: most_backpressured(job),
     }
 }

@@ -135,13 +135,18 @@ fn metrics_only(registry: &::prometheus::Registry, req: &Request) -> Response {
         return ApiError::new(StatusCode::NOT_FOUND, message).response();
     }
     if req.method() != sluice_http::Method::GET {
-        let message = format!("/metrics takes GET, not {}", req.method());
-        let mut r = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).response();
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
-        return r;
+        return method_not_allowed(path, "GET", req.method());
     }
     sluice_http::metrics(registry)
+}
+
+/// 405, with the method `path` takes in `Allow`.
+fn method_not_allowed(path: &str, allowed: &'static str, got: &sluice_http::Method) -> Response {
+    let message = format!("{path} takes {allowed}, not {got}");
+    let mut r = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).response();
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allowed));
+    r
 }
 
 fn registry(job: &Arc<dyn JobControl>) -> Result<::prometheus::Registry, Error> {
@@ -339,14 +344,7 @@ async fn route(state: &Arc<State>, req: Request) -> Result<Response, ApiError> {
         ));
     };
     if req.method().as_str() != method {
-        let mut r = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} takes {method}, not {}", req.method()),
-        )
-        .response();
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(method));
-        return Ok(r);
+        return Ok(method_not_allowed(&path, method, req.method()));
     }
     let ok = StatusCode::OK;
     match path.as_str() {
