@@ -51,8 +51,7 @@ OUT="${OUT:-bench/flink/results}"
 FLINK_JVM_OPTS="${FLINK_JVM_OPTS:--Xms2g -Xmx2g}"
 
 # Link RocksDB from the cache as .ci/run does; without it the crate builds its own.
-rocksdb_version="$(awk '/^name = "librocksdb-sys"$/ {getline; gsub(/[^0-9.+a-z]/, "", $0); sub(/^version/, "", $0); print}' Cargo.lock)"
-rocksdb_lib="$SLUICE_CACHE/rocksdb/$rocksdb_version-lz4"
+rocksdb_lib="$(bash runtime/rocksdb-cache.sh path)"
 if [[ -f $rocksdb_lib/librocksdb.a ]]; then
   export ROCKSDB_LIB_DIR="$rocksdb_lib" ROCKSDB_STATIC=1
 fi
