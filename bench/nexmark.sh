@@ -5,6 +5,7 @@
 #
 #   bench/nexmark.sh                      # q0 q1 q2 q5 q7 q8 at parallelism 1 and 2
 #   QUERIES="q5 q7" PARALLELISM="2" EVENTS=20000000 STATE=heap bench/nexmark.sh
+#   SLUICE_BIN=/tmp/sluice-before QUERIES=q5 bench/nexmark.sh   # a binary built elsewhere
 #
 # STATE is the state backend (rocksdb, the default, or heap) of process functions and of
 # window and window-join contents.
@@ -16,8 +17,11 @@ PARALLELISM="${PARALLELISM:-1 2}"
 EVENTS="${EVENTS:-10000000}"
 STATE="${STATE:-rocksdb}"
 
-cargo build --release -q -p sluice-runtime --bin sluice
-bin="${CARGO_TARGET_DIR:-target}/release/sluice"
+# SLUICE_BIN runs a binary built elsewhere (another revision, for a before/after figure).
+if [[ -z ${SLUICE_BIN:-} ]]; then
+  cargo build --release -q -p sluice-runtime --bin sluice
+fi
+bin="${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -4,6 +4,7 @@
 //! and kinds are enums, so a client matches on them rather than on spellings.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +114,23 @@ impl SubtaskState {
     }
 }
 
+impl JobStatus {
+    /// Records per key group of each keyed operator, summed over the subtasks that feed it.
+    pub fn key_group_records(&self) -> BTreeMap<&str, Vec<u64>> {
+        let mut out: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for k in self.subtasks.iter().flat_map(|t| &t.key_groups) {
+            let sums = out.entry(k.operator.as_str()).or_default();
+            if sums.len() < k.records.len() {
+                sums.resize(k.records.len(), 0);
+            }
+            for (sum, n) in sums.iter_mut().zip(&k.records) {
+                *sum += n;
+            }
+        }
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubtaskStatus {
@@ -139,6 +157,21 @@ pub struct SubtaskStatus {
     /// The worker it runs on (distributed mode).
     #[serde(default)]
     pub worker: Option<String>,
+    /// Records this subtask sent to each key group of the keyed operators it feeds. Always
+    /// written, even empty: workers send this struct to their coordinator in bincode, which
+    /// cannot tell a field left out.
+    #[serde(default)]
+    pub key_groups: Vec<KeyGroupRecords>,
+}
+
+/// Records sent to each key group of a keyed operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGroupRecords {
+    /// The keyed operator they were sent to.
+    pub operator: String,
+    /// Indexed by key group: one entry per key group of the job's maximum parallelism.
+    pub records: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -147,6 +180,9 @@ pub struct CheckpointSummary {
     /// Checkpoints and savepoints completed by this run.
     pub completed: u64,
     pub failed: u64,
+    /// Failed since the last one that completed; absent from coordinators that predate it.
+    #[serde(default)]
+    pub failed_in_a_row: u64,
     pub last_completed: Option<SnapshotInfo>,
     pub last_failure: Option<String>,
 }

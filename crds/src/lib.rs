@@ -43,9 +43,10 @@ pub use spec::{
     DEFAULT_MAX_PARALLELISM, KIND, MAX_MAX_PARALLELISM, MAX_NAME_LENGTH,
 };
 pub use status::{
-    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, Failure, JobMetrics,
-    OperationKind, OperatorShare, Phase, RestartStatus, RestartWait, SavepointInfo, SavepointState,
-    SavepointTrigger, SpecRevision, StreamJobStatus,
+    condition_types, CheckpointInfo, Condition, ConditionStatus, ErrorInfo, Failure, HealthFinding,
+    HealthReason, JobMetrics, KeyGroupSkew, MetricsReading, OperationKind, OperatorShare, Phase,
+    RestartStatus, RestartWait, SavepointInfo, SavepointState, SavepointTrigger, SpecRevision,
+    StreamJobStatus,
 };
 pub use validate::{
     validate, validate_name, validate_quota, validate_update, FieldError, ValidationErrors,

@@ -114,7 +114,7 @@ pub struct StreamJobStatus {
 /// A summary of the job's metrics, read from its coordinator at most every
 /// [`JobMetrics::INTERVAL_SECONDS`], so that writing it does not wake the operator again and
 /// again. The full series are on the coordinator's metrics port.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobMetrics {
     /// When the coordinator was read.
@@ -135,14 +135,98 @@ pub struct JobMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_lag_seconds: Option<i64>,
     /// The operator group whose subtasks spent the largest share of this run waiting for
-    /// room downstream; the bottleneck is the group it sends to.
+    /// room downstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub most_backpressured: Option<OperatorShare>,
+    /// The group that holds the job back: while some group is backpressured, the busiest
+    /// of the groups that are not (percent of its subtasks' time busy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bottleneck: Option<OperatorShare>,
+    /// The size in storage of the state the last completed checkpoint refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
+    /// How long the last completed checkpoint took, from its barrier to its manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_duration_ms: Option<u64>,
+    /// Checkpoints that failed since the last one that completed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checkpoints_failed_in_a_row: u64,
+    /// The largest key group's share of a keyed operator's records, against an even
+    /// spread: 1.0 is no skew, 4.0 a key group with four times its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_group_skew: Option<KeyGroupSkew>,
+    /// The readings of the last minute or so, oldest first: what the trends below are
+    /// judged on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<MetricsReading>,
+    /// What is going wrong while the job runs; the `Degraded` condition carries it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<HealthFinding>,
 }
 
 impl JobMetrics {
     /// The least time between two readings.
     pub const INTERVAL_SECONDS: u64 = 10;
+    /// The readings kept in `recent`.
+    pub const RECENT_READINGS: usize = 7;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One reading of the figures whose trend matters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsReading {
+    #[schemars(extend("format" = "date-time"))]
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_lag_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
+}
+
+/// The most skewed keyed operator group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGroupSkew {
+    pub operator: String,
+    /// The key group with the most records.
+    pub key_group: u32,
+    /// Its records over the mean of the group's key groups.
+    pub ratio: f64,
+}
+
+/// Why a running job is `Degraded` although nothing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HealthReason {
+    /// Event-time lag kept growing: the job reads slower than its input arrives.
+    LagGrowing,
+    /// The state kept growing fast enough to reach the workers' memory within the hour.
+    StateGrowing,
+    /// Checkpoints failed several times in a row.
+    CheckpointsFailing,
+}
+
+impl HealthReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthReason::LagGrowing => "LagGrowing",
+            HealthReason::StateGrowing => "StateGrowing",
+            HealthReason::CheckpointsFailing => "CheckpointsFailing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthFinding {
+    pub reason: HealthReason,
+    pub message: String,
+    /// When it was first seen.
+    #[schemars(extend("format" = "date-time"))]
+    pub since: String,
 }
 
 /// An operator group and a share of its subtasks' time.

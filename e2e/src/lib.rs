@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client, Config, ResourceExt};
 use std::future::Future;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +163,29 @@ impl TestNamespace {
             }
         }
     }
+}
+
+/// `GET path` over plain HTTP, with a bearer token unless it is empty: the whole answer,
+/// headers and body.
+pub fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> {
+    let fail = |e: std::io::Error| E2eError::Config(format!("GET {ip}:{port}{path}: {e}"));
+    let mut stream = TcpStream::connect((ip, port)).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(fail)?;
+    let authorization = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {ip}\r\n{authorization}\r\n"
+    )
+    .map_err(fail)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(fail)?;
+    Ok(answer)
 }
 
 /// Polls `check` until it returns true, failing after `timeout`.

@@ -18,6 +18,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "operator/health.rs"]
+mod health;
 #[path = "operator/kafka.rs"]
 mod kafka;
 #[path = "operator/malformed.rs"]
@@ -122,6 +124,16 @@ e2e_test!(
         });
         api.create(&PostParams::default(), &sj).await?;
         settled(&api, "q4", Phase::Running).await?;
+
+        // q4 averages prices per category, and there are five categories: five of the 128
+        // key groups of its last operator get every record, which the status reports.
+        let skew = wait_for("the key-group skew in the status", STEP_TIMEOUT, || async {
+            let status = api.get("q4").await?.status.unwrap_or_default();
+            Ok(status.metrics.and_then(|m| m.key_group_skew))
+        })
+        .await?;
+        assert_eq!(skew.operator, "q4", "{skew:?}");
+        assert!(skew.ratio >= 128.0 / 5.0, "{skew:?}");
 
         // q0 has none of q4's keyed operators: their state would be dropped.
         patch(&api, "q4", json!({"job": {"name": "nexmark-q0"}})).await?;

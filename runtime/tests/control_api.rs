@@ -7,13 +7,14 @@ mod common;
 use common::run::{job_config, reference, sluice, sorted_output, write_manifest, KILL_EVENTS};
 use common::{assert_same, wait_until, BrokenSink};
 use serde_json::{json, Value};
-use sluice_runtime::api::{JobBuilder, Record, WatermarkStrategy};
-use sluice_runtime::connectors::{JsonLinesSink, VecSource};
+use sluice_runtime::api::{Count, JobBuilder, Record, TumblingEventTime, WatermarkStrategy};
+use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, VecSource};
 use sluice_runtime::control::model::{Phase, SubtaskState};
 use sluice_runtime::control::JobControl;
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::CheckpointStorage;
+use sluice_runtime::state::{key_group, stable_hash};
 use sluice_runtime::time::EventTime;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -620,4 +621,50 @@ fn a_failed_job_reports_the_failing_operator_and_its_cause() {
         .count();
     assert_eq!(failed, status.errors.len());
     assert!(running.wait().is_err());
+}
+
+/// Half the records carry one key: the status counts, per key group of the keyed operator,
+/// exactly the records each key group was sent, as computed from the keys themselves, and
+/// the hot key's group stands out.
+#[test]
+fn a_skewed_key_shows_in_the_key_group_counts() {
+    const HOT_KEY: u64 = 7;
+    let records: Vec<Record<(u64, i64)>> = (0..20_000u64)
+        .map(|i| {
+            let key = if i % 2 == 0 { HOT_KEY } else { i % 1_000 };
+            Record::new(EventTime(i as i64), (key, 1))
+        })
+        .collect();
+    let mut expected = vec![0u64; 128];
+    for r in &records {
+        expected[key_group(stable_hash(&r.value.0), 128) as usize] += 1;
+    }
+    let (first, second) = records.split_at(records.len() / 2);
+    let job = JobBuilder::new("skewed", 2, 128);
+    job.source(
+        "src",
+        VecSource::new(vec![first.to_vec(), second.to_vec()]),
+        WatermarkStrategy::monotonous(),
+    )
+    .key_by(|r: &(u64, i64)| r.0)
+    .window(TumblingEventTime::of(Duration::from_secs(1)))
+    .aggregate("count", Count, |k, w, c| (*k, w.start, c))
+    .sink("out", DiscardSink);
+    let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
+    wait_until("the job to end", TIMEOUT, || running.is_finished());
+    let status = JobControl::status(&running);
+    running.wait().unwrap();
+
+    let counted = status.key_group_records();
+    assert_eq!(counted.keys().collect::<Vec<_>>(), vec![&"count"]);
+    assert_eq!(counted["count"], expected);
+    let hot = key_group(stable_hash(&HOT_KEY), 128) as usize;
+    let (busiest, _) = counted["count"]
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .unwrap();
+    assert_eq!(busiest, hot);
+    // At least half of all records, against 1/128 of them in an even spread.
+    assert!(counted["count"][hot] * 2 >= records.len() as u64);
 }

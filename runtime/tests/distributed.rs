@@ -571,6 +571,17 @@ fn a_slow_sink_on_one_worker_holds_memory_bounded_on_every_worker() {
             );
         }
     }
+    // The sink is the bottleneck: it works, and waits for nothing downstream. (It once
+    // showed as backpressured, from the blocking of deliveries into its own full queue.)
+    let sink = job["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sink"] == json!(true))
+        .unwrap();
+    let busy = sink["busySeconds"].as_f64().unwrap();
+    let waiting = sink["backpressuredSeconds"].as_f64().unwrap();
+    assert!(waiting < 0.5 && busy > 4.0, "the sink: {sink}");
     for (name, mib) in &peak {
         assert!(*mib < 300, "worker {name} peaked at {mib} MiB");
     }

@@ -14,10 +14,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use sluice_crds::{Phase, SecretKeySelector, SecretReference, SnapshotEncryption, StreamJob};
 use sluice_e2e::jobs::{committed, faster, first_output, patch, remove, settled, start_q0};
-use sluice_e2e::{e2e_test, wait_for, E2eError, Result, TestNamespace};
+use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, Result, TestNamespace};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,29 +24,6 @@ const JOB: &str = "q0-secrets";
 
 /// Where the chart runs the operator, as `e2e/ci.sh` installs it.
 const OPERATOR_NAMESPACE: &str = "sluice-system";
-
-/// `GET path` over plain HTTP, with a bearer token unless it is empty: the whole answer,
-/// headers and body.
-fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> {
-    let fail = |e: std::io::Error| E2eError::Config(format!("GET {ip}:{port}{path}: {e}"));
-    let mut stream = TcpStream::connect((ip, port)).map_err(fail)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(fail)?;
-    let authorization = if token.is_empty() {
-        String::new()
-    } else {
-        format!("Authorization: Bearer {token}\r\n")
-    };
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {ip}\r\n{authorization}\r\n"
-    )
-    .map_err(fail)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(fail)?;
-    Ok(answer)
-}
 
 /// Every log line of every container of the pods in `namespace` matching `labels`,
 /// previous runs of restarted containers included.

@@ -1,5 +1,5 @@
 //! The conditions every reconcile ends with: Ready, Progressing and Degraded, from the phase,
-//! the operation and the last error.
+//! the operation, the last error and the job's health (`status.metrics.unhealthy`).
 
 use super::{control, Planner};
 use sluice_crds::{condition_types, Condition, ConditionStatus, Phase, RestartWait};
@@ -67,12 +67,19 @@ impl Planner<'_> {
             generation,
             &now,
         ));
+        // A failure first, then trouble with pods, then what the job's metrics show.
+        let finding = self
+            .status
+            .metrics
+            .as_ref()
+            .and_then(|m| m.unhealthy.as_ref());
         let degraded = self
             .status
             .error
             .as_ref()
             .map(|e| (e.reason.clone(), e.message.clone()))
-            .or(trouble.map(|(reason, message)| (reason.to_string(), message)));
+            .or(trouble.map(|(reason, message)| (reason.to_string(), message)))
+            .or(finding.map(|f| (f.reason.as_str().to_string(), f.message.clone())));
         let already = self
             .status
             .condition(condition_types::DEGRADED)

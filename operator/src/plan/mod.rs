@@ -17,12 +17,13 @@
 //! One file per part of the lifecycle: `steady` (no operation: start one, or watch the
 //! job), `admission` (the namespace's StreamQuota: queue, preempt), one per step of
 //! [`OperationStep`] (`savepoint`, `preflight`, `stopping`,
-//! `deploying`, `restarting`), `conditions`, which every reconcile ends with, and `summary`,
-//! the job's metrics in its status.
+//! `deploying`, `restarting`), `conditions`, which every reconcile ends with, `summary`,
+//! the job's metrics in its status, and `health`, what their trend says is going wrong.
 
 mod admission;
 mod conditions;
 mod deploying;
+mod health;
 mod preflight;
 mod restarting;
 mod savepoint;

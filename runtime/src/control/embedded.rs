@@ -1,8 +1,8 @@
 //! The control API's view of a job running embedded in this process.
 
 use super::model::{
-    CheckpointSummary, CompatibilityReport, JobError, JobStatus, Phase, SnapshotInfo, SnapshotKind,
-    SubtaskState, SubtaskStatus,
+    CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, Phase,
+    SnapshotInfo, SnapshotKind, SubtaskState, SubtaskStatus,
 };
 use super::JobControl;
 use crate::error::Error;
@@ -38,6 +38,14 @@ impl JobControl for RunningJob {
                     backpressured_seconds: m.backpressured.as_secs_f64(),
                     watermark_ms: (m.watermark != EventTime::MIN).then_some(m.watermark.0),
                     worker: None,
+                    key_groups: m
+                        .key_groups
+                        .iter()
+                        .map(|(operator, records)| KeyGroupRecords {
+                            operator: operator.clone(),
+                            records: records.clone(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -115,6 +123,7 @@ impl From<&CheckpointStatus> for CheckpointSummary {
         CheckpointSummary {
             completed: s.completed,
             failed: s.failed,
+            failed_in_a_row: s.failed_in_a_row,
             last_completed: s.last_completed.as_ref().map(SnapshotInfo::from),
             last_failure: s.last_failure.clone(),
         }

@@ -104,6 +104,19 @@ const LAST_CHECKPOINT_SIZE: Spec = spec(
     JOB,
 );
 
+const CHECKPOINTS_FAILED_IN_A_ROW: Spec = spec(
+    "sluice_checkpoints_failed_in_a_row",
+    GAUGE,
+    "Checkpoints that failed since the last one that completed.",
+    JOB,
+);
+const KEY_GROUP_RECORDS: Spec = spec(
+    "sluice_key_group_records_total",
+    COUNTER,
+    "Records sent to each key group of a keyed operator: how skewed its keys are.",
+    &["job", "operator", "key_group"],
+);
+
 type Value = fn(&SubtaskStatus) -> Option<f64>;
 
 /// The per-subtask families and how each reads its value.
@@ -204,6 +217,8 @@ impl JobCollector {
             &WORKERS,
             &CHECKPOINTS_COMPLETED,
             &CHECKPOINTS_FAILED,
+            &CHECKPOINTS_FAILED_IN_A_ROW,
+            &KEY_GROUP_RECORDS,
             &LAST_CHECKPOINT_ID,
             &LAST_CHECKPOINT_DURATION,
             &LAST_CHECKPOINT_SIZE,
@@ -265,9 +280,18 @@ fn families(s: &JobStatus) -> Vec<MetricFamily> {
         out.push(f);
     }
 
+    let mut key_groups = KEY_GROUP_RECORDS.family();
+    for (operator, records) in s.key_group_records() {
+        for (kg, n) in records.iter().enumerate() {
+            key_groups.sample(&[job, operator, &kg.to_string()], *n as f64);
+        }
+    }
+    out.push(key_groups);
+
     let c = &s.checkpoints;
     out.push(one(&CHECKPOINTS_COMPLETED, c.completed as f64));
     out.push(one(&CHECKPOINTS_FAILED, c.failed as f64));
+    out.push(one(&CHECKPOINTS_FAILED_IN_A_ROW, c.failed_in_a_row as f64));
     if let Some(last) = &c.last_completed {
         out.push(one(&LAST_CHECKPOINT_ID, last.id as f64));
         out.push(one(
@@ -283,7 +307,7 @@ fn families(s: &JobStatus) -> Vec<MetricFamily> {
 mod tests {
     use super::*;
     use crate::control::model::{
-        CheckpointSummary, CompatibilityReport, SnapshotInfo, SubtaskState,
+        CheckpointSummary, CompatibilityReport, KeyGroupRecords, SnapshotInfo, SubtaskState,
     };
     use crate::error::Error;
 
@@ -327,6 +351,7 @@ mod tests {
             backpressured_seconds: 0.0,
             watermark_ms,
             worker: None,
+            key_groups: Vec::new(),
         }
     }
 
@@ -404,5 +429,32 @@ mod tests {
         }
         // Before a checkpoint completes, the last-checkpoint gauges are absent.
         assert!(!text.contains("sluice_last_checkpoint"), "{text}");
+    }
+
+    #[test]
+    fn key_group_records_are_summed_over_the_subtasks_that_send_them() {
+        let mut sources = vec![subtask("source", 0, None), subtask("source", 1, None)];
+        sources[0].key_groups = vec![KeyGroupRecords {
+            operator: "window".into(),
+            records: vec![3, 0, 1],
+        }];
+        sources[1].key_groups = vec![KeyGroupRecords {
+            operator: "window".into(),
+            records: vec![4, 2, 0],
+        }];
+        let mut s = status("q5", sources);
+        s.checkpoints.failed_in_a_row = 2;
+        let text = render(s);
+        for expected in [
+            "# HELP sluice_key_group_records_total Records sent to each key group of a keyed operator: how skewed its keys are.\n\
+             # TYPE sluice_key_group_records_total counter\n\
+             sluice_key_group_records_total{job=\"q5\",operator=\"window\",key_group=\"0\"} 7\n\
+             sluice_key_group_records_total{job=\"q5\",operator=\"window\",key_group=\"1\"} 2\n\
+             sluice_key_group_records_total{job=\"q5\",operator=\"window\",key_group=\"2\"} 1\n",
+            "# TYPE sluice_checkpoints_failed_in_a_row gauge\n\
+             sluice_checkpoints_failed_in_a_row{job=\"q5\"} 2\n",
+        ] {
+            assert!(text.contains(expected), "{expected}\nnot in\n{text}");
+        }
     }
 }

@@ -151,6 +151,9 @@ pub(crate) const FINAL_ID: u64 = u64::MAX;
 pub struct CheckpointStatus {
     pub completed: u64,
     pub failed: u64,
+    /// Failed since the last one that completed (savepoints into a requester's own storage
+    /// aside: they say nothing of the job's health).
+    pub failed_in_a_row: u64,
     pub last_completed: Option<CompletedSnapshot>,
     pub last_failure: Option<String>,
     /// The snapshot this run was restored from.
@@ -345,6 +348,9 @@ impl Coordinator {
                     next_due = interval.map(|i| Instant::now() + i);
                 } else {
                     inflight = Some(f);
+                }
+                if let Ok(mut s) = self.status.lock() {
+                    s.failed_in_a_row = u64::from(failures_in_row);
                 }
                 let tolerable = self.config.as_ref().map_or(0, |c| c.tolerable_failures);
                 if failures_in_row > tolerable {

@@ -2,6 +2,7 @@
 //! into per-consumer buffers and ships full buffers as one message.
 
 use super::channel::{ChannelSender, Msg};
+use super::metrics::KeyGroupCounts;
 use super::{BuildCx, ControlEvent, Operator};
 use crate::record::Record;
 use crate::snapshot::SnapshotKind;
@@ -17,7 +18,7 @@ pub(crate) enum Routing<T> {
     Pointwise,
     Rebalance,
     Broadcast,
-    Hash(KeyHasher<T>, Arc<KeyGroupAssignment>),
+    Hash(KeyHasher<T>, Arc<KeyGroupAssignment>, Arc<KeyGroupCounts>),
 }
 
 pub(crate) struct ExchangeWriter<T> {
@@ -28,11 +29,19 @@ pub(crate) struct ExchangeWriter<T> {
     batch_size: usize,
     cx: BuildCx,
     broken: bool,
+    /// Records sent to each key group (hash routing), counted here in plain integers and
+    /// published to the subtask's metrics at every control event (each watermark, barrier,
+    /// flush): an atomic write per record cost q5 some 8 % of its throughput.
+    key_group_records: Vec<u64>,
 }
 
 impl<T: Clone> ExchangeWriter<T> {
     pub(crate) fn new(senders: Vec<ChannelSender<T>>, routing: Routing<T>, cx: &BuildCx) -> Self {
         let batch_size = cx.batch_size;
+        let routing_key_groups = match &routing {
+            Routing::Hash(_, assignment, _) => Some(assignment.max_parallelism() as usize),
+            _ => None,
+        };
         ExchangeWriter {
             buffers: senders
                 .iter()
@@ -44,6 +53,10 @@ impl<T: Clone> ExchangeWriter<T> {
             batch_size,
             cx: cx.clone(),
             broken: false,
+            key_group_records: match &routing_key_groups {
+                Some(n) => vec![0; *n],
+                None => Vec::new(),
+            },
         }
     }
 
@@ -94,10 +107,15 @@ impl<T: Clone> Operator<T> for ExchangeWriter<T> {
                     self.send_buffer(0);
                 }
             }
-            Routing::Hash(hasher, assignment) => {
+            Routing::Hash(hasher, assignment, _) => {
                 let (hasher, assignment) = (hasher.clone(), assignment.clone());
+                let key_groups = u64::from(assignment.max_parallelism());
                 for r in batch.drain(..) {
-                    let t = assignment.route(hasher(&r.value)) as usize;
+                    let key_group = (hasher(&r.value) % key_groups) as u32;
+                    if let Some(n) = self.key_group_records.get_mut(key_group as usize) {
+                        *n += 1;
+                    }
+                    let t = assignment.owner(key_group) as usize;
                     let buf = &mut self.buffers[t];
                     buf.push(r);
                     if buf.len() >= self.batch_size {
@@ -128,6 +146,9 @@ impl<T: Clone> Operator<T> for ExchangeWriter<T> {
     }
 
     fn control(&mut self, event: ControlEvent<'_>) {
+        if let Routing::Hash(_, _, counts) = &self.routing {
+            counts.publish(&self.key_group_records);
+        }
         match event {
             ControlEvent::Watermark(watermark) => self.broadcast(|| Msg::Watermark(watermark)),
             ControlEvent::Idle(idle) => self.broadcast(|| Msg::Idle(idle)),

@@ -68,13 +68,23 @@ fn new_writer<T: Data>(senders: Vec<ErasedSend>, routing: ErasedRouting, cx: &Bu
         ErasedRouting::Pointwise => Routing::Pointwise,
         ErasedRouting::Rebalance => Routing::Rebalance,
         ErasedRouting::Broadcast => Routing::Broadcast,
-        ErasedRouting::Hash(hasher, assignment) => Routing::Hash(
-            hasher
-                .downcast_ref::<KeyHasher<T>>()
-                .expect("key hasher of the port's record type")
-                .clone(),
+        ErasedRouting::Hash {
+            hasher,
             assignment,
-        ),
+            consumer,
+        } => {
+            let counts = cx
+                .metrics
+                .key_group_counts(&consumer, assignment.max_parallelism());
+            Routing::Hash(
+                hasher
+                    .downcast_ref::<KeyHasher<T>>()
+                    .expect("key hasher of the port's record type")
+                    .clone(),
+                assignment,
+                counts,
+            )
+        }
     };
     let op: Box<dyn Operator<T>> = Box::new(ExchangeWriter::new(senders, routing, cx));
     Box::new(op)
@@ -153,10 +163,12 @@ pub(crate) enum ErasedRouting {
     Pointwise,
     Rebalance,
     Broadcast,
-    Hash(
-        Arc<dyn Any + Send + Sync>,
-        Arc<crate::state::KeyGroupAssignment>,
-    ),
+    Hash {
+        hasher: Arc<dyn Any + Send + Sync>,
+        assignment: Arc<crate::state::KeyGroupAssignment>,
+        /// The keyed operator fed, which the exchange counts records per key group for.
+        consumer: String,
+    },
 }
 
 #[derive(Clone)]

@@ -187,12 +187,14 @@ pub(crate) fn launch(
                             txs.push(p.links.sender(&port, worker, channel, producer)?);
                         }
                         (false, true, Some(p)) => {
-                            // Delivery blocking on a full queue is not the producer's
-                            // backpressure here; it shows as credits withheld over there.
+                            // Delivery blocking on a full queue is no subtask's backpressure
+                            // here: the producer's shows as credits withheld over there, and
+                            // the consumer is not waiting for room. (Recorded as the
+                            // consumer's, it made a busy sink look backpressured and idle.)
                             let (tx, rx) = (port.channel)(
                                 options.channel_capacity,
                                 unparkers[&(h, cs)].clone(),
-                                metrics[&(h, cs)].clone(),
+                                Arc::new(TaskMetrics::unreported()),
                             );
                             let worker = p.worker_of(ps)?;
                             p.links.deliver(&port, worker, channel, tx);
@@ -453,10 +455,11 @@ fn build_outputs(
                         }
                         Partition::Forward | Partition::Rebalance => ErasedRouting::Rebalance,
                         Partition::Broadcast => ErasedRouting::Broadcast,
-                        Partition::Hash(hasher) => ErasedRouting::Hash(
-                            hasher.clone(),
-                            assignment_for(assignments, graph, c),
-                        ),
+                        Partition::Hash(hasher) => ErasedRouting::Hash {
+                            hasher: hasher.clone(),
+                            assignment: assignment_for(assignments, graph, c),
+                            consumer: consumer.uid.clone(),
+                        },
                     };
                     consumers.push((port.writer)(txs, routing, &cx_for(node)));
                 }

@@ -3,6 +3,7 @@
 
 use crate::time::EventTime;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -26,6 +27,26 @@ pub struct TaskMetrics {
     batch_latency: [AtomicU64; LATENCY_BUCKETS],
     /// The longest synchronous part of a snapshot (pinning state as a barrier passes).
     max_snapshot_sync_ns: AtomicU64,
+    /// What the chain's hash exchanges sent to each key group, one per exchange.
+    key_groups: Mutex<Vec<Arc<KeyGroupCounts>>>,
+}
+
+/// Records one hash exchange sent to each key group of the keyed operator it feeds: how
+/// skewed the keys are. Written by the exchange's thread alone.
+#[derive(Debug)]
+pub struct KeyGroupCounts {
+    operator: String,
+    counts: Box<[AtomicU64]>,
+}
+
+impl KeyGroupCounts {
+    /// The exchange's totals so far, one per key group. Stores, not adds: the exchange is
+    /// the only writer, and it keeps the running totals itself.
+    pub fn publish(&self, totals: &[u64]) {
+        for (c, n) in self.counts.iter().zip(totals) {
+            c.store(*n, Relaxed);
+        }
+    }
 }
 
 const LATENCY_BUCKETS: usize = 32;
@@ -50,6 +71,9 @@ pub struct TaskMetricsSnapshot {
     /// Batches per latency bucket (see [`TaskMetricsSnapshot::batch_latency_quantile`]).
     pub batch_latency: Vec<u64>,
     pub max_snapshot_sync: Duration,
+    /// Records sent to each key group, per keyed operator fed (summed over the exchanges
+    /// that feed the same one).
+    pub key_groups: Vec<(String, Vec<u64>)>,
 }
 
 impl TaskMetricsSnapshot {
@@ -92,7 +116,25 @@ impl TaskMetrics {
             watermark: AtomicI64::new(i64::MIN),
             batch_latency: std::array::from_fn(|_| AtomicU64::new(0)),
             max_snapshot_sync_ns: AtomicU64::new(0),
+            key_groups: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counters no report reads, for a channel end whose blocking is no subtask's time.
+    pub fn unreported() -> Self {
+        TaskMetrics::new(String::new(), false, false)
+    }
+
+    /// Counters for an exchange that sends to the `key_groups` key groups of `operator`.
+    pub fn key_group_counts(&self, operator: &str, key_groups: u32) -> Arc<KeyGroupCounts> {
+        let counts = Arc::new(KeyGroupCounts {
+            operator: operator.to_string(),
+            counts: (0..key_groups).map(|_| AtomicU64::new(0)).collect(),
+        });
+        if let Ok(mut all) = self.key_groups.lock() {
+            all.push(counts.clone());
+        }
+        counts
     }
 
     /// One batch (or barrier) took `d` to process.
@@ -153,7 +195,30 @@ impl TaskMetrics {
             watermark: EventTime(self.watermark.load(Relaxed)),
             batch_latency: self.batch_latency.iter().map(|b| b.load(Relaxed)).collect(),
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
+            key_groups: self.key_group_snapshot(),
         }
+    }
+}
+
+impl TaskMetrics {
+    fn key_group_snapshot(&self) -> Vec<(String, Vec<u64>)> {
+        let Ok(all) = self.key_groups.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Vec<u64>)> = Vec::new();
+        for c in all.iter() {
+            let i = match out.iter().position(|(op, _)| *op == c.operator) {
+                Some(i) => i,
+                None => {
+                    out.push((c.operator.clone(), vec![0; c.counts.len()]));
+                    out.len() - 1
+                }
+            };
+            for (sum, n) in out[i].1.iter_mut().zip(c.counts.iter()) {
+                *sum += n.load(Relaxed);
+            }
+        }
+        out
     }
 }
 
@@ -181,6 +246,24 @@ mod tests {
         assert_eq!(
             s.batch_latency_quantile(1.0),
             Some(Duration::from_micros(32768))
+        );
+    }
+
+    #[test]
+    fn key_group_counts_add_up_per_operator_fed() {
+        let m = TaskMetrics::new("t[0]".into(), false, false);
+        let window = m.key_group_counts("window", 4);
+        let window_too = m.key_group_counts("window", 4);
+        let join = m.key_group_counts("join", 4);
+        window.publish(&[1, 0, 0, 3]);
+        window_too.publish(&[0, 0, 0, 1]);
+        join.publish(&[0, 1, 0, 0]);
+        assert_eq!(
+            m.snapshot().key_groups,
+            vec![
+                ("window".to_string(), vec![1, 0, 0, 4]),
+                ("join".to_string(), vec![0, 1, 0, 0]),
+            ]
         );
     }
 }

@@ -1,0 +1,275 @@
+//! A job that cannot keep up says so: a deliberately slow sink is named as the bottleneck
+//! in the coordinator's metrics and in the status within a minute of the job running, the
+//! job turns `Degraded` with `LagGrowing` and a Warning Event; with the throttle removed the
+//! condition clears and a `Recovered` Event follows. The operator's own metrics follow the
+//! job's life: its phase gauge, the reconciles, the upgrade, and no series once it is gone.
+//!
+//! A module of the operator tests (see kafka.rs for why).
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use sluice_crds::{ConditionStatus, HealthReason, JobMetrics, Phase, StreamJob};
+use sluice_e2e::jobs::{patch, settled, stream_job, STEP_TIMEOUT};
+use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, Result, TestNamespace};
+use std::time::{Duration, Instant};
+
+const JOB: &str = "slow-sink";
+/// The sink's stage: its own operator group, fed through a rebalance by the sources.
+const SINK_GROUP: &str = "to-sink";
+const SOURCE_GROUP: &str = "nexmark";
+
+/// A counter of the coordinator's metrics summed over the subtasks of `operator`.
+fn subtask_sum(metrics: &str, family: &str, operator: &str) -> f64 {
+    let label = format!("operator=\"{operator}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn coordinator_metrics(ns: &TestNamespace) -> Result<String> {
+    let pods: Api<Pod> = ns.api();
+    let listed = pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("sluice.dev/job={JOB},sluice.dev/role=coordinator")),
+        )
+        .await?;
+    let ip = listed
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .ok_or_else(|| E2eError::Config("the coordinator has no IP".into()))?;
+    http_get(&ip, sluice_operator::build::METRICS_PORT, "/metrics", "")
+}
+
+/// Seconds the job's sources have spent backpressured and its sink busy, at an uptime.
+struct Shares {
+    uptime: f64,
+    sources_waiting: f64,
+    sink_busy: f64,
+}
+
+impl Shares {
+    async fn read(ns: &TestNamespace) -> Result<Shares> {
+        let metrics = coordinator_metrics(ns).await?;
+        let uptime = metrics
+            .lines()
+            .find(|l| l.starts_with("sluice_job_uptime_seconds{"))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .ok_or_else(|| E2eError::Config(format!("no uptime in\n{metrics}")))?;
+        Ok(Shares {
+            uptime,
+            sources_waiting: subtask_sum(
+                &metrics,
+                "sluice_subtask_backpressured_seconds_total",
+                SOURCE_GROUP,
+            ),
+            sink_busy: subtask_sum(&metrics, "sluice_subtask_busy_seconds_total", SINK_GROUP),
+        })
+    }
+}
+
+/// Every operator replica's metrics (one leads; the others report no jobs).
+async fn operator_metrics(ns: &TestNamespace) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), "sluice-system");
+    let mut all = String::new();
+    for pod in pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=sluice"))
+        .await?
+        .items
+    {
+        if let Some(ip) = pod.status.and_then(|s| s.pod_ip) {
+            all.push_str(&http_get(&ip, 8080, "/metrics", "")?);
+        }
+    }
+    Ok(all)
+}
+
+/// The sum of the samples of `series` (a name with the start of its labels) in `metrics`.
+fn sample_sum(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn event_reasons(ns: &TestNamespace) -> Result<Vec<(String, String, String)>> {
+    Ok(ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+e2e_test!(
+    a_slow_sink_is_named_and_degrades_the_job_until_it_is_fixed,
+    |ns| {
+        let api: Api<StreamJob> = ns.api();
+        // 10,000 events per second of event time, and a sink that takes 2,000 a second: event
+        // time falls behind the clock by 0.8 s every second.
+        let config = json!({
+            "generator": {"events": 30_000_000u64, "eventsPerSecond": 10_000},
+            "output": "discard",
+            "sink": {"parallelism": 1, "maxRecordsPerSecond": 2_000},
+        });
+        let reconciles = "sluice_operator_reconciles_total{result=\"ok\"}";
+        let upgrades = "sluice_operator_operation_seconds_count{operation=\"Upgrade\"}";
+        let before = operator_metrics(&ns).await?;
+        let (sj, _dir) = stream_job(&ns, JOB, "nexmark-q0", config.clone())?;
+        api.create(&PostParams::default(), &sj).await?;
+        settled(&api, JOB, Phase::Running).await?;
+        let running = Instant::now();
+
+        // The operator's metrics follow the job's life: its phase, and more reconciles.
+        let job_phase = |phase: &str| {
+            format!(
+                "sluice_operator_job_phase{{namespace=\"{}\",name=\"{JOB}\",phase=\"{phase}\"}} 1",
+                ns.name
+            )
+        };
+        let after_start = operator_metrics(&ns).await?;
+        assert!(
+            after_start.contains(&job_phase("Running")),
+            "{}\nnot in\n{after_start}",
+            job_phase("Running")
+        );
+        assert!(sample_sum(&after_start, reconciles) > sample_sum(&before, reconciles));
+
+        // The status names the sink's stage within a minute.
+        let named = wait_for(
+            "the status to name the slow sink",
+            Duration::from_secs(60),
+            || async {
+                let status = api.get(JOB).await?.status.unwrap_or_default();
+                Ok(status.metrics.filter(|m: &JobMetrics| {
+                    m.bottleneck
+                        .as_ref()
+                        .is_some_and(|b| b.operator == SINK_GROUP)
+                }))
+            },
+        )
+        .await?;
+        eprintln!(
+            "slow sink named {:.0}s after the job ran: {:?}, waiting on it {:?}",
+            running.elapsed().as_secs_f64(),
+            named.bottleneck,
+            named.most_backpressured
+        );
+        let waiting = named
+            .most_backpressured
+            .expect("a group waiting on the sink");
+        assert_eq!(waiting.operator, SOURCE_GROUP);
+
+        // So do the coordinator's metrics: over ten seconds, the sources spend most of their
+        // time waiting and the sink most of its time working.
+        let first = Shares::read(&ns).await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let second = Shares::read(&ns).await?;
+        let elapsed = second.uptime - first.uptime;
+        let sources_waiting = (second.sources_waiting - first.sources_waiting) / (2.0 * elapsed);
+        let sink_busy = (second.sink_busy - first.sink_busy) / elapsed;
+        assert!(
+            sources_waiting > 0.5 && sink_busy > 0.5,
+            "over {elapsed:.1}s, sources backpressured {sources_waiting:.2} and the sink busy \
+         {sink_busy:.2} of the time"
+        );
+
+        // Lag keeps growing: Degraded, with the reason and the bottleneck in its message.
+        let degraded = wait_for(
+            "Degraded with LagGrowing",
+            Duration::from_secs(120),
+            || async {
+                let status = api.get(JOB).await?.status.unwrap_or_default();
+                Ok(status
+                    .condition("Degraded")
+                    .filter(|c| {
+                        c.status == ConditionStatus::True
+                            && c.reason == HealthReason::LagGrowing.as_str()
+                    })
+                    .cloned())
+            },
+        )
+        .await?;
+        assert!(
+            degraded
+                .message
+                .contains(&format!("operator group {SINK_GROUP} is busy")),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(
+            api.get(JOB)
+                .await?
+                .status
+                .unwrap_or_default()
+                .condition("Ready")
+                .map(|c| c.status),
+            Some(ConditionStatus::True),
+            "a slow job still runs its spec"
+        );
+        // The Event is published after the status is written: wait for it.
+        wait_for("the LagGrowing event", STEP_TIMEOUT, || async {
+            let events = event_reasons(&ns).await?;
+            Ok(events
+                .into_iter()
+                .find(|(kind, reason, _)| kind == "Warning" && reason == "LagGrowing"))
+        })
+        .await?;
+
+        // Without the throttle the job keeps up: the condition clears once the new run starts,
+        // and stays clear while it runs (or once it has read all its input).
+        patch(
+            &api,
+            JOB,
+            json!({"job": {"config": {"sink": {"maxRecordsPerSecond": null}}}}),
+        )
+        .await?;
+        let cleared = wait_for("Degraded to clear", STEP_TIMEOUT, || async {
+            let sj = api.get(JOB).await?;
+            let status = sj.status.clone().unwrap_or_default();
+            let current = status.observed_generation == sj.metadata.generation
+                && status.operation.is_none()
+                && matches!(status.phase, Some(Phase::Running | Phase::Finished));
+            let degraded = status.condition("Degraded").cloned();
+            Ok(degraded.filter(|c| current && c.status == ConditionStatus::False))
+        })
+        .await?;
+        assert_eq!(cleared.reason, "Healthy");
+        wait_for("the Recovered event", STEP_TIMEOUT, || async {
+            let events = event_reasons(&ns).await?;
+            Ok(events.into_iter().find(|(kind, reason, message)| {
+                kind == "Normal" && reason == "Recovered" && message.starts_with("LagGrowing")
+            }))
+        })
+        .await?;
+        let upgrades_before = sample_sum(&before, upgrades);
+        wait_for("the upgrade counted", Duration::from_secs(30), || async {
+            let now = sample_sum(&operator_metrics(&ns).await?, upgrades);
+            Ok((now > upgrades_before).then_some(()))
+        })
+        .await?;
+
+        // An unthrottled job burns CPU the other tests need. Once it is gone, so is its series.
+        api.delete(JOB, &DeleteParams::default()).await?;
+        let series = format!("namespace=\"{}\",name=\"{JOB}\"", ns.name);
+        wait_for("the job's phase series to go", STEP_TIMEOUT, || async {
+            Ok((!operator_metrics(&ns).await?.contains(&series)).then_some(()))
+        })
+        .await?;
+        Ok(())
+    }
+);
