@@ -3,8 +3,8 @@
 builds the workspace crates under new hashes, so old artifacts pile up. Keeps the two newest
 builds of each library in <target>/<profile>/deps (a dependency may legitimately be built
 twice, with two feature sets) and the newest build of each test executable, and deletes
-the rest. Test executables are about 1 GB each with their debug info, there are some 20 of
-them, and a run links them again anyway: keeping a second set would cost 20 GB."""
+the rest. There are some 25 test executables of about 100 MB each, and a run links them
+again anyway: a second set would only take room."""
 import collections
 import os
 import re

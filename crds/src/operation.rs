@@ -35,8 +35,9 @@ pub struct Operation {
     pub attempts: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+/// For `skip_serializing_if`: a count of zero is left out of the status.
+pub(crate) fn is_zero<N: Default + PartialEq>(n: &N) -> bool {
+    *n == N::default()
 }
 
 /// How far an operation got.

@@ -6,7 +6,7 @@
 //! starting over or losing state. Times are RFC 3339 UTC text (`2026-01-01T00:00:00Z`), so
 //! the type stays the same with and without the `kube` feature.
 
-use crate::operation::Operation;
+use crate::operation::{is_zero, Operation};
 use crate::spec::{free_form_object, StreamJobSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -169,10 +169,6 @@ impl JobMetrics {
     pub const INTERVAL_SECONDS: u64 = 10;
     /// The readings kept in `recent`.
     pub const RECENT_READINGS: usize = 7;
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// One reading of the figures whose trend matters.

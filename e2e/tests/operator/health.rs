@@ -20,12 +20,12 @@ const JOB: &str = "slow-sink";
 const SINK_GROUP: &str = "to-sink";
 const SOURCE_GROUP: &str = "nexmark";
 
-/// A counter of the coordinator's metrics summed over the subtasks of `operator`.
-fn subtask_sum(metrics: &str, family: &str, operator: &str) -> f64 {
-    let label = format!("operator=\"{operator}\"");
+/// The sum of the samples in `metrics` of the series that start with `series` (a name with
+/// the start of its labels) and carry `label` (empty for any).
+fn sample_sum(metrics: &str, series: &str, label: &str) -> f64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with(family) && l.contains(&label))
+        .filter(|l| l.starts_with(series) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
@@ -56,19 +56,16 @@ struct Shares {
 impl Shares {
     async fn read(ns: &TestNamespace) -> Result<Shares> {
         let metrics = coordinator_metrics(ns).await?;
-        let uptime = metrics
-            .lines()
-            .find(|l| l.starts_with("sluice_job_uptime_seconds{"))
-            .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
-            .ok_or_else(|| E2eError::Config(format!("no uptime in\n{metrics}")))?;
+        let source = format!("operator=\"{SOURCE_GROUP}\"");
+        let sink = format!("operator=\"{SINK_GROUP}\"");
         Ok(Shares {
-            uptime,
-            sources_waiting: subtask_sum(
+            uptime: sample_sum(&metrics, "sluice_job_uptime_seconds{", ""),
+            sources_waiting: sample_sum(
                 &metrics,
-                "sluice_subtask_backpressured_seconds_total",
-                SOURCE_GROUP,
+                "sluice_subtask_backpressured_seconds_total{",
+                &source,
             ),
-            sink_busy: subtask_sum(&metrics, "sluice_subtask_busy_seconds_total", SINK_GROUP),
+            sink_busy: sample_sum(&metrics, "sluice_subtask_busy_seconds_total{", &sink),
         })
     }
 }
@@ -87,15 +84,6 @@ async fn operator_metrics(ns: &TestNamespace) -> Result<String> {
         }
     }
     Ok(all)
-}
-
-/// The sum of the samples of `series` (a name with the start of its labels) in `metrics`.
-fn sample_sum(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 async fn event_reasons(ns: &TestNamespace) -> Result<Vec<(String, String, String)>> {
@@ -147,7 +135,7 @@ e2e_test!(
             "{}\nnot in\n{after_start}",
             job_phase("Running")
         );
-        assert!(sample_sum(&after_start, reconciles) > sample_sum(&before, reconciles));
+        assert!(sample_sum(&after_start, reconciles, "") > sample_sum(&before, reconciles, ""));
 
         // The status names the sink's stage within a minute.
         let named = wait_for(
@@ -256,9 +244,9 @@ e2e_test!(
             }))
         })
         .await?;
-        let upgrades_before = sample_sum(&before, upgrades);
+        let upgrades_before = sample_sum(&before, upgrades, "");
         wait_for("the upgrade counted", Duration::from_secs(30), || async {
-            let now = sample_sum(&operator_metrics(&ns).await?, upgrades);
+            let now = sample_sum(&operator_metrics(&ns).await?, upgrades, "");
             Ok((now > upgrades_before).then_some(()))
         })
         .await?;

@@ -117,7 +117,7 @@ fn state_growing(recent: &[MetricsReading], budget: u64) -> Option<String> {
     let sizes: Vec<u64> = readings.iter().filter_map(|r| r.state_bytes).collect();
     let (first, last) = (*sizes.first()?, *sizes.last()?);
     let never_shrank = sizes.windows(2).all(|w| w[1] >= w[0]);
-    if !never_shrank || last < first + first / 20 || last == first {
+    if !never_shrank || last <= first || last - first < first / 20 {
         return None;
     }
     let rate = (last - first) as f64 / span as f64;

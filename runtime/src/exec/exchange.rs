@@ -38,9 +38,9 @@ pub(crate) struct ExchangeWriter<T> {
 impl<T: Clone> ExchangeWriter<T> {
     pub(crate) fn new(senders: Vec<ChannelSender<T>>, routing: Routing<T>, cx: &BuildCx) -> Self {
         let batch_size = cx.batch_size;
-        let routing_key_groups = match &routing {
-            Routing::Hash(_, assignment, _) => Some(assignment.max_parallelism() as usize),
-            _ => None,
+        let key_group_records = match &routing {
+            Routing::Hash(_, assignment, _) => vec![0; assignment.max_parallelism() as usize],
+            _ => Vec::new(),
         };
         ExchangeWriter {
             buffers: senders
@@ -53,10 +53,7 @@ impl<T: Clone> ExchangeWriter<T> {
             batch_size,
             cx: cx.clone(),
             broken: false,
-            key_group_records: match &routing_key_groups {
-                Some(n) => vec![0; *n],
-                None => Vec::new(),
-            },
+            key_group_records,
         }
     }
 

@@ -120,6 +120,26 @@ impl TaskMetrics {
         }
     }
 
+    fn key_group_snapshot(&self) -> Vec<(String, Vec<u64>)> {
+        let Ok(all) = self.key_groups.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Vec<u64>)> = Vec::new();
+        for c in all.iter() {
+            let i = match out.iter().position(|(op, _)| *op == c.operator) {
+                Some(i) => i,
+                None => {
+                    out.push((c.operator.clone(), vec![0; c.counts.len()]));
+                    out.len() - 1
+                }
+            };
+            for (sum, n) in out[i].1.iter_mut().zip(c.counts.iter()) {
+                *sum += n.load(Relaxed);
+            }
+        }
+        out
+    }
+
     /// Counters no report reads, for a channel end whose blocking is no subtask's time.
     pub fn unreported() -> Self {
         TaskMetrics::new(String::new(), false, false)
@@ -197,28 +217,6 @@ impl TaskMetrics {
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
             key_groups: self.key_group_snapshot(),
         }
-    }
-}
-
-impl TaskMetrics {
-    fn key_group_snapshot(&self) -> Vec<(String, Vec<u64>)> {
-        let Ok(all) = self.key_groups.lock() else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, Vec<u64>)> = Vec::new();
-        for c in all.iter() {
-            let i = match out.iter().position(|(op, _)| *op == c.operator) {
-                Some(i) => i,
-                None => {
-                    out.push((c.operator.clone(), vec![0; c.counts.len()]));
-                    out.len() - 1
-                }
-            };
-            for (sum, n) in out[i].1.iter_mut().zip(c.counts.iter()) {
-                *sum += n.load(Relaxed);
-            }
-        }
-        out
     }
 }
 
