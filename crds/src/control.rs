@@ -63,6 +63,52 @@ pub struct JobStatus {
     /// The workers a distributed job runs on; empty in embedded mode.
     #[serde(default)]
     pub workers: Vec<WorkerStatus>,
+    /// The job's operator groups and how records flow between them.
+    #[serde(default)]
+    pub topology: Topology,
+}
+
+/// The job as a graph of operator groups: what the job page draws.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Topology {
+    /// In the order the job defines them, sources first.
+    pub groups: Vec<OperatorGroup>,
+    pub edges: Vec<GroupEdge>,
+}
+
+/// Operators chained into one thread per subtask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorGroup {
+    /// The first operator's uid, as `subtasks[].operator` names the group.
+    pub name: String,
+    /// The uids of its operators, first to last.
+    pub operators: Vec<String>,
+    pub parallelism: u32,
+}
+
+/// Records flowing from one operator group to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupEdge {
+    pub from: String,
+    pub to: String,
+    pub partitioning: Partitioning,
+}
+
+/// How an edge spreads records over the receiving group's subtasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// Subtask i to subtask i.
+    Forward,
+    /// Round robin.
+    Rebalance,
+    /// Every record to every subtask.
+    Broadcast,
+    /// By key group of the record's key.
+    Hash,
 }
 
 /// How often a distributed job restarted from its latest checkpoint, and what comes next.
@@ -185,6 +231,15 @@ pub struct CheckpointSummary {
     pub failed_in_a_row: u64,
     pub last_completed: Option<SnapshotInfo>,
     pub last_failure: Option<String>,
+    /// The last completed checkpoints and savepoints, oldest first (at most
+    /// [`CheckpointSummary::RECENT`]).
+    #[serde(default)]
+    pub recent: Vec<SnapshotInfo>,
+}
+
+impl CheckpointSummary {
+    /// How many completed snapshots `recent` keeps.
+    pub const RECENT: usize = 20;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -188,6 +188,83 @@ pub fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> 
     Ok(answer)
 }
 
+/// The `kubectl` of the local cluster: `$SLUICE_KUBECTL`, or where `e2e/cluster/build.sh`
+/// puts the version `e2e/cluster/versions.sh` pins.
+fn kubectl() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("SLUICE_KUBECTL") {
+        return Ok(path.into());
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let versions = std::fs::read_to_string(root.join("cluster/versions.sh"))
+        .map_err(|e| E2eError::Config(format!("e2e/cluster/versions.sh: {e}")))?;
+    let version = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .ok_or_else(|| E2eError::Config("no K8S_VERSION in e2e/cluster/versions.sh".into()))?;
+    let cache = std::env::var_os("SLUICE_CACHE").unwrap_or_else(|| "/var/cache/sluice".into());
+    Ok(std::path::Path::new(&cache).join(format!("k8s/{}/bin/kubectl", version.trim())))
+}
+
+/// `kubectl port-forward` from a free local port to `port` of `target` (`svc/name`,
+/// `pod/name`) in `namespace`, as a user reaches a job's page; stopped when dropped.
+pub struct PortForward {
+    child: std::process::Child,
+    /// The local end, on 127.0.0.1.
+    pub local_port: u16,
+}
+
+impl PortForward {
+    pub fn start(namespace: &str, target: &str, port: u16) -> Result<PortForward> {
+        use std::io::BufRead;
+        let kubectl = kubectl()?;
+        let fail = |e: String| E2eError::Config(format!("kubectl port-forward {target}: {e}"));
+        let child = std::process::Command::new(&kubectl)
+            .args([
+                "port-forward",
+                "--namespace",
+                namespace,
+                "--address",
+                "127.0.0.1",
+            ])
+            .arg(target)
+            .arg(format!(":{port}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("{}: {e}", kubectl.display())))?;
+        let mut forward = PortForward {
+            child,
+            local_port: 0,
+        };
+        // "Forwarding from 127.0.0.1:40123 -> 9249" once it listens.
+        let stdout = forward
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no stdout".into()))?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .ok_or_else(|| fail("exited before forwarding".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        forward.local_port = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| fail(format!("unexpected first line {line:?}")))?;
+        // Later lines ("Handling connection …") are drained so kubectl never blocks on them.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(forward)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Polls `check` until it returns true, failing after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where

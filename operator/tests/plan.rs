@@ -121,6 +121,7 @@ impl World {
                 errors: Vec::new(),
                 restarts: RestartStatus::default(),
                 workers: Vec::new(),
+                topology: Default::default(),
             }),
             pod_runs: BTreeSet::from([self.run()]),
             ..Observed::default()

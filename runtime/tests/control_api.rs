@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::browser::Browser;
 use common::run::{job_config, reference, sluice, sorted_output, write_manifest, KILL_EVENTS};
 use common::{assert_same, wait_until, BrokenSink};
 use serde_json::{json, Value};
@@ -442,7 +443,8 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
     });
     assert!(problems.is_empty(), "{problems:#?}");
 
-    // The metrics port serves the same families without a token, and nothing else.
+    // The metrics port serves the same families without a token, the job's status and
+    // page read-only, and nothing else.
     let families = |text: &str| -> std::collections::BTreeSet<String> {
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -459,8 +461,10 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
     );
     let port = scrape.trim_end_matches("/metrics");
     for (method, path, wanted) in [
-        ("GET", "/v1/job", 404),
+        ("GET", "/v1/job", 200),
+        ("POST", "/v1/job", 405),
         ("POST", "/v1/stop", 404),
+        ("POST", "/v1/savepoints", 404),
         ("GET", "/healthz", 404),
         ("POST", "/metrics", 405),
     ] {
@@ -667,4 +671,139 @@ fn a_skewed_key_shows_in_the_key_group_counts() {
     assert_eq!(busiest, hot);
     // At least half of all records, against 1/128 of them in an even spread.
     assert!(counted["count"][hot] * 2 >= records.len() as u64);
+}
+
+/// The job page in a real browser, as a user opens it through `kubectl port-forward`: on the
+/// metrics port, without a token. A sink throttled to 2,000 records/s behind unthrottled
+/// sources must be named the bottleneck within a minute, the graph must show both groups
+/// and the edge between them, and a click on a group must list its subtasks.
+#[test]
+fn the_job_page_names_the_bottleneck_and_lists_a_groups_subtasks() {
+    let Some(mut browser) = Browser::start("the job page") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("throttled.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: sluice.dev/v1alpha1\nkind: StreamJob\nmetadata: {name: throttled}\n\
+         spec:\n  job:\n    name: nexmark-q0\n    config:\n      \
+         generator: {events: 1000000000}\n      \
+         sink: {parallelism: 1, maxRecordsPerSecond: 2000}\n  parallelism: 2\n",
+    )
+    .unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let job = Job::start(
+        &manifest,
+        dir.path(),
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
+    );
+    let metrics = job.metrics.clone().expect("the metrics port's address");
+    let page = metrics.trim_end_matches("metrics");
+    let (code, html) = job.request_url("GET", page);
+    assert_eq!(code, 200, "{html}");
+    assert_eq!(
+        job.get("/", Some(TOKEN)).1,
+        html,
+        "the control API serves the same page"
+    );
+    assert_eq!(job.get("/", None).0, 401, "but not without the token");
+
+    let started = Instant::now();
+    browser.navigate(page);
+    browser.wait_for(
+        "the job graph",
+        "document.querySelectorAll('#graph .group').length === 2",
+        "document.getElementById('graph').outerHTML",
+        TIMEOUT,
+    );
+    let groups =
+        browser.eval("[...document.querySelectorAll('#graph .group')].map(g => g.dataset.group)");
+    assert_eq!(groups, json!(["nexmark", "to-sink"]));
+    let edges = browser
+        .eval("[...document.querySelectorAll('#graph .edge-label')].map(e => e.textContent)");
+    assert_eq!(edges, json!(["rebalance"]));
+
+    browser.wait_for(
+        "the throttled sink named as the bottleneck",
+        "document.getElementById('bottleneck').dataset.group === 'to-sink'",
+        "document.getElementById('bottleneck').textContent",
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "bottleneck named {:?} after the page opened",
+        started.elapsed()
+    );
+    let banner = browser.eval("document.getElementById('bottleneck').textContent");
+    assert!(
+        banner
+            .as_str()
+            .unwrap()
+            .contains("while nexmark waits on its output"),
+        "{banner}"
+    );
+    let marked = browser.eval(
+        "[...document.querySelectorAll('#graph .group.bottleneck')].map(g => g.dataset.group)",
+    );
+    assert_eq!(marked, json!(["to-sink"]));
+    // The sources wait on the sink most of the time: their box is coloured so.
+    let waiting = browser.eval(
+        "Number(document.querySelector('#graph .group[data-group=nexmark]').dataset.backpressured)",
+    );
+    assert!(
+        waiting.as_f64().unwrap() > 0.5,
+        "nexmark backpressured {waiting}"
+    );
+
+    // The figures: the phase, a rate read near the throttle (2,000/s and what the queues
+    // between take in), and checkpoints as they complete.
+    assert_eq!(
+        browser.eval("document.getElementById('phase').textContent"),
+        "running"
+    );
+    browser.wait_for(
+        "a throughput figure",
+        "document.getElementById('throughput').textContent !== '–'",
+        "document.querySelector('header').textContent",
+        TIMEOUT,
+    );
+    browser.wait_for(
+        "two checkpoints listed",
+        "document.querySelectorAll('#checkpoints tbody tr').length >= 2",
+        "document.getElementById('checkpoints').outerHTML",
+        TIMEOUT,
+    );
+    let first = browser.eval(
+        "[...document.querySelectorAll('#checkpoints tbody tr')[0].cells].map(c => c.textContent)",
+    );
+    assert_eq!(first[1], "checkpoint", "{first}");
+    assert_ne!(
+        browser.eval("document.getElementById('state-size').textContent"),
+        "–"
+    );
+
+    browser.click("#graph .group[data-group=nexmark]");
+    browser.wait_for(
+        "the subtasks of nexmark",
+        "document.querySelector('#subtasks[data-group=nexmark]') && \
+         document.querySelectorAll('#subtasks tbody tr').length === 2",
+        "document.getElementById('subtasks').outerHTML",
+        TIMEOUT,
+    );
+    let rows = browser.eval(
+        "[...document.querySelectorAll('#subtasks tbody tr')].map(r => [...r.cells].slice(0, 2).map(c => c.textContent))",
+    );
+    assert_eq!(rows, json!([["0", "running"], ["1", "running"]]));
+
+    // For the documentation: the page as the user sees it.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("job-page.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot at {}", shot.display());
 }

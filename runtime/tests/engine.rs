@@ -10,7 +10,7 @@ use sluice_runtime::api::{
     SlidingEventTime, Timer, TumblingEventTime, WatermarkStrategy,
 };
 use sluice_runtime::connectors::{
-    CollectSink, QueueSource, Sink, SinkContext, SinkWriter, VecSource,
+    CollectSink, DiscardSink, QueueSource, Sink, SinkContext, SinkWriter, VecSource,
 };
 use sluice_runtime::Error;
 
@@ -667,4 +667,49 @@ fn processing_time_windows_close_on_the_clock_not_on_event_time() {
     let mut got: Vec<_> = out.lock().unwrap().iter().map(|r| r.value).collect();
     got.sort();
     assert_eq!(got, vec![(1, 10_000, 2), (1, 11_000, 1), (2, 10_000, 1)]);
+}
+
+/// The control API's picture of a job: operators chained into groups, named by their first
+/// operator, and one edge per input of a group with how it partitions.
+#[test]
+fn the_topology_is_the_chains_and_the_edges_between_them() {
+    use sluice_runtime::control::model::{GroupEdge, OperatorGroup, Partitioning};
+    let job = JobBuilder::new("shape", 2, 128);
+    job.source(
+        "src",
+        VecSource::new(vec![Vec::<Record<(u64, i64)>>::new(); 2]),
+        WatermarkStrategy::monotonous(),
+    )
+    .map("double", |(k, v): (u64, i64)| (k, 2 * v))
+    .key_by(|r: &(u64, i64)| r.0)
+    .window(TumblingEventTime::of(Duration::from_secs(1)))
+    .aggregate("count", Count, |k, w, c| (*k, w.start, c))
+    .rebalance("to-sink", 1)
+    .sink("out", DiscardSink);
+    let topology = job.build().unwrap().topology();
+    let group = |name: &str, operators: &[&str], parallelism| OperatorGroup {
+        name: name.into(),
+        operators: operators.iter().map(|o| o.to_string()).collect(),
+        parallelism,
+    };
+    assert_eq!(
+        topology.groups,
+        [
+            group("src", &["src", "double"], 2),
+            group("count", &["count"], 2),
+            group("to-sink", &["to-sink", "out"], 1),
+        ]
+    );
+    let edge = |from: &str, to: &str, partitioning| GroupEdge {
+        from: from.into(),
+        to: to.into(),
+        partitioning,
+    };
+    assert_eq!(
+        topology.edges,
+        [
+            edge("src", "count", Partitioning::Hash),
+            edge("count", "to-sink", Partitioning::Rebalance),
+        ]
+    );
 }

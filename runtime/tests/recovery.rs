@@ -787,7 +787,11 @@ mod incremental {
             wait_until("two more checkpoints", Duration::from_secs(60), || {
                 running.checkpoint_status().completed >= before + 2
             });
-            running.checkpoint_status().last_completed.unwrap()
+            running
+                .checkpoint_status()
+                .last_completed()
+                .cloned()
+                .unwrap()
         };
         for v in 0..200_000u64 {
             input.send(Record::new(EventTime(0), v)).unwrap();

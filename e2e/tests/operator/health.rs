@@ -1,8 +1,11 @@
 //! A job that cannot keep up says so: a deliberately slow sink is named as the bottleneck
-//! in the coordinator's metrics and in the status within a minute of the job running, the
-//! job turns `Degraded` with `LagGrowing` and a Warning Event; with the throttle removed the
+//! in the coordinator's metrics and in the status within a minute of the job running, its
+//! page and status are reachable through `kubectl port-forward` without a token, the job
+//! turns `Degraded` with `LagGrowing` and a Warning Event; with the throttle removed the
 //! condition clears and a `Recovered` Event follows. The operator's own metrics follow the
 //! job's life: its phase gauge, the reconciles, the upgrade, and no series once it is gone.
+//! A job whose state grows without bound turns `Degraded` with `StateGrowing` while its
+//! state is a small part of its workers' memory limit.
 //!
 //! A module of the operator tests (see kafka.rs for why).
 
@@ -10,9 +13,10 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
+use sluice_crds::control::Partitioning;
 use sluice_crds::{ConditionStatus, HealthReason, JobMetrics, Phase, StreamJob};
 use sluice_e2e::jobs::{patch, settled, stream_job, STEP_TIMEOUT};
-use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, Result, TestNamespace};
+use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, PortForward, Result, TestNamespace};
 use std::time::{Duration, Instant};
 
 const JOB: &str = "slow-sink";
@@ -176,6 +180,39 @@ e2e_test!(
          {sink_busy:.2} of the time"
         );
 
+        // The job page and the status it reads, through `kubectl port-forward` to the
+        // coordinator's Service as a user opens them: no token, the graph's groups and edge.
+        let forward = PortForward::start(
+            &ns.name,
+            &format!("svc/{JOB}-coordinator"),
+            sluice_operator::build::METRICS_PORT,
+        )?;
+        let page = http_get("127.0.0.1", forward.local_port, "/", "")?;
+        assert!(
+            page.lines().next().is_some_and(|l| l.ends_with(" 200 OK"))
+                && page.contains("<title>Sluice job</title>"),
+            "{page}"
+        );
+        let answer = http_get("127.0.0.1", forward.local_port, "/v1/job", "")?;
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let job: sluice_crds::control::JobStatus =
+            serde_json::from_str(body).map_err(|e| E2eError::Config(format!("{e}: {answer}")))?;
+        let groups: Vec<&str> = job
+            .topology
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(groups, [SOURCE_GROUP, SINK_GROUP]);
+        let edges: Vec<(&str, &str, Partitioning)> = job
+            .topology
+            .edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.partitioning))
+            .collect();
+        assert_eq!(edges, [(SOURCE_GROUP, SINK_GROUP, Partitioning::Rebalance)]);
+        drop(forward);
+
         // Lag keeps growing: Degraded, with the reason and the bottleneck in its message.
         let degraded = wait_for(
             "Degraded with LagGrowing",
@@ -258,6 +295,98 @@ e2e_test!(
             Ok((!operator_metrics(&ns).await?.contains(&series)).then_some(()))
         })
         .await?;
+        Ok(())
+    }
+);
+
+e2e_test!(
+    state_that_grows_without_bound_degrades_the_job_before_its_memory_limit,
+    |ns| {
+        const GROWING: &str = "q8-growing";
+        const LIMIT_MIB: u64 = 192;
+        let api: Api<StreamJob> = ns.api();
+        // q8 keeps the persons and auctions of a window until it closes; a 10-hour window
+        // and a live pace of 200,000 events a second (event time keeping pace with the
+        // clock) make its state grow by about 200 KiB a second for hours: on course for
+        // the two workers' 384 MiB within the hour, while the test needs a minute or two.
+        let config = json!({
+            "generator": {
+                "events": 10_000_000_000u64,
+                "eventsPerSecond": 200_000,
+                "maxEventsPerSecond": 200_000,
+            },
+            "windows": {"tumblingMs": 36_000_000},
+            "output": "discard",
+        });
+        let (mut sj, _dir) = stream_job(&ns, GROWING, "nexmark-q8", config)?;
+        sj.spec.worker.resources = serde_json::from_value(json!({
+            "limits": {"memory": format!("{LIMIT_MIB}Mi")},
+        }))
+        .map_err(|e| E2eError::Config(e.to_string()))?;
+        api.create(&PostParams::default(), &sj).await?;
+        settled(&api, GROWING, Phase::Running).await?;
+        let running = Instant::now();
+
+        let degraded = wait_for(
+            "Degraded with StateGrowing",
+            Duration::from_secs(180),
+            || async {
+                let status = api.get(GROWING).await?.status.unwrap_or_default();
+                Ok(status
+                    .condition("Degraded")
+                    .filter(|c| {
+                        c.status == ConditionStatus::True
+                            && c.reason == HealthReason::StateGrowing.as_str()
+                    })
+                    .cloned()
+                    .map(|c| (c, status.metrics)))
+            },
+        )
+        .await?;
+        let (condition, metrics) = degraded;
+        eprintln!(
+            "StateGrowing {:?} after the job ran: {}",
+            running.elapsed(),
+            condition.message
+        );
+        assert!(
+            condition
+                .message
+                .contains("reaches the workers' memory limit of 384.0 MiB in"),
+            "{}",
+            condition.message
+        );
+        // Said in time: the state is a fraction of the limit and no worker was killed.
+        let state = metrics.and_then(|m| m.state_bytes).unwrap_or(u64::MAX);
+        assert!(
+            state < 2 * LIMIT_MIB * 1024 * 1024 / 4,
+            "state of {state} bytes when the job was found degraded"
+        );
+        let pods: Api<Pod> = ns.api();
+        let workers = pods
+            .list(
+                &ListParams::default()
+                    .labels(&format!("sluice.dev/job={GROWING},sluice.dev/role=worker")),
+            )
+            .await?;
+        assert_eq!(workers.items.len(), 2);
+        for pod in &workers.items {
+            let restarts: i32 = pod
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+                .sum();
+            assert_eq!(restarts, 0, "worker {:?} restarted", pod.metadata.name);
+        }
+        wait_for("the StateGrowing event", STEP_TIMEOUT, || async {
+            let events = event_reasons(&ns).await?;
+            Ok(events
+                .into_iter()
+                .find(|(kind, reason, _)| kind == "Warning" && reason == "StateGrowing"))
+        })
+        .await?;
+        api.delete(GROWING, &DeleteParams::default()).await?;
         Ok(())
     }
 );

@@ -270,6 +270,7 @@ mod tests {
             errors: Vec::new(),
             restarts: Default::default(),
             workers: Vec::new(),
+            topology: Default::default(),
         }
     }
 

@@ -409,7 +409,7 @@ fn print_checkpoints(s: &CheckpointStatus) {
             s.completed, s.failed
         );
     }
-    if let Some(c) = &s.last_completed {
+    if let Some(c) = s.last_completed() {
         eprintln!(
             "  last snapshot   {} ({:?}, {} bytes, {:.0} ms)",
             c.location,

@@ -9,7 +9,7 @@ mod workers;
 use super::lock;
 use super::protocol::ToWorker;
 use super::restart::{RestartPolicy, Restarts};
-use crate::control::model::{Phase, RestartStatus};
+use crate::control::model::{Phase, RestartStatus, Topology};
 use crate::error::Error;
 use crate::exec::checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
 use crate::exec::{JobGraph, Restore};
@@ -59,6 +59,7 @@ pub struct JobCoordinator {
     config: CoordinatorConfig,
     local_addr: SocketAddr,
     declared: Vec<DeclaredOperator>,
+    topology: Topology,
     workers: Arc<Mutex<Vec<Arc<WorkerLink>>>>,
     events: Receiver<Event>,
     current: Arc<Mutex<Option<AttemptLink>>>,
@@ -108,6 +109,7 @@ impl JobCoordinator {
         };
         Ok(JobCoordinator {
             declared: graph.declared_operators()?,
+            topology: graph.topology(),
             config,
             local_addr,
             workers,

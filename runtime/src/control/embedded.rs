@@ -72,6 +72,7 @@ impl JobControl for RunningJob {
             errors,
             restarts: Default::default(),
             workers: Vec::new(),
+            topology: self.topology().clone(),
         }
     }
 
@@ -124,8 +125,9 @@ impl From<&CheckpointStatus> for CheckpointSummary {
             completed: s.completed,
             failed: s.failed,
             failed_in_a_row: s.failed_in_a_row,
-            last_completed: s.last_completed.as_ref().map(SnapshotInfo::from),
+            last_completed: s.last_completed().map(SnapshotInfo::from),
             last_failure: s.last_failure.clone(),
+            recent: s.recent.iter().map(SnapshotInfo::from).collect(),
         }
     }
 }

@@ -368,6 +368,7 @@ mod tests {
             errors: Vec::new(),
             restarts: Default::default(),
             workers: Vec::new(),
+            topology: Default::default(),
         }
     }
 

@@ -21,6 +21,13 @@ use std::time::Duration;
 /// Request bodies are small JSON objects; anything larger is refused unread.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The job page (`GET /`): one self-contained file that reads `v1/job`.
+const JOB_PAGE: &str = include_str!("page/job.html");
+
+fn job_page() -> Response {
+    sluice_http::response(StatusCode::OK, "text/html; charset=utf-8", JOB_PAGE)
+}
+
 /// How the control API is served.
 #[derive(Clone, Debug, Default)]
 pub struct ControlConfig {
@@ -82,10 +89,12 @@ impl BoundControl {
     }
 }
 
-/// The metrics endpoint, apart from the control API: `GET /metrics` alone, with no token,
-/// so that a scraper holds no credential that could stop the job or take a savepoint.
-/// What it serves is what the API's `/metrics` serves: counters named by job, operator
-/// and subtask, never a record's content or a secret.
+/// The read-only endpoint, apart from the control API: `GET /metrics`, `GET /v1/job` and
+/// the job page at `/`, with no token, so that a scraper holds no credential that could
+/// stop the job or take a savepoint, and a browser reaches the page through
+/// `kubectl port-forward` without one (a browser cannot add a bearer token to a page it
+/// opens). What it serves is what the API serves at the same paths: counters and status
+/// named by job, operator and subtask, never a record's content or a secret.
 pub struct BoundMetrics {
     listener: TcpListener,
     addr: SocketAddr,
@@ -106,8 +115,8 @@ impl BoundMetrics {
     pub fn serve(self, job: Arc<dyn JobControl>) -> Result<MetricsServer, Error> {
         let registry = Arc::new(registry(&job)?);
         let serving = Serving::spawn("metrics", self.listener, move |req: Request| {
-            let registry = registry.clone();
-            async move { metrics_only(&registry, &req) }
+            let (registry, job) = (registry.clone(), job.clone());
+            async move { read_only(&registry, job.as_ref(), &req) }
         })?;
         Ok(MetricsServer {
             addr: self.addr,
@@ -128,16 +137,20 @@ impl MetricsServer {
     }
 }
 
-fn metrics_only(registry: &::prometheus::Registry, req: &Request) -> Response {
+fn read_only(registry: &::prometheus::Registry, job: &dyn JobControl, req: &Request) -> Response {
     let path = req.uri().path();
-    if path != "/metrics" {
-        let message = format!("no endpoint at {path}: this port serves /metrics only");
+    if !matches!(path, "/" | "/metrics" | "/v1/job") {
+        let message = format!("no endpoint at {path}: this port serves /, /v1/job and /metrics");
         return ApiError::new(StatusCode::NOT_FOUND, message).response();
     }
     if req.method() != sluice_http::Method::GET {
         return method_not_allowed(path, "GET", req.method());
     }
-    sluice_http::metrics(registry)
+    match path {
+        "/" => job_page(),
+        "/v1/job" => json(StatusCode::OK, &job.status()),
+        _ => sluice_http::metrics(registry),
+    }
 }
 
 /// 405, with the method `path` takes in `Allow`.
@@ -312,7 +325,7 @@ fn internal(message: impl Into<String>) -> ApiError {
 /// The method each endpoint answers.
 fn allowed_method(path: &str) -> Option<&'static str> {
     match path {
-        "/healthz" | "/readyz" | "/metrics" | "/v1/job" => Some("GET"),
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/v1/job" => Some("GET"),
         "/v1/savepoints" | "/v1/stop" | "/v1/compatibility" => Some("POST"),
         p if savepoint_id(p).is_some() => Some("GET"),
         _ => None,
@@ -348,6 +361,7 @@ async fn route(state: &Arc<State>, req: Request) -> Result<Response, ApiError> {
     }
     let ok = StatusCode::OK;
     match path.as_str() {
+        "/" => Ok(job_page()),
         "/healthz" => Ok(json(ok, &serde_json::json!({ "status": "ok" }))),
         "/readyz" => {
             let phase = state.job.status().phase;

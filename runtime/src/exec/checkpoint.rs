@@ -154,7 +154,8 @@ pub struct CheckpointStatus {
     /// Failed since the last one that completed (savepoints into a requester's own storage
     /// aside: they say nothing of the job's health).
     pub failed_in_a_row: u64,
-    pub last_completed: Option<CompletedSnapshot>,
+    /// The last [`RECENT_SNAPSHOTS`] completed, oldest first.
+    pub recent: std::collections::VecDeque<CompletedSnapshot>,
     pub last_failure: Option<String>,
     /// The snapshot this run was restored from.
     pub restored_from: Option<String>,
@@ -162,6 +163,23 @@ pub struct CheckpointStatus {
     pub skipped_at_restore: Vec<String>,
     /// The job stopped after a savepoint (stop-with-savepoint).
     pub stopped: bool,
+}
+
+/// How many completed snapshots [`CheckpointStatus::recent`] keeps.
+pub const RECENT_SNAPSHOTS: usize = sluice_crds::control::CheckpointSummary::RECENT;
+
+impl CheckpointStatus {
+    pub fn last_completed(&self) -> Option<&CompletedSnapshot> {
+        self.recent.back()
+    }
+
+    fn completed_one(&mut self, done: &CompletedSnapshot) {
+        self.completed += 1;
+        if self.recent.len() == RECENT_SNAPSHOTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(done.clone());
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -478,8 +496,7 @@ impl Coordinator {
             self.link.commit(id, transactions)?;
         }
         if let Ok(mut s) = self.status.lock() {
-            s.completed += 1;
-            s.last_completed = Some(done.clone());
+            s.completed_one(&done);
         }
         Ok(done)
     }

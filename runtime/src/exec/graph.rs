@@ -13,6 +13,7 @@ use crate::exec::operator::{Discard, Tee};
 use crate::exec::{BuildCx, HeadArgs, Operator, Task};
 use crate::record::Data;
 use crossbeam_utils::sync::Unparker;
+use sluice_crds::control::{GroupEdge, OperatorGroup, Partitioning, Topology};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -245,6 +246,41 @@ impl JobGraph {
                 })
             })
             .collect()
+    }
+
+    /// The operator groups (chains) and the edges between them, as the control API shows
+    /// them.
+    pub fn topology(&self) -> Topology {
+        let heads: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| !self.is_chained(n))
+            .collect();
+        let groups = heads
+            .iter()
+            .map(|&h| OperatorGroup {
+                name: self.nodes[h].uid.clone(),
+                operators: (0..self.nodes.len())
+                    .filter(|&n| self.head_of(n) == h)
+                    .map(|n| self.nodes[n].uid.clone())
+                    .collect(),
+                parallelism: self.nodes[h].parallelism as u32,
+            })
+            .collect();
+        let edges = heads
+            .iter()
+            .flat_map(|&h| {
+                self.nodes[h].inputs.iter().map(move |input| GroupEdge {
+                    from: self.nodes[self.head_of(input.from)].uid.clone(),
+                    to: self.nodes[h].uid.clone(),
+                    partitioning: match input.partition {
+                        Partition::Forward => Partitioning::Forward,
+                        Partition::Rebalance => Partitioning::Rebalance,
+                        Partition::Broadcast => Partitioning::Broadcast,
+                        Partition::Hash(_) => Partitioning::Hash,
+                    },
+                })
+            })
+            .collect();
+        Topology { groups, edges }
     }
 
     /// Whether node `n` runs in the same thread as its single input (operator chaining).

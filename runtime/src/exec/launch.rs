@@ -111,6 +111,7 @@ pub(crate) fn launch(
         parallelism: graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1),
         max_parallelism: graph.max_parallelism,
         declared: declared.clone(),
+        topology: graph.topology(),
     };
     let graph = Arc::new(graph);
     let (control, reports) = CheckpointControl::new();

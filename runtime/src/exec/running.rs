@@ -171,6 +171,7 @@ pub(super) struct JobInfo {
     pub(super) parallelism: usize,
     pub(super) max_parallelism: u32,
     pub(super) declared: Vec<DeclaredOperator>,
+    pub(super) topology: sluice_crds::control::Topology,
 }
 
 /// A job whose subtasks are running on threads of this process.
@@ -200,6 +201,11 @@ impl RunningJob {
     /// The highest parallelism of the job's operators.
     pub fn parallelism(&self) -> usize {
         self.info.parallelism
+    }
+
+    /// The job's operator groups and the edges between them.
+    pub fn topology(&self) -> &sluice_crds::control::Topology {
+        &self.info.topology
     }
 
     pub fn max_parallelism(&self) -> u32 {

@@ -74,6 +74,10 @@ pub struct NexmarkConfig {
     /// Each event's time is lowered by a pseudo-random amount up to this bound, so events
     /// arrive out of order by at most this much.
     pub out_of_order_ms: u64,
+    /// Wall-clock pace: the source emits at most this many events a second, shared evenly
+    /// by its splits, as a live stream would deliver them. Unset, it emits as fast as the
+    /// job takes them. Equal to `eventsPerSecond`, event time keeps pace with the clock.
+    pub max_events_per_second: Option<u64>,
 }
 
 impl Default for NexmarkConfig {
@@ -85,6 +89,7 @@ impl Default for NexmarkConfig {
             // 2026-01-01T00:00:00Z
             base_time_ms: 1_767_225_600_000,
             out_of_order_ms: 0,
+            max_events_per_second: None,
         }
     }
 }
@@ -106,6 +111,12 @@ impl NexmarkConfig {
             return Err(NexmarkError::InvalidConfig {
                 field: "eventsPerSecond",
                 message: "must be greater than 0".into(),
+            });
+        }
+        if self.max_events_per_second == Some(0) {
+            return Err(NexmarkError::InvalidConfig {
+                field: "maxEventsPerSecond",
+                message: "must be greater than 0 (leave it out for no limit)".into(),
             });
         }
         if self.out_of_order_ms > 86_400_000 {

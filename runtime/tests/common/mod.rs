@@ -1,6 +1,7 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)] // each test file uses the part it needs
 
+pub mod browser;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod run;

@@ -195,7 +195,9 @@ impl JobCoordinator {
                 let stopped = lock(&self.status).stopped;
                 match checkpoints.join() {
                     Ok(Ok(())) if stopped => {
-                        outcome = Some(Outcome::Stopped(lock(&self.status).last_completed.clone()))
+                        outcome = Some(Outcome::Stopped(
+                            lock(&self.status).last_completed().cloned(),
+                        ))
                     }
                     Ok(Ok(())) => outcome = Some(Outcome::Finished),
                     Ok(Err(e)) => failure = Some(vec![cluster_error(e.to_string())]),

@@ -82,6 +82,7 @@ impl JobControl for JobCoordinator {
             errors: view.errors.clone(),
             restarts: view.restarts.clone(),
             workers,
+            topology: self.topology.clone(),
         }
     }
 
