@@ -197,6 +197,11 @@ pub struct SubtaskStatus {
     pub busy_seconds: f64,
     pub idle_seconds: f64,
     pub backpressured_seconds: f64,
+    /// Time spent aligning checkpoint barriers: from a barrier's arrival on one input to its
+    /// arrival on the last (part of the three above, not beside them). Always written, like
+    /// `keyGroups`.
+    #[serde(default)]
+    pub aligning_seconds: f64,
     /// Event time (epoch milliseconds) the chain's output is complete up to; `null` before
     /// the first watermark.
     pub watermark_ms: Option<i64>,
@@ -265,6 +270,19 @@ pub struct SnapshotInfo {
     /// When it completed (epoch milliseconds); absent from coordinators that predate it.
     #[serde(default)]
     pub completed_at_ms: Option<u64>,
+    /// What each stateful operator's state takes of `bytes`, in the order the job
+    /// declares them.
+    #[serde(default)]
+    pub operators: Vec<OperatorBytes>,
+}
+
+/// One operator's share of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorBytes {
+    /// Its uid.
+    pub operator: String,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -167,6 +167,7 @@ fn last_completed(id: u64, kind: SnapshotKind, location: String) -> CheckpointSu
             duration_ms: 1,
             bytes: 1,
             completed_at_ms: Some(1_795_773_600_000 + id * 1000),
+            operators: Vec::new(),
         }),
         ..CheckpointSummary::default()
     }

@@ -436,6 +436,20 @@ fn the_api_authenticates_reports_the_job_and_takes_savepoints() {
         metrics.contains("sluice_last_checkpoint_duration_seconds{"),
         "{metrics}"
     );
+    // The state of the last checkpoint, per stateful operator: q5's window counts hold it
+    // all, and the shares add up to the total.
+    let sample = |prefix: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect()
+    };
+    let total = sample("sluice_last_checkpoint_size_bytes{");
+    let per_operator = sample("sluice_last_checkpoint_operator_size_bytes{");
+    assert_eq!(total.len(), 1, "{metrics}");
+    assert!(per_operator.iter().any(|b| *b > 0.0), "{metrics}");
+    assert_eq!(per_operator.iter().sum::<f64>(), total[0], "{metrics}");
     // Every job series the dashboard queries, with the labels it groups by.
     let dashboard = include_str!("../../config/dashboards/sluice.json");
     let problems = sluice_http::dashboard::problems(dashboard, &metrics, |series| {
@@ -780,6 +794,16 @@ fn the_job_page_names_the_bottleneck_and_lists_a_groups_subtasks() {
         "document.getElementById('checkpoints').outerHTML",
         TIMEOUT,
     );
+    // Under backpressure a barrier waits behind full queues: the sink's subtask, fed by
+    // both sources, spends time aligning, and says so.
+    let status = job.json("/v1/job");
+    let sink = status["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["operator"] == "to-sink")
+        .unwrap();
+    assert!(sink["aligningSeconds"].as_f64().unwrap() > 0.0, "{sink}");
     let first = browser.eval(
         "[...document.querySelectorAll('#checkpoints tbody tr')[0].cells].map(c => c.textContent)",
     );

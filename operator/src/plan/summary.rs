@@ -239,6 +239,7 @@ mod tests {
             busy_seconds: 0.0,
             idle_seconds: 0.0,
             backpressured_seconds: 0.0,
+            aligning_seconds: 0.0,
             watermark_ms: None,
             worker: None,
             key_groups: Vec::new(),

@@ -1,8 +1,8 @@
 //! The control API's view of a job running embedded in this process.
 
 use super::model::{
-    CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, Phase,
-    SnapshotInfo, SnapshotKind, SubtaskState, SubtaskStatus,
+    CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, OperatorBytes,
+    Phase, SnapshotInfo, SnapshotKind, SubtaskState, SubtaskStatus,
 };
 use super::JobControl;
 use crate::error::Error;
@@ -36,6 +36,7 @@ impl JobControl for RunningJob {
                     busy_seconds: m.busy.as_secs_f64(),
                     idle_seconds: m.idle.as_secs_f64(),
                     backpressured_seconds: m.backpressured.as_secs_f64(),
+                    aligning_seconds: m.aligning.as_secs_f64(),
                     watermark_ms: (m.watermark != EventTime::MIN).then_some(m.watermark.0),
                     worker: None,
                     key_groups: m
@@ -115,6 +116,14 @@ impl From<&CompletedSnapshot> for SnapshotInfo {
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
                 .and_then(|d| u64::try_from(d.as_millis()).ok()),
+            operators: s
+                .operator_bytes
+                .iter()
+                .map(|(operator, bytes)| OperatorBytes {
+                    operator: operator.clone(),
+                    bytes: *bytes,
+                })
+                .collect(),
         }
     }
 }

@@ -104,6 +104,14 @@ const LAST_CHECKPOINT_SIZE: Spec = spec(
     JOB,
 );
 
+const LAST_CHECKPOINT_OPERATOR_SIZE: Spec = spec(
+    "sluice_last_checkpoint_operator_size_bytes",
+    GAUGE,
+    "What each stateful operator's state takes of the last completed snapshot; its growth \
+     rate is deriv() of it.",
+    &["job", "operator"],
+);
+
 const CHECKPOINTS_FAILED_IN_A_ROW: Spec = spec(
     "sluice_checkpoints_failed_in_a_row",
     GAUGE,
@@ -120,7 +128,7 @@ const KEY_GROUP_RECORDS: Spec = spec(
 type Value = fn(&SubtaskStatus) -> Option<f64>;
 
 /// The per-subtask families and how each reads its value.
-const PER_SUBTASK: [(Spec, Value); 8] = [
+const PER_SUBTASK: [(Spec, Value); 9] = [
     (
         spec(
             "sluice_subtask_records_in_total",
@@ -186,6 +194,16 @@ const PER_SUBTASK: [(Spec, Value); 8] = [
     ),
     (
         spec(
+            "sluice_subtask_checkpoint_alignment_seconds_total",
+            COUNTER,
+            "Time the subtask spent aligning checkpoint barriers: from a barrier's arrival on \
+             one input to its arrival on the last.",
+            SUBTASK,
+        ),
+        |t| Some(t.aligning_seconds),
+    ),
+    (
+        spec(
             "sluice_subtask_watermark_seconds",
             GAUGE,
             "Event time (Unix seconds) the subtask's output is complete up to.",
@@ -222,6 +240,7 @@ impl JobCollector {
             &LAST_CHECKPOINT_ID,
             &LAST_CHECKPOINT_DURATION,
             &LAST_CHECKPOINT_SIZE,
+            &LAST_CHECKPOINT_OPERATOR_SIZE,
         ];
         let descs = fixed
             .into_iter()
@@ -299,6 +318,11 @@ fn families(s: &JobStatus) -> Vec<MetricFamily> {
             last.duration_ms as f64 / 1000.0,
         ));
         out.push(one(&LAST_CHECKPOINT_SIZE, last.bytes as f64));
+        let mut operators = LAST_CHECKPOINT_OPERATOR_SIZE.family();
+        for o in &last.operators {
+            operators.sample(&[job, &o.operator], o.bytes as f64);
+        }
+        out.push(operators);
     }
     out.into_iter().map(Family::into_inner).collect()
 }
@@ -349,6 +373,7 @@ mod tests {
             busy_seconds: 0.25,
             idle_seconds: 0.0,
             backpressured_seconds: 0.0,
+            aligning_seconds: 0.0,
             watermark_ms,
             worker: None,
             key_groups: Vec::new(),

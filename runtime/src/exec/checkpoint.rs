@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::snapshot::FileEntry;
 use crate::snapshot::{
     write_snapshot, Barrier, CheckpointStorage, JobLayout, SinkTransaction, SnapshotKind,
-    TaskSnapshot,
+    TaskSnapshot, Written,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
@@ -194,6 +194,8 @@ pub struct CompletedSnapshot {
     /// What this snapshot uploaded: less than `bytes` when RocksDB table files written for
     /// earlier checkpoints are shared (incremental checkpoints).
     pub uploaded_bytes: u64,
+    /// `(uid, bytes)` of each stateful operator: what its state takes of `bytes`.
+    pub operator_bytes: Vec<(String, u64)>,
     /// When its manifest was written: the snapshot exists from then on.
     pub completed_at: std::time::SystemTime,
 }
@@ -477,7 +479,10 @@ impl Coordinator {
         let (id, kind, started, uploaded_shared) = (f.id, f.kind, f.started, f.uploaded_bytes);
         let transactions = transactions_of(&f.parts);
         let parts: Vec<TaskSnapshot> = f.parts.into_iter().flatten().collect();
-        let manifest = write_snapshot(storage, &self.layout, id, kind, parts)?;
+        let Written {
+            manifest,
+            operator_bytes,
+        } = write_snapshot(storage, &self.layout, id, kind, parts)?;
         let done = CompletedSnapshot {
             id,
             kind,
@@ -490,6 +495,7 @@ impl Coordinator {
                 .map(|f| f.size)
                 .sum(),
             uploaded_bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + uploaded_shared,
+            operator_bytes,
             completed_at: std::time::SystemTime::now(),
         };
         if commit {

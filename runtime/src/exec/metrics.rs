@@ -20,6 +20,8 @@ pub struct TaskMetrics {
     late_records: AtomicU64,
     idle_ns: AtomicU64,
     backpressured_ns: AtomicU64,
+    /// Time from a barrier's first arrival to its last, over every checkpoint.
+    aligning_ns: AtomicU64,
     busy_ns: AtomicU64,
     watermark: AtomicI64,
     /// Time to process one input batch (or one barrier), in power-of-two microsecond buckets:
@@ -67,6 +69,8 @@ pub struct TaskMetricsSnapshot {
     pub busy: Duration,
     pub idle: Duration,
     pub backpressured: Duration,
+    /// Spent aligning checkpoint barriers (part of the time above, not beside it).
+    pub aligning: Duration,
     pub watermark: EventTime,
     /// Batches per latency bucket (see [`TaskMetricsSnapshot::batch_latency_quantile`]).
     pub batch_latency: Vec<u64>,
@@ -112,6 +116,7 @@ impl TaskMetrics {
             late_records: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
+            aligning_ns: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             batch_latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -188,6 +193,9 @@ impl TaskMetrics {
         self.backpressured_ns
             .fetch_add(d.as_nanos() as u64, Relaxed);
     }
+    pub fn add_aligning(&self, d: Duration) {
+        self.aligning_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
     /// Total time the task has been running; busy is what remains after idle and
     /// backpressure are taken out.
     pub fn set_elapsed(&self, d: Duration) {
@@ -212,6 +220,7 @@ impl TaskMetrics {
             busy: Duration::from_nanos(elapsed.saturating_sub(idle + bp)),
             idle: Duration::from_nanos(idle),
             backpressured: Duration::from_nanos(bp),
+            aligning: Duration::from_nanos(self.aligning_ns.load(Relaxed)),
             watermark: EventTime(self.watermark.load(Relaxed)),
             batch_latency: self.batch_latency.iter().map(|b| b.load(Relaxed)).collect(),
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),

@@ -94,13 +94,21 @@ pub(crate) struct JobLayout {
 }
 
 /// Builds a snapshot's files and manifest from the parts every subtask sent.
+/// A snapshot written: its manifest, and what each stateful operator's state takes in
+/// storage (its own files and the shared files its RocksDB state lists), in declaration
+/// order.
+pub(crate) struct Written {
+    pub(crate) manifest: Manifest,
+    pub(crate) operator_bytes: Vec<(String, u64)>,
+}
+
 pub(crate) fn write_snapshot(
     storage: &CheckpointStorage,
     layout: &JobLayout,
     id: u64,
     kind: SnapshotKind,
     parts: Vec<TaskSnapshot>,
-) -> Result<Manifest, SnapshotError> {
+) -> Result<Written, SnapshotError> {
     let (job, max_parallelism, declared, assignments) = (
         layout.job.as_str(),
         layout.max_parallelism,
@@ -116,7 +124,9 @@ pub(crate) fn write_snapshot(
     let mut files = Vec::new();
     let mut shared = Vec::new();
     let mut operators = Vec::new();
+    let mut operator_bytes = Vec::new();
     for (index, d) in declared.iter().enumerate() {
+        let mut stored = 0;
         let mut content = OperatorContent {
             uid: d.uid.clone(),
             parallelism: d.parallelism,
@@ -154,12 +164,14 @@ pub(crate) fn write_snapshot(
                 content.items.push(blob(item));
             }
             if !bytes.is_empty() {
+                stored += bytes.len() as u64;
                 files.push(storage.write_file(id, &name, bytes)?);
             }
             content.splits.extend(part.splits);
             content.transactions.extend(part.transactions);
             match part.native {
                 Some(Native::Uploaded(r)) => {
+                    stored += r.files.iter().map(|(_, f)| f.size).sum::<u64>();
                     shared.extend(r.files.iter().map(|(_, f)| f.clone()));
                     content.native.push(r);
                 }
@@ -175,6 +187,9 @@ pub(crate) fn write_snapshot(
         content.key_groups.sort_by_key(|(kg, _)| *kg);
         content.splits.sort_by_key(|s| s.split);
         operators.push(content);
+        if d.stateful {
+            operator_bytes.push((d.uid.clone(), stored));
+        }
     }
     let content = SnapshotContent {
         kind,
@@ -193,7 +208,10 @@ pub(crate) fn write_snapshot(
         })?,
     };
     storage.complete(&manifest)?;
-    Ok(manifest)
+    Ok(Written {
+        manifest,
+        operator_bytes,
+    })
 }
 
 /// One operator's part of a snapshot being restored.

@@ -26,7 +26,7 @@ mod task;
 
 pub use crate::sink::{FileTransaction, SinkTransaction};
 pub use crate::state::{PinnedNative, RestoredNative, StateSchema};
-pub(crate) use content::{write_snapshot, JobLayout};
+pub(crate) use content::{write_snapshot, JobLayout, Written};
 pub use content::{
     BlobRef, Compatibility, DeclaredOperator, OperatorContent, RestoredOperator, RestoredState,
     SnapshotContent,

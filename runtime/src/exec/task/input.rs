@@ -109,6 +109,8 @@ impl ChannelClock {
 struct Alignment {
     blocked: Vec<bool>,
     pending: Option<Barrier>,
+    /// When the pending barrier first arrived.
+    since: Option<Instant>,
 }
 
 impl Alignment {
@@ -116,21 +118,25 @@ impl Alignment {
         Alignment {
             blocked: vec![false; channels],
             pending: None,
+            since: None,
         }
     }
 
     fn on_barrier(&mut self, c: usize, barrier: Barrier) {
         self.blocked[c] = true;
         self.pending = Some(barrier);
+        self.since.get_or_insert_with(Instant::now);
     }
 
-    /// The barrier, once it has arrived on every input that has not ended.
-    fn complete(&mut self, ended: &[bool]) -> Option<Barrier> {
+    /// The barrier, once it has arrived on every input that has not ended, with the time
+    /// since it first arrived.
+    fn complete(&mut self, ended: &[bool]) -> Option<(Barrier, Duration)> {
         let barrier = self.pending?;
         if self.blocked.iter().zip(ended).all(|(&b, &e)| b || e) {
             self.pending = None;
             self.blocked.fill(false);
-            Some(barrier)
+            let aligned_in = self.since.take().map_or(Duration::ZERO, |t| t.elapsed());
+            Some((barrier, aligned_in))
         } else {
             None
         }
@@ -388,7 +394,8 @@ impl<In: Inputs> Task for InputTask<In> {
                     In::control(&mut *self.op, change_event(ch))
                 });
             }
-            if let Some(barrier) = align.complete(&clock.ended) {
+            if let Some((barrier, aligned_in)) = align.complete(&clock.ended) {
+                metrics.add_aligning(aligned_in);
                 snapshot_chain(&self.io.cx, barrier, |b, s| {
                     In::control(&mut *self.op, ControlEvent::Barrier(b, s))
                 });
