@@ -213,6 +213,29 @@ pub struct SubtaskStatus {
     /// cannot tell a field left out.
     #[serde(default)]
     pub key_groups: Vec<KeyGroupRecords>,
+    /// A source's splits (Kafka partitions, generator splits) this subtask reads; empty for
+    /// other chains. Always written, like `keyGroups`.
+    #[serde(default)]
+    pub splits: Vec<SplitStatus>,
+}
+
+/// One split of a source, as its subtask last published it (a few times a second).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitStatus {
+    pub split: u32,
+    /// In the split's own terms: events read from the generator, a Kafka partition's next
+    /// offset.
+    pub position: u64,
+    /// Records available past `position`, when the source knows (a Kafka partition's end
+    /// offset as last fetched, less `position`): the source's lag.
+    pub backlog: Option<u64>,
+    /// Event time (epoch milliseconds) the split alone lets the watermark reach; `null`
+    /// before its first record.
+    pub watermark_ms: Option<i64>,
+    /// Whether it has had no data for the source's idle timeout, so that it does not hold
+    /// the watermark back.
+    pub idle: bool,
 }
 
 /// Records sent to each key group of a keyed operator.

@@ -47,12 +47,30 @@ pub trait Source<T>: Send + Sync + 'static {
     }
 }
 
+/// Where a split's reader is, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitProgress {
+    /// In the split's own terms: events read from the generator, a Kafka partition's next
+    /// offset.
+    pub position: u64,
+    /// Records available past `position`, when the source knows: a Kafka partition's end
+    /// offset as last fetched, less `position`.
+    pub backlog: Option<u64>,
+}
+
 /// Reads one split. Timestamps are assigned by the reader, from the records themselves.
 pub trait SplitReader<T> {
     /// Appends at most `max` records to `out`.
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<Poll, Error>;
     /// Records of the split handed out so far.
     fn position(&self) -> u64;
+    /// Where the reader is, for metrics; called at most a few times a second.
+    fn progress(&self) -> SplitProgress {
+        SplitProgress {
+            position: self.position(),
+            backlog: None,
+        }
+    }
     /// The barrier of snapshot `checkpoint` is being taken: the next [`Self::position`] is
     /// what the snapshot records. For readers that report their progress elsewhere, or
     /// that must make something durable first: an error fails the job before the

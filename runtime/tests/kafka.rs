@@ -922,3 +922,99 @@ fn a_dead_letter_rate_above_the_threshold_fails_the_run_naming_it() {
         stderr.trim_end().lines().last().unwrap_or_default()
     );
 }
+
+/// A Kafka source's lag, per partition: a job whose sink is throttled falls behind the
+/// events already in the topic, and each partition's split reports its next offset and the
+/// records past it, which together make the partition's end offset exactly.
+#[test]
+fn each_partition_reports_its_offset_and_backlog() {
+    let _serial = serial();
+    let Some(kafka) = KafkaCluster::start("kafka_backlog", 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // More than the queues between the source and the throttled sink hold.
+    let events = 1_000_000u64;
+    kafka.create_topic("events", 2, 1);
+    produce(&kafka, "events", 0, events);
+    let mut config = kafka_config(&kafka, Some("events"), "q0");
+    config["output"] = json!("discard");
+    config["kafka"]["source"] = json!({});
+    config["sink"] = json!({"parallelism": 1, "maxRecordsPerSecond": 500});
+    let manifest = manifest(dir.path(), "nexmark-q0", 2, &config);
+    let mut job = sluice()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--control-addr", "127.0.0.1:0", "--progress-interval", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(job.stderr.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stderr);
+    let api = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("control API listening on ")
+                .map(String::from)
+        })
+        .expect("the control API's address");
+    // Drained, so that the job never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+    let splits = || -> Vec<Value> {
+        let job: Value = agent
+            .get(&format!("{api}/v1/job"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        job["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["splits"].as_array().unwrap().clone())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen = splits();
+        if seen.len() == 2
+            && seen
+                .iter()
+                .all(|s| s["backlog"].as_u64().is_some_and(|b| b > 0))
+        {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backlog from both partitions: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // `sluice nexmark produce` writes event n to partition n % 2.
+    for s in &seen {
+        let (position, backlog) = (
+            s["position"].as_u64().unwrap(),
+            s["backlog"].as_u64().unwrap(),
+        );
+        assert_eq!(position + backlog, events / 2, "{s}");
+    }
+    // The dashboard's backlog panel queries a series this job exports, with its labels.
+    let metrics = agent
+        .get(&format!("{api}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let dashboard = include_str!("../../config/dashboards/sluice.json");
+    let problems = sluice_http::dashboard::problems(dashboard, &metrics, |series| {
+        series == "sluice_source_split_backlog_records"
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+    let _ = job.kill();
+    let _ = job.wait();
+}

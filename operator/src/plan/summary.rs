@@ -243,6 +243,7 @@ mod tests {
             watermark_ms: None,
             worker: None,
             key_groups: Vec::new(),
+            splits: Vec::new(),
         }
     }
 

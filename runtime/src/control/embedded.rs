@@ -2,7 +2,7 @@
 
 use super::model::{
     CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, OperatorBytes,
-    Phase, SnapshotInfo, SnapshotKind, SubtaskState, SubtaskStatus,
+    Phase, SnapshotInfo, SnapshotKind, SplitStatus, SubtaskState, SubtaskStatus,
 };
 use super::JobControl;
 use crate::error::Error;
@@ -45,6 +45,17 @@ impl JobControl for RunningJob {
                         .map(|(operator, records)| KeyGroupRecords {
                             operator: operator.clone(),
                             records: records.clone(),
+                        })
+                        .collect(),
+                    splits: m
+                        .splits
+                        .iter()
+                        .map(|s| SplitStatus {
+                            split: s.split,
+                            position: s.progress.position,
+                            backlog: s.progress.backlog,
+                            watermark_ms: (s.watermark != EventTime::MIN).then_some(s.watermark.0),
+                            idle: s.idle,
                         })
                         .collect(),
                 }

@@ -118,6 +118,32 @@ const CHECKPOINTS_FAILED_IN_A_ROW: Spec = spec(
     "Checkpoints that failed since the last one that completed.",
     JOB,
 );
+const SPLIT: &[&str] = &["job", "operator", "split"];
+
+const SPLIT_POSITION: Spec = spec(
+    "sluice_source_split_position",
+    GAUGE,
+    "Where a source split's reader is: events read from the generator, a Kafka \
+     partition's next offset.",
+    SPLIT,
+);
+
+const SPLIT_BACKLOG: Spec = spec(
+    "sluice_source_split_backlog_records",
+    GAUGE,
+    "Records available past a split's position, where the source knows (a Kafka \
+     partition's end offset as last fetched, less the position): the source's lag.",
+    SPLIT,
+);
+
+const SPLIT_WATERMARK: Spec = spec(
+    "sluice_source_split_watermark_seconds",
+    GAUGE,
+    "Event time (Unix seconds) a source split alone lets the watermark reach: the split \
+     with the lowest holds the job back.",
+    SPLIT,
+);
+
 const KEY_GROUP_RECORDS: Spec = spec(
     "sluice_key_group_records_total",
     COUNTER,
@@ -237,6 +263,9 @@ impl JobCollector {
             &CHECKPOINTS_FAILED,
             &CHECKPOINTS_FAILED_IN_A_ROW,
             &KEY_GROUP_RECORDS,
+            &SPLIT_POSITION,
+            &SPLIT_BACKLOG,
+            &SPLIT_WATERMARK,
             &LAST_CHECKPOINT_ID,
             &LAST_CHECKPOINT_DURATION,
             &LAST_CHECKPOINT_SIZE,
@@ -298,6 +327,25 @@ fn families(s: &JobStatus) -> Vec<MetricFamily> {
         }
         out.push(f);
     }
+
+    let (mut position, mut backlog, mut watermark) = (
+        SPLIT_POSITION.family(),
+        SPLIT_BACKLOG.family(),
+        SPLIT_WATERMARK.family(),
+    );
+    for t in &s.subtasks {
+        for split in &t.splits {
+            let labels = [job, t.operator.as_str(), &split.split.to_string()];
+            position.sample(&labels, split.position as f64);
+            if let Some(records) = split.backlog {
+                backlog.sample(&labels, records as f64);
+            }
+            if let Some(ms) = split.watermark_ms {
+                watermark.sample(&labels, ms as f64 / 1000.0);
+            }
+        }
+    }
+    out.extend([position, backlog, watermark]);
 
     let mut key_groups = KEY_GROUP_RECORDS.family();
     for (operator, records) in s.key_group_records() {
@@ -377,6 +425,7 @@ mod tests {
             watermark_ms,
             worker: None,
             key_groups: Vec::new(),
+            splits: Vec::new(),
         }
     }
 

@@ -31,6 +31,19 @@ pub struct TaskMetrics {
     max_snapshot_sync_ns: AtomicU64,
     /// What the chain's hash exchanges sent to each key group, one per exchange.
     key_groups: Mutex<Vec<Arc<KeyGroupCounts>>>,
+    /// A source's splits, as last published by its task.
+    splits: Mutex<Vec<SplitMetrics>>,
+}
+
+/// One split of a source subtask.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitMetrics {
+    pub split: u32,
+    pub progress: crate::source::SplitProgress,
+    /// What the split alone would let the watermark be; `EventTime::MIN` before its first
+    /// record.
+    pub watermark: EventTime,
+    pub idle: bool,
 }
 
 /// Records one hash exchange sent to each key group of the keyed operator it feeds: how
@@ -78,6 +91,8 @@ pub struct TaskMetricsSnapshot {
     /// Records sent to each key group, per keyed operator fed (summed over the exchanges
     /// that feed the same one).
     pub key_groups: Vec<(String, Vec<u64>)>,
+    /// A source's splits.
+    pub splits: Vec<SplitMetrics>,
 }
 
 impl TaskMetricsSnapshot {
@@ -122,6 +137,7 @@ impl TaskMetrics {
             batch_latency: std::array::from_fn(|_| AtomicU64::new(0)),
             max_snapshot_sync_ns: AtomicU64::new(0),
             key_groups: Mutex::new(Vec::new()),
+            splits: Mutex::new(Vec::new()),
         }
     }
 
@@ -148,6 +164,13 @@ impl TaskMetrics {
     /// Counters no report reads, for a channel end whose blocking is no subtask's time.
     pub fn unreported() -> Self {
         TaskMetrics::new(String::new(), false, false)
+    }
+
+    /// A source task's splits, replaced as a whole (a few times a second at most).
+    pub fn set_splits(&self, splits: Vec<SplitMetrics>) {
+        if let Ok(mut s) = self.splits.lock() {
+            *s = splits;
+        }
     }
 
     /// Counters for an exchange that sends to the `key_groups` key groups of `operator`.
@@ -225,6 +248,7 @@ impl TaskMetrics {
             batch_latency: self.batch_latency.iter().map(|b| b.load(Relaxed)).collect(),
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
             key_groups: self.key_group_snapshot(),
+            splits: self.splits.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
 }

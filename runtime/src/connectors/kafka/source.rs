@@ -5,6 +5,7 @@ use super::dead_letter::{DeadLetter, DeadLetters};
 use crate::api::Record;
 use crate::connectors::{Poll, Source, SplitReader};
 use crate::error::Error;
+use crate::source::SplitProgress;
 use crate::time::EventTime;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -539,6 +540,29 @@ impl<T: 'static> PartitionReader<T> {
         )))
     }
 
+    /// The partition's end offset as the client last fetched it: librdkafka's cache, read
+    /// without the round trip to the broker that `fetch_watermarks` makes (the reader's
+    /// thread must not block). The safe API does not expose it. `None` before the first
+    /// fetch.
+    fn cached_end_offset(&self) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.config.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client handle lives as long as `self.consumer`, which outlives the
+        // call; `topic` is NUL-terminated and outlives it; `low` and `high` are valid for
+        // writes.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                self.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
+    }
+
     /// Errors the client recovers from by itself (brokers away, leaders moving) are
     /// reported at most every ten seconds; fatal ones fail the job.
     fn transient(&mut self, e: &KafkaError) -> Result<(), Error> {
@@ -638,6 +662,15 @@ impl<T: 'static> SplitReader<T> for PartitionReader<T> {
 
     fn position(&self) -> u64 {
         u64::try_from(self.next).unwrap_or(0) + 1
+    }
+
+    fn progress(&self) -> SplitProgress {
+        let position = u64::try_from(self.next).unwrap_or(0);
+        let backlog = self
+            .cached_end_offset()
+            .and_then(|high| u64::try_from(high).ok())
+            .map(|high| high.saturating_sub(position));
+        SplitProgress { position, backlog }
     }
 
     /// The snapshot covers the offsets of the dead letters written so far: they must be in

@@ -4,6 +4,7 @@
 
 use super::{snapshot_chain, Task, FINAL};
 use crate::error::Error;
+use crate::exec::metrics::SplitMetrics;
 use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::record::Record;
 use crate::snapshot::{Barrier, SplitPosition};
@@ -141,6 +142,32 @@ impl<T: 'static> SourceTask<T> {
     }
 }
 
+/// How often a source publishes where its splits are: often enough for a scrape, seldom
+/// enough that an idle source (which looks at its splits every millisecond) does not ask
+/// a Kafka client for its offsets each time.
+const SPLITS_PUBLISHED_EVERY: Duration = Duration::from_millis(250);
+
+impl<T> SourceTask<T> {
+    /// Publishes where each split is, for metrics.
+    fn publish_splits(&self, bound: i64) {
+        let splits = self
+            .splits
+            .iter()
+            .map(|s| SplitMetrics {
+                split: s.split as u32,
+                progress: s.reader.progress(),
+                watermark: EventTime(if s.max_ts == i64::MIN {
+                    i64::MIN
+                } else {
+                    s.max_ts.saturating_sub(bound).saturating_sub(1)
+                }),
+                idle: s.idle,
+            })
+            .collect();
+        self.cx.metrics.set_splits(splits);
+    }
+}
+
 impl<T: 'static> Task for SourceTask<T> {
     fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
         let started = Instant::now();
@@ -150,6 +177,7 @@ impl<T: 'static> Task for SourceTask<T> {
         let mut emitted_wm = i64::MIN;
         let mut all_idle = false;
         let mut last_wm_check = Instant::now();
+        let mut last_published = Instant::now();
         let mut last_tick = self.cx.clock.now();
         let mut injected = 0;
         let mut completed = self.cx.control.committed();
@@ -190,6 +218,7 @@ impl<T: 'static> Task for SourceTask<T> {
                 return Err(Error::Cancelled);
             }
             if self.discovery.is_none() && self.splits.iter().all(|s| s.done) {
+                self.publish_splits(bound);
                 self.cx.metrics.set_watermark(EventTime::MAX);
                 self.out.control(ControlEvent::Watermark(EventTime::MAX));
                 self.out.control(ControlEvent::Finish);
@@ -203,6 +232,10 @@ impl<T: 'static> Task for SourceTask<T> {
             let now = self.cx.clock.now();
             if !produced || last_wm_check.elapsed() >= self.watermark_interval {
                 last_wm_check = Instant::now();
+                if last_published.elapsed() >= SPLITS_PUBLISHED_EVERY {
+                    last_published = last_wm_check;
+                    self.publish_splits(bound);
+                }
                 self.take_up_discovered()?;
                 if let Some(after) = idle_after {
                     for s in self.splits.iter_mut().filter(|s| !s.done) {
