@@ -142,6 +142,16 @@ impl<T: 'static> SourceTask<T> {
     }
 }
 
+/// The watermark once records up to `max_ts` were read, out of order by at most `bound`:
+/// every record still to come is later than it. `i64::MIN` before any record.
+fn watermark_after(max_ts: i64, bound: i64) -> i64 {
+    if max_ts == i64::MIN {
+        i64::MIN
+    } else {
+        max_ts.saturating_sub(bound).saturating_sub(1)
+    }
+}
+
 /// How often a source publishes where its splits are: often enough for a scrape, seldom
 /// enough that an idle source (which looks at its splits every millisecond) does not ask
 /// a Kafka client for its offsets each time.
@@ -156,11 +166,7 @@ impl<T> SourceTask<T> {
             .map(|s| SplitMetrics {
                 split: s.split as u32,
                 progress: s.reader.progress(),
-                watermark: EventTime(if s.max_ts == i64::MIN {
-                    i64::MIN
-                } else {
-                    s.max_ts.saturating_sub(bound).saturating_sub(1)
-                }),
+                watermark: EventTime(watermark_after(s.max_ts, bound)),
                 idle: s.idle,
             })
             .collect();
@@ -251,11 +257,7 @@ impl<T: 'static> Task for SourceTask<T> {
                         }
                     }
                     Some(min) => {
-                        let wm = if min == i64::MIN {
-                            i64::MIN
-                        } else {
-                            min.saturating_sub(bound).saturating_sub(1)
-                        };
+                        let wm = watermark_after(min, bound);
                         if wm > emitted_wm {
                             emitted_wm = wm;
                             self.cx.metrics.set_watermark(EventTime(wm));
