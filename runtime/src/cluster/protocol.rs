@@ -225,9 +225,23 @@ pub(crate) fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> io::Result
     }
     let mut payload = Vec::new();
     read_payload(r, len, &mut payload)?;
-    bincode::deserialize(&payload)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("undecodable: {e}")))
+    bincode::deserialize(&payload).map(Some).map_err(|e| {
+        // bincode reports a message shorter than its type as an I/O error with no text.
+        let why = match *e {
+            bincode::ErrorKind::Io(ref io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                format!("the message of {len} byte(s) ends before its last field")
+            }
+            ref other => other.to_string(),
+        };
+        let name = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("message");
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("undecodable {name}: {why}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -265,6 +279,17 @@ mod tests {
         let mut truncated = 100u32.to_le_bytes().to_vec();
         truncated.extend_from_slice(&[1, 2, 3]);
         assert!(read_message::<ToWorker>(&mut truncated.as_slice()).is_err());
+    }
+
+    #[test]
+    fn a_message_shorter_than_its_type_names_the_type_and_its_length() {
+        let mut frame = Vec::new();
+        write_message(&mut frame, &mut Vec::new(), &7u8).unwrap();
+        let err = read_message::<(u64, u64)>(&mut frame.as_slice()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "undecodable (u64, u64): the message of 1 byte(s) ends before its last field"
+        );
     }
 
     #[test]
