@@ -348,17 +348,18 @@ pub enum StateBackendArg {
 /// The control API.
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct ControlArgs {
-    /// Serves the control API (HTTP + JSON, `docs/control-api.md`) at `host:port`; port 0
-    /// takes a free port. The address is printed once listening.
+    /// Serves the control API (HTTP + JSON, `docs/control-api.md`) and the job page (`/`) at
+    /// `host:port`; port 0 takes a free port. The address is printed once listening.
     #[arg(long, value_name = "HOST:PORT")]
     pub control_addr: Option<String>,
     /// A file holding the API's bearer token [default: the SLUICE_CONTROL_TOKEN
     /// environment variable]. Without a token the API listens on loopback only.
     #[arg(long, value_name = "FILE")]
     pub control_token_file: Option<PathBuf>,
-    /// Serves the job's Prometheus metrics at `host:port` under `/metrics`, and nothing
-    /// else, without a token: a scraper then holds no credential that could stop the job.
-    /// The metrics name jobs and operators, never a record or a secret.
+    /// Serves the job's Prometheus metrics (`/metrics`), its status (`GET /v1/job`) and the
+    /// job page (`/`) at `host:port`, read-only and without a token: a scraper or a browser
+    /// then holds no credential that could stop the job. They name jobs and operators,
+    /// never a record or a secret.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 }

@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use sluice_crds::control::Partitioning;
-use sluice_crds::{ConditionStatus, HealthReason, JobMetrics, Phase, StreamJob};
+use sluice_crds::{Condition, ConditionStatus, HealthReason, JobMetrics, Phase, StreamJob};
 use sluice_e2e::jobs::{patch, settled, stream_job, STEP_TIMEOUT};
 use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, PortForward, Result, TestNamespace};
 use std::time::{Duration, Instant};
@@ -88,6 +88,26 @@ async fn operator_metrics(ns: &TestNamespace) -> Result<String> {
         }
     }
     Ok(all)
+}
+
+/// Waits for `Degraded=True` with `reason` on job `name`; returns the condition and the
+/// metrics its status carried then.
+async fn degraded_with(
+    api: &Api<StreamJob>,
+    name: &str,
+    reason: HealthReason,
+    timeout: Duration,
+) -> Result<(Condition, Option<JobMetrics>)> {
+    let what = format!("Degraded with {}", reason.as_str());
+    wait_for(&what, timeout, || async {
+        let status = api.get(name).await?.status.unwrap_or_default();
+        Ok(status
+            .condition("Degraded")
+            .filter(|c| c.status == ConditionStatus::True && c.reason == reason.as_str())
+            .cloned()
+            .map(|c| (c, status.metrics)))
+    })
+    .await
 }
 
 async fn event_reasons(ns: &TestNamespace) -> Result<Vec<(String, String, String)>> {
@@ -214,19 +234,11 @@ e2e_test!(
         drop(forward);
 
         // Lag keeps growing: Degraded, with the reason and the bottleneck in its message.
-        let degraded = wait_for(
-            "Degraded with LagGrowing",
+        let (degraded, _) = degraded_with(
+            &api,
+            JOB,
+            HealthReason::LagGrowing,
             Duration::from_secs(120),
-            || async {
-                let status = api.get(JOB).await?.status.unwrap_or_default();
-                Ok(status
-                    .condition("Degraded")
-                    .filter(|c| {
-                        c.status == ConditionStatus::True
-                            && c.reason == HealthReason::LagGrowing.as_str()
-                    })
-                    .cloned())
-            },
         )
         .await?;
         assert!(
@@ -327,23 +339,13 @@ e2e_test!(
         settled(&api, GROWING, Phase::Running).await?;
         let running = Instant::now();
 
-        let degraded = wait_for(
-            "Degraded with StateGrowing",
+        let (condition, metrics) = degraded_with(
+            &api,
+            GROWING,
+            HealthReason::StateGrowing,
             Duration::from_secs(180),
-            || async {
-                let status = api.get(GROWING).await?.status.unwrap_or_default();
-                Ok(status
-                    .condition("Degraded")
-                    .filter(|c| {
-                        c.status == ConditionStatus::True
-                            && c.reason == HealthReason::StateGrowing.as_str()
-                    })
-                    .cloned()
-                    .map(|c| (c, status.metrics)))
-            },
         )
         .await?;
-        let (condition, metrics) = degraded;
         eprintln!(
             "StateGrowing {:?} after the job ran: {}",
             running.elapsed(),

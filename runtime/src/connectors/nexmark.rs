@@ -15,7 +15,6 @@ pub struct NexmarkSource {
     generator: Arc<NexmarkGenerator>,
     events: u64,
     splits: usize,
-    max_events_per_second: Option<u64>,
 }
 
 impl NexmarkSource {
@@ -24,7 +23,6 @@ impl NexmarkSource {
             generator: Arc::new(NexmarkGenerator::new(config)),
             events: config.events,
             splits: splits.max(1),
-            max_events_per_second: config.max_events_per_second,
         }
     }
 }
@@ -67,11 +65,15 @@ impl Source<Event> for NexmarkSource {
             first: split as u64,
             step: self.splits as u64,
             end: self.events,
-            pace: self.max_events_per_second.map(|max| Pace {
-                per_second: max as f64 / self.splits as f64,
-                opened: Instant::now(),
-                emitted: 0,
-            }),
+            pace: self
+                .generator
+                .config()
+                .max_events_per_second
+                .map(|max| Pace {
+                    per_second: max as f64 / self.splits as f64,
+                    opened: Instant::now(),
+                    emitted: 0,
+                }),
         }))
     }
 }

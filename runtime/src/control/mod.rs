@@ -1,5 +1,5 @@
-//! The control API: HTTP + JSON under `/v1`, Prometheus text at `/metrics`, probes at
-//! `/healthz` and `/readyz`. `docs/control-api.md` is its reference.
+//! The control API: HTTP + JSON under `/v1`, Prometheus text at `/metrics`, the job page
+//! at `/`, probes at `/healthz` and `/readyz`. `docs/control-api.md` is its reference.
 //!
 //! The server knows the job only through [`JobControl`]: the embedded [`RunningJob`]
 //! implements it (in `embedded.rs`), and so can a distributed coordinator, serving the same

@@ -154,7 +154,9 @@ pub struct CheckpointStatus {
     /// Failed since the last one that completed (savepoints into a requester's own storage
     /// aside: they say nothing of the job's health).
     pub failed_in_a_row: u64,
-    /// The last [`RECENT_SNAPSHOTS`] completed, oldest first.
+    /// The last [`CheckpointSummary::RECENT`] completed, oldest first.
+    ///
+    /// [`CheckpointSummary::RECENT`]: sluice_crds::control::CheckpointSummary::RECENT
     pub recent: std::collections::VecDeque<CompletedSnapshot>,
     pub last_failure: Option<String>,
     /// The snapshot this run was restored from.
@@ -165,9 +167,6 @@ pub struct CheckpointStatus {
     pub stopped: bool,
 }
 
-/// How many completed snapshots [`CheckpointStatus::recent`] keeps.
-pub const RECENT_SNAPSHOTS: usize = sluice_crds::control::CheckpointSummary::RECENT;
-
 impl CheckpointStatus {
     pub fn last_completed(&self) -> Option<&CompletedSnapshot> {
         self.recent.back()
@@ -175,7 +174,7 @@ impl CheckpointStatus {
 
     fn completed_one(&mut self, done: &CompletedSnapshot) {
         self.completed += 1;
-        if self.recent.len() == RECENT_SNAPSHOTS {
+        if self.recent.len() == sluice_crds::control::CheckpointSummary::RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back(done.clone());

@@ -40,14 +40,7 @@ impl Browser {
     pub fn start(test: &str) -> Option<Browser> {
         let binary = match chromium() {
             Ok(binary) => binary,
-            Err(why) => {
-                assert!(
-                    std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-                    "{test}: {why} (SLUICE_REQUIRE_BROWSER=1)"
-                );
-                eprintln!("skipping {test}: {why}");
-                return None;
-            }
+            Err(why) => return super::skip(test, &why, "SLUICE_REQUIRE_BROWSER"),
         };
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(&binary)

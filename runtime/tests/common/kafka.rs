@@ -23,14 +23,8 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/kafka/broker.sh")
 }
 
-fn required() -> bool {
-    std::env::var("SLUICE_REQUIRE_KAFKA").as_deref() == Ok("1")
-}
-
 fn skip(test: &str, why: &str) -> Option<KafkaCluster> {
-    assert!(!required(), "{test}: {why} (SLUICE_REQUIRE_KAFKA=1)");
-    eprintln!("skipping {test}: {why}");
-    None
+    super::skip(test, why, "SLUICE_REQUIRE_KAFKA")
 }
 
 /// A record as a read_committed consumer sees it.

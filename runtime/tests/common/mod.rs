@@ -12,6 +12,17 @@ use sluice_runtime::connectors::{Sink, SinkContext, SinkWriter};
 use sluice_runtime::Error;
 use std::time::{Duration, Instant};
 
+/// `None` for a test whose outside piece (a browser, a broker, an S3 server) is missing,
+/// after saying why; a failure instead when CI requires the piece (`required=1`).
+pub fn skip<T>(test: &str, why: &str, required: &str) -> Option<T> {
+    assert!(
+        std::env::var(required).as_deref() != Ok("1"),
+        "{test}: {why} ({required}=1)"
+    );
+    eprintln!("skipping {test}: {why}");
+    None
+}
+
 /// A sink whose every write fails with "broken-sink: disk full".
 pub struct BrokenSink;
 

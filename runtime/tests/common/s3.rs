@@ -61,14 +61,7 @@ impl S3Server {
     pub fn start(test: &str) -> Option<S3Server> {
         let weed = match weed() {
             Ok(weed) => weed,
-            Err(why) => {
-                assert!(
-                    std::env::var("SLUICE_REQUIRE_S3").as_deref() != Ok("1"),
-                    "{test}: {why} (SLUICE_REQUIRE_S3=1)"
-                );
-                eprintln!("skipping {test}: {why}");
-                return None;
-            }
+            Err(why) => return super::skip(test, &why, "SLUICE_REQUIRE_S3"),
         };
         // A port taken between choosing it and weed binding it makes weed exit: try again.
         for attempt in 1.. {
