@@ -217,6 +217,59 @@ pub struct SubtaskStatus {
     /// other chains. Always written, like `keyGroups`.
     #[serde(default)]
     pub splits: Vec<SplitStatus>,
+    /// How full the chain's input channels are: batches queued over the batches they can
+    /// hold, sampled a few times a second. Near 1 the chain cannot keep up with its
+    /// inputs; 0 for sources. Always written, like `keyGroups`.
+    #[serde(default)]
+    pub input_buffer_fill: f64,
+    /// For a chain that ends in a sink: how long records took from being read by a source
+    /// to being visible in the sink (committed, for a sink whose output a checkpoint
+    /// commits; written, for the others), from latency markers the sources send every
+    /// 100 ms. Empty for other chains. Always written, like `keyGroups`.
+    #[serde(default)]
+    pub end_to_end_latency: LatencyHistogram,
+}
+
+/// Samples of a duration in power-of-two microsecond buckets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyHistogram {
+    /// `counts[b]`: samples of less than 2^b µs (and at least 2^(b-1) µs); the last bucket
+    /// also holds every longer one.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    pub fn samples(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound, in seconds, of the bucket holding quantile `q`; `None` without
+    /// samples.
+    pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        Self::quantile_bucket(&self.counts, q).map(Self::upper_bound_seconds)
+    }
+
+    /// The bucket of `counts` (samples per bucket) holding quantile `q`; `None` without
+    /// samples.
+    pub fn quantile_bucket(counts: &[u64], q: f64) -> Option<usize> {
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        counts.iter().position(|&n| {
+            seen += n;
+            seen >= rank
+        })
+    }
+
+    /// The upper bound of bucket `b`, in seconds.
+    pub fn upper_bound_seconds(b: usize) -> f64 {
+        (1u64 << b.min(63)) as f64 / 1e6
+    }
 }
 
 /// One split of a source, as its subtask last published it (a few times a second).
@@ -308,13 +361,66 @@ pub struct OperatorBytes {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobError {
     /// The operator whose subtask failed; `null` when checkpointing failed.
     pub operator: Option<String>,
     pub subtask: Option<u32>,
     pub cause: String,
+    /// The errors that led to `cause`, from the one it wraps down to the root, each with
+    /// its own message (which may repeat the messages of those below it). Always written,
+    /// like `SubtaskStatus::keyGroups`.
+    #[serde(default)]
+    pub causes: Vec<String>,
+    /// Where the failed subtask was in its input when it failed; `null` when the error is
+    /// not a subtask's. Always written.
+    #[serde(default)]
+    pub input: Option<InputPosition>,
+}
+
+impl JobError {
+    /// An error of the job as a whole (checkpointing, the cluster), not of one subtask.
+    pub fn of_job(cause: impl Into<String>) -> Self {
+        JobError {
+            cause: cause.into(),
+            ..JobError::default()
+        }
+    }
+}
+
+/// Where a subtask was in its input.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputPosition {
+    /// Records that had entered its chain in this run (each of them processed).
+    pub records_in: u64,
+    /// The watermark it had passed on, epoch milliseconds; `null` before the first.
+    pub watermark_ms: Option<i64>,
+    /// For a source subtask, each split's position (as in `SplitStatus::position`): a
+    /// record that failed to parse is the next one of its split.
+    pub splits: Vec<SplitPositionStatus>,
+}
+
+impl std::fmt::Display for InputPosition {
+    /// `split 0 at 5, split 3 at 17` for a source, `after 1234 records` otherwise.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.splits.is_empty() {
+            return write!(f, "after {} records", self.records_in);
+        }
+        for (i, s) in self.splits.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}split {} at {}", s.split, s.position)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitPositionStatus {
+    pub split: u32,
+    pub position: u64,
 }
 
 /// `POST /v1/savepoints`.

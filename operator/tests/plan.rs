@@ -667,12 +667,13 @@ fn failed_with_cause(w: &World) -> Observed {
             operator: Some("fraud-score".into()),
             subtask: Some(1),
             cause: "division by zero".into(),
+            input: Some(api::InputPosition {
+                records_in: 1234,
+                ..Default::default()
+            }),
+            ..Default::default()
         },
-        api::JobError {
-            operator: None,
-            subtask: None,
-            cause: "checkpoint storage unreachable".into(),
-        },
+        api::JobError::of_job("checkpoint storage unreachable"),
     ];
     observed
 }
@@ -720,7 +721,7 @@ fn a_job_that_failed_for_good_restarts_from_its_run_after_the_backoff_with_the_c
     assert_eq!(
         warning.message,
         format!(
-            "fraud-score[1]: division by zero; checkpoint storage unreachable; restart 1 of 5 in 10.0s"
+            "fraud-score[1] (after 1234 records): division by zero; checkpoint storage unreachable; restart 1 of 5 in 10.0s"
         )
     );
     let r = restarts(&w);
@@ -810,7 +811,7 @@ fn restarts_back_off_by_the_multiplier_up_to_the_cap_then_the_job_fails_for_good
         .iter()
         .find(|n| n.reason == "RestartsExhausted")
         .unwrap();
-    assert!(warning.message.starts_with("3 restart(s) without 10m of healthy running; the last failure: fraud-score[1]: division by zero"), "{}", warning.message);
+    assert!(warning.message.starts_with("3 restart(s) without 10m of healthy running; the last failure: fraud-score[1] (after 1234 records): division by zero"), "{}", warning.message);
     assert_eq!(p.status.error.as_ref().unwrap().reason, "RestartsExhausted");
     assert!(p.status.operation.is_none());
 

@@ -272,6 +272,14 @@ pub enum SnapshotError {
     Unresolved { uid: String, what: &'static str },
 }
 
+/// The errors below `error`, from the one it wraps down to the root, each as it describes
+/// itself.
+pub(crate) fn cause_chain(error: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(error.source(), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
 /// An error with its causes: a store's own message often leaves out the one that says
 /// what went wrong (a refused connection, the server's reply).
 pub(crate) fn causes(error: &dyn std::error::Error) -> String {

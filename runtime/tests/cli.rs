@@ -121,3 +121,60 @@ fn generate_writes_one_json_line_per_event() {
         sluice_runtime::nexmark::parse_event_line(line, i as u64 + 1).unwrap();
     }
 }
+
+/// A record that fails to parse, with logs as JSON: the run fails, and the log line of the
+/// failure carries the operator, the subtask, the line, where the split stopped and the
+/// error's causes as fields, not only in its text.
+#[test]
+fn a_failure_is_logged_with_its_operator_subtask_and_input_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = sluice()
+        .args(["nexmark", "generate", "--events", "300"])
+        .output()
+        .unwrap();
+    assert!(events.status.success());
+    let mut lines: Vec<String> = String::from_utf8(events.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[199] = "{\"bid\": not json".into();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: bad}}\n\
+             spec:\n  job:\n    name: nexmark-q0\n    config:\n      input: {}\n      sourceSplits: 1\n  parallelism: 1\n",
+            input.display()
+        ),
+    );
+    let result = sluice()
+        .arg("run")
+        .arg(&manifest)
+        .env("SLUICE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    let failure: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "subtask failed")
+        .unwrap_or_else(|| panic!("no failure logged:\n{stderr}"));
+    assert_eq!(failure["level"], "ERROR", "{failure}");
+    assert_eq!(failure["span"]["operator"], "nexmark-file", "{failure}");
+    assert_eq!(failure["span"]["subtask"], 0, "{failure}");
+    assert!(
+        failure["error"].as_str().unwrap().contains("line 200:"),
+        "{failure}"
+    );
+    // The 199 events before the bad line were read.
+    assert!(
+        failure["input"]
+            .as_str()
+            .unwrap()
+            .contains("splits: [(0, 199)]"),
+        "{failure}"
+    );
+}

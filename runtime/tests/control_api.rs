@@ -9,8 +9,8 @@ use common::run::{job_config, reference, sluice, sorted_output, write_manifest, 
 use common::{assert_same, wait_until, BrokenSink};
 use serde_json::{json, Value};
 use sluice_runtime::api::{Count, JobBuilder, Record, TumblingEventTime, WatermarkStrategy};
-use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, VecSource};
-use sluice_runtime::control::model::{Phase, SubtaskState};
+use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, JsonLinesSource, VecSource};
+use sluice_runtime::control::model::{JobStatus, Phase, SplitPositionStatus, SubtaskState};
 use sluice_runtime::control::JobControl;
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
@@ -653,6 +653,67 @@ fn a_failed_job_reports_the_failing_operator_and_its_cause() {
     assert!(running.wait().is_err());
 }
 
+/// A record that fails to parse: the error names the source and its subtask, the line, and
+/// where the split stopped (the five records before it read); an error with a cause lists
+/// the chain down to the operating system's.
+#[test]
+fn an_error_carries_its_input_position_and_cause_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut lines: Vec<String> = (0..5).map(|i| format!("[{i}, {i}]")).collect();
+    lines.push("[5, oops]".into());
+    lines.extend((6..9).map(|i| format!("[{i}, {i}]")));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let job = JobBuilder::new("parse", 1, 128);
+    job.source(
+        "lines",
+        JsonLinesSource::new(&input, 1, |r: &(i64, i64)| EventTime(r.0)),
+        WatermarkStrategy::monotonous(),
+    )
+    .sink("out", DiscardSink);
+    let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
+    wait_until("the job to end", TIMEOUT, || running.is_finished());
+    let status = JobControl::status(&running);
+    assert!(running.wait().is_err());
+    assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+    let e = &status.errors[0];
+    assert_eq!(
+        (e.operator.as_deref(), e.subtask),
+        (Some("lines"), Some(0)),
+        "{e:?}"
+    );
+    assert!(e.cause.contains("line 6:"), "{e:?}");
+    let input_position = e.input.as_ref().expect("an input position");
+    assert_eq!(
+        input_position.splits,
+        [SplitPositionStatus {
+            split: 0,
+            position: 5
+        }],
+        "{e:?}"
+    );
+
+    // A sink directory under a regular file: the error wraps the operating system's.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let job = JobBuilder::new("unwritable", 1, 128);
+    job.source(
+        "src",
+        VecSource::new(vec![vec![Record::new(EventTime(1), 1u64)]]),
+        WatermarkStrategy::monotonous(),
+    )
+    .sink("files", JsonLinesSink::new(file.join("out")));
+    let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
+    wait_until("the job to end", TIMEOUT, || running.is_finished());
+    let status = JobControl::status(&running);
+    assert!(running.wait().is_err());
+    let e = &status.errors[0];
+    assert!(e.cause.contains("a-file/out"), "{e:?}");
+    let not_a_directory = std::io::Error::from_raw_os_error(20).to_string();
+    assert_eq!(e.causes, [not_a_directory], "{e:?}");
+    assert_eq!(e.input.as_ref().map(|i| i.records_in), Some(0), "{e:?}");
+}
+
 /// Half the records carry one key: the status counts, per key group of the keyed operator,
 /// exactly the records each key group was sent, as computed from the keys themselves, and
 /// the hot key's group stands out.
@@ -719,6 +780,84 @@ fn a_skewed_key_shows_in_the_key_group_counts() {
     // The monotonous strategy: the last timestamp of the split, less one.
     let last = |part: &[Record<(u64, i64)>]| part.last().map(|r| r.ts.0 - 1);
     assert_eq!(watermarks, [last(first), last(second)]);
+}
+
+/// End-to-end latency, from latency markers: to a sink whose output a checkpoint commits
+/// (JSON-lines files), it counts the wait for that commit; to one that only counts its
+/// records, it is the pipeline's own delay. Only sink subtasks report it, and `/metrics`
+/// serves it as a histogram.
+#[test]
+fn end_to_end_latency_runs_to_the_commit_that_makes_output_visible() {
+    let median = |output: &str, checkpoint_interval: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("paced.yaml");
+        let output = match output {
+            "files" => dir.path().join("out").display().to_string(),
+            other => other.to_string(),
+        };
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: sluice.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: paced}}\n\
+                 spec:\n  job:\n    name: nexmark-q0\n    config:\n      \
+                 generator: {{events: 1000000000, maxEventsPerSecond: 20000}}\n      \
+                 output: {output}\n  parallelism: 1\n"
+            ),
+        )
+        .unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let job = Job::start(
+            &manifest,
+            dir.path(),
+            &[
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                checkpoint_interval,
+                "--checkpoint-dir",
+                checkpoints.to_str().unwrap(),
+            ],
+        );
+        let mut status: Option<JobStatus> = None;
+        wait_until("40 latency samples", TIMEOUT, || {
+            let s: JobStatus = serde_json::from_value(job.json("/v1/job")).unwrap();
+            let samples: u64 = s
+                .subtasks
+                .iter()
+                .map(|t| t.end_to_end_latency.samples())
+                .sum();
+            status = Some(s);
+            samples >= 40
+        });
+        let status = status.unwrap();
+        for t in status.subtasks.iter().filter(|t| !t.sink) {
+            assert_eq!(t.end_to_end_latency.samples(), 0, "{t:?}");
+        }
+        let sink = status.subtasks.iter().find(|t| t.sink).unwrap();
+        let text = job.request_url("GET", job.metrics.as_deref().unwrap()).1;
+        let total = format!(
+            "sluice_sink_end_to_end_latency_seconds_bucket{{job=\"{}\",operator=\"{}\",subtask=\"0\",le=\"+Inf\"}} ",
+            status.name, sink.operator
+        );
+        let line = text.lines().find(|l| l.starts_with(&total));
+        let served: u64 = line
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {total} in\n{text}"));
+        assert!(served >= sink.end_to_end_latency.samples(), "{text}");
+        let median = sink.end_to_end_latency.quantile_seconds(0.5).unwrap();
+        eprintln!(
+            "{output}, checkpoints every {checkpoint_interval}: median latency under {median} s"
+        );
+        median
+    };
+    // A marker waits for the next barrier (on average half the 2 s interval), then for the
+    // checkpoint to complete and commit the files.
+    let committed = median("files", "2s");
+    assert!(committed >= 0.5, "{committed} s");
+    // Counted on arrival: nothing waits for the checkpoint.
+    let counted = median("discard", "60s");
+    assert!(counted < 0.5, "{counted} s");
 }
 
 /// The job page in a real browser, as a user opens it through `kubectl port-forward`: on the
@@ -838,6 +977,8 @@ fn the_job_page_names_the_bottleneck_and_lists_a_groups_subtasks() {
         .find(|t| t["operator"] == "to-sink")
         .unwrap();
     assert!(sink["aligningSeconds"].as_f64().unwrap() > 0.0, "{sink}");
+    // And its input channels are full: it cannot keep up with what the sources send.
+    assert!(sink["inputBufferFill"].as_f64().unwrap() > 0.5, "{sink}");
     let first = browser.eval(
         "[...document.querySelectorAll('#checkpoints tbody tr')[0].cells].map(c => c.textContent)",
     );
@@ -859,6 +1000,29 @@ fn the_job_page_names_the_bottleneck_and_lists_a_groups_subtasks() {
         "[...document.querySelectorAll('#subtasks tbody tr')].map(r => [...r.cells].slice(0, 2).map(c => c.textContent))",
     );
     assert_eq!(rows, json!([["0", "running"], ["1", "running"]]));
+
+    // The sink's one subtask: its input channels full, and the latency of what it writes
+    // measured from the markers that came through them.
+    browser.click("#graph .group[data-group=to-sink]");
+    let cells =
+        "[...document.querySelectorAll('#subtasks tbody tr')[0].cells].map(c => c.textContent)";
+    browser.wait_for(
+        "the sink's input fill and latency",
+        &format!(
+            "document.querySelector('#subtasks[data-group=to-sink]') && (() => {{ \
+             const c = {cells}; return c[8].endsWith('%') && c[9] !== '–'; }})()"
+        ),
+        "document.getElementById('subtasks').outerHTML",
+        TIMEOUT,
+    );
+    let row = browser.eval(cells);
+    let fill: f64 = row[8]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(" %")
+        .parse()
+        .unwrap();
+    assert!(fill > 50.0, "{row}");
 
     // For the documentation: the page as the user sees it.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("job-page.png");

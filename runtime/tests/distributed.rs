@@ -623,6 +623,22 @@ fn the_coordinators_api_refuses_requests_without_the_token_and_reports_the_worke
             .collect();
         on.contains("a") && on.contains("b")
     });
+    // Latency markers cross the shuffle between the workers, and each worker reports its
+    // sink subtasks' samples.
+    wait_until("latency samples from both sink subtasks", TIMEOUT, || {
+        let job = cluster.job();
+        let sampled = job["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["sink"] == json!(true))
+            .filter(|s| {
+                let counts = s["endToEndLatency"]["counts"].as_array();
+                counts.is_some_and(|c| c.iter().any(|n| n.as_u64() > Some(0)))
+            })
+            .count();
+        sampled == 2
+    });
     let (status, metrics) = cluster.get("/metrics", Some(TOKEN));
     assert_eq!(status, 200);
     assert!(

@@ -401,14 +401,22 @@ fn only_parallelism_differs(old: &StreamJobSpec, new: &StreamJobSpec) -> bool {
     same == *new && old.parallelism != new.parallelism
 }
 
-/// The causes of a failure, one per line's worth: `operator[subtask]: cause`.
+/// The causes of a failure, one per line's worth: `operator[subtask] (input position):
+/// cause`.
 pub(super) fn describe_errors(errors: &[JobError]) -> String {
     errors
         .iter()
-        .map(|e| match (&e.operator, e.subtask) {
-            (Some(op), Some(s)) => format!("{op}[{s}]: {}", e.cause),
-            (Some(op), None) => format!("{op}: {}", e.cause),
-            _ => e.cause.clone(),
+        .map(|e| {
+            let at = e
+                .input
+                .as_ref()
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default();
+            match (&e.operator, e.subtask) {
+                (Some(op), Some(s)) => format!("{op}[{s}]{at}: {}", e.cause),
+                (Some(op), None) => format!("{op}{at}: {}", e.cause),
+                _ => e.cause.clone(),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -244,6 +244,8 @@ mod tests {
             worker: None,
             key_groups: Vec::new(),
             splits: Vec::new(),
+            input_buffer_fill: 0.0,
+            end_to_end_latency: Default::default(),
         }
     }
 

@@ -79,6 +79,35 @@ impl Family {
         self
     }
 
+    /// A histogram: `buckets` are (upper bound, samples up to it, cumulative), ascending;
+    /// the encoder adds the `+Inf` bucket from `count`.
+    pub fn histogram(
+        &mut self,
+        labels: &[&str],
+        buckets: impl IntoIterator<Item = (f64, u64)>,
+        count: u64,
+        sum: f64,
+    ) -> &mut Self {
+        let mut metric = self.metric(labels);
+        let mut h = proto::Histogram::default();
+        h.set_sample_count(count);
+        h.set_sample_sum(sum);
+        h.set_bucket(
+            buckets
+                .into_iter()
+                .map(|(upper_bound, cumulative_count)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(upper_bound);
+                    b.set_cumulative_count(cumulative_count);
+                    b
+                })
+                .collect(),
+        );
+        metric.set_histogram(h);
+        self.family.mut_metric().push(metric);
+        self
+    }
+
     fn metric(&self, values: &[&str]) -> Metric {
         debug_assert_eq!(self.labels.len(), values.len(), "{}", self.family.name());
         Metric::from_label(

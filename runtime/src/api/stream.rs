@@ -367,11 +367,7 @@ impl<T: Data> Stream<T> {
                     uid: cx.uid.clone(),
                     restored: cx.restored_transactions(),
                 })?;
-                let op: Box<dyn Operator<T>> = Box::new(SinkOp {
-                    writer,
-                    cx: cx.clone(),
-                    failed: false,
-                });
+                let op: Box<dyn Operator<T>> = Box::new(SinkOp::new(writer, cx.clone()));
                 Ok(op)
             },
         );

@@ -574,11 +574,10 @@ impl Worker<'_> {
             upstream.send(&ToCoordinator::Ended {
                 attempt,
                 finished: false,
-                errors: vec![JobError {
-                    operator: None,
-                    subtask: None,
-                    cause: format!("worker {}: {e}", self.config.name),
-                }],
+                errors: vec![JobError::of_job(format!(
+                    "worker {}: {e}",
+                    self.config.name
+                ))],
             });
         }
     }
@@ -677,11 +676,7 @@ impl Worker<'_> {
                     job.failures().into_iter().map(JobError::from).collect();
                 if let (Err(e), true) = (&result, errors.is_empty()) {
                     if !job.stop_requested() {
-                        errors.push(JobError {
-                            operator: None,
-                            subtask: None,
-                            cause: e.to_string(),
-                        });
+                        errors.push(JobError::of_job(e.to_string()));
                     }
                 }
                 {

@@ -160,6 +160,10 @@ impl<T: Serialize> SinkWriter<T> for JsonLinesWriter {
         }
     }
 
+    fn visible_on_commit(&self) -> bool {
+        true
+    }
+
     fn pre_commit(
         &mut self,
         checkpoint: u64,

@@ -541,6 +541,10 @@ impl<T: Serialize> SinkWriter<T> for ObjectFileWriter<T> {
         Ok(())
     }
 
+    fn visible_on_commit(&self) -> bool {
+        true
+    }
+
     fn pre_commit(
         &mut self,
         checkpoint: u64,

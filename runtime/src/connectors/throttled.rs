@@ -56,6 +56,10 @@ impl<T> SinkWriter<T> for ThrottledWriter<T> {
         self.inner.finish()
     }
 
+    fn visible_on_commit(&self) -> bool {
+        self.inner.visible_on_commit()
+    }
+
     fn pre_commit(
         &mut self,
         checkpoint: u64,

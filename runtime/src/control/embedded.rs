@@ -1,10 +1,10 @@
 //! The control API's view of a job running embedded in this process.
 
 use super::model::{
-    CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, OperatorBytes,
-    Phase, SnapshotInfo, SnapshotKind, SplitStatus, SubtaskState, SubtaskStatus,
+    CheckpointSummary, CompatibilityReport, JobError, JobStatus, KeyGroupRecords, LatencyHistogram,
+    OperatorBytes, Phase, SnapshotInfo, SnapshotKind, SplitStatus, SubtaskState, SubtaskStatus,
 };
-use super::JobControl;
+use super::{model, JobControl};
 use crate::error::Error;
 use crate::exec::{self, CheckpointStatus, CompletedSnapshot, JobFailure, RunningJob};
 use crate::snapshot;
@@ -58,6 +58,15 @@ impl JobControl for RunningJob {
                             idle: s.idle,
                         })
                         .collect(),
+                    input_buffer_fill: m.input_fill,
+                    end_to_end_latency: if m.is_sink {
+                        LatencyHistogram {
+                            counts: m.end_to_end.clone(),
+                            sum_seconds: m.end_to_end_sum.as_secs_f64(),
+                        }
+                    } else {
+                        LatencyHistogram::default()
+                    },
                 }
             })
             .collect();
@@ -158,6 +167,16 @@ impl From<JobFailure> for JobError {
             operator: f.operator,
             subtask: f.subtask.map(|s| s as u32),
             cause: f.cause,
+            causes: f.causes,
+            input: f.input.map(|i| model::InputPosition {
+                records_in: i.records_in,
+                watermark_ms: (i.watermark != EventTime::MIN).then_some(i.watermark.0),
+                splits: i
+                    .splits
+                    .into_iter()
+                    .map(|(split, position)| model::SplitPositionStatus { split, position })
+                    .collect(),
+            }),
         }
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! [`JobControl::status`]: super::JobControl::status
 
-use super::model::{JobStatus, Phase, SubtaskStatus};
+use super::model::{JobStatus, LatencyHistogram, Phase, SubtaskStatus};
 use super::JobControl;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -144,6 +144,21 @@ const SPLIT_WATERMARK: Spec = spec(
     SPLIT,
 );
 
+const END_TO_END_LATENCY: Spec = spec(
+    "sluice_sink_end_to_end_latency_seconds",
+    MetricType::HISTOGRAM,
+    "Time from a source reading records to a sink making them visible: committed, for a \
+     sink whose output a checkpoint commits, written for the others. Sampled by latency \
+     markers each source subtask sends every 100 ms.",
+    SUBTASK,
+);
+
+/// The histogram's bucket bounds: powers of two of microseconds from 1 ms to about 9 min,
+/// the range that tells a healthy pipeline from a stalled one. Shorter samples count in
+/// the first bucket, longer ones only in `+Inf`.
+const LATENCY_BUCKETS_FROM: usize = 10;
+const LATENCY_BUCKETS_TO: usize = 29;
+
 const KEY_GROUP_RECORDS: Spec = spec(
     "sluice_key_group_records_total",
     COUNTER,
@@ -154,7 +169,7 @@ const KEY_GROUP_RECORDS: Spec = spec(
 type Value = fn(&SubtaskStatus) -> Option<f64>;
 
 /// The per-subtask families and how each reads its value.
-const PER_SUBTASK: [(Spec, Value); 9] = [
+const PER_SUBTASK: [(Spec, Value); 10] = [
     (
         spec(
             "sluice_subtask_records_in_total",
@@ -230,6 +245,16 @@ const PER_SUBTASK: [(Spec, Value); 9] = [
     ),
     (
         spec(
+            "sluice_subtask_input_buffer_fill",
+            GAUGE,
+            "Share of the capacity of the subtask's input channels taken by queued batches \
+             (0 to 1): near 1, the subtask cannot keep up with its inputs.",
+            SUBTASK,
+        ),
+        |t| (!t.source).then_some(t.input_buffer_fill),
+    ),
+    (
+        spec(
             "sluice_subtask_watermark_seconds",
             GAUGE,
             "Event time (Unix seconds) the subtask's output is complete up to.",
@@ -270,6 +295,7 @@ impl JobCollector {
             &LAST_CHECKPOINT_DURATION,
             &LAST_CHECKPOINT_SIZE,
             &LAST_CHECKPOINT_OPERATOR_SIZE,
+            &END_TO_END_LATENCY,
         ];
         let descs = fixed
             .into_iter()
@@ -346,6 +372,22 @@ fn families(s: &JobStatus) -> Vec<MetricFamily> {
         }
     }
     out.extend([position, backlog, watermark]);
+
+    let mut latency = END_TO_END_LATENCY.family();
+    for t in s.subtasks.iter().filter(|t| t.sink) {
+        let h = &t.end_to_end_latency;
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_TO - LATENCY_BUCKETS_FROM + 1);
+        for b in 0..=LATENCY_BUCKETS_TO {
+            cumulative += h.counts.get(b).copied().unwrap_or(0);
+            if b >= LATENCY_BUCKETS_FROM {
+                buckets.push((LatencyHistogram::upper_bound_seconds(b), cumulative));
+            }
+        }
+        let labels = [job, t.operator.as_str(), &t.subtask.to_string()];
+        latency.histogram(&labels, buckets, h.samples(), h.sum_seconds);
+    }
+    out.push(latency);
 
     let mut key_groups = KEY_GROUP_RECORDS.family();
     for (operator, records) in s.key_group_records() {
@@ -426,6 +468,8 @@ mod tests {
             worker: None,
             key_groups: Vec::new(),
             splits: Vec::new(),
+            input_buffer_fill: 0.0,
+            end_to_end_latency: LatencyHistogram::default(),
         }
     }
 
@@ -531,5 +575,45 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected}\nnot in\n{text}");
         }
+    }
+
+    /// A sink's latency samples as a Prometheus histogram: cumulative buckets from about
+    /// 1 ms, samples below it counted in the first, above the last only in `+Inf`.
+    #[test]
+    fn end_to_end_latency_is_a_cumulative_histogram_per_sink_subtask() {
+        let mut sink = subtask("out", 0, None);
+        sink.source = false;
+        sink.sink = true;
+        sink.input_buffer_fill = 0.75;
+        let mut counts = vec![0; 32];
+        counts[3] = 2; // under 8 µs
+        counts[10] = 1; // under 1.024 ms
+        counts[20] = 4; // under 1.05 s
+        counts[31] = 1; // beyond every bound
+        sink.end_to_end_latency = LatencyHistogram {
+            counts,
+            sum_seconds: 2100.5,
+        };
+        let text = render(status("q5", vec![subtask("source", 0, None), sink]));
+        let series = "sluice_sink_end_to_end_latency_seconds";
+        let labels = "job=\"q5\",operator=\"out\",subtask=\"0\"";
+        for expected in [
+            format!("# TYPE {series} histogram\n"),
+            format!("{series}_bucket{{{labels},le=\"0.001024\"}} 3\n"),
+            format!("{series}_bucket{{{labels},le=\"0.524288\"}} 3\n"),
+            format!("{series}_bucket{{{labels},le=\"1.048576\"}} 7\n"),
+            format!("{series}_bucket{{{labels},le=\"536.870912\"}} 7\n"),
+            format!("{series}_bucket{{{labels},le=\"+Inf\"}} 8\n"),
+            format!("{series}_sum{{{labels}}} 2100.5\n{series}_count{{{labels}}} 8\n"),
+            format!("sluice_subtask_input_buffer_fill{{{labels}}} 0.75\n"),
+        ] {
+            assert!(text.contains(&expected), "{expected}\nnot in\n{text}");
+        }
+        // Only sinks have a latency; sources have no input channels.
+        assert!(
+            !text.contains("operator=\"source\",subtask=\"0\",le="),
+            "{text}"
+        );
+        assert!(!text.contains("sluice_subtask_input_buffer_fill{job=\"q5\",operator=\"source\""));
     }
 }

@@ -21,6 +21,7 @@ pub(crate) enum Msg<T> {
     Idle(bool),
     /// A snapshot barrier (never a final one: the end of input stands for that).
     Barrier(crate::snapshot::Barrier),
+    LatencyMarker(crate::exec::LatencyMarker),
     End,
 }
 
@@ -85,6 +86,11 @@ pub(crate) enum Received<T> {
 }
 
 impl<T> ChannelReceiver<T> {
+    /// Messages queued, and how many the channel holds.
+    pub(crate) fn fill(&self) -> (usize, usize) {
+        (self.rx.len(), self.rx.capacity().unwrap_or(0))
+    }
+
     pub(crate) fn try_recv(&self) -> Received<T> {
         match self.rx.try_recv() {
             Ok(m) => Received::Msg(m),

@@ -26,6 +26,9 @@ pub(crate) struct ExchangeWriter<T> {
     buffers: Vec<Vec<Record<T>>>,
     routing: Routing<T>,
     next: usize,
+    /// The consumer the next latency marker goes to: each goes to one, in turn, so that
+    /// markers do not multiply at every exchange.
+    next_marker: usize,
     batch_size: usize,
     cx: BuildCx,
     broken: bool,
@@ -50,6 +53,7 @@ impl<T: Clone> ExchangeWriter<T> {
             senders,
             routing,
             next: 0,
+            next_marker: 0,
             batch_size,
             cx: cx.clone(),
             broken: false,
@@ -157,6 +161,15 @@ impl<T: Clone> Operator<T> for ExchangeWriter<T> {
                 }
             }
             ControlEvent::Finish => self.broadcast(|| Msg::End),
+            ControlEvent::LatencyMarker(marker) if !self.senders.is_empty() => {
+                let target = self.next_marker;
+                self.next_marker = (target + 1) % self.senders.len();
+                // Behind the records buffered for that consumer, as it would be behind
+                // records read before it.
+                self.send_buffer(target);
+                self.send(target, Msg::LatencyMarker(marker));
+            }
+            ControlEvent::LatencyMarker(_) => {}
         }
     }
 }

@@ -261,6 +261,7 @@ pub(crate) fn launch(
             let name = format!("{}[{s}]", graph.nodes[h].uid);
             let slot = Arc::new(ThreadSlot {
                 subtask: Some((graph.nodes[h].uid.clone(), s)),
+                metrics: Some(task_metrics.clone()),
                 ended: Mutex::new(None),
             });
             slots.push(slot.clone());
@@ -314,6 +315,7 @@ pub(crate) fn launch(
     let stop_job = cancel.clone();
     let slot = Arc::new(ThreadSlot {
         subtask: None,
+        metrics: None,
         ended: Mutex::new(None),
     });
     slots.push(slot.clone());

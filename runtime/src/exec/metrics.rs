@@ -33,6 +33,12 @@ pub struct TaskMetrics {
     key_groups: Mutex<Vec<Arc<KeyGroupCounts>>>,
     /// A source's splits, as last published by its task.
     splits: Mutex<Vec<SplitMetrics>>,
+    /// Share of the input channels' capacity in use, as an `f64`'s bits.
+    input_fill: AtomicU64,
+    /// A sink chain's latency from source read to visible output, in the buckets of
+    /// `batch_latency`, with the sum of the samples in microseconds.
+    end_to_end: [AtomicU64; LATENCY_BUCKETS],
+    end_to_end_sum_us: AtomicU64,
 }
 
 /// One split of a source subtask.
@@ -66,6 +72,12 @@ impl KeyGroupCounts {
 
 const LATENCY_BUCKETS: usize = 32;
 
+/// The power-of-two microsecond bucket of `d`: bucket `b` holds durations under `2^b` µs.
+fn bucket_of(d: Duration) -> usize {
+    let micros = d.as_micros() as u64;
+    (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
+}
+
 /// A point-in-time copy of one subtask's counters.
 #[derive(Clone, Debug, Default)]
 pub struct TaskMetricsSnapshot {
@@ -93,6 +105,12 @@ pub struct TaskMetricsSnapshot {
     pub key_groups: Vec<(String, Vec<u64>)>,
     /// A source's splits.
     pub splits: Vec<SplitMetrics>,
+    /// Share of the input channels' capacity in use when last sampled.
+    pub input_fill: f64,
+    /// Samples of the latency from source read to visible sink output, per bucket of
+    /// `batch_latency`'s layout, and their sum.
+    pub end_to_end: Vec<u64>,
+    pub end_to_end_sum: Duration,
 }
 
 impl TaskMetricsSnapshot {
@@ -104,19 +122,8 @@ impl TaskMetricsSnapshot {
 
 /// The upper bound of the bucket of quantile `q` in power-of-two microsecond buckets.
 pub fn latency_quantile(buckets: &[u64], q: f64) -> Option<Duration> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (b, &n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(Duration::from_micros(1u64 << b));
-        }
-    }
-    None
+    sluice_crds::control::LatencyHistogram::quantile_bucket(buckets, q)
+        .map(|b| Duration::from_micros(1u64 << b))
 }
 
 impl TaskMetrics {
@@ -138,6 +145,9 @@ impl TaskMetrics {
             max_snapshot_sync_ns: AtomicU64::new(0),
             key_groups: Mutex::new(Vec::new()),
             splits: Mutex::new(Vec::new()),
+            input_fill: AtomicU64::new(0),
+            end_to_end: std::array::from_fn(|_| AtomicU64::new(0)),
+            end_to_end_sum_us: AtomicU64::new(0),
         }
     }
 
@@ -187,9 +197,20 @@ impl TaskMetrics {
 
     /// One batch (or barrier) took `d` to process.
     pub fn record_batch(&self, d: Duration) {
-        let micros = d.as_micros() as u64;
-        let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.batch_latency[bucket].fetch_add(1, Relaxed);
+        self.batch_latency[bucket_of(d)].fetch_add(1, Relaxed);
+    }
+
+    /// Records read by a source `d` ago became visible in this chain's sink.
+    pub fn record_end_to_end(&self, d: Duration) {
+        self.end_to_end[bucket_of(d)].fetch_add(1, Relaxed);
+        self.end_to_end_sum_us
+            .fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// `queued` of the `capacity` batches the input channels hold are taken.
+    pub fn set_input_fill(&self, queued: usize, capacity: usize) {
+        let fill = queued as f64 / capacity.max(1) as f64;
+        self.input_fill.store(fill.to_bits(), Relaxed);
     }
 
     pub fn record_snapshot_sync(&self, d: Duration) {
@@ -249,6 +270,9 @@ impl TaskMetrics {
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
             key_groups: self.key_group_snapshot(),
             splits: self.splits.lock().map(|s| s.clone()).unwrap_or_default(),
+            input_fill: f64::from_bits(self.input_fill.load(Relaxed)),
+            end_to_end: self.end_to_end.iter().map(|b| b.load(Relaxed)).collect(),
+            end_to_end_sum: Duration::from_micros(self.end_to_end_sum_us.load(Relaxed)),
         }
     }
 }

@@ -18,9 +18,9 @@ pub use checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
 pub use embedded::{start_embedded, Restore, RunOptions};
 pub use graph::JobGraph;
 pub(crate) use launch::{launch, new_run_id, Placement, RemoteLinks, Supervise, SupervisorParts};
-pub use operator::{ControlEvent, Operator, TwoInputOperator};
+pub use operator::{ControlEvent, LatencyMarker, Operator, TwoInputOperator};
 pub(crate) use restore::{assignments, prepare};
-pub use running::{JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
+pub use running::{InputPosition, JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, SplitDiscovery, Task};
 
 use crate::error::{Error, StateError};

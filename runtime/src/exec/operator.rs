@@ -27,6 +27,42 @@ pub enum ControlEvent<'a> {
     Barrier(Barrier, &'a mut TaskSnapshot),
     /// End of input. Once, after the final watermark.
     Finish,
+    /// Sent by each source subtask every [`LatencyMarker::EVERY`], behind the records it
+    /// read before: a sink that receives it knows how long those records took to reach it.
+    /// Operators pass it on at once (a window does not hold it), an exchange to one of
+    /// its consumers in turn.
+    LatencyMarker(LatencyMarker),
+}
+
+/// When a source sent a latency marker, in microseconds since the Unix epoch: wall-clock
+/// time, so that it means the same in every process of a distributed job (whose clocks are
+/// assumed synchronised, as NTP keeps them on a cluster).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencyMarker {
+    pub sent_at_micros: i64,
+}
+
+impl LatencyMarker {
+    /// How often each source subtask sends one.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+    pub fn now() -> Self {
+        LatencyMarker {
+            sent_at_micros: wall_micros(),
+        }
+    }
+
+    /// Time since it was sent; zero if the clock went back.
+    pub fn age(self) -> std::time::Duration {
+        let micros = wall_micros().saturating_sub(self.sent_at_micros);
+        std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+    }
+}
+
+fn wall_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl ControlEvent<'_> {
@@ -39,6 +75,7 @@ impl ControlEvent<'_> {
             ControlEvent::Flush => ControlEvent::Flush,
             ControlEvent::Barrier(barrier, snapshot) => ControlEvent::Barrier(*barrier, snapshot),
             ControlEvent::Finish => ControlEvent::Finish,
+            ControlEvent::LatencyMarker(marker) => ControlEvent::LatencyMarker(*marker),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::checkpoint::{
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use crate::error::Error;
 use crate::snapshot::DeclaredOperator;
+use crate::time::EventTime;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,33 @@ pub struct JobFailure {
     pub operator: Option<String>,
     pub subtask: Option<usize>,
     pub cause: String,
+    /// The errors below `cause`, down to the root.
+    pub causes: Vec<String>,
+    /// Where the failed subtask was in its input; `None` for the checkpoint coordinator.
+    pub input: Option<InputPosition>,
+}
+
+/// Where a subtask was in its input: its counters as it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputPosition {
+    pub records_in: u64,
+    pub watermark: EventTime,
+    /// A source's splits: (split, position).
+    pub splits: Vec<(u32, u64)>,
+}
+
+impl InputPosition {
+    fn of(metrics: &TaskMetricsSnapshot) -> Self {
+        InputPosition {
+            records_in: metrics.records_in,
+            watermark: metrics.watermark,
+            splits: metrics
+                .splits
+                .iter()
+                .map(|s| (s.split, s.progress.position))
+                .collect(),
+        }
+    }
 }
 
 pub(super) type SubtaskThread = JoinHandle<Result<(), Error>>;
@@ -73,6 +101,8 @@ pub(super) type SubtaskThread = JoinHandle<Result<(), Error>>;
 pub(super) struct ThreadSlot {
     /// The chain head's uid and the subtask index; `None` for the checkpoint coordinator.
     pub(super) subtask: Option<(String, usize)>,
+    /// The subtask's counters, where a failure reads its input position.
+    pub(super) metrics: Option<Arc<TaskMetrics>>,
     pub(super) ended: Mutex<Option<Ending>>,
 }
 
@@ -102,14 +132,27 @@ impl ThreadSlot {
                     (_, Some((uid, s))) => (Some(uid.clone()), Some(*s)),
                     (_, None) => (None, None),
                 };
-                Ending::Failed {
-                    failure: JobFailure {
-                        operator,
-                        subtask,
-                        cause: e.to_string(),
-                    },
-                    secondary: is_secondary(e),
+                let failure = JobFailure {
+                    operator,
+                    subtask,
+                    cause: e.to_string(),
+                    causes: crate::error::cause_chain(e),
+                    input: self
+                        .metrics
+                        .as_ref()
+                        .map(|m| InputPosition::of(&m.snapshot())),
+                };
+                let secondary = is_secondary(e);
+                if !secondary {
+                    // In the subtask's span: the log line names the job, operator and subtask.
+                    tracing::error!(
+                        error = %failure.cause,
+                        causes = ?failure.causes,
+                        input = ?failure.input,
+                        "subtask failed"
+                    );
                 }
+                Ending::Failed { failure, secondary }
             }
         };
         if let Ok(mut slot) = self.ended.lock() {

@@ -1,9 +1,10 @@
 //! Stateless record-at-a-time operators and the sink adapter.
 
 use super::Emitter;
-use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::exec::{BuildCx, ControlEvent, LatencyMarker, Operator};
 use crate::record::{Either, Record};
 use crate::sink::SinkWriter;
+use std::collections::VecDeque;
 
 pub(crate) struct MapOp<I, O, F> {
     pub(crate) f: F,
@@ -115,12 +116,45 @@ impl<I, L, R, F: Fn(I) -> Option<Either<L, R>>> Operator<I> for SplitOp<I, L, R,
 }
 
 pub(crate) struct SinkOp<T> {
-    pub(crate) writer: Box<dyn SinkWriter<T>>,
-    pub(crate) cx: BuildCx,
-    pub(crate) failed: bool,
+    writer: Box<dyn SinkWriter<T>>,
+    cx: BuildCx,
+    failed: bool,
+    /// Latency markers whose records are written but not yet visible, for a sink whose
+    /// output a checkpoint commits: those that arrived since the last barrier, and those
+    /// behind a barrier, with its checkpoint, whose commit they wait for.
+    markers_before_barrier: Vec<LatencyMarker>,
+    markers_awaiting_commit: VecDeque<(u64, LatencyMarker)>,
 }
 
 impl<T> SinkOp<T> {
+    pub(crate) fn new(writer: Box<dyn SinkWriter<T>>, cx: BuildCx) -> Self {
+        SinkOp {
+            writer,
+            cx,
+            failed: false,
+            markers_before_barrier: Vec::new(),
+            markers_awaiting_commit: VecDeque::new(),
+        }
+    }
+
+    /// Takes the latency of the markers whose checkpoint has committed since.
+    fn observe_commits(&mut self) {
+        let Some(&(oldest, _)) = self.markers_awaiting_commit.front() else {
+            return;
+        };
+        let committed = self.cx.control.committed();
+        if oldest > committed {
+            return;
+        }
+        while let Some(&(checkpoint, marker)) = self.markers_awaiting_commit.front() {
+            if checkpoint > committed {
+                break;
+            }
+            self.cx.metrics.record_end_to_end(marker.age());
+            self.markers_awaiting_commit.pop_front();
+        }
+    }
+
     fn check(&mut self, r: Result<(), crate::error::Error>) {
         if let Err(e) = r {
             self.failed = true;
@@ -142,8 +176,21 @@ impl<T> Operator<T> for SinkOp<T> {
         if self.failed {
             return;
         }
+        self.observe_commits();
         match event {
+            ControlEvent::LatencyMarker(marker) => {
+                if self.writer.visible_on_commit() {
+                    self.markers_before_barrier.push(marker);
+                } else {
+                    self.cx.metrics.record_end_to_end(marker.age());
+                }
+            }
             ControlEvent::Barrier(barrier, snapshot) => {
+                self.markers_awaiting_commit.extend(
+                    self.markers_before_barrier
+                        .drain(..)
+                        .map(|m| (barrier.checkpoint, m)),
+                );
                 match self
                     .writer
                     .pre_commit(barrier.checkpoint, self.cx.control.committed())

@@ -219,7 +219,10 @@ impl<K: Key, O> KeyedCore<K, O> {
                 self.check_state();
             }
             ControlEvent::Barrier(barrier, snapshot) => self.snapshot(barrier.kind, snapshot),
-            ControlEvent::Idle(_) | ControlEvent::Flush | ControlEvent::Finish => {}
+            ControlEvent::Idle(_)
+            | ControlEvent::Flush
+            | ControlEvent::Finish
+            | ControlEvent::LatencyMarker(_) => {}
         }
     }
 

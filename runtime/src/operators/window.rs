@@ -191,7 +191,10 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
                 self.now = i64::MAX;
                 self.fire();
             }
-            ControlEvent::Idle(_) | ControlEvent::Flush | ControlEvent::Finish => {}
+            ControlEvent::Idle(_)
+            | ControlEvent::Flush
+            | ControlEvent::Finish
+            | ControlEvent::LatencyMarker(_) => {}
         }
         self.late.forward(event.reborrow());
         self.emit.forward(event);

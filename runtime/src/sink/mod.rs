@@ -40,6 +40,11 @@ pub trait SinkWriter<T> {
     fn write(&mut self, batch: &[Record<T>]) -> Result<(), Error>;
     /// Nothing more will be written.
     fn finish(&mut self) -> Result<(), Error>;
+    /// Whether what it writes becomes visible only when a snapshot that lists it commits
+    /// (rather than when written): where end-to-end latency is measured to.
+    fn visible_on_commit(&self) -> bool {
+        false
+    }
     /// A barrier of snapshot `checkpoint` arrived: make everything written so far durable
     /// under a hidden name and return every such transaction not yet committed (those of
     /// snapshots up to `committed` are). The snapshot commits what it lists once complete.

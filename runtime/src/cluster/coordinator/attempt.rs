@@ -200,10 +200,10 @@ impl JobCoordinator {
                         ))
                     }
                     Ok(Ok(())) => outcome = Some(Outcome::Finished),
-                    Ok(Err(e)) => failure = Some(vec![cluster_error(e.to_string())]),
+                    Ok(Err(e)) => failure = Some(vec![JobError::of_job(e.to_string())]),
                     Err(_) => {
-                        failure = Some(vec![cluster_error(
-                            "the checkpoint coordinator panicked".into(),
+                        failure = Some(vec![JobError::of_job(
+                            "the checkpoint coordinator panicked",
                         )])
                     }
                 }
@@ -225,7 +225,7 @@ impl JobCoordinator {
                 ran_for: started.elapsed(),
             }),
             (None, None) => Ok(AttemptEnd::Failed {
-                errors: vec![cluster_error("the attempt ended for no reason".into())],
+                errors: vec![JobError::of_job("the attempt ended for no reason")],
                 ran_for: started.elapsed(),
             }),
         }
@@ -290,7 +290,7 @@ impl TakingPart<'_> {
         match event {
             Event::Lost { worker, why } => {
                 let ours = self.workers.iter().any(|w| w.id == worker);
-                (ours && !self.ended.contains(&worker)).then(|| vec![cluster_error(why)])
+                (ours && !self.ended.contains(&worker)).then(|| vec![JobError::of_job(why)])
             }
             Event::Ended {
                 worker,
@@ -304,7 +304,7 @@ impl TakingPart<'_> {
                 }
                 Some(if errors.is_empty() {
                     let who = self.workers.iter().find(|w| w.id == worker);
-                    vec![cluster_error(format!(
+                    vec![JobError::of_job(format!(
                         "{} ended its subtasks unfinished",
                         who.map(|w| w.describe()).unwrap_or_default()
                     ))]
@@ -323,14 +323,6 @@ pub(super) enum AttemptEnd {
         errors: Vec<JobError>,
         ran_for: Duration,
     },
-}
-
-fn cluster_error(cause: String) -> JobError {
-    JobError {
-        operator: None,
-        subtask: None,
-        cause,
-    }
 }
 
 /// The checkpoint coordinator's link to the subtasks of an attempt: through its workers.

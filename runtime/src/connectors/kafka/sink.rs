@@ -694,6 +694,10 @@ impl<T: 'static> SinkWriter<T> for ExactlyOnce<T> {
         Ok(())
     }
 
+    fn visible_on_commit(&self) -> bool {
+        true
+    }
+
     fn pre_commit(
         &mut self,
         checkpoint: u64,

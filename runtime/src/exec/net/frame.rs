@@ -7,7 +7,8 @@
 //!
 //! Payloads: a data batch is the bincode of its `Vec<Record<T>>`; a watermark an `i64` LE;
 //! idle one byte (0 or 1); a barrier the checkpoint id `u64` LE and the snapshot kind (one
-//! byte); end nothing; a credit the number of batches granted, `u32` LE.
+//! byte); end nothing; a credit the number of batches granted, `u32` LE; a latency marker
+//! the microseconds since the Unix epoch it was sent at, `i64` LE.
 
 use crate::error::FrameError;
 use crate::exec::channel::Msg;
@@ -32,6 +33,7 @@ pub(crate) enum Kind {
     Barrier = 3,
     End = 4,
     Credit = 5,
+    LatencyMarker = 6,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             3 => Kind::Barrier,
             4 => Kind::End,
             5 => Kind::Credit,
+            6 => Kind::LatencyMarker,
             _ => return None,
         })
     }
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Barrier => "barrier",
             Kind::End => "end",
             Kind::Credit => "credit",
+            Kind::LatencyMarker => "latency marker",
         }
     }
 }
@@ -104,6 +108,10 @@ pub(crate) fn encode<T: Serialize>(
                 SnapshotKind::Final => 2,
             });
             Kind::Barrier
+        }
+        Msg::LatencyMarker(m) => {
+            buf.extend_from_slice(&m.sent_at_micros.to_le_bytes());
+            Kind::LatencyMarker
         }
         Msg::End => Kind::End,
     };
@@ -193,6 +201,7 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, Malformed
         Kind::Barrier => Some(9),
         Kind::End => Some(0),
         Kind::Credit => Some(4),
+        Kind::LatencyMarker => Some(8),
     };
     if len > MAX_PAYLOAD {
         return Err(malformed(format!(
@@ -250,6 +259,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
             })
         }
         Kind::End => Msg::End,
+        Kind::LatencyMarker => Msg::LatencyMarker(crate::exec::LatencyMarker {
+            sent_at_micros: i64::from_le_bytes(le8(0)?),
+        }),
         Kind::Credit => return Err(FrameError::CreditMessage),
     })
 }

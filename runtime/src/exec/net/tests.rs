@@ -75,6 +75,7 @@ fn show<T: Debug>(m: &Msg<T>) -> String {
         Msg::Watermark(t) => format!("watermark {t:?}"),
         Msg::Idle(i) => format!("idle {i}"),
         Msg::Barrier(b) => format!("barrier {b:?}"),
+        Msg::LatencyMarker(m) => format!("latency marker {m:?}"),
         Msg::End => "end".into(),
     }
 }
@@ -101,6 +102,11 @@ fn mixed_stream<T: Clone>(value: impl Fn(u64) -> T) -> Vec<Msg<T>> {
             msgs.push(Msg::Idle(true));
             msgs.push(Msg::Idle(false));
         }
+        if i % 11 == 3 {
+            msgs.push(Msg::LatencyMarker(crate::exec::LatencyMarker {
+                sent_at_micros: 1_700_000_000_000_000 + i as i64,
+            }));
+        }
         if i % 10 == 9 {
             msgs.push(Msg::Barrier(Barrier {
                 checkpoint: i / 10 + 1,
@@ -123,6 +129,7 @@ fn copy<T: Clone>(msgs: &[Msg<T>]) -> Vec<Msg<T>> {
             Msg::Watermark(t) => Msg::Watermark(*t),
             Msg::Idle(i) => Msg::Idle(*i),
             Msg::Barrier(b) => Msg::Barrier(*b),
+            Msg::LatencyMarker(m) => Msg::LatencyMarker(*m),
             Msg::End => Msg::End,
         })
         .collect()

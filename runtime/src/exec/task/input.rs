@@ -200,6 +200,7 @@ pub(crate) enum Input<B> {
     Watermark(EventTime),
     Idle(bool),
     Barrier(Barrier),
+    LatencyMarker(crate::exec::LatencyMarker),
     End,
 }
 
@@ -212,6 +213,7 @@ impl<B> Input<B> {
             Received::Msg(Msg::Watermark(wm)) => Input::Watermark(wm),
             Received::Msg(Msg::Idle(idle)) => Input::Idle(idle),
             Received::Msg(Msg::Barrier(b)) => Input::Barrier(b),
+            Received::Msg(Msg::LatencyMarker(m)) => Input::LatencyMarker(m),
             Received::Msg(Msg::End) => Input::End,
         }
     }
@@ -225,6 +227,8 @@ pub(crate) trait Inputs: 'static {
     /// A batch of one channel's records.
     type Batch;
     fn channels(&self) -> usize;
+    /// Batches queued in all input channels, and how many they hold.
+    fn fill(&self) -> (usize, usize);
     fn try_recv(&self, channel: usize) -> Input<Self::Batch>;
     fn records(batch: &Self::Batch) -> usize;
     fn push(op: &mut Self::Op, batch: &mut Self::Batch);
@@ -240,6 +244,9 @@ impl<I: 'static> Inputs for OneInput<I> {
     type Batch = Vec<Record<I>>;
     fn channels(&self) -> usize {
         self.channels.len()
+    }
+    fn fill(&self) -> (usize, usize) {
+        sum_fill(&self.channels)
     }
     fn try_recv(&self, channel: usize) -> Input<Self::Batch> {
         Input::from(self.channels[channel].try_recv(), |batch| batch)
@@ -274,6 +281,10 @@ impl<A: 'static, B: 'static> Inputs for TwoInputs<A, B> {
     fn channels(&self) -> usize {
         self.left.len() + self.right.len()
     }
+    fn fill(&self) -> (usize, usize) {
+        let (left, right) = (sum_fill(&self.left), sum_fill(&self.right));
+        (left.0 + right.0, left.1 + right.1)
+    }
     fn try_recv(&self, channel: usize) -> Input<Self::Batch> {
         match channel.checked_sub(self.left.len()) {
             None => Input::from(self.left[channel].try_recv(), Sided::Left),
@@ -296,6 +307,16 @@ impl<A: 'static, B: 'static> Inputs for TwoInputs<A, B> {
         op.control(event);
     }
 }
+
+fn sum_fill<T>(channels: &[ChannelReceiver<T>]) -> (usize, usize) {
+    channels.iter().fold((0, 0), |(queued, capacity), c| {
+        let (q, cap) = c.fill();
+        (queued + q, capacity + cap)
+    })
+}
+
+/// How often an input task samples how full its input channels are.
+const FILL_SAMPLED_EVERY: i64 = 100;
 
 /// A task whose chain head reads channels: the head of a one- or two-input operator.
 pub(crate) struct InputTask<In: Inputs> {
@@ -359,6 +380,7 @@ impl<In: Inputs> Task for InputTask<In> {
         let mut clock = ChannelClock::new(n);
         let mut align = Alignment::new(n);
         let metrics = self.io.cx.metrics.clone();
+        let mut fill_sampled_at = i64::MIN;
         loop {
             let mut received = false;
             for c in 0..n {
@@ -384,6 +406,10 @@ impl<In: Inputs> Task for InputTask<In> {
                         align.on_barrier(c, b);
                         Vec::new()
                     }
+                    Input::LatencyMarker(marker) => {
+                        In::control(&mut *self.op, ControlEvent::LatencyMarker(marker));
+                        Vec::new()
+                    }
                     Input::End => clock.on_end(c),
                 };
                 received = true;
@@ -401,6 +427,11 @@ impl<In: Inputs> Task for InputTask<In> {
                 });
             }
             if let Some(now) = self.io.tick() {
+                if now.0.saturating_sub(fill_sampled_at) >= FILL_SAMPLED_EVERY {
+                    fill_sampled_at = now.0;
+                    let (queued, capacity) = self.inputs.fill();
+                    metrics.set_input_fill(queued, capacity);
+                }
                 In::control(&mut *self.op, ControlEvent::Tick(now));
             }
             self.io.check(cancel)?;

@@ -5,7 +5,7 @@
 use super::{snapshot_chain, Task, FINAL};
 use crate::error::Error;
 use crate::exec::metrics::SplitMetrics;
-use crate::exec::{BuildCx, ControlEvent, Operator};
+use crate::exec::{BuildCx, ControlEvent, LatencyMarker, Operator};
 use crate::record::Record;
 use crate::snapshot::{Barrier, SplitPosition};
 use crate::source::{Poll, Source, SplitReader};
@@ -176,6 +176,18 @@ impl<T> SourceTask<T> {
 
 impl<T: 'static> Task for SourceTask<T> {
     fn run(mut self: Box<Self>, cancel: &AtomicBool) -> Result<(), Error> {
+        let result = self.read_splits(cancel);
+        if result.is_err() {
+            // Where each split stopped, for the error's input position: a record that
+            // failed is the next of its split.
+            self.publish_splits(duration_millis(self.strategy.max_out_of_orderness));
+        }
+        result
+    }
+}
+
+impl<T: 'static> SourceTask<T> {
+    fn read_splits(&mut self, cancel: &AtomicBool) -> Result<(), Error> {
         let started = Instant::now();
         let bound = duration_millis(self.strategy.max_out_of_orderness);
         let idle_after = self.strategy.idle_timeout.map(duration_millis);
@@ -184,6 +196,7 @@ impl<T: 'static> Task for SourceTask<T> {
         let mut all_idle = false;
         let mut last_wm_check = Instant::now();
         let mut last_published = Instant::now();
+        let mut last_marker = Instant::now();
         let mut last_tick = self.cx.clock.now();
         let mut injected = 0;
         let mut completed = self.cx.control.committed();
@@ -269,6 +282,11 @@ impl<T: 'static> Task for SourceTask<T> {
             if now > last_tick {
                 last_tick = now;
                 self.out.control(ControlEvent::Tick(now));
+            }
+            if last_marker.elapsed() >= LatencyMarker::EVERY {
+                last_marker = Instant::now();
+                self.out
+                    .control(ControlEvent::LatencyMarker(LatencyMarker::now()));
             }
             self.cx.metrics.set_elapsed(started.elapsed());
             if !produced {
