@@ -126,6 +126,11 @@ pub(crate) struct SinkOp<T> {
     markers_awaiting_commit: VecDeque<(u64, LatencyMarker)>,
 }
 
+/// Markers a sink holds at most while its output waits for a commit: without checkpoints,
+/// or while they keep failing, none is committed, and the rest are not kept. A minute's
+/// worth from ten sources.
+const MAX_HELD_MARKERS: usize = 6_000;
+
 impl<T> SinkOp<T> {
     pub(crate) fn new(writer: Box<dyn SinkWriter<T>>, cx: BuildCx) -> Self {
         SinkOp {
@@ -179,10 +184,12 @@ impl<T> Operator<T> for SinkOp<T> {
         self.observe_commits();
         match event {
             ControlEvent::LatencyMarker(marker) => {
-                if self.writer.visible_on_commit() {
-                    self.markers_before_barrier.push(marker);
-                } else {
+                if !self.writer.visible_on_commit() {
                     self.cx.metrics.record_end_to_end(marker.age());
+                } else if self.markers_before_barrier.len() + self.markers_awaiting_commit.len()
+                    < MAX_HELD_MARKERS
+                {
+                    self.markers_before_barrier.push(marker);
                 }
             }
             ControlEvent::Barrier(barrier, snapshot) => {
