@@ -106,6 +106,25 @@ impl Job {
         }
     }
 
+    /// Starts the job of `manifest` with a metrics port and a checkpoint every `interval`
+    /// into `dir`.
+    fn start_checkpointed(manifest: &Path, dir: &Path, interval: &str) -> Job {
+        let checkpoints = dir.join("checkpoints");
+        let checkpoints = checkpoints.to_str().unwrap();
+        Job::start(
+            manifest,
+            dir,
+            &[
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                interval,
+                "--checkpoint-dir",
+                checkpoints,
+            ],
+        )
+    }
+
     fn request(
         &self,
         method: &str,
@@ -805,19 +824,7 @@ fn end_to_end_latency_runs_to_the_commit_that_makes_output_visible() {
             ),
         )
         .unwrap();
-        let checkpoints = dir.path().join("checkpoints");
-        let job = Job::start(
-            &manifest,
-            dir.path(),
-            &[
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--checkpoint-interval",
-                checkpoint_interval,
-                "--checkpoint-dir",
-                checkpoints.to_str().unwrap(),
-            ],
-        );
+        let job = Job::start_checkpointed(&manifest, dir.path(), checkpoint_interval);
         let mut status: Option<JobStatus> = None;
         wait_until("40 latency samples", TIMEOUT, || {
             let s: JobStatus = serde_json::from_value(job.json("/v1/job")).unwrap();
@@ -879,19 +886,7 @@ fn the_job_page_names_the_bottleneck_and_lists_a_groups_subtasks() {
          sink: {parallelism: 1, maxRecordsPerSecond: 2000}\n  parallelism: 2\n",
     )
     .unwrap();
-    let checkpoints = dir.path().join("checkpoints");
-    let job = Job::start(
-        &manifest,
-        dir.path(),
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--checkpoint-interval",
-            "1s",
-            "--checkpoint-dir",
-            checkpoints.to_str().unwrap(),
-        ],
-    );
+    let job = Job::start_checkpointed(&manifest, dir.path(), "1s");
     let metrics = job.metrics.clone().expect("the metrics port's address");
     let page = metrics.trim_end_matches("metrics");
     let (code, html) = job.request_url("GET", page);

@@ -144,13 +144,7 @@ impl<T> SinkOp<T> {
 
     /// Takes the latency of the markers whose checkpoint has committed since.
     fn observe_commits(&mut self) {
-        let Some(&(oldest, _)) = self.markers_awaiting_commit.front() else {
-            return;
-        };
         let committed = self.cx.control.committed();
-        if oldest > committed {
-            return;
-        }
         while let Some(&(checkpoint, marker)) = self.markers_awaiting_commit.front() {
             if checkpoint > committed {
                 break;
