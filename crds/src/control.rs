@@ -377,6 +377,14 @@ pub struct JobError {
     /// not a subtask's. Always written.
     #[serde(default)]
     pub input: Option<InputPosition>,
+    /// The key of the record or timer a keyed operator failed on, as the job's code prints
+    /// it (`Debug`); `null` when the error is not a key's, or when the job redacts keys
+    /// (`spec.redactKeys`). Always written.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// That key's key group: set whenever the error is a key's, redacted or not.
+    #[serde(default)]
+    pub key_group: Option<u32>,
 }
 
 impl JobError {
@@ -387,6 +395,25 @@ impl JobError {
             ..JobError::default()
         }
     }
+
+    /// Hides the key, for those who may not see records: `key` becomes `null`, and where
+    /// `cause` and `causes` name it they say `<redacted>`. The key group stays.
+    pub fn redact_key(&mut self) {
+        let (Some(text), Some(group)) = (self.key.take(), self.key_group) else {
+            return;
+        };
+        let (shown, hidden) = (describe_key(Some(&text), group), describe_key(None, group));
+        for message in std::iter::once(&mut self.cause).chain(&mut self.causes) {
+            *message = message.replace(&shown, &hidden);
+        }
+    }
+}
+
+/// How an error names the key it failed on: `key "alice" (key group 17)`, or with no text
+/// (redacted) `key <redacted> (key group 17)`.
+pub fn describe_key(text: Option<&str>, key_group: u32) -> String {
+    let text = text.unwrap_or("<redacted>");
+    format!("key {text} (key group {key_group})")
 }
 
 /// Where a subtask was in its input.
@@ -546,4 +573,28 @@ pub struct ErrorBody {
 pub struct Probe {
     pub ready: bool,
     pub phase: Phase,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacting_a_key_hides_its_text_everywhere_and_keeps_its_group() {
+        let at = "operator 'totals' subtask 0 failed at key \"card-7\" (key group 9): boom";
+        let mut e = JobError {
+            cause: at.into(),
+            causes: vec!["key \"card-7\" (key group 9): boom".into(), "boom".into()],
+            key: Some("\"card-7\"".into()),
+            key_group: Some(9),
+            ..JobError::default()
+        };
+        e.redact_key();
+        assert_eq!(
+            e.cause,
+            "operator 'totals' subtask 0 failed at key <redacted> (key group 9): boom"
+        );
+        assert_eq!(e.causes, ["key <redacted> (key group 9): boom", "boom"]);
+        assert_eq!((e.key, e.key_group), (None, Some(9)));
+    }
 }

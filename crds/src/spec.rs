@@ -196,6 +196,13 @@ pub struct StreamJobSpec {
 
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
     pub secrets: Secrets,
+
+    /// Errors name the key of the record or timer a keyed operator failed on, in the
+    /// StreamJob's status and events, the control API and the logs. With `true` they show
+    /// `<redacted>` and the key's group instead: for jobs keyed by personal or payment data.
+    /// Job code's own panic messages are not rewritten.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redact_keys: bool,
 }
 
 /// Shared by the CEL rule on the root of the CRD and by [`crate::parse_manifest`].
@@ -252,6 +259,7 @@ impl StreamJobSpec {
             restart_nonce: None,
             priority: None,
             secrets: Secrets::default(),
+            redact_keys: false,
         }
     }
 }

@@ -13,12 +13,25 @@ pub enum Error {
         #[source]
         source: StateError,
     },
-    #[error("operator '{uid}' subtask {subtask} failed: {message}")]
+    /// `key`: the key a keyed operator was processing (a record's or a timer's).
+    #[error("operator '{uid}' subtask {subtask} failed{}: {message}", key_suffix(.key.as_ref()))]
     Task {
         uid: String,
         subtask: usize,
+        key: Option<FailedKey>,
         message: String,
     },
+    /// The subtask stopped because a peer it exchanges records with did: a consequence of
+    /// another subtask's failure, never a root cause.
+    #[error("operator '{uid}' subtask {subtask} failed: {peer} (see its error)")]
+    PeerStopped {
+        uid: String,
+        subtask: usize,
+        peer: StoppedPeer,
+    },
+    /// Code running on `thread` panicked outside any operator's guard.
+    #[error("{thread} panicked: {message}")]
+    Panicked { thread: String, message: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -62,6 +75,65 @@ pub enum Error {
     /// A distributed job failed and its restart strategy gave up.
     #[error("the job failed after {restarts} restart(s): {cause}")]
     Failed { restarts: u32, cause: String },
+}
+
+/// Which peer of a subtask stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoppedPeer {
+    /// One it reads from, before it finished.
+    Upstream,
+    /// One it sends to.
+    Downstream,
+}
+
+impl std::fmt::Display for StoppedPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoppedPeer::Upstream => "an upstream subtask stopped without finishing",
+            StoppedPeer::Downstream => "a downstream subtask stopped",
+        })
+    }
+}
+
+fn key_suffix(key: Option<&FailedKey>) -> String {
+    key.map(|k| format!(" at {k}")).unwrap_or_default()
+}
+
+/// The key a keyed operator failed on: how job code prints it, unless the job redacts keys,
+/// and its key group (never secret: it is a hash bucket, and names the state to look at).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedKey {
+    /// The key's `Debug` text, at most [`FailedKey::MAX_TEXT`] bytes; `None` when redacted.
+    pub text: Option<String>,
+    pub key_group: u32,
+}
+
+impl FailedKey {
+    /// Longer keys are cut: an error message is no place for a whole document.
+    pub const MAX_TEXT: usize = 200;
+
+    pub fn new(key: &impl std::fmt::Debug, key_group: u32, redact: bool) -> Self {
+        let text = (!redact).then(|| {
+            let mut text = format!("{key:?}");
+            if text.len() > Self::MAX_TEXT {
+                let mut end = Self::MAX_TEXT;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+            }
+            text
+        });
+        FailedKey { text, key_group }
+    }
+}
+
+impl std::fmt::Display for FailedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = sluice_crds::control::describe_key(self.text.as_deref(), self.key_group);
+        f.write_str(&text)
+    }
 }
 
 fn channel_suffix(channel: Option<u32>) -> String {
@@ -270,6 +342,15 @@ pub enum SnapshotError {
     /// A part still refers to local state (`what`: encoded, uploaded) where it may not.
     #[error("operator '{uid}': state not {what}")]
     Unresolved { uid: String, what: &'static str },
+}
+
+/// What a panic said: its message when it has one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The errors below `error`, from the one it wraps down to the root, each as it describes

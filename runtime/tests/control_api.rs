@@ -6,12 +6,13 @@ mod common;
 
 use common::browser::Browser;
 use common::run::{job_config, reference, sluice, sorted_output, write_manifest, KILL_EVENTS};
-use common::{assert_same, wait_until, BrokenSink};
+use common::{assert_same, card_totals, wait_until, BrokenSink};
+use common::{OVERFLOWING_CARD, OVERFLOW_MESSAGE};
 use serde_json::{json, Value};
 use sluice_runtime::api::{Count, JobBuilder, Record, TumblingEventTime, WatermarkStrategy};
 use sluice_runtime::connectors::{DiscardSink, JsonLinesSink, JsonLinesSource, VecSource};
 use sluice_runtime::control::model::{JobStatus, Phase, SplitPositionStatus, SubtaskState};
-use sluice_runtime::control::JobControl;
+use sluice_runtime::control::{BoundMetrics, JobControl};
 use sluice_runtime::exec::{start_embedded, CheckpointConfig, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
 use sluice_runtime::snapshot::CheckpointStorage;
@@ -731,6 +732,67 @@ fn an_error_carries_its_input_position_and_cause_chain() {
     let not_a_directory = std::io::Error::from_raw_os_error(20).to_string();
     assert_eq!(e.causes, [not_a_directory], "{e:?}");
     assert_eq!(e.input.as_ref().map(|i| i.records_in), Some(0), "{e:?}");
+}
+
+/// A bug in job code that one key's data reaches: the error names the key, in its cause and
+/// as a field, with the key group computed from the key itself. With keys redacted only the
+/// group shows, and the key appears nowhere in the status or the job's error.
+#[test]
+fn an_error_names_the_key_it_failed_on_unless_keys_are_redacted() {
+    let group = key_group(stable_hash(&OVERFLOWING_CARD.to_string()), 128);
+    let shown = format!("{OVERFLOWING_CARD:?}");
+    for redact_keys in [false, true] {
+        let job = JobBuilder::new("cards", 1, 128);
+        card_totals(&job);
+        let options = RunOptions {
+            redact_keys,
+            ..RunOptions::default()
+        };
+        let running = Arc::new(start_embedded(job.build().unwrap(), options).unwrap());
+        let metrics_port = BoundMetrics::bind("127.0.0.1:0").unwrap();
+        let metrics_url = format!("http://{}/v1/job", metrics_port.local_addr());
+        let _metrics = metrics_port.serve(running.clone()).unwrap();
+        wait_until("the job to end", TIMEOUT, || running.is_finished());
+        let status = JobControl::status(running.as_ref());
+        let error = running.wait().unwrap_err().to_string();
+        assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+        // The metrics port needs no token: there the key is redacted whatever the setting.
+        let unauthenticated = ureq::get(&metrics_url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string();
+        let unauthenticated: JobStatus = serde_json::from_str(&unauthenticated.unwrap()).unwrap();
+        let mut redacted = status.errors[0].clone();
+        redacted.redact_key();
+        assert_eq!(unauthenticated.errors, [redacted]);
+        assert!(!serde_json::to_string(&unauthenticated)
+            .unwrap()
+            .contains(OVERFLOWING_CARD));
+        let e = &status.errors[0];
+        assert_eq!(
+            (e.operator.as_deref(), e.subtask, e.key_group),
+            (Some("totals"), Some(0), Some(group)),
+            "{e:?}"
+        );
+        assert!(
+            e.cause
+                .contains(&format!("job code panicked: {OVERFLOW_MESSAGE}")),
+            "{e:?}"
+        );
+        if redact_keys {
+            assert_eq!(e.key, None, "{e:?}");
+            let at = format!("at key <redacted> (key group {group})");
+            assert!(e.cause.contains(&at), "{e:?}");
+            let everything = serde_json::to_string(&status).unwrap() + &error;
+            assert!(!everything.contains(OVERFLOWING_CARD), "{everything}");
+        } else {
+            assert_eq!(e.key.as_deref(), Some(shown.as_str()), "{e:?}");
+            let at = format!("at key {shown} (key group {group})");
+            assert!(e.cause.contains(&at), "{e:?}");
+            assert!(error.contains(&at), "{error}");
+        }
+    }
 }
 
 /// Half the records carry one key: the status counts, per key group of the keyed operator,

@@ -4,8 +4,14 @@
 mod common;
 
 use common::run::{job_config, reference, sluice, sorted_output, Lcg, KILL_EVENTS};
-use common::{assert_same, wait_until};
+use common::{assert_same, card_totals, wait_until, OVERFLOWING_CARD, OVERFLOW_MESSAGE};
 use serde_json::{json, Value};
+use sluice_runtime::cluster::{
+    run_worker, CoordinatorConfig, JobCoordinator, RestartPolicy, WorkerConfig,
+};
+use sluice_runtime::control::JobControl;
+use sluice_runtime::jobs::JobRegistry;
+use sluice_runtime::state::{key_group, stable_hash};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -753,4 +759,87 @@ fn a_worker_without_a_coordinator_for_its_loss_timeout_exits_naming_the_address(
         "{log}"
     );
     assert!(waited >= Duration::from_secs(2), "exited after {waited:?}");
+}
+
+/// `spec.redactKeys` reaches the workers: a job that fails on one key, run by a coordinator
+/// and two workers (threads of this process, with a registry holding the job), reports the
+/// failure with the key's group and without the key, to the coordinator's status and in
+/// the error the run ends with.
+#[test]
+fn workers_redact_the_key_an_error_names_when_the_job_says_so() {
+    let _serial = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = JobRegistry::new();
+    registry.register("card-totals", "running totals per card", |job, _| {
+        card_totals(job);
+        Ok(())
+    });
+    let graph = registry.build("card-totals", 2, 128, &json!({})).unwrap();
+    let coordinator = JobCoordinator::bind(
+        CoordinatorConfig {
+            listen: "127.0.0.1:0".into(),
+            job: "card-totals".into(),
+            config: json!({}),
+            parallelism: 2,
+            max_parallelism: 128,
+            checkpoints: None,
+            restore: None,
+            allow_non_restored_state: false,
+            rocksdb: false,
+            restart: RestartPolicy {
+                max_attempts: 0,
+                ..RestartPolicy::default()
+            },
+            worker_timeout: Duration::from_secs(30),
+            batch_size: 1024,
+            channel_capacity: 8,
+            redact_keys: true,
+        },
+        &graph,
+    )
+    .unwrap();
+    let worker = |name: &str| WorkerConfig {
+        coordinator: coordinator.local_addr().to_string(),
+        name: name.into(),
+        slots: 1,
+        data_bind: "127.0.0.1:0".into(),
+        advertise_host: None,
+        state_dir: dir.path().join(name),
+        state_memory: 64 << 20,
+        connect_timeout: Duration::from_secs(30),
+        coordinator_loss_timeout: Duration::from_secs(30),
+    };
+    let (outcome, status) = std::thread::scope(|scope| {
+        let workers: Vec<_> = ["a", "b"]
+            .map(|name| {
+                let (registry, config) = (&registry, worker(name));
+                scope.spawn(move || run_worker(registry, config))
+            })
+            .into_iter()
+            .collect();
+        let outcome = coordinator.run(&graph);
+        let status = JobControl::status(&coordinator);
+        coordinator.shutdown_workers("the test is over");
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        (outcome, status)
+    });
+    let error = outcome.unwrap_err().to_string();
+    let group = key_group(stable_hash(&OVERFLOWING_CARD.to_string()), 128);
+    let at = format!("at key <redacted> (key group {group})");
+    assert!(error.contains(&at), "{error}");
+    let e = status
+        .errors
+        .iter()
+        .find(|e| e.operator.as_deref() == Some("totals"))
+        .unwrap_or_else(|| panic!("no error of `totals`: {:?}", status.errors));
+    assert_eq!(
+        (e.key.as_deref(), e.key_group),
+        (None, Some(group)),
+        "{e:?}"
+    );
+    assert!(e.cause.contains(OVERFLOW_MESSAGE), "{e:?}");
+    let everything = serde_json::to_string(&status).unwrap() + &error;
+    assert!(!everything.contains(OVERFLOWING_CARD), "{everything}");
 }

@@ -397,7 +397,8 @@ mod versions {
         JobBuilder, KeyedProcessFunction, ProcessContext, Record, WatermarkStrategy,
     };
     use sluice_runtime::connectors::VecSource;
-    use sluice_runtime::state::{StateDescriptor, ValueState};
+    use sluice_runtime::control::JobControl;
+    use sluice_runtime::state::{key_group, stable_hash, StateDescriptor, ValueState};
     use sluice_runtime::time::EventTime;
     use sluice_runtime::JobGraph;
 
@@ -548,6 +549,83 @@ mod versions {
             false,
         )
         .unwrap();
+    }
+
+    /// Reads each key's total as a pair: the type changed without a new schema version.
+    struct Pairs {
+        total: ValueState<(u64, u64)>,
+    }
+
+    impl KeyedProcessFunction<u64, u64, u64> for Pairs {
+        fn process(&mut self, value: u64, ctx: &mut ProcessContext<'_, u64, u64>) {
+            let (total, count) = ctx.value(self.total).get().unwrap_or((0, 0));
+            ctx.value(self.total).set((total + value, count + 1));
+            ctx.emit(count + 1);
+        }
+    }
+
+    /// State read as another type than it was written, with no new schema version to say
+    /// so (the bug an upgrade can bring). Restored from RocksDB's own files, a key's value
+    /// is decoded when the key is read: the first key read fails the job, and the error
+    /// names the operator, that key and its group, and the decoding error. (Restored from
+    /// the canonical format, the restore fails first, naming the key group.)
+    #[test]
+    fn state_read_as_another_type_fails_at_the_first_key_that_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rocksdb =
+            |name: &str| StateBackend::RocksDb(RocksConfig::new(dir.path().join(name), 64 << 20));
+        let checkpoints = dir.path().join("checkpoints");
+        let options = RunOptions {
+            checkpoints: Some(CheckpointConfig {
+                interval: None,
+                ..CheckpointConfig::new(uri(&checkpoints))
+            }),
+            state_backend: rocksdb("state-v1"),
+            ..RunOptions::default()
+        };
+        let graph = summing_job("sum", "total", 1, &dir.path().join("v1"));
+        start_embedded(graph, options).unwrap().wait().unwrap();
+        let storage = CheckpointStorage::open(&uri(&checkpoints)).unwrap();
+        let snapshot = storage.location(storage.latest_restorable().unwrap().manifest.checkpoint);
+        let job = JobBuilder::new("pairs", 1, 128);
+        let numbers: Vec<Record<u64>> = (0..100)
+            .map(|i| Record::new(EventTime(i), i as u64))
+            .collect();
+        // A new source (the old one's splits are done): its predecessor's state is dropped.
+        job.source(
+            "more-numbers",
+            VecSource::new(vec![numbers]),
+            WatermarkStrategy::monotonous(),
+        )
+        .key_by(|v: &u64| v % 10)
+        .process("sum", |ctx| {
+            Ok(Pairs {
+                total: ctx.value_state::<u64, (u64, u64)>(StateDescriptor::new("total"))?,
+            })
+        })
+        .sink("out", JsonLinesSink::new(dir.path().join("pairs")));
+        let options = RunOptions {
+            restore: Some(Restore::Snapshot(snapshot)),
+            allow_non_restored_state: true,
+            state_backend: rocksdb("state-v2"),
+            ..RunOptions::default()
+        };
+        let running = start_embedded(job.build().unwrap(), options).unwrap();
+        wait_until("the job to end", Duration::from_secs(60), || {
+            running.is_finished()
+        });
+        let status = JobControl::status(&running);
+        let error = running.wait().unwrap_err().to_string();
+        assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+        let e = &status.errors[0];
+        assert_eq!(e.operator.as_deref(), Some("sum"), "{e:?}");
+        let key: u64 = (e.key.as_deref().and_then(|k| k.parse().ok()))
+            .unwrap_or_else(|| panic!("no key: {e:?}"));
+        let group = key_group(stable_hash(&key), 128);
+        assert!(key < 10 && e.key_group == Some(group), "{e:?}");
+        let at = format!("at key {key} (key group {group}): keyed state: cannot decode state");
+        assert!(e.cause.contains(&at), "{e:?}");
+        assert!(error.contains(&at), "{error}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ spec:
   parallelism: 5
   slotsPerWorker: 2
   checkpointing: {storage: "file:///data/ck/", interval: 2s}
+  redactKeys: true
 "#;
 
 #[test]
@@ -58,6 +59,8 @@ fn a_revision_becomes_a_coordinator_and_enough_workers_for_its_slots() {
     let manifest = &c.manifest.data.unwrap()["job.yaml"];
     let back = parse_manifest(manifest, "cm").unwrap();
     assert_eq!(back.spec, r.spec);
+    // The coordinator reads it there and tells its workers.
+    assert!(back.spec.redact_keys);
 }
 
 fn container_args(pod: Option<k8s_openapi::api::core::v1::PodSpec>) -> Vec<String> {

@@ -118,6 +118,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             worker_timeout: or_default(&args.worker_timeout, DEFAULT_WORKER_TIMEOUT),
             batch_size: options.batch_size,
             channel_capacity: options.channel_capacity,
+            redact_keys: spec.redact_keys,
         },
         &graph,
     )?);

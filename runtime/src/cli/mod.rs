@@ -312,7 +312,10 @@ fn run(
             StateBackendArg::Heap => "heap",
         }
     );
-    let options = run_options(&manifest.metadata.name, snapshots)?;
+    let options = RunOptions {
+        redact_keys: spec.redact_keys,
+        ..run_options(&manifest.metadata.name, snapshots)?
+    };
     let savepoints = storage_uri(
         snapshots
             .savepoint_dir

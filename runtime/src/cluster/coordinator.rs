@@ -41,6 +41,8 @@ pub struct CoordinatorConfig {
     pub worker_timeout: Duration,
     pub batch_size: usize,
     pub channel_capacity: usize,
+    /// Errors show `<redacted>` for the key a keyed operator failed on (`spec.redactKeys`).
+    pub redact_keys: bool,
 }
 
 /// How a distributed job ended without failing.

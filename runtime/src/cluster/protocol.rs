@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Changes whenever a message changes; a worker of another version is refused at once.
-pub(crate) const PROTOCOL: u32 = 4;
+pub(crate) const PROTOCOL: u32 = 5;
 
 /// A message larger than this is refused as corrupt rather than allocated.
 const MAX_MESSAGE: usize = 1 << 30;
@@ -39,6 +39,8 @@ pub(crate) struct Deployment {
     pub(crate) rocksdb: bool,
     pub(crate) batch_size: usize,
     pub(crate) channel_capacity: usize,
+    /// Errors show `<redacted>` for the key a keyed operator failed on.
+    pub(crate) redact_keys: bool,
     /// The worker (index into `workers`) of each slot; subtask `s` runs in slot `s`.
     pub(crate) slot_workers: Vec<u32>,
     /// The data address of each worker of this attempt.

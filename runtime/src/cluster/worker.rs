@@ -602,6 +602,7 @@ impl Worker<'_> {
             restore: d.restore.clone().map(Restore::Snapshot),
             allow_non_restored_state: d.allow_non_restored_state,
             state_backend,
+            redact_keys: d.redact_keys,
             ..RunOptions::default()
         };
         let storage = d

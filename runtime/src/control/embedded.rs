@@ -177,6 +177,8 @@ impl From<JobFailure> for JobError {
                     .map(|(split, position)| model::SplitPositionStatus { split, position })
                     .collect(),
             }),
+            key_group: f.key.as_ref().map(|k| k.key_group),
+            key: f.key.and_then(|k| k.text),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use super::auth;
 use super::model::{
-    Accepted, CompatibilityRequest, ErrorBody, Phase, Probe, SavepointRequest, StopAccepted,
-    StopRequest,
+    Accepted, CompatibilityRequest, ErrorBody, JobError, Phase, Probe, SavepointRequest,
+    StopAccepted, StopRequest,
 };
 use super::prometheus;
 use super::savepoints::Savepoints;
@@ -148,7 +148,12 @@ fn read_only(registry: &::prometheus::Registry, job: &dyn JobControl, req: &Requ
     }
     match path {
         "/" => job_page(),
-        "/v1/job" => json(StatusCode::OK, &job.status()),
+        "/v1/job" => {
+            // This port needs no token: it shows no key, whatever the job's setting.
+            let mut status = job.status();
+            status.errors.iter_mut().for_each(JobError::redact_key);
+            json(StatusCode::OK, &status)
+        }
         _ => sluice_http::metrics(registry),
     }
 }

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Where keyed state lives.
     pub state_backend: crate::state::StateBackend,
+    /// Errors show `<redacted>` for the key a keyed operator failed on (`spec.redactKeys`).
+    pub redact_keys: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +51,7 @@ impl Default for RunOptions {
             restore: None,
             allow_non_restored_state: false,
             state_backend: crate::state::StateBackend::Heap,
+            redact_keys: false,
         }
     }
 }

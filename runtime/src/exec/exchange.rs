@@ -4,6 +4,7 @@
 use super::channel::{ChannelSender, Msg};
 use super::metrics::KeyGroupCounts;
 use super::{BuildCx, ControlEvent, Operator};
+use crate::error::StoppedPeer;
 use crate::record::Record;
 use crate::snapshot::SnapshotKind;
 use crate::state::KeyGroupAssignment;
@@ -67,7 +68,8 @@ impl<T: Clone> ExchangeWriter<T> {
         }
         if self.senders[target].send(msg).is_err() {
             self.broken = true;
-            self.cx.fail("a downstream subtask stopped (see its error)");
+            let stopped = self.cx.peer_stopped(StoppedPeer::Downstream);
+            self.cx.failure.set(stopped);
         }
     }
 

@@ -400,6 +400,7 @@ fn build_task(
         restored: env.restored.clone(),
         run_id: env.run_id.clone(),
         state_backend: env.state_backend.clone(),
+        redact_keys: options.redact_keys,
     };
     let outputs = build_outputs(graph, head, &cx_for, &mut wiring, &env.assignments)?;
     let cx = cx_for(head);

@@ -23,9 +23,10 @@ pub(crate) use restore::{assignments, prepare};
 pub use running::{InputPosition, JobFailure, JobSummary, RunningJob, SubtaskState, SubtaskStatus};
 pub(crate) use task::{one_input_head, two_input_head, HeadArgs, SourceTask, SplitDiscovery, Task};
 
-use crate::error::{Error, StateError};
+use crate::error::{Error, FailedKey, StateError, StoppedPeer};
+use crate::record::Key;
 use crate::snapshot::{RestoredOperator, RestoredState};
-use crate::state::KeyGroupAssignment;
+use crate::state::{key_group, stable_hash, KeyGroupAssignment};
 use crate::time::ProcTime;
 use checkpoint::CheckpointControl;
 use metrics::TaskMetrics;
@@ -105,6 +106,8 @@ pub(crate) struct BuildCx {
     /// Unique per run: names this run's pending sink files apart from earlier attempts'.
     pub(crate) run_id: Arc<str>,
     pub(crate) state_backend: Arc<crate::state::StateBackend>,
+    /// Errors show `<redacted>` for the key a keyed operator failed on.
+    pub(crate) redact_keys: bool,
 }
 
 impl BuildCx {
@@ -218,6 +221,33 @@ impl BuildCx {
         self.failure.set(Error::Task {
             uid: self.uid.clone(),
             subtask: self.subtask,
+            key: None,
+            message: message.into(),
+        });
+    }
+
+    /// The error of this subtask when `peer` stopped: a consequence, never a cause.
+    #[cold]
+    pub(crate) fn peer_stopped(&self, peer: StoppedPeer) -> Error {
+        Error::PeerStopped {
+            uid: self.uid.clone(),
+            subtask: self.subtask,
+            peer,
+        }
+    }
+
+    /// Fails the subtask naming `key`, the key it was processing (redacted if the job says);
+    /// `None` when it failed before it had one.
+    #[cold]
+    pub(crate) fn fail_at_key<K: Key>(&self, key: Option<&K>, message: impl Into<String>) {
+        let key = key.map(|k| {
+            let key_group = key_group(stable_hash(k), self.assignment.max_parallelism());
+            FailedKey::new(k, key_group, self.redact_keys)
+        });
+        self.failure.set(Error::Task {
+            uid: self.uid.clone(),
+            subtask: self.subtask,
+            key,
             message: message.into(),
         });
     }

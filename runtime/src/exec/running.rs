@@ -5,7 +5,7 @@ use super::checkpoint::{
     CheckpointControl, CheckpointStatus, Command, CompletedSnapshot, SavepointRequest,
 };
 use super::metrics::{TaskMetrics, TaskMetricsSnapshot};
-use crate::error::Error;
+use crate::error::{panic_message, Error, FailedKey};
 use crate::snapshot::DeclaredOperator;
 use crate::time::EventTime;
 use crossbeam_channel::Sender;
@@ -69,6 +69,8 @@ pub struct JobFailure {
     pub causes: Vec<String>,
     /// Where the failed subtask was in its input; `None` for the checkpoint coordinator.
     pub input: Option<InputPosition>,
+    /// The key a keyed operator failed on.
+    pub key: Option<FailedKey>,
 }
 
 /// Where a subtask was in its input: its counters as it stopped.
@@ -125,7 +127,10 @@ impl ThreadSlot {
             Ok(()) => Ending::Ok,
             Err(e) => {
                 let (operator, subtask) = match (e, &self.subtask) {
-                    (Error::Task { uid, subtask, .. }, _) => (Some(uid.clone()), Some(*subtask)),
+                    (
+                        Error::Task { uid, subtask, .. } | Error::PeerStopped { uid, subtask, .. },
+                        _,
+                    ) => (Some(uid.clone()), Some(*subtask)),
                     (Error::State { uid, .. }, own) => {
                         (Some(uid.clone()), own.as_ref().map(|(_, s)| *s))
                     }
@@ -141,6 +146,10 @@ impl ThreadSlot {
                         .metrics
                         .as_ref()
                         .map(|m| InputPosition::of(&m.snapshot())),
+                    key: match e {
+                        Error::Task { key, .. } => key.clone(),
+                        _ => None,
+                    },
                 };
                 let secondary = is_secondary(e);
                 if !secondary {
@@ -149,6 +158,7 @@ impl ThreadSlot {
                         error = %failure.cause,
                         causes = ?failure.causes,
                         input = ?failure.input,
+                        key = failure.key.as_ref().map(tracing::field::display),
                         "subtask failed"
                     );
                 }
@@ -164,8 +174,7 @@ impl ThreadSlot {
 /// Whether a subtask's error is only a consequence of the job stopping (cancelled, or a
 /// peer it exchanges records with stopped), not a cause.
 fn is_secondary(e: &Error) -> bool {
-    matches!(e, Error::Cancelled)
-        || matches!(e, Error::Task { message, .. } if message.contains("subtask stopped"))
+    matches!(e, Error::Cancelled | Error::PeerStopped { .. })
 }
 
 /// Runs `work` on a new thread, in a span naming its subtask, that records how it ended in
@@ -189,23 +198,15 @@ pub(super) fn spawn_recorded(
             let _span = span.enter();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .unwrap_or_else(|panic| {
-                    Err(Error::Graph(format!(
-                        "{name} panicked: {}",
-                        panic_message(panic.as_ref())
-                    )))
+                    Err(Error::Panicked {
+                        thread: name,
+                        message: panic_message(panic.as_ref()),
+                    })
                 });
             slot.record(&result);
             result
         })
         .map_err(|e| Error::io("thread", e))
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// What the job is, as its owner reports it.
@@ -385,10 +386,10 @@ impl RunningJob {
             .into_iter()
             .map(|(name, t)| {
                 t.join().unwrap_or_else(|panic| {
-                    Err(Error::Graph(format!(
-                        "{name} panicked: {}",
-                        panic_message(panic.as_ref())
-                    )))
+                    Err(Error::Panicked {
+                        thread: name,
+                        message: panic_message(panic.as_ref()),
+                    })
                 })
             })
             .collect();

@@ -4,7 +4,7 @@ use super::assigners::{TimeWindow, WindowAssigner};
 use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
-use super::{Emitter, Restorable};
+use super::{guarded, Emitter, Restorable};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, TwoInputOperator};
 use crate::record::{Key, Record};
@@ -136,14 +136,26 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperato
         match &mut event {
             ControlEvent::Watermark(watermark) => {
                 self.watermark = watermark.0;
-                let (f, emit) = (&self.f, &mut self.emit);
-                self.panes.fire(watermark.0, 0, |w, _, sides| {
+                let (f, emit, cx) = (&self.f, &mut self.emit, &self.cx);
+                let mut failed = false;
+                self.panes.fire(watermark.0, 0, |w, key, sides| {
+                    if failed {
+                        return;
+                    }
                     let ts = EventTime(w.max_timestamp());
-                    for a in &sides.left {
-                        for b in &sides.right {
-                            emit.buf.push(Record::new(ts, f(a, b)));
-                            emit.maybe_send();
+                    // Guarded per window and key: the callback cannot keep the key it is lent.
+                    let done = guarded::<()>(|_| {
+                        for a in &sides.left {
+                            for b in &sides.right {
+                                emit.buf.push(Record::new(ts, f(a, b)));
+                                emit.maybe_send();
+                            }
                         }
+                        None
+                    });
+                    if let Err((why, _)) = done {
+                        cx.fail_at_key(Some(key), why);
+                        failed = true;
                     }
                 });
                 self.check_state();
@@ -212,12 +224,13 @@ impl<K: Key, A: StateValue, B: StateValue, O> IntervalJoinOp<K, A, B, O> {
         })
     }
 
-    fn late(&self, ts: i64) -> bool {
-        if ts < self.core.watermark.0 {
-            self.core.cx.metrics.add_late_records(1);
-            return true;
+    /// Counts and drops the records older than the watermark.
+    fn drop_late<T>(&self, batch: &mut Vec<Record<T>>) {
+        let (watermark, before) = (self.core.watermark.0, batch.len());
+        batch.retain(|r| r.ts.0 >= watermark);
+        if batch.len() < before {
+            self.core.cx.metrics.add_late_records(before - batch.len());
         }
-        false
     }
 }
 
@@ -235,59 +248,41 @@ impl<K: Key, A: StateValue, B: StateValue, O> TwoInputOperator<A, B>
     for IntervalJoinOp<K, A, B, O>
 {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
-        self.core.refresh_now();
-        for r in batch.drain(..) {
-            if self.late(r.ts.0) {
-                continue;
-            }
-            let key = (self.left_key)(&r.value);
-            let ta = r.ts.0;
-            let (lo, hi) = (
-                ta.saturating_sub(self.before),
-                ta.saturating_add(self.after),
-            );
-            let (f, right, left, after) = (&self.f, self.right, self.left, self.after);
-            let mut ctx = self.core.context(&key, r.ts);
+        self.drop_late(batch);
+        let (f, right, left) = (&self.f, self.right, self.left);
+        let (before, after) = (self.before, self.after);
+        self.core.process_batch(batch, &self.left_key, |a, ctx| {
+            let ta = ctx.timestamp().0;
+            let (lo, hi) = (ta.saturating_sub(before), ta.saturating_add(after));
             if let Some(rights) = ctx.value(right).get() {
                 for (tb, b) in rights.iter().filter(|(tb, _)| lo <= *tb && *tb <= hi) {
-                    ctx.emit_at(EventTime(ta.max(*tb)), f(&r.value, b));
+                    ctx.emit_at(EventTime(ta.max(*tb)), f(&a, b));
                 }
             }
             ctx.value(left)
-                .update(|l| l.get_or_insert_with(Vec::new).push((ta, r.value)));
+                .update(|l| l.get_or_insert_with(Vec::new).push((ta, a)));
             // Removed once the watermark passes ta + after: no right record can match then.
             ctx.register_event_timer(EventTime(ta.saturating_add(after).saturating_add(1)));
-            self.core.emit.maybe_send();
-        }
-        self.core.emit.send();
-        self.core.check_state();
+        });
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
-        self.core.refresh_now();
-        for r in batch.drain(..) {
-            if self.late(r.ts.0) {
-                continue;
-            }
-            let key = (self.right_key)(&r.value);
-            let tb = r.ts.0;
-            let (f, right, left) = (&self.f, self.right, self.left);
-            let (before, after) = (self.before, self.after);
-            let mut ctx = self.core.context(&key, r.ts);
+        self.drop_late(batch);
+        let (f, right, left) = (&self.f, self.right, self.left);
+        let (before, after) = (self.before, self.after);
+        self.core.process_batch(batch, &self.right_key, |b, ctx| {
+            let tb = ctx.timestamp().0;
             if let Some(lefts) = ctx.value(left).get() {
                 for (ta, a) in lefts.iter().filter(|(ta, _)| {
                     ta.saturating_sub(before) <= tb && tb <= ta.saturating_add(after)
                 }) {
-                    ctx.emit_at(EventTime(tb.max(*ta)), f(a, &r.value));
+                    ctx.emit_at(EventTime(tb.max(*ta)), f(a, &b));
                 }
             }
             ctx.value(right)
-                .update(|v| v.get_or_insert_with(Vec::new).push((tb, r.value)));
+                .update(|v| v.get_or_insert_with(Vec::new).push((tb, b)));
             ctx.register_event_timer(EventTime(tb.saturating_add(before).saturating_add(1)));
-            self.core.emit.maybe_send();
-        }
-        self.core.emit.send();
-        self.core.check_state();
+        });
     }
 
     fn control(&mut self, event: ControlEvent<'_>) {

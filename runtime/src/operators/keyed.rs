@@ -1,7 +1,7 @@
 //! Keyed process functions, one and two inputs.
 
 use super::functions::{KeyedCoProcessFunction, KeyedProcessFunction, ProcessContext, Timer};
-use super::{Emitter, Restorable};
+use super::{fail_caught, guarded, hold_key, Emitter, Restorable};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
 use crate::record::{Key, Record};
@@ -167,28 +167,62 @@ impl<K: Key, O> KeyedCore<K, O> {
         }
     }
 
-    /// Fires every event-time timer up to the watermark, in time order.
-    fn fire_event_timers(
+    /// Runs `process` on each record of a batch, at its key, guarded (see [`guarded`]),
+    /// then sends the output on.
+    pub(crate) fn process_batch<I>(
         &mut self,
-        mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
+        batch: &mut Vec<Record<I>>,
+        key_fn: &KeyFn<I, K>,
+        mut process: impl FnMut(I, &mut ProcessContext<'_, K, O>),
     ) {
-        while let Some((t, key)) = self.timers.pop_event(self.watermark.0) {
-            let mut ctx = self.context(&key, EventTime(t));
-            on_timer(Timer::Event(EventTime(t)), &mut ctx);
-            self.emit.maybe_send();
+        self.refresh_now();
+        let caught = guarded(|current| {
+            for r in batch.drain(..) {
+                let key = hold_key(current, || key_fn(&r.value));
+                process(r.value, &mut self.context(key, r.ts));
+                self.emit.maybe_send();
+                if self.states.has_error() {
+                    return self.states.take_error();
+                }
+            }
+            None
+        });
+        fail_caught(&self.cx, caught);
+        self.emit.send();
+        self.check_state();
+    }
+
+    /// The next due timer, with the timestamp its key's context gets: an event-time timer up
+    /// to the watermark, or a processing-time timer up to the clock.
+    fn next_timer(&mut self, event_time: bool) -> Option<(Timer, EventTime, K)> {
+        if event_time {
+            let (t, key) = self.timers.pop_event(self.watermark.0)?;
+            Some((Timer::Event(EventTime(t)), EventTime(t), key))
+        } else {
+            let (t, key) = self.timers.pop_processing(self.now.0)?;
+            Some((Timer::Processing(ProcTime(t)), self.watermark, key))
         }
     }
 
-    fn fire_processing_timers(
+    /// Fires the event-time timers up to the watermark, or the processing-time timers up to
+    /// the clock, in time order, guarded (see [`guarded`]).
+    fn fire_timers(
         &mut self,
+        event_time: bool,
         mut on_timer: impl FnMut(Timer, &mut ProcessContext<'_, K, O>),
     ) {
-        while let Some((t, key)) = self.timers.pop_processing(self.now.0) {
-            let ts = self.watermark;
-            let mut ctx = self.context(&key, ts);
-            on_timer(Timer::Processing(ProcTime(t)), &mut ctx);
-            self.emit.maybe_send();
-        }
+        let caught = guarded(|current| {
+            while let Some((timer, ts, key)) = self.next_timer(event_time) {
+                let key = hold_key(current, || key);
+                on_timer(timer, &mut self.context(key, ts));
+                self.emit.maybe_send();
+                if self.states.has_error() {
+                    return self.states.take_error();
+                }
+            }
+            None
+        });
+        fail_caught(&self.cx, caught);
     }
 
     fn sweep_expired(&mut self) {
@@ -209,12 +243,12 @@ impl<K: Key, O> KeyedCore<K, O> {
         match event {
             ControlEvent::Watermark(watermark) => {
                 self.watermark = *watermark;
-                self.fire_event_timers(on_timer);
+                self.fire_timers(true, on_timer);
                 self.check_state();
             }
             ControlEvent::Tick(now) => {
                 self.now = *now;
-                self.fire_processing_timers(on_timer);
+                self.fire_timers(false, on_timer);
                 self.sweep_expired();
                 self.check_state();
             }
@@ -245,15 +279,9 @@ pub(crate) struct KeyedProcessOp<K, I, O, F> {
 
 impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> Operator<I> for KeyedProcessOp<K, I, O, F> {
     fn push(&mut self, batch: &mut Vec<Record<I>>) {
-        self.core.refresh_now();
-        for r in batch.drain(..) {
-            let key = (self.key_fn)(&r.value);
-            let mut ctx = self.core.context(&key, r.ts);
-            self.f.process(r.value, &mut ctx);
-            self.core.emit.maybe_send();
-        }
-        self.core.emit.send();
-        self.core.check_state();
+        let f = &mut self.f;
+        self.core
+            .process_batch(batch, &self.key_fn, |value, ctx| f.process(value, ctx));
     }
 
     fn control(&mut self, event: ControlEvent<'_>) {
@@ -273,27 +301,19 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> TwoInputOperator<A,
     for KeyedCoProcessOp<K, A, B, O, F>
 {
     fn push_left(&mut self, batch: &mut Vec<Record<A>>) {
-        self.core.refresh_now();
-        for r in batch.drain(..) {
-            let key = (self.left_key)(&r.value);
-            let mut ctx = self.core.context(&key, r.ts);
-            self.f.process_left(r.value, &mut ctx);
-            self.core.emit.maybe_send();
-        }
-        self.core.emit.send();
-        self.core.check_state();
+        let f = &mut self.f;
+        self.core
+            .process_batch(batch, &self.left_key, |value, ctx| {
+                f.process_left(value, ctx)
+            });
     }
 
     fn push_right(&mut self, batch: &mut Vec<Record<B>>) {
-        self.core.refresh_now();
-        for r in batch.drain(..) {
-            let key = (self.right_key)(&r.value);
-            let mut ctx = self.core.context(&key, r.ts);
-            self.f.process_right(r.value, &mut ctx);
-            self.core.emit.maybe_send();
-        }
-        self.core.emit.send();
-        self.core.check_state();
+        let f = &mut self.f;
+        self.core
+            .process_batch(batch, &self.right_key, |value, ctx| {
+                f.process_right(value, ctx)
+            });
     }
 
     fn control(&mut self, event: ControlEvent<'_>) {

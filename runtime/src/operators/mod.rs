@@ -82,9 +82,13 @@ pub(crate) trait Snapshotted: Restorable {
 pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
     for (kg, bytes) in cx.restored_key_groups() {
         op.restore_key_group(kg, bytes).map_err(|e| {
-            cx.state_error(StateError::InKeyGroup {
-                key_group: kg,
-                source: Box::new(e),
+            cx.state_error(match e {
+                // Named already, with its state.
+                StateError::InState { key_group, .. } if key_group == kg => e,
+                e => StateError::InKeyGroup {
+                    key_group: kg,
+                    source: Box::new(e),
+                },
             })
         })?;
     }
@@ -102,5 +106,47 @@ pub(crate) fn snapshot<S: Snapshotted>(cx: &BuildCx, op: &S, snapshot: &mut Task
     let part = snapshot.operator(&cx.uid, cx.subtask);
     if let Err(e) = op.snapshot(part) {
         cx.fail(format!("snapshot: {e}"));
+    }
+}
+
+/// Runs job code over a batch of keys (records or timers), guarded. `work` puts each key
+/// in the slot it is given before job code sees it, and empties the slot before computing
+/// the next key, so that when job code panics (caught here, so that the error can name the
+/// key) or meets a state error (`work` returns the first), the slot holds the key it was
+/// at. The caller then fails its subtask at that key: the rest of the batch is dropped, the
+/// state may be half updated, and the job restarts from its last checkpoint. Catching costs
+/// nothing until something panics; once per batch, it stays off the per-record path.
+#[inline(always)]
+pub(crate) fn guarded<K>(
+    work: impl FnOnce(&mut Option<K>) -> Option<StateError>,
+) -> Result<(), (String, Option<K>)> {
+    let mut current = None;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut current))) {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err((format!("keyed state: {e}"), current)),
+        Err(panic) => Err((
+            format!(
+                "job code panicked: {}",
+                crate::error::panic_message(panic.as_ref())
+            ),
+            current,
+        )),
+    }
+}
+
+/// Puts the next key in the slot [`guarded`] gave (emptied first: if computing the key
+/// panics, no earlier key is blamed) and lends it back.
+pub(crate) fn hold_key<K>(slot: &mut Option<K>, key: impl FnOnce() -> K) -> &K {
+    *slot = None;
+    slot.insert(key())
+}
+
+/// Fails the subtask with what [`guarded`] caught, at the key it held.
+pub(crate) fn fail_caught<K: crate::record::Key>(
+    cx: &BuildCx,
+    caught: Result<(), (String, Option<K>)>,
+) {
+    if let Err((why, key)) = caught {
+        cx.fail_at_key(key.as_ref(), why);
     }
 }

@@ -297,6 +297,10 @@ impl<K: Key, V: StateValue> Panes<K, V> {
 
     /// Calls `f` with the value of `key` in window `w` (`create`d when there is none) and
     /// whether the window has fired.
+    ///
+    /// Inlined into the operator's per-record loop: called out of line it costs q5 a tenth
+    /// more instructions (measured with callgrind).
+    #[inline(always)]
     pub(crate) fn update<R>(
         &mut self,
         w: TimeWindow,

@@ -11,7 +11,7 @@ use super::functions::AggregateFunction;
 use super::functions::Timer;
 use super::keyed::{KeyFn, KeyedCore};
 use super::panes::Panes;
-use super::{Emitter, Restorable};
+use super::{fail_caught, guarded, hold_key, Emitter, Restorable};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator};
 use crate::record::{Key, Record};
@@ -104,11 +104,24 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> WindowOp<K, I, A,
     fn fire(&mut self) {
         let t = self.closing_time();
         let (agg, window_fn, emit) = (&self.agg, &self.window_fn, &mut self.emit);
+        let cx = &self.late.cx;
+        let mut failed = false;
         self.panes.fire(t, self.lateness, |w, key, acc| {
-            let out = window_fn(key, w, agg.result(acc));
-            emit.buf
-                .push(Record::new(EventTime(w.max_timestamp()), out));
-            emit.maybe_send();
+            if failed {
+                return;
+            }
+            // Guarded per window and key: the callback cannot keep the key it is lent.
+            let done = guarded::<()>(|_| {
+                let out = window_fn(key, w, agg.result(acc));
+                emit.buf
+                    .push(Record::new(EventTime(w.max_timestamp()), out));
+                emit.maybe_send();
+                None
+            });
+            if let Err((why, _)) = done {
+                cx.fail_at_key(Some(key), why);
+                failed = true;
+            }
         });
         self.emit.send();
         self.check_state();
@@ -127,38 +140,45 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Operator<I>
 {
     fn push(&mut self, batch: &mut Vec<Record<I>>) {
         let closing = self.closing_time();
-        for r in batch.drain(..) {
-            let t = if W::EVENT_TIME { r.ts.0 } else { self.now };
-            self.scratch.clear();
-            self.assigner.assign(t, &mut self.scratch);
-            let key = (self.key_fn)(&r.value);
-            let mut accepted = false;
-            for w in &self.scratch {
-                if w.max_timestamp().saturating_add(self.lateness) <= closing {
-                    continue;
+        let (agg, window_fn, emit) = (&self.agg, &self.window_fn, &mut self.emit);
+        let (assigner, scratch, panes) = (&self.assigner, &mut self.scratch, &mut self.panes);
+        let (key_fn, late, lateness, now) = (&self.key_fn, &mut self.late, self.lateness, self.now);
+        // State errors are checked per batch: a cache write-out covers many keys.
+        let caught = guarded(|current| {
+            for r in batch.drain(..) {
+                let t = if W::EVENT_TIME { r.ts.0 } else { now };
+                scratch.clear();
+                assigner.assign(t, scratch);
+                let key = hold_key(current, || key_fn(&r.value));
+                let mut accepted = false;
+                for w in scratch.iter() {
+                    if w.max_timestamp().saturating_add(lateness) <= closing {
+                        continue;
+                    }
+                    accepted = true;
+                    panes.update(
+                        *w,
+                        key,
+                        || agg.create(),
+                        |acc, fired| {
+                            agg.add(acc, &r.value);
+                            if fired {
+                                // A late record within the allowed lateness: fire the update.
+                                let out = window_fn(key, *w, agg.result(acc));
+                                emit.buf
+                                    .push(Record::new(EventTime(w.max_timestamp()), out));
+                                emit.maybe_send();
+                            }
+                        },
+                    );
                 }
-                accepted = true;
-                let (agg, window_fn, emit) = (&self.agg, &self.window_fn, &mut self.emit);
-                self.panes.update(
-                    *w,
-                    &key,
-                    || agg.create(),
-                    |acc, fired| {
-                        agg.add(acc, &r.value);
-                        if fired {
-                            // A late record within the allowed lateness: fire the update.
-                            let out = window_fn(&key, *w, agg.result(acc));
-                            emit.buf
-                                .push(Record::new(EventTime(w.max_timestamp()), out));
-                            emit.maybe_send();
-                        }
-                    },
-                );
+                if !accepted {
+                    late.push(r);
+                }
             }
-            if !accepted {
-                self.late.push(r);
-            }
-        }
+            None
+        });
+        fail_caught(&self.late.cx, caught);
         self.emit.send();
         self.late.send();
         self.check_state();
@@ -316,13 +336,20 @@ impl<K: Key, I, A: AggregateFunction<I>, O> SessionWindowOp<K, I, A, O> {
 impl<K: Key, I, A: AggregateFunction<I>, O> Operator<I> for SessionWindowOp<K, I, A, O> {
     fn push(&mut self, batch: &mut Vec<Record<I>>) {
         self.core.refresh_now();
-        for r in batch.drain(..) {
-            let key = (self.key_fn)(&r.value);
-            if !self.add(&key, &r) {
-                self.late.push(r);
+        let caught = guarded(|current| {
+            for r in batch.drain(..) {
+                let key = hold_key(current, || (self.key_fn)(&r.value));
+                if !self.add(key, &r) {
+                    self.late.push(r);
+                }
+                self.core.emit.maybe_send();
+                if self.core.states.has_error() {
+                    return self.core.states.take_error();
+                }
             }
-            self.core.emit.maybe_send();
-        }
+            None
+        });
+        fail_caught(&self.core.cx, caught);
         self.core.emit.send();
         self.late.send();
         self.core.check_state();

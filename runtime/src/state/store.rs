@@ -141,6 +141,12 @@ impl KeyedStateStore {
         self.error.take()
     }
 
+    /// Whether a state access met an error: checked per record, cheaper than taking it.
+    #[inline]
+    pub(crate) fn has_error(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// The local index of `key`'s key group: computed once per record, used by every state
     /// access for that record.
     ///

@@ -132,6 +132,7 @@ impl JobCoordinator {
                 rocksdb: self.config.rocksdb,
                 batch_size: self.config.batch_size,
                 channel_capacity: self.config.channel_capacity,
+                redact_keys: self.config.redact_keys,
                 slot_workers: slot_workers.clone(),
                 workers: addresses.clone(),
                 you: i as u32,

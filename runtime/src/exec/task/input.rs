@@ -2,7 +2,7 @@
 //! two-input operators: per-channel watermarks and idleness, barrier alignment, timers.
 
 use super::{snapshot_chain, HeadArgs, Task, FINAL};
-use crate::error::Error;
+use crate::error::{Error, StoppedPeer};
 use crate::exec::channel::{ChannelReceiver, Msg, Received};
 use crate::exec::erased::{downcast_op, downcast_receiver};
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 fn upstream_lost(cx: &BuildCx) -> Error {
-    Error::Task {
-        uid: cx.uid.clone(),
-        subtask: cx.subtask,
-        message: "an upstream subtask stopped without finishing (see its error)".into(),
-    }
+    cx.peer_stopped(StoppedPeer::Upstream)
 }
 
 /// Watermark, idleness and end-of-input of each input channel; the task's watermark is the
