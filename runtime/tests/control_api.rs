@@ -795,6 +795,43 @@ fn an_error_names_the_key_it_failed_on_unless_keys_are_redacted() {
     }
 }
 
+/// A window function that panics for one key when its window fires: the error names that
+/// key and its group, as for a process function (windows fire outside any record's batch).
+#[test]
+fn a_window_that_panics_when_it_fires_names_the_key() {
+    const CURSED: u64 = 13;
+    let records: Vec<Record<(u64, i64)>> = (0..2_000u64)
+        .map(|i| Record::new(EventTime(i as i64), (i % 20, 1)))
+        .collect();
+    let job = JobBuilder::new("windows", 1, 128);
+    job.source(
+        "src",
+        VecSource::new(vec![records]),
+        WatermarkStrategy::monotonous(),
+    )
+    .key_by(|r: &(u64, i64)| r.0)
+    .window(TumblingEventTime::of(Duration::from_secs(1)))
+    .aggregate("count", Count, |k: &u64, w, c| {
+        assert!(*k != CURSED, "key {CURSED}'s window is cursed");
+        (*k, w.start, c)
+    })
+    .sink("out", DiscardSink);
+    let running = start_embedded(job.build().unwrap(), RunOptions::default()).unwrap();
+    wait_until("the job to end", TIMEOUT, || running.is_finished());
+    let status = JobControl::status(&running);
+    assert!(running.wait().is_err());
+    assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+    let e = &status.errors[0];
+    let group = key_group(stable_hash(&CURSED), 128);
+    assert_eq!(
+        (e.operator.as_deref(), e.key.as_deref(), e.key_group),
+        (Some("count"), Some("13"), Some(group)),
+        "{e:?}"
+    );
+    let at = format!("at key 13 (key group {group}): job code panicked: key 13's window");
+    assert!(e.cause.contains(&at), "{e:?}");
+}
+
 /// Half the records carry one key: the status counts, per key group of the keyed operator,
 /// exactly the records each key group was sent, as computed from the keys themselves, and
 /// the hot key's group stands out.

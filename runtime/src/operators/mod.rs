@@ -115,7 +115,8 @@ pub(crate) fn snapshot<S: Snapshotted>(cx: &BuildCx, op: &S, snapshot: &mut Task
 /// key) or meets a state error (`work` returns the first), the slot holds the key it was
 /// at. The caller then fails its subtask at that key: the rest of the batch is dropped, the
 /// state may be half updated, and the job restarts from its last checkpoint. Catching costs
-/// nothing until something panics; once per batch, it stays off the per-record path.
+/// nothing until something panics; operators guard a whole batch, except where windows fire
+/// (the key there is only lent to each call), so it stays off the per-record path.
 #[inline(always)]
 pub(crate) fn guarded<K>(
     work: impl FnOnce(&mut Option<K>) -> Option<StateError>,
