@@ -129,7 +129,8 @@ struct Inbound {
 #[derive(Default)]
 struct InboundState {
     expected: HashMap<(u64, u32), InboundChannels>,
-    serving: Vec<(u64, InboundConnection)>,
+    /// By attempt (link) and the worker sending.
+    serving: Vec<(u64, u32, InboundConnection)>,
 }
 
 impl Inbound {
@@ -147,10 +148,26 @@ impl Inbound {
         let mut state = lock(&self.state);
         state.expected.retain(|(l, _), _| *l != link);
         let serving = std::mem::take(&mut state.serving);
-        let (closing, keep): (Vec<_>, Vec<_>) = serving.into_iter().partition(|(l, _)| *l == link);
+        let (closing, keep): (Vec<_>, Vec<_>) =
+            serving.into_iter().partition(|(l, _, _)| *l == link);
         state.serving = keep;
         drop(state);
         drop(closing);
+    }
+
+    /// Why the connections of attempt `link` that failed did.
+    fn failures(&self, link: u64) -> Vec<String> {
+        lock(&self.state)
+            .serving
+            .iter()
+            .filter(|(l, _, _)| *l == link)
+            .filter_map(|(_, from, c)| {
+                let why = c.failure()?;
+                Some(format!(
+                    "the data connection from worker {from} failed: {why}"
+                ))
+            })
+            .collect()
     }
 
     /// Closes the connections of every attempt and forgets what they expected: none
@@ -196,7 +213,7 @@ impl Inbound {
         };
         drop(state);
         match InboundConnection::serve(stream, channels) {
-            Ok(conn) => lock(&self.state).serving.push((link, conn)),
+            Ok(conn) => lock(&self.state).serving.push((link, from, conn)),
             Err(e) => tracing::warn!("worker: {e}"),
         }
     }
@@ -677,7 +694,13 @@ impl Worker<'_> {
                     job.failures().into_iter().map(JobError::from).collect();
                 if let (Err(e), true) = (&result, errors.is_empty()) {
                     if !job.stop_requested() {
-                        errors.push(JobError::of_job(e.to_string()));
+                        // No subtask here failed of its own: a lost data connection is
+                        // the cause rather than the input it cut short.
+                        let lost = inbound.failures(link);
+                        if lost.is_empty() {
+                            errors.push(JobError::of_job(e.to_string()));
+                        }
+                        errors.extend(lost.into_iter().map(JobError::of_job));
                     }
                 }
                 {
@@ -687,6 +710,8 @@ impl Worker<'_> {
                         *current = None;
                     }
                 }
+                // Closing waits until each peer has read what this worker sent, ends
+                // included (`OutboundConnection::finish`).
                 drop(outbound);
                 inbound.close(link);
                 upstream.send(&ToCoordinator::Ended {

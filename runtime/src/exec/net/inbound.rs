@@ -55,6 +55,15 @@ impl Conn {
             .write_all(buf)
     }
 
+    fn shutdown_write(&self) {
+        // Under the writer's lock, so that no credit frame is cut short.
+        let _ = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shutdown(Shutdown::Write);
+    }
+
     fn error(&self, channel: Option<u32>, message: impl Into<String>) -> Error {
         Error::Exchange {
             peer: self.peer.to_string(),
@@ -118,9 +127,10 @@ impl<T: DeserializeOwned + Send + 'static> Start for Pending<T> {
                         // Released before the credit is sent, so the batch the credit
                         // pays for always finds room.
                         in_thread.fetch_sub(1, Ordering::AcqRel);
-                        if conn.grant(&mut buf, channel, 1).is_err() {
-                            return;
-                        }
+                        // Fails once the peer has ended its stream and this side has
+                        // closed its own: the batches still queued are delivered all
+                        // the same. A broken connection ends the queue instead.
+                        let _ = conn.grant(&mut buf, channel, 1);
                     }
                     if is_end {
                         return;
@@ -175,6 +185,9 @@ pub(crate) struct InboundConnection {
     #[cfg(test)]
     peer: SocketAddr,
     closer: TcpStream,
+    /// Why the reader stopped, if it failed: set before the channels it delivered to see
+    /// their input lost, so that whoever sees that can ask why.
+    failure: Arc<Mutex<Option<String>>>,
     reader: Option<JoinHandle<Result<(), Error>>>,
 }
 
@@ -213,12 +226,25 @@ impl InboundConnection {
             deliver.insert(channel, queue);
             conn.grant(&mut buf, channel, credit).map_err(io_error)?;
         }
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
         let reader = std::thread::Builder::new()
             .name(format!("net-read-{peer}"))
             .spawn(move || {
                 let result = read_frames(reading, &conn, &mut deliver);
-                if result.is_err() {
-                    let _ = conn.closer.shutdown(Shutdown::Both);
+                if let Err(e) = &result {
+                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                }
+                // Only now do the consumers of channels left unended see their input lost.
+                drop(deliver);
+                match result {
+                    // Every channel ended and so did the stream: closing this side's
+                    // half tells the sender all was read, so that it can close without
+                    // a reset (`OutboundConnection::finish`).
+                    Ok(()) => conn.shutdown_write(),
+                    Err(_) => {
+                        let _ = conn.closer.shutdown(Shutdown::Both);
+                    }
                 }
                 result
             })
@@ -227,8 +253,17 @@ impl InboundConnection {
             #[cfg(test)]
             peer,
             closer,
+            failure,
             reader: Some(reader),
         })
+    }
+
+    /// Why the connection failed, once it has; a channel that saw its input lost can ask.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     #[cfg(test)]

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Shared {
     /// Writers take this for one whole frame, so frames of different channels never
@@ -31,7 +31,12 @@ struct State {
     credits: FxHashMap<u32, u32>,
     /// Why the connection is unusable, once it is.
     failed: Option<String>,
+    /// The peer closed its side after this side had ended the stream: it read every frame.
+    closed_by_peer: bool,
 }
+
+/// How long closing waits for the peer to read what was sent and close its side.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking holder leaves the counters consistent: each update is one statement.
@@ -99,7 +104,13 @@ impl OutboundConnection {
         let reader = std::thread::Builder::new()
             .name(format!("net-credits-{peer}"))
             .spawn(move || {
-                let why = read_credits(&mut reading, &for_reader);
+                let why = match read_credits(&mut reading, &for_reader) {
+                    Ok(()) => {
+                        lock(&for_reader.state).closed_by_peer = true;
+                        "the peer closed the connection".into()
+                    }
+                    Err(why) => why,
+                };
                 for_reader.fail(why);
             })?;
         Ok(OutboundConnection {
@@ -112,6 +123,41 @@ impl OutboundConnection {
     pub(crate) fn close(&self) {
         self.shared
             .fail("the connection was closed by this side".into());
+    }
+
+    /// Ends the stream after the frames already written, waits until the peer has read
+    /// them and closed its side (at most [`CLOSE_TIMEOUT`]), then closes; returns why the
+    /// connection failed if it did not end that way.
+    ///
+    /// Closing a socket with unread input (credits the peer granted late) makes the
+    /// kernel send a reset, and a reset can discard frames the peer has not read yet,
+    /// its ends included: the peer would then see its input lost after a clean run.
+    /// Dropping the connection does the same.
+    #[cfg(test)]
+    pub(crate) fn finish(mut self) -> Result<(), String> {
+        self.end_gracefully()
+    }
+
+    fn end_gracefully(&mut self) -> Result<(), String> {
+        let Some(reader) = self.reader.take() else {
+            return Ok(());
+        };
+        if let Some(why) = lock(&self.shared.state).failed.clone() {
+            // Shut down already: the reader is ending.
+            let _ = reader.join();
+            return Err(why);
+        }
+        // The timeout is the socket's, so it bounds the credit reader's wait.
+        let _ = self.shared.closer.set_read_timeout(Some(CLOSE_TIMEOUT));
+        // Under the writer's lock, so that no frame is cut short.
+        let _ = lock(&self.shared.writer).shutdown(Shutdown::Write);
+        let _ = reader.join();
+        let state = lock(&self.shared.state);
+        match (&state.failed, state.closed_by_peer) {
+            (_, true) => Ok(()),
+            (Some(why), false) => Err(why.clone()),
+            (None, false) => Err("the connection's credit reader stopped".into()),
+        }
     }
 
     /// Why the connection failed, if it did.
@@ -140,42 +186,47 @@ impl OutboundConnection {
 
 impl Drop for OutboundConnection {
     fn drop(&mut self) {
+        if let Err(why) = self.end_gracefully() {
+            tracing::debug!("data connection closed: {why}");
+        }
+        // Also when the reader was gone already: closes the socket for every sender.
         self.shared
             .fail("the connection was closed by this side".into());
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
     }
 }
 
-/// Applies credit frames until the connection ends; returns why it ended.
-fn read_credits(stream: &mut TcpStream, shared: &Shared) -> String {
+/// Applies credit frames until the connection ends: `Ok` when the peer closed it between
+/// frames, otherwise why it ended.
+fn read_credits(stream: &mut TcpStream, shared: &Shared) -> Result<(), String> {
     let mut payload = [0u8; 4];
     loop {
         let header = match frame::read_header(stream) {
             Ok(Some(h)) => h,
-            Ok(None) => return "the peer closed the connection".into(),
-            Err(e) => return format!("connection lost: {e}"),
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("connection lost: {e}")),
         };
         let header = match frame::parse_header(&header) {
             Ok(h) if h.kind == Kind::Credit => h,
             Ok(h) => {
-                return format!(
+                return Err(format!(
                     "channel {}: unexpected {} frame from the receiving side",
                     h.channel,
                     h.kind.name()
-                )
+                ))
             }
             Err(m) => match m.channel {
-                Some(c) => return format!("channel {c}: malformed frame: {}", m.message),
-                None => return format!("malformed frame: {}", m.message),
+                Some(c) => return Err(format!("channel {c}: malformed frame: {}", m.message)),
+                None => return Err(format!("malformed frame: {}", m.message)),
             },
         };
         if let Err(e) = stream.read_exact(&mut payload) {
-            return format!("connection lost: {e}");
+            return Err(format!("connection lost: {e}"));
         }
         let Some(granted) = frame::credit_of(&payload) else {
-            return format!("channel {}: malformed credit frame", header.channel);
+            return Err(format!(
+                "channel {}: malformed credit frame",
+                header.channel
+            ));
         };
         let mut state = lock(&shared.state);
         let credits = state.credits.entry(header.channel).or_insert(0);

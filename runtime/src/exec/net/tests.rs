@@ -7,7 +7,7 @@ use crate::time::EventTime;
 use crate::Error;
 use crossbeam_utils::sync::Parker;
 use std::fmt::Debug;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,6 +49,23 @@ impl<T> Input<T> {
                 Received::Lost => panic!("input lost"),
                 Received::Empty => {
                     assert!(Instant::now() < deadline, "no message within {TIMEOUT:?}");
+                    self.parker.park_timeout(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn wait_until_lost(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.rx.try_recv() {
+                Received::Lost => return,
+                Received::Msg(_) => panic!("a message where the input should be lost"),
+                Received::Empty => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "input not lost within {TIMEOUT:?}"
+                    );
                     self.parker.park_timeout(Duration::from_millis(50));
                 }
             }
@@ -172,8 +189,48 @@ fn a_mixed_stream_arrives_exactly_and_in_order_on_every_channel() {
         let want: Vec<_> = words.iter().map(show).collect();
         assert_eq!(got, want);
     });
-    drop(out);
+    // The receiving side closes its half once it has read the end of the stream, so
+    // closing completes by that handshake rather than by the timeout.
+    out.finish()
+        .expect("the receiver read every frame and closed its side");
     inbound.join().expect("every channel ended cleanly");
+}
+
+/// The end of a run: the receiving side reads the sender's last frames and only then,
+/// as its delivery thread hands on the last batch, grants a credit. A sender that closed
+/// at once would answer that credit with a reset, and a reset can discard frames the
+/// receiver has not read yet, its ends included (what made distributed runs fail now and
+/// then with "an upstream subtask stopped without finishing").
+#[test]
+fn closing_waits_for_the_peer_so_that_late_credits_cause_no_reset() {
+    let (out, mut peer) = connect();
+    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut credit = Vec::new();
+    frame::encode_credit(&mut credit, 3, 1);
+    peer.write_all(&credit).expect("grant");
+    let sender = out.sender::<u64>(3, metrics("send"));
+    sender
+        .send(Msg::Data(vec![Record::new(EventTime(0), 7)]))
+        .expect("send");
+    sender.send(Msg::End).expect("send");
+    drop(sender);
+    let closing = std::thread::spawn(move || out.finish());
+
+    let mut stream = Vec::new();
+    peer.read_to_end(&mut stream)
+        .expect("the stream ends after the sender's end frame");
+    assert!(stream.starts_with(&frame::MAGIC), "{stream:?}");
+    peer.write_all(&credit).expect("a late credit");
+    peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+
+    let closed = closing.join().expect("closing thread");
+    assert_eq!(closed, Ok(()), "closed after the peer, not by timeout");
+    let mut rest = [0u8; 16];
+    let read = peer.read(&mut rest);
+    assert!(
+        matches!(read, Ok(0)),
+        "the peer sees the connection end, not a reset: {read:?}"
+    );
 }
 
 #[test]
@@ -281,7 +338,11 @@ fn a_peer_closing_mid_stream_is_an_error_naming_peer_and_channel() {
     assert!(matches!(input.recv(), Msg::Data(_)));
     drop(sender);
     drop(out);
+    input.wait_until_lost();
+    // Recorded before the channel saw its input lost: what a worker reports as the cause.
+    let recorded = inbound.failure().expect("the failure is recorded");
     let err = inbound.join().expect_err("the channel did not end");
+    assert_eq!(recorded, err.to_string());
     assert!(
         matches!(&err, Error::Exchange { channel: Some(9), peer: p, .. } if *p == peer),
         "{err}"
