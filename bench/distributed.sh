@@ -2,8 +2,9 @@
 # Distributed mode beside embedded on this machine: the same query at the same parallelism
 # run embedded (`sluice run`) and as a coordinator plus WORKERS workers with one slot each,
 # all on loopback. Prints wall time, events per second, events per CPU-second (CPU of every
-# process of the run) and the bytes per second that crossed the loopback interface (the
-# shuffle between workers; the embedded run moves none).
+# process of the run), the bytes per second that crossed the loopback interface (the
+# shuffle between workers; the embedded run moves none), and how many attempts failed and
+# ran again: a run with one measured a restart as well as the exchange.
 #
 #   bench/distributed.sh                                   # q0 and q5, 2 workers
 #   QUERIES="q5" WORKERS=3 EVENTS=20000000 STATE=heap bench/distributed.sh
@@ -25,7 +26,7 @@ loopback_bytes() { awk '/^ *lo:/{print $2}' /proc/net/dev; }
 # CPU seconds (user + system) of a finished process, from GNU time's output file.
 cpu_of() { awk '{s += $1 + $2} END {print s}' "$@"; }
 
-printf '%-6s %-12s %8s %12s %14s %14s\n' query mode wall-s events/s events/CPU-s loopback-B/s
+printf '%-6s %-12s %8s %12s %14s %14s %7s\n' query mode wall-s events/s events/CPU-s loopback-B/s failed
 for q in $QUERIES; do
   manifest="$work/$q.yaml"
   cat >"$manifest" <<YAML
@@ -67,8 +68,13 @@ YAML
     fi
     end=$(date +%s.%N)
     after=$(loopback_bytes)
+    failed=0
+    if [ "$mode" = distributed ]; then
+      failed=$(grep -c 'attempt [0-9]* failed' "$work/coordinator.log" || true)
+      grep -m 1 'attempt [0-9]* failed' "$work/coordinator.log" >&2 || true
+    fi
     awk -v q="$q" -v m="$mode" -v s="$start" -v e="$end" -v n="$EVENTS" -v c="$(cpu_of "$work"/*.time)" \
-      -v b="$((after - before))" \
-      'BEGIN { w = e - s; printf "%-6s %-12s %8.2f %12.0f %14.0f %14.0f\n", q, m, w, n / w, n / c, b / w }'
+      -v b="$((after - before))" -v f="$failed" \
+      'BEGIN { w = e - s; printf "%-6s %-12s %8.2f %12.0f %14.0f %14.0f %7d\n", q, m, w, n / w, n / c, b / w, f }'
   done
 done

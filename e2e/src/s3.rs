@@ -145,13 +145,24 @@ impl NodeS3 {
 
     /// Every object under `prefix` with its content, by key.
     pub async fn objects(&self, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.objects_where(prefix, |_| true).await
+    }
+
+    /// The objects under `prefix` whose keys `keep` accepts, with their content, by key.
+    /// Those it refuses are not read: a running job may delete them between the listing
+    /// and the read (a sink's pending parts, once committed).
+    pub async fn objects_where(
+        &self,
+        prefix: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, Vec<u8>>> {
         let fail = |e: object_store::Error| E2eError::Config(format!("S3 {prefix}: {e}"));
         let path = ObjectPath::from(prefix);
         let listed: Vec<_> = futures::TryStreamExt::try_collect(self.store.list(Some(&path)))
             .await
             .map_err(fail)?;
         let mut objects = BTreeMap::new();
-        for meta in listed {
+        for meta in listed.into_iter().filter(|m| keep(m.location.as_ref())) {
             let bytes = self
                 .store
                 .get(&meta.location)
