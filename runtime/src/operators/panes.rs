@@ -5,10 +5,13 @@
 //! and each window knows whether it has fired.
 //!
 //! With RocksDB, the values live in the database and each window's map is a bounded
-//! write-back cache in front of it: a record updates the cached value; the cache is written
-//! to the database when it grows past `RocksConfig::window_cache_entries` and before a snapshot pins the
-//! database. A window never written out fires straight from the cache, so RocksDB costs
-//! little while state fits in the cache and bounds memory when it does not.
+//! write-back cache in front of it: a record updates the cached value. Before a snapshot
+//! pins the database, the values changed since the last one are written to it and stay
+//! cached, so the next records of a window still find their values in memory. When the
+//! cache grows past `RocksConfig::window_cache_entries`, every value is written and the
+//! cache emptied. A window whose values are all cached fires straight from the cache, so
+//! RocksDB costs one write per changed value and snapshot while state fits in the cache,
+//! and bounds memory when it does not.
 //!
 //! Database layout: `[key group: u16][state: u16][window start][window end][key]`, the
 //! window bounds as order-preserving big-endian integers and the key in bincode, so a key
@@ -44,12 +47,21 @@ type PaneEntry<K, V> = (TimeWindow, bool, K, V);
 /// The entries of one key group.
 type GroupEntries<K, V> = (u32, Vec<PaneEntry<K, V>>);
 
+/// A value in the cache, and whether it changed since it was last written to RocksDB.
+struct Cached<V> {
+    value: V,
+    dirty: bool,
+}
+
 struct Pane<K, V> {
     fired: bool,
     /// Every value on the heap; with RocksDB, the cached ones.
-    entries: FxHashMap<K, V>,
-    /// Some of the window's values were written to RocksDB.
+    entries: FxHashMap<K, Cached<V>>,
+    /// Some of the window's values (or its fired mark) were written to RocksDB.
     in_db: bool,
+    /// The cache holds every value of the window: a miss is a new key, and firing needs no
+    /// scan. False once values were evicted from the cache or restored into RocksDB.
+    complete: bool,
 }
 
 impl<K, V> Pane<K, V> {
@@ -58,6 +70,7 @@ impl<K, V> Pane<K, V> {
             fired: false,
             entries: FxHashMap::default(),
             in_db: false,
+            complete: true,
         }
     }
 }
@@ -162,7 +175,7 @@ impl Rocks {
         batch.put(&self.key, NO_EXPIRY);
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&mut self, batch: WriteBatch) -> Result<(), StateError> {
         self.store.write(batch)
     }
 
@@ -312,10 +325,13 @@ impl<K: Key, V: StateValue> Panes<K, V> {
         let pane = self.windows.entry(w).or_insert_with(Pane::new);
         let fired = pane.fired;
         let result = match pane.entries.get_mut(key) {
-            Some(value) => f(value, fired),
+            Some(cached) => {
+                cached.dirty = true;
+                f(&mut cached.value, fired)
+            }
             None => {
                 let stored = match &mut self.rocks {
-                    Some(rocks) if pane.in_db => {
+                    Some(rocks) if !pane.complete => {
                         // Hashed only on a miss that must read: hits and heap stay hash-free.
                         let kg = key_group(stable_hash(key), max_parallelism);
                         let r = rocks.read(kg, w, key);
@@ -326,11 +342,11 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                 if let Some(rocks) = &mut self.rocks {
                     rocks.cached += 1;
                 }
-                let value = pane
-                    .entries
-                    .entry(key.clone())
-                    .or_insert(stored.unwrap_or_else(create));
-                f(value, fired)
+                let cached = pane.entries.entry(key.clone()).or_insert(Cached {
+                    value: stored.unwrap_or_else(create),
+                    dirty: true,
+                });
+                f(&mut cached.value, fired)
             }
         };
         if self
@@ -338,34 +354,38 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             .as_ref()
             .is_some_and(|r| r.cached >= r.cache_limit)
         {
-            self.write_out(None);
+            self.write_out(None, true);
         }
         result
     }
 
-    /// Writes cached values to RocksDB: those of window `only`, or all.
-    fn write_out(&mut self, only: Option<TimeWindow>) {
+    /// Writes the changed cached values to RocksDB: those of window `only`, or all; and
+    /// with `evict`, empties the cache of those windows.
+    fn write_out(&mut self, only: Option<TimeWindow>, evict: bool) {
         let Some(rocks) = &mut self.rocks else {
             return;
         };
         let mut batch = WriteBatch::default();
-        let mut written = 0;
         let max = self.max_parallelism;
         let mut result = Ok(());
         for (w, pane) in self.windows.iter_mut() {
             if only.is_some_and(|o| o != *w) || pane.entries.is_empty() {
                 continue;
             }
-            pane.in_db = true;
-            written += pane.entries.len();
-            for (key, value) in pane.entries.drain() {
-                let kg = key_group(stable_hash(&key), max);
-                if let Err(e) = rocks.put(&mut batch, kg, *w, &key, &value) {
+            for (key, cached) in pane.entries.iter_mut().filter(|(_, c)| c.dirty) {
+                let kg = key_group(stable_hash(key), max);
+                if let Err(e) = rocks.put(&mut batch, kg, *w, key, &cached.value) {
                     result = Err(e);
                 }
+                cached.dirty = false;
+                pane.in_db = true;
+            }
+            if evict {
+                rocks.cached -= pane.entries.len();
+                pane.entries.clear();
+                pane.complete = false;
             }
         }
-        rocks.cached -= written;
         let r = result.and_then(|()| rocks.write(batch));
         Self::record(&mut self.error, r);
     }
@@ -387,22 +407,23 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             .collect();
         let mut marks = WriteBatch::default();
         for w in due {
-            let in_db = self.windows.get(&w).is_some_and(|p| p.in_db);
-            if in_db {
-                self.write_out(Some(w));
+            let complete = self.windows.get(&w).is_none_or(|p| p.complete);
+            if !complete {
+                // The scan below then sees every value.
+                self.write_out(Some(w), false);
             }
             let Some(pane) = self.windows.get_mut(&w) else {
                 continue;
             };
             pane.fired = true;
             match &mut self.rocks {
-                Some(rocks) if in_db => {
+                Some(rocks) if !complete => {
                     let r = rocks.scan(&self.owned, w, |k, v| on_fire(w, k, v));
                     Self::record(&mut self.error, r);
                 }
                 _ => {
-                    for (k, v) in &pane.entries {
-                        on_fire(w, k, v);
+                    for (k, cached) in &pane.entries {
+                        on_fire(w, k, &cached.value);
                     }
                 }
             }
@@ -430,7 +451,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                 }
             }
         }
-        if let Some(rocks) = &self.rocks {
+        if let Some(rocks) = &mut self.rocks {
             if !marks.is_empty() {
                 let r = rocks.write(marks);
                 Self::record(&mut self.error, r);
@@ -450,12 +471,12 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             let entries = self.windows.iter().flat_map(|(w, pane)| {
                 pane.entries
                     .iter()
-                    .map(move |(k, v)| (k, (*w, pane.fired, k, v)))
+                    .map(move |(k, c)| (k, (*w, pane.fired, k, &c.value)))
             });
             op.key_groups = encode_by_key_group(self.max_parallelism, entries)?;
             return Ok(());
         }
-        self.write_out(None);
+        self.write_out(None, false);
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -493,10 +514,17 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             pane.fired |= fired;
             match &mut self.rocks {
                 None => {
-                    pane.entries.insert(key, value);
+                    pane.entries.insert(
+                        key,
+                        Cached {
+                            value,
+                            dirty: false,
+                        },
+                    );
                 }
                 Some(rocks) => {
                     pane.in_db = true;
+                    pane.complete = false;
                     rocks.put(&mut batch, kg, w, &key, &value)?;
                     if fired {
                         rocks.mark_fired(&mut batch, kg, w);
@@ -504,7 +532,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                 }
             }
         }
-        match &self.rocks {
+        match &mut self.rocks {
             Some(rocks) => rocks.write(batch),
             None => Ok(()),
         }
@@ -549,6 +577,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                     let w = window_of(k).ok_or(StateError::MalformedKey("window"))?;
                     let pane = self.windows.entry(w).or_insert_with(Pane::new);
                     pane.in_db = true;
+                    pane.complete = false;
                     pane.fired |= state == FIRED;
                     window_prefix(&mut from, kg, state, w);
                     it.seek(successor(&from));

@@ -12,6 +12,14 @@
 //! TTL. Reads never return an expired entry; a compaction filter drops expired entries for
 //! good in the background, so state of keys never read again does not grow without bound.
 //!
+//! Pending writes. `put` and `delete` of keyed state go to a hash map in front of the
+//! database, written out as one batch when it holds `PENDING_LIMIT` keys or
+//! `PENDING_BYTES` of keys and values, before a scan or a batch write, and before a snapshot
+//! pins the database. A value rewritten on every record (a running count, a per-window
+//! maximum) then costs a hash-map update rather than a memtable insert per write, and the
+//! memtable holds one version of it per write-out, not one per record: q5's per-window
+//! maximum went from 1.6 µs to 0.1 µs of busy time per record.
+//!
 //! Snapshots. The synchronous part flushes the write buffer and makes a RocksDB checkpoint
 //! (hard links to the immutable table files): it pins the state without copying it. The
 //! canonical per-key-group encoding is then produced from that checkpoint off the task
@@ -22,6 +30,7 @@ use rocksdb::{
     compaction_filter::Decision, BlockBasedOptions, Cache, DBRawIteratorWithThreadMode, Options,
     WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -39,7 +48,9 @@ pub struct RocksConfig {
 }
 
 impl RocksConfig {
-    pub const DEFAULT_WINDOW_CACHE_ENTRIES: usize = 16_384;
+    /// 2^20: q5's five live 10-second windows of ~52k auctions each fit and fire with no
+    /// read; a count and its key take ~24 bytes, so about 24 MiB for values like those.
+    pub const DEFAULT_WINDOW_CACHE_ENTRIES: usize = 1 << 20;
 
     pub fn new(dir: impl Into<PathBuf>, memory_budget: usize) -> Self {
         RocksConfig {
@@ -117,6 +128,18 @@ fn expires_at(value: &[u8]) -> i64 {
         .map_or(i64::MAX, i64::from_be_bytes)
 }
 
+/// Keys with pending writes at which they are written to the database.
+pub(super) const PENDING_LIMIT: usize = 32_768;
+/// Bytes of pending keys and values at which they are written to the database.
+const PENDING_BYTES: usize = 8 << 20;
+
+/// The expiry and value of a stored entry.
+fn decode_entry<V: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<(i64, V), StateError> {
+    let value = bincode::deserialize(raw.get(VALUE_HEADER..).unwrap_or_default())
+        .map_err(StateError::decode("state"))?;
+    Ok((expires_at(raw), value))
+}
+
 /// One operator subtask's database.
 pub(crate) struct RocksStore {
     db: Option<DB>,
@@ -127,8 +150,13 @@ pub(crate) struct RocksStore {
     /// Processing time seen by the compaction filter.
     now: Arc<AtomicI64>,
     key: Vec<u8>,
-    value: Vec<u8>,
     checkpoints: u64,
+    /// Writes not yet in the database, by key: the stored value, or `None` for a deletion.
+    pending: FxHashMap<Box<[u8]>, Option<Vec<u8>>>,
+    /// Bytes of the pending keys and values.
+    pending_bytes: usize,
+    /// Scratch for encoding a value.
+    value: Vec<u8>,
 }
 
 impl RocksStore {
@@ -168,18 +196,41 @@ impl RocksStore {
             write,
             now,
             key: Vec::with_capacity(64),
-            value: Vec::with_capacity(256),
             checkpoints: 0,
+            pending: FxHashMap::default(),
+            pending_bytes: 0,
+            value: Vec::with_capacity(256),
         })
     }
 
+    /// The database, without the pending writes: for stores that write only through
+    /// [`Self::write`] (window contents), or after [`Self::write_pending`].
     pub(crate) fn db(&self) -> &DB {
         // Present from open until drop.
         self.db.as_ref().expect("database open")
     }
 
-    /// Applies `batch` (without a write-ahead log, like every write).
-    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    /// Applies `batch` after the pending writes (without a write-ahead log, like every write).
+    pub(crate) fn write(&mut self, batch: WriteBatch) -> Result<(), StateError> {
+        self.write_pending()?;
+        self.db()
+            .write_opt(batch, &self.write)
+            .map_err(StateError::rocks("write"))
+    }
+
+    /// Writes the pending writes to the database in one batch.
+    pub(crate) fn write_pending(&mut self) -> Result<(), StateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.pending_bytes = 0;
+        let mut batch = WriteBatch::default();
+        for (key, value) in self.pending.drain() {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
         self.db()
             .write_opt(batch, &self.write)
             .map_err(StateError::rocks("write"))
@@ -227,6 +278,9 @@ impl RocksStore {
     pub(crate) fn get<V: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<Option<(i64, V)>, StateError> {
+        if let Some(pending) = self.pending.get(self.key.as_slice()) {
+            return pending.as_deref().map(decode_entry).transpose();
+        }
         let Some(raw) = self
             .db()
             .get_pinned(&self.key)
@@ -234,9 +288,7 @@ impl RocksStore {
         else {
             return Ok(None);
         };
-        let value =
-            bincode::deserialize(&raw[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
-        Ok(Some((expires_at(&raw), value)))
+        decode_entry(&raw).map(Some)
     }
 
     /// Writes `value` at the scratch key.
@@ -245,26 +297,57 @@ impl RocksStore {
         expires: i64,
         value: &V,
     ) -> Result<(), StateError> {
+        // Encoded aside first, so that a value that fails to encode leaves the entry as it was.
         self.value.clear();
         self.value.extend_from_slice(&expires.to_be_bytes());
         bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
-        let db = self.db.as_ref().expect("database open");
-        db.put_opt(&self.key, &self.value, &self.write)
-            .map_err(StateError::rocks("write"))
+        self.hold(true)
     }
 
-    pub(crate) fn delete(&self) -> Result<(), StateError> {
-        self.db()
-            .delete_opt(&self.key, &self.write)
-            .map_err(StateError::rocks("delete"))
+    pub(crate) fn delete(&mut self) -> Result<(), StateError> {
+        self.hold(false)
+    }
+
+    /// Holds a write of the scratch key, of the scratch value (`put`) or a deletion,
+    /// among the pending writes; writes them out when they are over their bounds.
+    fn hold(&mut self, put: bool) -> Result<(), StateError> {
+        let value = &self.value;
+        match self.pending.get_mut(self.key.as_slice()) {
+            Some(slot) => {
+                self.pending_bytes -= slot.as_ref().map_or(0, Vec::len);
+                match (slot, put) {
+                    // A key written before reuses its buffer: no allocation per write of a
+                    // hot key.
+                    (Some(buf), true) => {
+                        buf.clear();
+                        buf.extend_from_slice(value);
+                    }
+                    (slot, true) => *slot = Some(value.clone()),
+                    (slot, false) => *slot = None,
+                }
+            }
+            None => {
+                self.pending_bytes += self.key.len();
+                self.pending
+                    .insert(self.key.as_slice().into(), put.then(|| value.clone()));
+            }
+        }
+        if put {
+            self.pending_bytes += value.len();
+        }
+        if self.pending.len() >= PENDING_LIMIT || self.pending_bytes >= PENDING_BYTES {
+            self.write_pending()?;
+        }
+        Ok(())
     }
 
     /// Every `(map key, expiry, value)` under the scratch key as prefix.
-    pub(crate) fn scan_prefix<MK, V>(&self) -> Result<Vec<(MK, i64, V)>, StateError>
+    pub(crate) fn scan_prefix<MK, V>(&mut self) -> Result<Vec<(MK, i64, V)>, StateError>
     where
         MK: serde::de::DeserializeOwned,
         V: serde::de::DeserializeOwned,
     {
+        self.write_pending()?;
         let prefix = self.key.as_slice();
         let mut out = Vec::new();
         let mut it = self.db().raw_iterator();
@@ -284,7 +367,8 @@ impl RocksStore {
     }
 
     /// Deletes every entry under the scratch key as prefix.
-    pub(crate) fn delete_prefix(&self) -> Result<(), StateError> {
+    pub(crate) fn delete_prefix(&mut self) -> Result<(), StateError> {
+        self.write_pending()?;
         let prefix = self.key.as_slice();
         let mut batch = WriteBatch::default();
         let mut it = self.db().raw_iterator();
@@ -318,6 +402,7 @@ impl RocksStore {
         groups: &[u32],
         state_map: &[Option<u16>],
     ) -> Result<(), StateError> {
+        self.write_pending()?;
         let src = DB::open_for_read_only(&Options::default(), source, false)
             .map_err(StateError::rocks("open snapshot"))?;
         for &kg in groups {
@@ -358,6 +443,7 @@ impl RocksStore {
         if target.exists() {
             std::fs::remove_dir_all(&target).map_err(StateError::io(&target))?;
         }
+        self.write_pending()?;
         let db = self.db();
         db.flush().map_err(StateError::rocks("flush"))?;
         rocksdb::checkpoint::Checkpoint::new(db)
@@ -370,7 +456,8 @@ impl RocksStore {
 #[cfg(test)]
 impl RocksStore {
     /// Compacts everything and counts the entries left on disk.
-    pub(crate) fn compact_and_count(&self) -> usize {
+    pub(crate) fn compact_and_count(&mut self) -> usize {
+        self.write_pending().unwrap();
         let db = self.db();
         db.flush().unwrap();
         db.compact_range::<&[u8], &[u8]>(None, None);

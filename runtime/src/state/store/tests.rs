@@ -102,18 +102,74 @@ fn rocksdb_state_reads_like_the_heap_and_expires_in_compaction() {
     assert!(store.take_error().is_none());
 
     // Expired entries are dropped for good by compaction, not only hidden from reads.
-    let rocks = store.rocks.as_ref().unwrap();
+    let rocks = store.rocks.as_mut().unwrap();
     assert_eq!(
         rocks.compact_and_count(),
         1_000 - 1 + 1 + 1,
         "before expiry"
     );
     store.remove_expired(100);
-    let rocks = store.rocks.as_ref().unwrap();
+    let rocks = store.rocks.as_mut().unwrap();
     assert_eq!(
         rocks.compact_and_count(),
         2,
         "only the map and list entries remain"
+    );
+}
+
+#[test]
+fn rocksdb_writes_held_back_in_memory_read_back_and_reach_a_checkpoint() {
+    // Past the pending-write limit twice over, with overwrites and deletions, so that
+    // reads meet entries in memory, in the database, and deleted in either.
+    let keys = 2 * crate::state::rocks::PENDING_LIMIT as u64 + 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = rocks_store(dir.path());
+    let v = store
+        .register_value::<u64, u64>(StateDescriptor::new("v"))
+        .unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..3u64 {
+        for key in 0..keys {
+            let g = store.group_of(&key);
+            if key % 7 == round {
+                store.value(v, &key, g, 0).clear();
+                expected.remove(&key);
+            } else {
+                store
+                    .value(v, &key, g, 0)
+                    .update(|x| *x = Some(x.unwrap_or(0) + key));
+                *expected.entry(key).or_insert(0) += key;
+            }
+        }
+    }
+    let read = |store: &mut KeyedStateStore| -> std::collections::BTreeMap<u64, u64> {
+        (0..keys)
+            .filter_map(|key| {
+                let g = store.group_of(&key);
+                store.value(v, &key, g, 0).get().map(|x| (key, x))
+            })
+            .collect()
+    };
+    assert_eq!(read(&mut store), expected);
+    assert!(store.take_error().is_none());
+
+    let pinned = store.pin_native().unwrap().unwrap();
+    let restored_dir = tempfile::tempdir().unwrap();
+    let mut restored = rocks_store(restored_dir.path());
+    restored
+        .register_value::<u64, u64>(StateDescriptor::new("v"))
+        .unwrap();
+    restored
+        .restore_native(&crate::state::RestoredNative {
+            dir: pinned.dir.clone(),
+            groups: pinned.groups.clone(),
+            states: pinned.states.clone(),
+        })
+        .unwrap();
+    assert_eq!(
+        read(&mut restored),
+        expected,
+        "restored from the checkpoint"
     );
 }
 
