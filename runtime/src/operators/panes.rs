@@ -28,7 +28,7 @@ use crate::snapshot::{
     decode, encode, encode_by_key_group, Native, OperatorSnapshot, PinnedNative, RestoredNative,
     SnapshotKind,
 };
-use crate::state::{key_group, stable_hash, RocksStore, StateValue};
+use crate::state::{decode_entry, key_group, stable_hash, RocksStore, StateValue};
 use rocksdb::{Options, WriteBatch, DB};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -216,8 +216,7 @@ impl Rocks {
 }
 
 fn decode_value<V: StateValue>(raw: &[u8]) -> Result<V, StateError> {
-    bincode::deserialize(raw.get(NO_EXPIRY.len()..).unwrap_or_default())
-        .map_err(StateError::decode("state"))
+    decode_entry(raw).map(|(_, value)| value)
 }
 
 /// Reads the entries of key groups `groups` from a database written by this store

@@ -19,7 +19,7 @@ pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
-pub(crate) use rocks::RocksStore;
+pub(crate) use rocks::{decode_entry, RocksStore};
 pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub use store::{KeyedStateStore, StateBackend};
 pub(crate) use timers::TimerService;

@@ -49,7 +49,8 @@ pub struct RocksConfig {
 
 impl RocksConfig {
     /// 2^20: q5's five live 10-second windows of ~52k auctions each fit and fire with no
-    /// read; a count and its key take ~24 bytes, so about 24 MiB for values like those.
+    /// read. A key and a count take 24 bytes, about 50 MiB at the limit with the hash
+    /// tables' spare room.
     pub const DEFAULT_WINDOW_CACHE_ENTRIES: usize = 1 << 20;
 
     pub fn new(dir: impl Into<PathBuf>, memory_budget: usize) -> Self {
@@ -134,7 +135,9 @@ pub(super) const PENDING_LIMIT: usize = 32_768;
 const PENDING_BYTES: usize = 8 << 20;
 
 /// The expiry and value of a stored entry.
-fn decode_entry<V: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<(i64, V), StateError> {
+pub(crate) fn decode_entry<V: serde::de::DeserializeOwned>(
+    raw: &[u8],
+) -> Result<(i64, V), StateError> {
     let value = bincode::deserialize(raw.get(VALUE_HEADER..).unwrap_or_default())
         .map_err(StateError::decode("state"))?;
     Ok((expires_at(raw), value))
@@ -204,7 +207,7 @@ impl RocksStore {
     }
 
     /// The database, without the pending writes: for stores that write only through
-    /// [`Self::write`] (window contents), or after [`Self::write_pending`].
+    /// [`Self::write`] (window contents).
     pub(crate) fn db(&self) -> &DB {
         // Present from open until drop.
         self.db.as_ref().expect("database open")
@@ -219,7 +222,7 @@ impl RocksStore {
     }
 
     /// Writes the pending writes to the database in one batch.
-    pub(crate) fn write_pending(&mut self) -> Result<(), StateError> {
+    fn write_pending(&mut self) -> Result<(), StateError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -357,9 +360,8 @@ impl RocksStore {
                 break;
             }
             let mk = bincode::deserialize(&k[prefix.len()..]).map_err(StateError::decode("key"))?;
-            let value =
-                bincode::deserialize(&v[VALUE_HEADER..]).map_err(StateError::decode("state"))?;
-            out.push((mk, expires_at(v), value));
+            let (expires, value) = decode_entry(v)?;
+            out.push((mk, expires, value));
             it.next();
         }
         it.status().map_err(StateError::rocks("scan"))?;
