@@ -212,6 +212,14 @@ pub enum StateError {
     },
     #[error("a RocksDB store is snapshotted by pinning it")]
     SnapshotByPin,
+    #[error("malformed snapshot entries: {0}")]
+    Malformed(String),
+    #[error("an encoded key or value of {0} bytes is over the 4 GiB a snapshot holds")]
+    TooLarge(usize),
+    /// A read before the operator finished its restore (an operator that restores keyed
+    /// state into RocksDB must end its restore with `finish_restore`).
+    #[error("restored RocksDB state read before the restore was finished")]
+    RestoreUnfinished,
     #[error("state without a backend")]
     NoBackend,
     /// A snapshot holds state of a kind (`what`) the operator restored from it has none of.

@@ -242,7 +242,13 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str, first_backend: Backend, 
             state_backend: backend(then, dir.path()),
             ..RunOptions::default()
         };
-        start_embedded(graph, options).unwrap().wait().unwrap();
+        let restored = start_embedded(graph, options).unwrap();
+        restored.wait().unwrap();
+        let read_by: Vec<(String, u64)> = restored
+            .metrics()
+            .iter()
+            .map(|t| (t.name.clone(), t.restored_bytes))
+            .collect();
         let mut all = committed_first.clone();
         all.extend(JsonLinesSink::committed_lines(&out).unwrap());
         all.sort();
@@ -277,12 +283,100 @@ fn savepoint_and_rescale(job: &str, stateful_uid: &str, first_backend: Backend, 
             let share = 128 / p + usize::from((s as usize) < 128 % p);
             assert_eq!(after.owned_by(s).len(), share, "balanced at {p}");
         }
+
+        // Each subtask read exactly the key groups it owns, and every piece of the
+        // savepoint was read once.
+        let stateful = saved
+            .operators
+            .iter()
+            .find(|o| o.uid == stateful_uid)
+            .unwrap();
+        for s in 0..p as u32 {
+            let owned: u64 = stateful
+                .key_groups
+                .iter()
+                .filter(|(kg, _)| after.owner(*kg) == s)
+                .map(|(_, b)| b.len)
+                .sum();
+            let name = format!("{stateful_uid}[{s}]");
+            let read = read_by.iter().find(|(n, _)| *n == name).map(|(_, b)| *b);
+            assert_eq!(read, Some(owned), "{job}: bytes {name} read at {p}");
+        }
+        let pieces: u64 = saved
+            .operators
+            .iter()
+            .flat_map(|o| o.key_groups.iter().map(|(_, b)| b).chain(&o.items))
+            .map(|b| b.len)
+            .sum();
+        let read: u64 = read_by.iter().map(|(_, b)| b).sum();
+        assert_eq!(read, pieces, "{job}: bytes read at {p}, all subtasks");
     }
+}
+
+#[test]
+fn a_damaged_piece_of_a_savepoint_fails_the_restore_naming_file_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let savepoints = dir.path().join("savepoints");
+    let registry = JobRegistry::bundled();
+    let config = job_config(KILL_EVENTS, &dir.path().join("first"));
+    let graph = registry.build("nexmark-q5", 2, 128, &config).unwrap();
+    let running = start_embedded(graph, RunOptions::default()).unwrap();
+    wait_until("a quarter of the input", Duration::from_secs(60), || {
+        running
+            .metrics()
+            .iter()
+            .filter(|t| t.is_source)
+            .map(|t| t.records_in)
+            .sum::<u64>()
+            >= KILL_EVENTS / 4
+    });
+    let savepoint = running.savepoint(&uri(&savepoints), true).unwrap();
+    running.wait().unwrap();
+    let (storage, id) = CheckpointStorage::open_snapshot(&savepoint.location).unwrap();
+    let content = SnapshotContent::from_manifest(&storage.manifest(id).unwrap()).unwrap();
+    let (kg, piece) = content
+        .operators
+        .iter()
+        .find(|o| o.uid == "q5-counts")
+        .and_then(|o| o.key_groups.iter().max_by_key(|(_, b)| b.len))
+        .unwrap();
+    let file = Path::new(&savepoint.location).join(&piece.file);
+    let file = PathBuf::from(file.to_str().unwrap().trim_start_matches("file://"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[(piece.offset + piece.len / 2) as usize] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let graph = registry
+        .build(
+            "nexmark-q5",
+            3,
+            128,
+            &job_config(KILL_EVENTS, &dir.path().join("second")),
+        )
+        .unwrap();
+    let options = RunOptions {
+        restore: Some(Restore::Snapshot(savepoint.location.clone())),
+        ..RunOptions::default()
+    };
+    let err = start_embedded(graph, options)
+        .and_then(|r| r.wait())
+        .unwrap_err()
+        .to_string();
+    let range = format!("{} bytes at {}: checksum", piece.len, piece.offset);
+    assert!(
+        err.contains(&format!("{}/{}", savepoint.location, piece.file)) && err.contains(&range),
+        "key group {kg}: {err}"
+    );
 }
 
 #[test]
 fn a_window_savepoint_restores_at_other_parallelisms() {
     savepoint_and_rescale("nexmark-q5", "q5-counts", Backend::Heap, Backend::Heap);
+}
+
+#[test]
+fn a_window_savepoint_restores_into_rocksdb_at_other_parallelisms() {
+    savepoint_and_rescale("nexmark-q5", "q5-counts", Backend::Heap, Backend::RocksDb);
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub struct TaskMetrics {
     batch_latency: [AtomicU64; LATENCY_BUCKETS],
     /// The longest synchronous part of a snapshot (pinning state as a barrier passes).
     max_snapshot_sync_ns: AtomicU64,
+    /// Bytes of the restored snapshot this subtask's operators read, and the time it took.
+    restored_bytes: AtomicU64,
+    restore_ns: AtomicU64,
     /// What the chain's hash exchanges sent to each key group, one per exchange.
     key_groups: Mutex<Vec<Arc<KeyGroupCounts>>>,
     /// A source's splits, as last published by its task.
@@ -100,6 +103,10 @@ pub struct TaskMetricsSnapshot {
     /// Batches per latency bucket (see [`TaskMetricsSnapshot::batch_latency_quantile`]).
     pub batch_latency: Vec<u64>,
     pub max_snapshot_sync: Duration,
+    /// Bytes of the restored snapshot read by this subtask's operators, and the time they
+    /// took to read and load it.
+    pub restored_bytes: u64,
+    pub restore: Duration,
     /// Records sent to each key group, per keyed operator fed (summed over the exchanges
     /// that feed the same one).
     pub key_groups: Vec<(String, Vec<u64>)>,
@@ -143,6 +150,8 @@ impl TaskMetrics {
             watermark: AtomicI64::new(i64::MIN),
             batch_latency: std::array::from_fn(|_| AtomicU64::new(0)),
             max_snapshot_sync_ns: AtomicU64::new(0),
+            restored_bytes: AtomicU64::new(0),
+            restore_ns: AtomicU64::new(0),
             key_groups: Mutex::new(Vec::new()),
             splits: Mutex::new(Vec::new()),
             input_fill: AtomicU64::new(0),
@@ -218,6 +227,11 @@ impl TaskMetrics {
             .fetch_max(d.as_nanos() as u64, Relaxed);
     }
 
+    pub fn record_restore(&self, bytes: u64, took: Duration) {
+        self.restored_bytes.fetch_add(bytes, Relaxed);
+        self.restore_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
     pub fn add_records_in(&self, n: usize) {
         self.records_in.fetch_add(n as u64, Relaxed);
     }
@@ -268,6 +282,8 @@ impl TaskMetrics {
             watermark: EventTime(self.watermark.load(Relaxed)),
             batch_latency: self.batch_latency.iter().map(|b| b.load(Relaxed)).collect(),
             max_snapshot_sync: Duration::from_nanos(self.max_snapshot_sync_ns.load(Relaxed)),
+            restored_bytes: self.restored_bytes.load(Relaxed),
+            restore: Duration::from_nanos(self.restore_ns.load(Relaxed)),
             key_groups: self.key_group_snapshot(),
             splits: self.splits.lock().map(|s| s.clone()).unwrap_or_default(),
             input_fill: f64::from_bits(self.input_fill.load(Relaxed)),

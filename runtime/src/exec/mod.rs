@@ -86,6 +86,13 @@ impl FailureCell {
     }
 }
 
+/// A piece of a subtask's part of a restored snapshot.
+pub(crate) enum RestoredPart<'a> {
+    KeyGroup(u32, &'a [u8]),
+    Item(&'a [u8]),
+    Native(&'a crate::snapshot::RestoredNative),
+}
+
 /// What an operator learns about where it runs when it is built on its subtask's thread.
 #[derive(Clone)]
 pub(crate) struct BuildCx {
@@ -115,34 +122,41 @@ impl BuildCx {
         self.restored.as_ref()?.operators.get(&self.uid)
     }
 
-    /// The restored key groups this subtask owns.
-    pub(crate) fn restored_key_groups(&self) -> Vec<(u32, &[u8])> {
-        let Some(op) = self.restored_operator() else {
-            return Vec::new();
+    /// Reads this subtask's part of the restored snapshot and hands it to `load` piece by
+    /// piece: the key groups it owns, its share of the non-keyed items (dealt round-robin),
+    /// the RocksDB databases that hold any of its key groups. Nothing else is read; what
+    /// was read and how long it took go to the subtask's metrics.
+    pub(crate) fn read_restored(
+        &self,
+        mut load: impl FnMut(RestoredPart<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (Some(restored), Some(op)) = (self.restored.as_deref(), self.restored_operator())
+        else {
+            return Ok(());
         };
-        self.assignment
-            .owned_by(self.subtask as u32)
-            .into_iter()
-            .filter_map(|kg| op.key_groups.get(&kg).map(|b| (kg, b.as_slice())))
-            .collect()
-    }
-
-    /// This subtask's share of the restored non-keyed state items (dealt round-robin).
-    pub(crate) fn restored_items(&self) -> Vec<&[u8]> {
-        self.restored_operator().map_or_else(Vec::new, |op| {
-            op.items
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % self.parallelism == self.subtask)
-                .map(|(_, b)| b.as_slice())
-                .collect()
-        })
-    }
-
-    /// The restored RocksDB databases of this operator (each store takes its key groups).
-    pub(crate) fn restored_native(&self) -> &[crate::snapshot::RestoredNative] {
-        self.restored_operator()
-            .map_or(&[], |op| op.native.as_slice())
+        let started = std::time::Instant::now();
+        let owned = self.assignment.owned_by(self.subtask as u32);
+        let groups: Vec<(u32, &crate::snapshot::BlobRef)> = owned
+            .iter()
+            .filter_map(|kg| Some((*kg, op.key_groups.get(kg)?)))
+            .collect();
+        let mut read =
+            restored.read_blobs(&groups, |kg, bytes| load(RestoredPart::KeyGroup(kg, bytes)))?;
+        let items: Vec<((), &crate::snapshot::BlobRef)> = op
+            .items
+            .iter()
+            .skip(self.subtask)
+            .step_by(self.parallelism)
+            .map(|b| ((), b))
+            .collect();
+        read += restored.read_blobs(&items, |(), bytes| load(RestoredPart::Item(bytes)))?;
+        let (databases, downloaded) = restored.native_for(&self.uid, &owned)?;
+        read += downloaded;
+        for db in &databases {
+            load(RestoredPart::Native(db))?;
+        }
+        self.metrics.record_restore(read, started.elapsed());
+        Ok(())
     }
 
     /// Whether the restored snapshot holds this operator.

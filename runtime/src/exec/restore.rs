@@ -61,7 +61,7 @@ fn load_restore(
         crate::state::StateBackend::RocksDb(config) => config.dir.clone(),
         crate::state::StateBackend::Heap => std::env::temp_dir().join("sluice-state"),
     };
-    let restored = RestoredState::load(&storage, &manifest, &scratch)?;
+    let restored = RestoredState::load(storage, &manifest, &scratch)?;
     let compat = Compatibility::check(
         &restored.content,
         graph.max_parallelism,
@@ -70,14 +70,14 @@ fn load_restore(
     if let Some(why) = compat.refusal(options.allow_non_restored_state) {
         return Err(Error::Checkpoint(format!(
             "cannot restore {}: {why}",
-            storage.location(manifest.checkpoint)
+            restored.location()
         )));
     }
     // Output the snapshot covers is committed, even if the failed run did not get to it.
     if commit_restored {
         commit_all(&restored.content.transactions().cloned().collect::<Vec<_>>())?;
     }
-    let location = storage.location(manifest.checkpoint);
+    let location = restored.location();
     tracing::info!(
         checkpoint = manifest.checkpoint,
         "restoring from {location}"

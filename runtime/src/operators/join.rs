@@ -111,6 +111,10 @@ impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> Restorable
     fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
+
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.panes.finish_restore()
+    }
 }
 
 impl<K: Key, A: StateValue, B: StateValue, O, W: WindowAssigner> TwoInputOperator<A, B>
@@ -241,6 +245,10 @@ impl<K: Key, A: StateValue, B: StateValue, O> Restorable for IntervalJoinOp<K, A
 
     fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
+    }
+
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.core.finish_restore()
     }
 }
 

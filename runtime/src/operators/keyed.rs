@@ -5,7 +5,7 @@ use super::{fail_caught, guarded, hold_key, Emitter, Restorable};
 use crate::error::StateError;
 use crate::exec::{BuildCx, ControlEvent, Operator, TwoInputOperator};
 use crate::record::{Key, Record};
-use crate::snapshot::{decode, encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
+use crate::snapshot::{encode, Native, OperatorSnapshot, SnapshotKind, TaskSnapshot};
 use crate::state::{key_group, stable_hash};
 use crate::state::{KeyedStateStore, TimerService};
 use crate::time::{EventTime, ProcTime};
@@ -30,7 +30,8 @@ pub(crate) struct KeyedCore<K, O> {
 
 /// A key group of a keyed process operator in snapshots: its states in the canonical
 /// format, and its timers as `(key, event_time, timestamp)`.
-type KeyedGroupEntry<K> = (Vec<u8>, Vec<(K, bool, i64)>);
+/// The states are bytes to bincode (as `Vec<u8>` always was): read without a copy.
+type KeyedGroupEntry<'a, K> = (&'a serde_bytes::Bytes, Vec<(K, bool, i64)>);
 
 impl<K: Key, O> Restorable for KeyedCore<K, O> {
     fn restore_native(
@@ -40,9 +41,14 @@ impl<K: Key, O> Restorable for KeyedCore<K, O> {
         self.states.restore_native(native)
     }
 
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.states.finish_restore()
+    }
+
     fn restore_key_group(&mut self, kg: u32, bytes: &[u8]) -> Result<(), StateError> {
-        let (states, timers): KeyedGroupEntry<K> = decode(bytes)?;
-        self.states.restore_key_group(kg, &states)?;
+        let (states, timers): KeyedGroupEntry<'_, K> =
+            bincode::deserialize(bytes).map_err(StateError::decode("state"))?;
+        self.states.restore_key_group(kg, states)?;
         for (key, event, t) in timers {
             if event {
                 self.timers.register_event(&key, t);
@@ -76,7 +82,8 @@ impl<K: Key, O> KeyedCore<K, O> {
             op.native = self.states.pin_native()?.map(Native::Pinned);
             let empty_states = self.states.empty_key_group()?;
             for (kg, t) in timers {
-                op.key_groups.push((kg, encode(&(&empty_states, t))?));
+                let states = serde_bytes::Bytes::new(&empty_states);
+                op.key_groups.push((kg, encode(&(states, t))?));
             }
             return Ok(());
         }
@@ -113,7 +120,8 @@ impl<K: Key, O> KeyedCore<K, O> {
             if t.is_empty() && self.states.is_key_group_empty(kg) {
                 continue;
             }
-            op.key_groups.push((kg, encode(&(states, t))?));
+            op.key_groups
+                .push((kg, encode(&(serde_bytes::Bytes::new(&states), t))?));
         }
         Ok(())
     }

@@ -51,7 +51,7 @@ impl<O> Emitter<O> {
 }
 
 use crate::error::StateError;
-use crate::exec::BuildCx;
+use crate::exec::{BuildCx, RestoredPart};
 use crate::snapshot::{OperatorSnapshot, RestoredNative, TaskSnapshot};
 
 /// An operator whose state a restored snapshot fills in when it is built.
@@ -68,6 +68,10 @@ pub(crate) trait Restorable {
     fn restore_native(&mut self, _native: &RestoredNative) -> Result<(), StateError> {
         Err(StateError::NotKept("RocksDB state"))
     }
+    /// Ends the restore, once every piece is loaded.
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 /// An operator that keeps state of its own and encodes it when a barrier passes. (Keyed
@@ -80,8 +84,8 @@ pub(crate) trait Snapshotted: Restorable {
 
 /// Loads this subtask's share of the restored state into a freshly built operator.
 pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), crate::Error> {
-    for (kg, bytes) in cx.restored_key_groups() {
-        op.restore_key_group(kg, bytes).map_err(|e| {
+    cx.read_restored(|part| match part {
+        RestoredPart::KeyGroup(kg, bytes) => op.restore_key_group(kg, bytes).map_err(|e| {
             cx.state_error(match e {
                 // Named already, with its state.
                 StateError::InState { key_group, .. } if key_group == kg => e,
@@ -90,15 +94,11 @@ pub(crate) fn restore<S: Restorable>(cx: &BuildCx, op: &mut S) -> Result<(), cra
                     source: Box::new(e),
                 },
             })
-        })?;
-    }
-    for bytes in cx.restored_items() {
-        op.restore_item(bytes).map_err(|e| cx.state_error(e))?;
-    }
-    for native in cx.restored_native() {
-        op.restore_native(native).map_err(|e| cx.state_error(e))?;
-    }
-    Ok(())
+        }),
+        RestoredPart::Item(bytes) => op.restore_item(bytes).map_err(|e| cx.state_error(e)),
+        RestoredPart::Native(db) => op.restore_native(db).map_err(|e| cx.state_error(e)),
+    })?;
+    op.finish_restore().map_err(|e| cx.state_error(e))
 }
 
 /// Adds an operator's state to the snapshot of its subtask; a failure fails the task.

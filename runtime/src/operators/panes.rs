@@ -170,6 +170,28 @@ impl Rocks {
         Ok(())
     }
 
+    /// Restores `value` of `key` in window `w`, and the window's fired mark; written to the
+    /// database when the restore is finished (`RocksStore::ingest_loaded`).
+    fn load<K: Key, V: StateValue>(
+        &mut self,
+        kg: u32,
+        w: TimeWindow,
+        key: &K,
+        value: &V,
+        fired: bool,
+    ) -> Result<(), StateError> {
+        self.key_of(kg, w, key)?;
+        self.value.clear();
+        self.value.extend_from_slice(&NO_EXPIRY);
+        bincode::serialize_into(&mut self.value, value).map_err(StateError::encode("state"))?;
+        self.store.load_bytes(&self.key, &self.value)?;
+        if fired {
+            window_prefix(&mut self.key, kg, FIRED, w);
+            self.store.load_bytes(&self.key, &NO_EXPIRY)?;
+        }
+        Ok(())
+    }
+
     fn mark_fired(&mut self, batch: &mut WriteBatch, kg: u32, w: TimeWindow) {
         window_prefix(&mut self.key, kg, FIRED, w);
         batch.put(&self.key, NO_EXPIRY);
@@ -506,7 +528,6 @@ impl<K: Key, V: StateValue> Panes<K, V> {
     }
 
     fn restore_entries(&mut self, entries: Vec<PaneEntry<K, V>>) -> Result<(), StateError> {
-        let mut batch = WriteBatch::default();
         for (w, fired, key, value) in entries {
             let kg = self.group(&key);
             let pane = self.windows.entry(w).or_insert_with(Pane::new);
@@ -524,17 +545,18 @@ impl<K: Key, V: StateValue> Panes<K, V> {
                 Some(rocks) => {
                     pane.in_db = true;
                     pane.complete = false;
-                    rocks.put(&mut batch, kg, w, &key, &value)?;
-                    if fired {
-                        rocks.mark_fired(&mut batch, kg, w);
-                    }
+                    rocks.load(kg, w, &key, &value, fired)?;
                 }
             }
         }
-        match &mut self.rocks {
-            Some(rocks) => rocks.write(batch),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+
+    /// Ends a restore: what was restored into RocksDB is written to it.
+    pub(crate) fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.rocks
+            .as_mut()
+            .map_or(Ok(()), |rocks| rocks.store.ingest_loaded())
     }
 
     /// Loads a key group written by `snapshot` on either backend at any parallelism.
@@ -562,7 +584,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             .iter()
             .map(|n| STATE_NAMES.iter().position(|s| s == n).map(|i| i as u16))
             .collect();
-        rocks.store.copy_groups_from(&native.dir, &groups, &map)?;
+        rocks.store.restore_database(native, &groups, &map)?;
         // The window index and fired marks follow from the copied keys: one seek per window.
         for kg in groups {
             for state in [VALUES, FIRED] {

@@ -231,6 +231,10 @@ impl<K: Key, I, A: AggregateFunction<I>, O, W: WindowAssigner> Restorable
     fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.panes.restore_native(native)
     }
+
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.panes.finish_restore()
+    }
 }
 
 /// A key's sessions: `(window, fired, accumulator)`.
@@ -400,5 +404,9 @@ impl<K: Key, I, A: AggregateFunction<I>, O> Restorable for SessionWindowOp<K, I,
 
     fn restore_native(&mut self, native: &RestoredNative) -> Result<(), StateError> {
         self.core.restore_native(native)
+    }
+
+    fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.core.finish_restore()
     }
 }

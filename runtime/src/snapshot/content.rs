@@ -2,7 +2,7 @@
 //! snapshot is written from the subtasks' parts, and how it is read back for a restore at
 //! any parallelism.
 
-use super::storage::{CheckpointStorage, Manifest, SnapshotError, MANIFEST_VERSION};
+use super::storage::{CheckpointStorage, FileEntry, Manifest, SnapshotError, MANIFEST_VERSION};
 use super::task::{Native, NativeRef, SnapshotKind, SplitPosition, TaskSnapshot};
 use crate::sink::SinkTransaction;
 use crate::state::{RestoredNative, StateSchema};
@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 
 /// Where a piece of state lies: a byte range of one of the snapshot's files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,11 @@ pub struct BlobRef {
     pub file: String,
     pub offset: u64,
     pub len: u64,
+    /// Checksum of the range: a subtask reads only the ranges it restores, so each range
+    /// is checked on its own. (Absent in snapshots written before it was: their files are
+    /// read whole and checked against the manifest's file checksum.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,6 +160,7 @@ pub(crate) fn write_snapshot(
                     file: name.clone(),
                     offset: bytes.len() as u64,
                     len: data.len() as u64,
+                    crc32: Some(crc32fast::hash(data)),
                 };
                 bytes.extend_from_slice(data);
                 r
@@ -214,20 +222,34 @@ pub(crate) fn write_snapshot(
     })
 }
 
-/// One operator's part of a snapshot being restored.
+/// One operator's part of a snapshot being restored: where each piece of its state lies.
+/// Nothing is read until a subtask asks for the pieces it owns
+/// ([`RestoredState::read_blobs`], [`RestoredState::native_for`]).
 #[derive(Default)]
 pub struct RestoredOperator {
-    pub key_groups: HashMap<u32, Vec<u8>>,
-    pub items: Vec<Vec<u8>>,
+    pub key_groups: HashMap<u32, BlobRef>,
+    pub items: Vec<BlobRef>,
     pub splits: HashMap<usize, SplitPosition>,
-    pub native: Vec<RestoredNative>,
+    native: Vec<NativeDb>,
 }
 
-/// A verified snapshot, loaded for the subtasks of a new run to take their parts from.
+/// A RocksDB database of the snapshot, downloaded by the first subtask that owns one of
+/// its key groups; the subtasks of this process that own others open the same copy.
+struct NativeDb {
+    reference: NativeRef,
+    dir: PathBuf,
+    downloaded: Mutex<bool>,
+}
+
+/// A snapshot being restored: its content, checked against the job before anything runs,
+/// and the storage its subtasks read their own parts from, each on its own thread.
 pub struct RestoredState {
     pub id: u64,
     pub operators: HashMap<String, RestoredOperator>,
     pub content: SnapshotContent,
+    storage: CheckpointStorage,
+    /// The snapshot's own files, by name.
+    files: HashMap<String, FileEntry>,
     /// Local copies of RocksDB databases, removed with this value.
     local: Option<PathBuf>,
 }
@@ -241,67 +263,72 @@ impl Drop for RestoredState {
     }
 }
 
-/// Downloads the files of a RocksDB database into `dir`, checking each.
+/// The most a subtask reads at once: neighbouring pieces of one file are read together up
+/// to this size, so a restore holds at most this much (or one larger piece) in memory.
+const READ_CHUNK: u64 = 32 << 20;
+
+/// Files of a RocksDB database downloaded at once.
+const DOWNLOADS: usize = 4;
+
+/// Downloads the files of a RocksDB database into `dir`, checking each, `DOWNLOADS` at a
+/// time. Returns the bytes read.
 fn download(
     storage: &CheckpointStorage,
     native: &NativeRef,
     dir: &std::path::Path,
-) -> Result<(), SnapshotError> {
+) -> Result<u64, SnapshotError> {
     let io = |e: std::io::Error| SnapshotError::Corrupt {
         path: dir.display().to_string(),
         message: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    for (name, entry) in &native.files {
-        let bytes = storage.read_shared(entry)?;
-        std::fs::write(dir.join(name), bytes).map_err(io)?;
+    let next = AtomicUsize::new(0);
+    let fetch = || -> Result<u64, SnapshotError> {
+        let mut read = 0;
+        while let Some((name, entry)) = native.files.get(next.fetch_add(1, Relaxed)) {
+            let bytes = storage.read_shared(entry)?;
+            read += bytes.len() as u64;
+            std::fs::write(dir.join(name), bytes).map_err(io)?;
+        }
+        Ok(read)
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..DOWNLOADS.min(native.files.len()))
+            .map(|_| scope.spawn(fetch))
+            .collect();
+        let mut read = fetch()?;
+        for worker in workers {
+            read += worker.join().map_err(|_| SnapshotError::Corrupt {
+                path: dir.display().to_string(),
+                message: "a download thread panicked".into(),
+            })??;
+        }
+        Ok(read)
+    })
+}
+
+fn unlisted(location: &str, file: &str) -> SnapshotError {
+    SnapshotError::Corrupt {
+        path: format!("{location}/{file}"),
+        message: "named by the manifest but not listed in it".into(),
     }
-    Ok(())
 }
 
 impl RestoredState {
-    /// Reads every file of snapshot `manifest` (each is checked against its checksum).
-    /// RocksDB databases are downloaded into a new directory under `scratch`, removed when
-    /// the restored state is dropped.
+    /// Snapshot `manifest` of `storage`, ready for its subtasks to read their parts. Only
+    /// the manifest is read here; it must name only files it lists. RocksDB databases are
+    /// downloaded into a new directory under `scratch`, removed when this value is dropped.
     pub fn load(
-        storage: &CheckpointStorage,
+        storage: CheckpointStorage,
         manifest: &Manifest,
         scratch: &std::path::Path,
     ) -> Result<Self, SnapshotError> {
         let content = SnapshotContent::from_manifest(manifest)?;
-        let mut files: HashMap<String, Vec<u8>> = HashMap::new();
-        for entry in &manifest.files {
-            files.insert(
-                entry.name.clone(),
-                storage.read_file(manifest.checkpoint, entry)?,
-            );
-        }
-        let slice = |r: &BlobRef| -> Result<Vec<u8>, SnapshotError> {
-            let file = files.get(&r.file).ok_or_else(|| SnapshotError::Corrupt {
-                path: r.file.clone(),
-                message: "named by the manifest but not listed in it".into(),
-            })?;
-            // Checked: the offsets come from the manifest, which may be corrupt.
-            let start = usize::try_from(r.offset).ok();
-            let end = r
-                .offset
-                .checked_add(r.len)
-                .and_then(|e| usize::try_from(e).ok());
-            start
-                .zip(end)
-                .and_then(|(start, end)| file.get(start..end))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| SnapshotError::Corrupt {
-                    path: r.file.clone(),
-                    message: format!(
-                        "{} bytes at {} beyond its {} bytes",
-                        r.len,
-                        r.offset,
-                        file.len()
-                    ),
-                })
-        };
-        let mut operators = HashMap::new();
+        let files: HashMap<String, FileEntry> = manifest
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect();
         let local = content
             .operators
             .iter()
@@ -312,26 +339,30 @@ impl RestoredState {
                     .map_or(0, |d| d.as_nanos());
                 scratch.join(format!("restore-{}-{nanos}", std::process::id()))
             });
+        let mut operators = HashMap::new();
         for op in &content.operators {
             let mut restored = RestoredOperator::default();
-            for (kg, r) in &op.key_groups {
-                restored.key_groups.insert(*kg, slice(r)?);
+            // Checked before anything runs: a subtask finds every file it reads.
+            for r in op.key_groups.iter().map(|(_, r)| r).chain(&op.items) {
+                if !files.contains_key(&r.file) {
+                    return Err(unlisted(&storage.location(manifest.checkpoint), &r.file));
+                }
             }
-            for r in &op.items {
-                restored.items.push(slice(r)?);
-            }
+            restored.key_groups = op.key_groups.iter().cloned().collect();
+            restored.items = op.items.clone();
             for s in &op.splits {
                 restored.splits.insert(s.split, *s);
             }
-            for native in &op.native {
-                let Some(root) = &local else { continue };
-                let dir = root.join(&native.instance);
-                download(storage, native, &dir)?;
-                restored.native.push(RestoredNative {
-                    dir,
-                    groups: native.groups.clone(),
-                    states: native.states.clone(),
-                });
+            if let Some(root) = &local {
+                restored.native = op
+                    .native
+                    .iter()
+                    .map(|r| NativeDb {
+                        reference: r.clone(),
+                        dir: root.join(&r.instance),
+                        downloaded: Mutex::new(false),
+                    })
+                    .collect();
             }
             operators.insert(op.uid.clone(), restored);
         }
@@ -339,8 +370,126 @@ impl RestoredState {
             id: manifest.checkpoint,
             operators,
             content,
+            storage,
+            files,
             local,
         })
+    }
+
+    /// Where the snapshot lies.
+    pub fn location(&self) -> String {
+        self.storage.location(self.id)
+    }
+
+    /// Reads the pieces `blobs` in storage order and hands each to `each` with its bytes;
+    /// returns the bytes read. A piece with a checksum is read as a range of its file
+    /// (neighbouring pieces together, up to [`READ_CHUNK`]) and checked on its own. The
+    /// files of encrypted snapshots, and of snapshots written before pieces had checksums,
+    /// are read whole, once per call, and checked against the manifest.
+    pub fn read_blobs<K: Copy, E: From<SnapshotError>>(
+        &self,
+        blobs: &[(K, &BlobRef)],
+        mut each: impl FnMut(K, &[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut blobs = blobs.to_vec();
+        blobs.sort_by(|(_, a), (_, b)| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
+        let mut read = 0;
+        let mut i = 0;
+        while let Some(&(_, first)) = blobs.get(i) {
+            let entry = self
+                .files
+                .get(&first.file)
+                .ok_or_else(|| unlisted(&self.location(), &first.file))?;
+            let by_range = entry.key.is_none() && first.crc32.is_some();
+            let start = if by_range { first.offset } else { 0 };
+            let mut end = start;
+            let mut j = i;
+            while let Some(&(_, b)) = blobs.get(j) {
+                if b.file != first.file {
+                    break;
+                }
+                if by_range {
+                    let next = b.offset.checked_add(b.len).filter(|_| b.offset == end);
+                    match next {
+                        Some(e) if e - start <= READ_CHUNK || j == i => end = e,
+                        _ => break,
+                    }
+                }
+                j += 1;
+            }
+            let bytes = if by_range && start == end {
+                bytes::Bytes::new()
+            } else if by_range {
+                self.storage
+                    .read_file_range(self.id, &first.file, start..end)?
+            } else {
+                self.storage.read_file(self.id, entry)?.into()
+            };
+            read += bytes.len() as u64;
+            for &(k, b) in &blobs[i..j] {
+                let piece = b
+                    .offset
+                    .checked_sub(start)
+                    .and_then(|at| Some(at..at.checked_add(b.len)?))
+                    .and_then(|r| {
+                        bytes.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?)
+                    })
+                    .ok_or_else(|| {
+                        self.corrupt(b, format!("beyond the file's {} bytes", bytes.len()))
+                    })?;
+                if let Some(want) = b.crc32 {
+                    let got = crc32fast::hash(piece);
+                    if got != want {
+                        return Err(self
+                            .corrupt(
+                                b,
+                                format!("checksum {got:08x}, the manifest says {want:08x}"),
+                            )
+                            .into());
+                    }
+                }
+                each(k, piece)?;
+            }
+            i = j;
+        }
+        Ok(read)
+    }
+
+    fn corrupt(&self, b: &BlobRef, message: String) -> SnapshotError {
+        SnapshotError::Corrupt {
+            path: format!("{}/{}", self.location(), b.file),
+            message: format!("{} bytes at {}: {message}", b.len, b.offset),
+        }
+    }
+
+    /// The RocksDB databases of operator `uid` that hold any of key groups `owned`,
+    /// downloaded on first use, and the bytes this call downloaded.
+    pub fn native_for(
+        &self,
+        uid: &str,
+        owned: &[u32],
+    ) -> Result<(Vec<RestoredNative>, u64), SnapshotError> {
+        let mut found = Vec::new();
+        let mut read = 0;
+        let Some(op) = self.operators.get(uid) else {
+            return Ok((found, read));
+        };
+        for db in &op.native {
+            if !db.reference.groups.iter().any(|g| owned.contains(g)) {
+                continue;
+            }
+            let mut downloaded = db.downloaded.lock().unwrap_or_else(PoisonError::into_inner);
+            if !*downloaded {
+                read += download(&self.storage, &db.reference, &db.dir)?;
+                *downloaded = true;
+            }
+            found.push(RestoredNative {
+                dir: db.dir.clone(),
+                groups: db.reference.groups.clone(),
+                states: db.reference.states.clone(),
+            });
+        }
+        Ok((found, read))
     }
 }
 

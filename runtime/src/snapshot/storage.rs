@@ -271,6 +271,34 @@ impl CheckpointStorage {
         )
     }
 
+    /// Reads bytes `range` of state file `name` of checkpoint `id`, unchecked: the caller
+    /// checks the range against its own checksum.
+    pub fn read_file_range(
+        &self,
+        id: u64,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, SnapshotError> {
+        let path = Path::from(format!("{}/{name}", self.dir(id)));
+        let want = range.end - range.start;
+        let bytes = self
+            .runtime
+            .block_on(self.store.get_range(&path, range.clone()))
+            .map_err(self.store_error(&path))?;
+        if bytes.len() as u64 != want {
+            return Err(SnapshotError::Corrupt {
+                path: format!("{}/{path}", self.uri),
+                message: format!(
+                    "{} bytes at {} asked for, {} read",
+                    want,
+                    range.start,
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+
     fn read_checked(&self, path: Path, entry: &FileEntry) -> Result<Vec<u8>, SnapshotError> {
         let bytes = self.get(&path)?;
         let corrupt = |message: String| SnapshotError::Corrupt {

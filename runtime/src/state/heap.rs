@@ -1,6 +1,7 @@
 //! The heap backend of keyed state: per state, one hash map per key group the subtask
 //! owns, holding live objects with the processing time at which each expires.
 
+use super::canonical::{decode_one, Entries, EntriesWriter};
 use super::{StateTtl, StateValue, TtlUpdate};
 use crate::error::StateError;
 use crate::record::Key;
@@ -44,8 +45,7 @@ pub(super) trait AnyTable: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Drops expired entries; returns how many.
     fn remove_expired(&mut self, now: i64) -> usize;
-    /// The entries of one key group in the canonical format: bincode of
-    /// `[(key, expires_at, value)]` (maps: `[(key, [(map key, expires_at, value)])]`), the
+    /// The entries of one key group in the canonical format (`super::canonical`), the
     /// same whatever the backend, so any backend at any parallelism can read it.
     fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError>;
     /// Adds the entries of a key group written by `snapshot_group`.
@@ -67,18 +67,28 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 
 impl<K: Key, V: StateValue> HeapTable<K, Stamped<V>> {
     fn snapshot_stamped(&self, local: usize) -> Result<Vec<u8>, StateError> {
-        let entries: Vec<(&K, i64, &V)> = self.groups[local]
-            .iter()
-            .map(|(k, e)| (k, e.expires_at, &e.value))
-            .collect();
-        encode(&entries)
+        let mut out = EntriesWriter::new();
+        for (k, e) in &self.groups[local] {
+            out.entry(k, e.expires_at, &e.value)?;
+        }
+        Ok(out.finish())
     }
 
     fn restore_stamped(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
-        let entries: Vec<(K, i64, V)> = decode(bytes)?;
         let map = &mut self.groups[local];
-        for (k, expires_at, value) in entries {
-            map.insert(k, Stamped { value, expires_at });
+        match Entries::of(bytes)? {
+            Entries::Framed(mut entries) => {
+                while let Some((k, expires_at, value)) = entries.next_entry()? {
+                    let value = decode_one(value)?;
+                    map.insert(decode_one(k)?, Stamped { value, expires_at });
+                }
+            }
+            Entries::Typed(bytes) => {
+                let entries: Vec<(K, i64, V)> = decode(bytes)?;
+                for (k, expires_at, value) in entries {
+                    map.insert(k, Stamped { value, expires_at });
+                }
+            }
         }
         Ok(())
     }
@@ -152,27 +162,36 @@ impl<K: Key, MK: Key, MV: StateValue> AnyTable for MapTable<K, MK, MV> {
         removed
     }
     fn snapshot_group(&self, local: usize) -> Result<Vec<u8>, StateError> {
-        type Entries<'a, MK, MV> = Vec<(&'a MK, i64, &'a MV)>;
-        let entries: Vec<(&K, Entries<'_, MK, MV>)> = self.0.groups[local]
-            .iter()
-            .map(|(k, m)| {
-                (
-                    k,
-                    m.iter()
-                        .map(|(mk, e)| (mk, e.expires_at, &e.value))
-                        .collect(),
-                )
-            })
-            .collect();
-        encode(&entries)
+        let mut out = EntriesWriter::new();
+        for (k, m) in &self.0.groups[local] {
+            out.map_key(k)?;
+            for (mk, e) in m {
+                out.map_item(mk, e.expires_at, &e.value)?;
+            }
+        }
+        Ok(out.finish())
     }
     fn restore_group(&mut self, local: usize, bytes: &[u8]) -> Result<(), StateError> {
-        let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
         let map = &mut self.0.groups[local];
-        for (k, items) in entries {
-            let m = map.entry(k).or_default();
-            for (mk, expires_at, value) in items {
-                m.insert(mk, Stamped { value, expires_at });
+        match Entries::of(bytes)? {
+            Entries::Framed(mut entries) => {
+                while let Some((k, items)) = entries.next_map_key()? {
+                    let m = map.entry(decode_one(k)?).or_default();
+                    for _ in 0..items {
+                        let (mk, expires_at, value) = entries.map_item()?;
+                        let value = decode_one(value)?;
+                        m.insert(decode_one(mk)?, Stamped { value, expires_at });
+                    }
+                }
+            }
+            Entries::Typed(bytes) => {
+                let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
+                for (k, items) in entries {
+                    let m = map.entry(k).or_default();
+                    for (mk, expires_at, value) in items {
+                        m.insert(mk, Stamped { value, expires_at });
+                    }
+                }
             }
         }
         Ok(())

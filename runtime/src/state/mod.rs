@@ -8,6 +8,7 @@
 //! operators' own store (`operators::panes`), on the same backend.
 
 mod access;
+mod canonical;
 mod heap;
 mod keygroups;
 mod rocks;

@@ -3,6 +3,7 @@
 //! the canonical format, and the typed access to one key's state that job code gets.
 
 use super::access::{Access, Backend, ListAccess, MapAccess, RocksAccess, ValueAccess};
+use super::canonical::{Entries, EntriesWriter};
 use super::heap::{
     decode, encode, AnyTable, HeapTable, ListTable, MapTable, OwnedMapEntries, Ttl, ValueTable,
 };
@@ -42,10 +43,21 @@ fn restore_values<K: Key, V: StateValue>(
     state: u16,
     bytes: &[u8],
 ) -> Result<(), StateError> {
-    let entries: Vec<(K, i64, V)> = decode(bytes)?;
-    for (k, expires, v) in entries {
-        store.key_prefix(kg, state, &k)?;
-        store.put(expires, &v)?;
+    match Entries::of(bytes)? {
+        // Keys and values are stored as the snapshot holds them: copied, not decoded.
+        Entries::Framed(mut entries) => {
+            while let Some((k, expires, v)) = entries.next_entry()? {
+                store.key_prefix_encoded(kg, state, k)?;
+                store.load_encoded(expires, v)?;
+            }
+        }
+        Entries::Typed(bytes) => {
+            let entries: Vec<(K, i64, V)> = decode(bytes)?;
+            for (k, expires, v) in entries {
+                store.key_prefix(kg, state, &k)?;
+                store.load(expires, &v)?;
+            }
+        }
     }
     Ok(())
 }
@@ -65,14 +77,30 @@ fn restore_maps<K: Key, MK: Key, MV: StateValue>(
     state: u16,
     bytes: &[u8],
 ) -> Result<(), StateError> {
-    let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
-    for (k, items) in entries {
-        store.key_prefix(kg, state, &k)?;
-        let len = store.key_len();
-        for (mk, expires, v) in items {
-            store.truncate_key(len);
-            store.push_map_key(&mk)?;
-            store.put(expires, &v)?;
+    match Entries::of(bytes)? {
+        Entries::Framed(mut entries) => {
+            while let Some((k, items)) = entries.next_map_key()? {
+                store.key_prefix_encoded(kg, state, k)?;
+                let len = store.key_len();
+                for _ in 0..items {
+                    let (mk, expires, v) = entries.map_item()?;
+                    store.truncate_key(len);
+                    store.push_encoded_map_key(mk);
+                    store.load_encoded(expires, v)?;
+                }
+            }
+        }
+        Entries::Typed(bytes) => {
+            let entries: OwnedMapEntries<K, MK, MV> = decode(bytes)?;
+            for (k, items) in entries {
+                store.key_prefix(kg, state, &k)?;
+                let len = store.key_len();
+                for (mk, expires, v) in items {
+                    store.truncate_key(len);
+                    store.push_map_key(&mk)?;
+                    store.load(expires, &v)?;
+                }
+            }
         }
     }
     Ok(())
@@ -333,9 +361,9 @@ impl KeyedStateStore {
             let table = slot.table.as_ref().ok_or(StateError::SnapshotByPin)?;
             let entries = table.snapshot_group(local)?;
             states.push((
-                slot.descriptor.name.clone(),
+                slot.descriptor.name.as_str(),
                 slot.descriptor.schema_version,
-                entries,
+                serde_bytes::ByteBuf::from(entries),
             ));
         }
         encode(&states)
@@ -345,8 +373,11 @@ impl KeyedStateStore {
     /// parallelism. Every state in it must be declared here with the same schema version.
     pub fn restore_key_group(&mut self, key_group: u32, bytes: &[u8]) -> Result<(), StateError> {
         let local = self.local(key_group)?;
-        let states: Vec<(String, u32, Vec<u8>)> = decode(bytes)?;
+        // Entries are bytes to bincode (as `Vec<u8>` always was): read without a copy.
+        let states: Vec<(&str, u32, &serde_bytes::Bytes)> =
+            bincode::deserialize(bytes).map_err(StateError::decode("state"))?;
         for (name, version, entries) in states {
+            let name = name.to_string();
             let index = self
                 .slots
                 .iter()
@@ -361,9 +392,9 @@ impl KeyedStateStore {
                 });
             }
             let restored = match (&mut slot.table, &mut self.rocks) {
-                (Some(table), _) => table.restore_group(local, &entries),
+                (Some(table), _) => table.restore_group(local, entries),
                 (None, Some(rocks)) => {
-                    (slot.rocks_restore)(rocks, key_group, index as u16, &entries)
+                    (slot.rocks_restore)(rocks, key_group, index as u16, entries)
                 }
                 (None, None) => Err(StateError::NoBackend),
             };
@@ -374,6 +405,14 @@ impl KeyedStateStore {
             })?;
         }
         Ok(())
+    }
+
+    /// Ends a restore: what was restored into RocksDB is written to it (see
+    /// `RocksStore::ingest_loaded`). Heap state is complete already.
+    pub fn finish_restore(&mut self) -> Result<(), StateError> {
+        self.rocks
+            .as_mut()
+            .map_or(Ok(()), RocksStore::ingest_loaded)
     }
 
     /// The synchronous part of a snapshot of a RocksDB store: pins the state and returns a
@@ -443,7 +482,7 @@ impl KeyedStateStore {
                         .map(|i| i as u16)
                 })
                 .collect();
-            return rocks.copy_groups_from(&native.dir, &groups, &map);
+            return rocks.restore_database(native, &groups, &map);
         }
         let states: Vec<Option<(String, u32, Shape)>> = native
             .states
@@ -463,14 +502,14 @@ impl KeyedStateStore {
 
     /// The canonical encoding of a key group in which no state has an entry.
     pub(crate) fn empty_key_group(&self) -> Result<Vec<u8>, StateError> {
-        let states: Vec<(String, u32, Vec<u8>)> = self
+        let states: Vec<(&str, u32, serde_bytes::ByteBuf)> = self
             .slots
             .iter()
             .map(|s| {
                 (
-                    s.descriptor.name.clone(),
+                    s.descriptor.name.as_str(),
                     s.descriptor.schema_version,
-                    vec![0u8; 8],
+                    serde_bytes::ByteBuf::from(EntriesWriter::new().finish()),
                 )
             })
             .collect();

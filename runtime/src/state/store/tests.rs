@@ -322,3 +322,141 @@ fn map_and_list_state_round_trip() {
     assert_eq!(store.list(l, &1u64, store_group(&1u64), 0).get(), vec![2]);
     assert!(store.list(l, &2u64, store_group(&2u64), 0).get().is_empty());
 }
+
+/// A store on `backend` at parallelism 1 with the states of [`stores`].
+fn registered(
+    backend: &StateBackend,
+) -> (
+    KeyedStateStore,
+    ValueState<u64>,
+    MapState<String, u64>,
+    ListState<u64>,
+) {
+    let a = KeyGroupAssignment::contiguous(128, 1);
+    let mut store = KeyedStateStore::with_backend(&a, 0, backend, "restored").unwrap();
+    let v = store
+        .register_value::<u64, u64>(
+            StateDescriptor::new("v").ttl(Duration::from_millis(100), TtlUpdate::OnCreateAndWrite),
+        )
+        .unwrap();
+    let m = store
+        .register_map::<u64, String, u64>(StateDescriptor::new("m"))
+        .unwrap();
+    let l = store
+        .register_list::<u64, u64>(StateDescriptor::new("l"))
+        .unwrap();
+    (store, v, m, l)
+}
+
+#[test]
+fn key_groups_restore_on_both_backends_in_the_current_and_the_older_format() {
+    let a = KeyGroupAssignment::contiguous(128, 1);
+    let mut heap = stores(&a);
+    let (store, v, m, l) = &mut heap[0];
+    let keys: Vec<u64> = (0..300).collect();
+    for &key in &keys {
+        let g = store.group_of(&key);
+        store.value(*v, &key, g, key as i64).set(key * 10);
+        store.map(*m, &key, g, 0).put(format!("k{key}"), key);
+        store.map(*m, &key, g, 0).put(format!("j{key}"), key + 1);
+        store.list(*l, &key, g, 0).add(key);
+    }
+    // What a build before framed entries wrote: bincode of the typed entries.
+    let older = |kg: u32| {
+        let group_keys: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|k| key_group(stable_hash(k), 128) == kg)
+            .collect();
+        let values: Vec<(u64, i64, u64)> = group_keys
+            .iter()
+            .map(|&k| (k, k as i64 + 100, k * 10))
+            .collect();
+        let maps: OwnedMapEntries<u64, String, u64> = group_keys
+            .iter()
+            .map(|&k| {
+                let items = vec![
+                    (format!("j{k}"), i64::MAX, k + 1),
+                    (format!("k{k}"), i64::MAX, k),
+                ];
+                (k, items)
+            })
+            .collect();
+        let lists: Vec<(u64, i64, Vec<u64>)> =
+            group_keys.iter().map(|&k| (k, i64::MAX, vec![k])).collect();
+        let states: Vec<(String, u32, Vec<u8>)> = vec![
+            ("v".into(), 1, bincode::serialize(&values).unwrap()),
+            ("m".into(), 1, bincode::serialize(&maps).unwrap()),
+            ("l".into(), 1, bincode::serialize(&lists).unwrap()),
+        ];
+        bincode::serialize(&states).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = StateBackend::RocksDb(RocksConfig::new(dir.path().to_path_buf(), 16 << 20));
+    for (backend, format) in [
+        (StateBackend::Heap, "current"),
+        (rocks.clone(), "current"),
+        (StateBackend::Heap, "older"),
+        (rocks, "older"),
+    ] {
+        let (mut restored, v2, m2, l2) = registered(&backend);
+        for kg in 0..128u32 {
+            let bytes = match format {
+                "current" => heap[0].0.snapshot_key_group(kg).unwrap(),
+                _ => older(kg),
+            };
+            restored.restore_key_group(kg, &bytes).unwrap();
+        }
+        restored.finish_restore().unwrap();
+        let what = format!(
+            "{format} format onto {}",
+            if restored.is_rocksdb() {
+                "RocksDB"
+            } else {
+                "the heap"
+            }
+        );
+        for &key in &keys {
+            let g = restored.group_of(&key);
+            assert_eq!(
+                restored.value(v2, &key, g, key as i64 + 99).get(),
+                Some(key * 10),
+                "{what}"
+            );
+            assert_eq!(
+                restored.value(v2, &key, g, key as i64 + 100).get(),
+                None,
+                "{what}"
+            );
+            let mut entries = restored.map(m2, &key, g, 0).entries();
+            entries.sort();
+            assert_eq!(
+                entries,
+                vec![(format!("j{key}"), key + 1), (format!("k{key}"), key)],
+                "{what}"
+            );
+            assert_eq!(restored.list(l2, &key, g, 0).get(), vec![key], "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_rocksdb_read_before_the_restore_is_finished_is_an_error_not_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = StateBackend::RocksDb(RocksConfig::new(dir.path().to_path_buf(), 16 << 20));
+    let a = KeyGroupAssignment::contiguous(128, 1);
+    let mut heap = stores(&a);
+    let (store, v, _, _) = &mut heap[0];
+    let g = store.group_of(&1u64);
+    store.value(*v, &1u64, g, 0).set(10);
+    let bytes = store.snapshot_key_group(g as u32).unwrap();
+    let (mut restored, v2, _, _) = registered(&backend);
+    restored.restore_key_group(g as u32, &bytes).unwrap();
+    assert_eq!(restored.value(v2, &1u64, g, 0).get(), None);
+    assert_eq!(
+        restored.take_error().map(|e| e.to_string()).as_deref(),
+        Some("restored RocksDB state read before the restore was finished")
+    );
+    restored.finish_restore().unwrap();
+    assert_eq!(restored.value(v2, &1u64, g, 0).get(), Some(10));
+}
