@@ -222,6 +222,13 @@ pub struct SubtaskStatus {
     /// inputs; 0 for sources. Always written, like `keyGroups`.
     #[serde(default)]
     pub input_buffer_fill: f64,
+    /// Bytes of the restored snapshot the chain's operators read when the run started (only
+    /// the key groups they own), and the time that took, loading included. 0 for a run
+    /// that restored nothing. Always written, like `keyGroups`.
+    #[serde(default)]
+    pub restored_bytes: u64,
+    #[serde(default)]
+    pub restore_seconds: f64,
     /// For a chain that ends in a sink: how long records took from being read by a source
     /// to being visible in the sink (committed, for a sink whose output a checkpoint
     /// commits; written, for the others), from latency markers the sources send every

@@ -240,6 +240,8 @@ mod tests {
             idle_seconds: 0.0,
             backpressured_seconds: 0.0,
             aligning_seconds: 0.0,
+            restored_bytes: 0,
+            restore_seconds: 0.0,
             watermark_ms: None,
             worker: None,
             key_groups: Vec::new(),

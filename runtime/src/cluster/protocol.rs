@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Changes whenever a message changes; a worker of another version is refused at once.
-pub(crate) const PROTOCOL: u32 = 5;
+pub(crate) const PROTOCOL: u32 = 6;
 
 /// A message larger than this is refused as corrupt rather than allocated.
 const MAX_MESSAGE: usize = 1 << 30;

@@ -37,6 +37,8 @@ impl JobControl for RunningJob {
                     idle_seconds: m.idle.as_secs_f64(),
                     backpressured_seconds: m.backpressured.as_secs_f64(),
                     aligning_seconds: m.aligning.as_secs_f64(),
+                    restored_bytes: m.restored_bytes,
+                    restore_seconds: m.restore.as_secs_f64(),
                     watermark_ms: (m.watermark != EventTime::MIN).then_some(m.watermark.0),
                     worker: None,
                     key_groups: m

@@ -169,7 +169,7 @@ const KEY_GROUP_RECORDS: Spec = spec(
 type Value = fn(&SubtaskStatus) -> Option<f64>;
 
 /// The per-subtask families and how each reads its value.
-const PER_SUBTASK: [(Spec, Value); 10] = [
+const PER_SUBTASK: [(Spec, Value); 12] = [
     (
         spec(
             "sluice_subtask_records_in_total",
@@ -242,6 +242,25 @@ const PER_SUBTASK: [(Spec, Value); 10] = [
             SUBTASK,
         ),
         |t| Some(t.aligning_seconds),
+    ),
+    (
+        spec(
+            "sluice_subtask_restored_bytes",
+            GAUGE,
+            "Bytes of the restored snapshot the subtask read when the run started: only the \
+             key groups it owns.",
+            SUBTASK,
+        ),
+        |t| Some(t.restored_bytes as f64),
+    ),
+    (
+        spec(
+            "sluice_subtask_restore_seconds",
+            GAUGE,
+            "Time the subtask took to read and load its part of the restored snapshot.",
+            SUBTASK,
+        ),
+        |t| Some(t.restore_seconds),
     ),
     (
         spec(
@@ -464,6 +483,8 @@ mod tests {
             idle_seconds: 0.0,
             backpressured_seconds: 0.0,
             aligning_seconds: 0.0,
+            restored_bytes: 0,
+            restore_seconds: 0.0,
             watermark_ms,
             worker: None,
             key_groups: Vec::new(),
@@ -511,7 +532,10 @@ mod tests {
     /// and the tests read.
     #[test]
     fn renders_the_documented_series() {
-        let mut s = status("q5", vec![subtask("window", 1, Some(1_500))]);
+        let mut window = subtask("window", 1, Some(1_500));
+        window.restored_bytes = 4096;
+        window.restore_seconds = 0.5;
+        let mut s = status("q5", vec![window]);
         s.checkpoints.completed = 4;
         let text = render(s);
         for expected in [
@@ -539,6 +563,10 @@ mod tests {
             "# HELP sluice_subtask_watermark_seconds Event time (Unix seconds) the subtask's output is complete up to.\n\
              # TYPE sluice_subtask_watermark_seconds gauge\n\
              sluice_subtask_watermark_seconds{job=\"q5\",operator=\"window\",subtask=\"1\"} 1.5\n",
+            "# TYPE sluice_subtask_restored_bytes gauge\n\
+             sluice_subtask_restored_bytes{job=\"q5\",operator=\"window\",subtask=\"1\"} 4096\n",
+            "# TYPE sluice_subtask_restore_seconds gauge\n\
+             sluice_subtask_restore_seconds{job=\"q5\",operator=\"window\",subtask=\"1\"} 0.5\n",
             "# HELP sluice_checkpoints_completed_total Checkpoints and savepoints this run completed.\n\
              # TYPE sluice_checkpoints_completed_total counter\n\
              sluice_checkpoints_completed_total{job=\"q5\"} 4\n",

@@ -25,7 +25,8 @@
 //! time, so nothing waits for a flush and no write stalls on level-0 files. Canonical
 //! entries are copied without being decoded (`super::canonical`). A store that owns every
 //! key group of one snapshot database with the same states takes that database's files as
-//! they are ([`RocksStore::restore_database`]): a restart at the same parallelism costs the download.
+//! they are ([`RocksStore::restore_database`]): a restart at the same parallelism costs
+//! the download.
 //!
 //! Snapshots. The synchronous part flushes the write buffer and makes a RocksDB checkpoint
 //! (hard links to the immutable table files): it pins the state without copying it. The
@@ -605,9 +606,9 @@ impl RocksStore {
                     self.key.clear();
                     self.key.extend_from_slice(k);
                     self.key[2..4].copy_from_slice(&new.to_be_bytes());
-                    self.value.clear();
-                    self.value.extend_from_slice(v);
-                    self.load_scratch()?;
+                    if self.loaded.push(&self.key, v) {
+                        self.ingest_loaded()?;
+                    }
                 }
                 it.next();
             }
