@@ -106,6 +106,12 @@ pub struct CoordinatorArgs {
     /// not told to exit either.
     #[arg(long)]
     pub wait_for_termination: bool,
+    /// A directory holding the job's certificates (`ca.crt`, `tls.crt`, `tls.key`; see
+    /// `sluice_crds::tls`): connections between the job's processes then use mutual TLS,
+    /// accepting only peers with a certificate of the job's CA, and the control API serves
+    /// HTTPS with the same certificate. Without it they are plain TCP and HTTP.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     #[command(flatten)]
     pub restart: RestartArgs,
     #[command(flatten)]
@@ -125,6 +131,7 @@ impl CoordinatorArgs {
             worker_timeout,
             on_terminate,
             wait_for_termination,
+            tls_dir,
             restart,
             snapshots,
             control,
@@ -173,8 +180,9 @@ impl CoordinatorArgs {
             "control-token-file",
             &control_token_file.as_ref().map(|f| f.display()),
         );
-        // Last, as the newest flag: lines written before it keep their order.
         line.value("metrics-addr", metrics_addr);
+        // Last, as the newest flag: lines written before it keep their order.
+        line.value("tls-dir", &tls_dir.as_ref().map(|d| d.display()));
         line.0
     }
 }
@@ -400,6 +408,12 @@ pub struct WorkerArgs {
     /// one at the same address before it exits with an error [default: 5m].
     #[arg(long)]
     pub coordinator_loss_timeout: Option<ArgDuration>,
+    /// A directory holding the job's certificates (`ca.crt`, `tls.crt`, `tls.key`; see
+    /// `sluice_crds::tls`): connections between the job's processes then use mutual TLS,
+    /// accepting only peers with a certificate of the job's CA
+    /// (the coordinator and the other workers). Without it they are plain TCP.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -415,6 +429,7 @@ impl WorkerArgs {
             state_memory_mib,
             connect_timeout,
             coordinator_loss_timeout,
+            tls_dir,
         } = self;
         let mut line = Line::new(["worker".to_string()]);
         line.value("coordinator", coordinator);
@@ -426,6 +441,7 @@ impl WorkerArgs {
         line.value("advertise-host", advertise_host);
         line.value("state-memory-mib", state_memory_mib);
         line.value("coordinator-loss-timeout", coordinator_loss_timeout);
+        line.value("tls-dir", &tls_dir.as_ref().map(|d| d.display()));
         line.0
     }
 }
@@ -700,6 +716,7 @@ mod tests {
             worker_timeout: Some(duration("1.5s")),
             on_terminate: Some(OnTerminate::Cancel),
             wait_for_termination: true,
+            tls_dir: Some("/etc/sluice-tls".into()),
             restart: RestartArgs {
                 restart_initial_backoff: Some(ArgDuration::from_millis(1500)),
                 restart_max_backoff: Some(duration("2m")),
@@ -747,6 +764,7 @@ mod tests {
             state_memory_mib: Some(1024),
             connect_timeout: Some(ArgDuration::from_secs(300)),
             coordinator_loss_timeout: Some(duration("10m")),
+            tls_dir: Some("/etc/sluice-tls".into()),
         }));
         round_trip(Command::Savepoint {
             command: SavepointCommand::Check(SavepointCheckArgs {

@@ -21,6 +21,7 @@ mod quantity;
 mod quota;
 mod spec;
 mod status;
+pub mod tls;
 mod validate;
 
 #[cfg(feature = "kube")]

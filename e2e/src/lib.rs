@@ -169,10 +169,50 @@ impl TestNamespace {
 /// headers and body.
 pub fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> {
     let fail = |e: std::io::Error| E2eError::Config(format!("GET {ip}:{port}{path}: {e}"));
-    let mut stream = TcpStream::connect((ip, port)).map_err(fail)?;
+    let stream = TcpStream::connect((ip, port)).map_err(fail)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(fail)?;
+    get_over(stream, ip, path, token).map_err(fail)
+}
+
+/// As [`http_get`], over HTTPS to a job's coordinator: the server must prove it holds the
+/// job's certificate, issued by the CA in `ca_pem` (`ca.crt` of the job's TLS Secret) for
+/// the name every job certificate carries.
+pub fn https_get(ip: &str, port: u16, path: &str, token: &str, ca_pem: &[u8]) -> Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |e: String| E2eError::Config(format!("GET https://{ip}:{port}{path}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fail(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sluice_crds::tls::PEER_NAME)
+        .map_err(|e| fail(e.to_string()))?;
+    let session = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| fail(e.to_string()))?;
+    let tcp = TcpStream::connect((ip, port)).map_err(|e| fail(e.to_string()))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| fail(e.to_string()))?;
+    get_over(rustls::StreamOwned::new(session, tcp), ip, path, token)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// An HTTP/1.0 GET on `stream`; the whole answer. The server closes after it.
+fn get_over(
+    mut stream: impl Read + Write,
+    host: &str,
+    path: &str,
+    token: &str,
+) -> std::io::Result<String> {
     let authorization = if token.is_empty() {
         String::new()
     } else {
@@ -180,12 +220,16 @@ pub fn http_get(ip: &str, port: u16, path: &str, token: &str) -> Result<String> 
     };
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {ip}\r\n{authorization}\r\n"
-    )
-    .map_err(fail)?;
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\n{authorization}\r\n"
+    )?;
+    stream.flush()?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(fail)?;
-    Ok(answer)
+    match stream.read_to_string(&mut answer) {
+        Ok(_) => Ok(answer),
+        // A TLS server may close without a close_notify once it has answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => Ok(answer),
+        Err(e) => Err(e),
+    }
 }
 
 /// The `kubectl` of the local cluster: `$SLUICE_KUBECTL`, or where `e2e/cluster/build.sh`

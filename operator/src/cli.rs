@@ -142,7 +142,7 @@ pub async fn run() -> anyhow::Result<()> {
                 instance: Some(args.identity.clone()),
             },
         ),
-        control: ControlClient::default(),
+        control: ControlClient,
         metrics,
         restart_permit: Arc::new(TokenBucket::new(
             args.restarts_per_minute,

@@ -21,7 +21,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         let response = respond(&req, &metrics);
         async move { response }
     };
-    sluice_http::serve(listener, handler, std::future::pending()).await;
+    sluice_http::serve(listener, None, handler, std::future::pending()).await;
 }
 
 fn respond(req: &Request, metrics: &Metrics) -> Response {

@@ -65,8 +65,9 @@ pub const NAMESPACED: &[Access] = &[
         resources: &["configmaps"],
         verbs: &["create", "patch", "delete"],
     },
-    // The control token: the one the job names, or the one the operator generates. Never
-    // listed or watched: the operator reads only the Secret it is pointed at.
+    // The control token (the one the job names, or the one the operator generates) and the
+    // job's certificates, which the operator issues. Never listed or watched: the operator
+    // reads only the Secrets it is pointed at or made.
     Access {
         group: "",
         resources: &["secrets"],

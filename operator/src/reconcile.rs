@@ -3,7 +3,7 @@
 //! operator stopped between the two finds the step it was about to take.
 
 use crate::build::{self, JobRef, CONTROL_PORT, TOKEN_KEY};
-use crate::control::ControlClient;
+use crate::control::{ControlClient, Endpoint};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::plan::{self, Action, Cleanup, Inputs, Observed, PodFailure, Preflight};
@@ -82,9 +82,10 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         // Going away without ever having had a token: nothing ran that could be stopped.
         None => {
             let mut status = status;
-            let link = Link {
-                base: None,
+            let link = Endpoint {
+                address: None,
                 token: String::new(),
+                tls: None,
             };
             let mut writer = StatusWriter {
                 jobs: jobs.clone(),
@@ -104,9 +105,10 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
             .map(|()| Requeue::await_change());
         }
     };
-    let link = Link {
-        base: control_base(&client, &job).await?,
+    let link = Endpoint {
+        address: control_address(&client, &job).await?,
         token,
+        tls: certificates(&client, &job, !deleting).await?,
     };
     let _admitting = match crate::quota::may_be_admitted(sj) {
         true => Some(ctx.admission.lock().await),
@@ -155,23 +157,54 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
     Ok(Requeue::requeue(plan.requeue))
 }
 
-/// How to reach a job's coordinator.
-struct Link {
-    /// The control API's base URL: the Service's cluster IP, which needs no DNS (a long
-    /// namespace can make `<service>.<namespace>.svc` fall through to the node's search
-    /// domains); `None` while there is no Service.
-    base: Option<String>,
-    token: String,
-}
-
-async fn control_base(client: &Client, job: &JobRef) -> Result<Option<String>, Error> {
+/// The control API's address: the Service's cluster IP, which needs no DNS (a long
+/// namespace can make `<service>.<namespace>.svc` fall through to the node's search
+/// domains); `None` while there is no Service.
+async fn control_address(client: &Client, job: &JobRef) -> Result<Option<String>, Error> {
     let services: Api<Service> = Api::namespaced(client.clone(), &job.namespace);
     Ok(services
         .get_opt(&job.coordinator())
         .await?
         .and_then(|s| s.spec?.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None")
-        .map(|ip| format!("http://{ip}:{CONTROL_PORT}")))
+        .map(|ip| format!("{ip}:{CONTROL_PORT}")))
+}
+
+/// The job's certificates (`sluice_crds::tls`): a client configuration trusting the CA of
+/// its Secret, which the operator issues once (when `create` allows; `None` when there is
+/// none). Pods mount the Secret; it goes with the StreamJob.
+async fn certificates(
+    client: &Client,
+    job: &JobRef,
+    create: bool,
+) -> Result<Option<Arc<rustls::ClientConfig>>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &job.namespace);
+    let name = sluice_crds::tls::secret_name(&job.name);
+    let ca = match secrets.get_opt(&name).await? {
+        Some(secret) => secret
+            .data
+            .and_then(|mut d| d.remove(sluice_crds::tls::CA_FILE))
+            .map(|b| b.0)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "Secret {name} has no key {}",
+                    sluice_crds::tls::CA_FILE
+                ))
+            })?,
+        None if create => {
+            let issued = sluice_crds::tls::issue(&job.name, &[])
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let ca = issued.ca.clone().into_bytes();
+            secrets
+                .create(&PostParams::default(), &build::tls_secret(job, issued))
+                .await?;
+            ca
+        }
+        None => return Ok(None),
+    };
+    Endpoint::trusting(&ca)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("Secret {name}, {}: {e}", sluice_crds::tls::CA_FILE)))
 }
 
 /// The control API token: the user's Secret, or one the operator generates once (when
@@ -227,7 +260,7 @@ async fn observe(
     ctx: &Context,
     job: &JobRef,
     status: &StreamJobStatus,
-    link: &Link,
+    link: &Endpoint,
 ) -> Result<Observed, Error> {
     let client = &ctx.client;
     let mut observed = Observed::default();
@@ -258,8 +291,8 @@ async fn observe(
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
     let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
-    match (&link.base, deployed) {
-        (Some(base), true) => match ctx.control.job(base, &link.token).await {
+    match (&link.address, deployed) {
+        (Some(_), true) => match ctx.control.job(link).await {
             Ok(view) => observed.job = Some(view),
             Err(e) => observed.unreachable = Some(e.to_string()),
         },
@@ -271,12 +304,8 @@ async fn observe(
         .and_then(|o| o.step.savepoint_request())
         .and_then(|r| r.savepoint_id.as_ref())
     {
-        if let (Some(base), Some(_)) = (&link.base, &observed.job) {
-            observed.savepoint = ctx
-                .control
-                .savepoint_status(base, &link.token, id)
-                .await
-                .unwrap_or(None);
+        if observed.job.is_some() {
+            observed.savepoint = ctx.control.savepoint_status(link, id).await.unwrap_or(None);
         }
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
@@ -514,7 +543,7 @@ async fn apply(
     sj: &StreamJob,
     status: &mut StreamJobStatus,
     action: Action,
-    link: &Link,
+    link: &Endpoint,
     writer: &mut StatusWriter,
 ) -> Result<(), Error> {
     let client = &ctx.client;
@@ -560,12 +589,7 @@ async fn apply(
             ignore_missing(sets.delete(&job.worker(), &dp).await.map(drop))?;
         }
         Action::Savepoint { target, stop } => {
-            let base = link.base.as_deref().unwrap_or_default();
-            match ctx
-                .control
-                .savepoint(base, &link.token, &target, stop)
-                .await
-            {
+            match ctx.control.savepoint(link, &target, stop).await {
                 Ok(id) => {
                     let request = status
                         .operation
@@ -582,8 +606,7 @@ async fn apply(
             }
         }
         Action::Cancel => {
-            let base = link.base.as_deref().unwrap_or_default();
-            if let Err(e) = ctx.control.cancel(base, &link.token).await {
+            if let Err(e) = ctx.control.cancel(link).await {
                 warn(ctx, sj, "CancelFailed", e.to_string()).await;
             }
         }

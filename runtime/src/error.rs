@@ -63,6 +63,8 @@ pub enum Error {
         message: String,
     },
     /// Between the coordinator and a worker: registration, deployment, a lost peer.
+    #[error("TLS certificates, {}: {message}", path.display())]
+    Tls { path: PathBuf, message: String },
     #[error("cluster ({peer}): {message}")]
     Cluster { peer: String, message: String },
     #[error(transparent)]

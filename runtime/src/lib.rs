@@ -65,6 +65,7 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod time;
+pub mod tls;
 pub mod watermark;
 
 pub use error::Error;

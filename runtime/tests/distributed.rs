@@ -794,6 +794,7 @@ fn workers_redact_the_key_an_error_names_when_the_job_says_so() {
             batch_size: 1024,
             channel_capacity: 8,
             redact_keys: true,
+            tls: None,
         },
         &graph,
     )
@@ -808,6 +809,7 @@ fn workers_redact_the_key_an_error_names_when_the_job_says_so() {
         state_memory: 64 << 20,
         connect_timeout: Duration::from_secs(30),
         coordinator_loss_timeout: Duration::from_secs(30),
+        tls: None,
     };
     let (outcome, status) = std::thread::scope(|scope| {
         let workers: Vec<_> = ["a", "b"]
@@ -842,4 +844,171 @@ fn workers_redact_the_key_an_error_names_when_the_job_says_so() {
     assert!(e.cause.contains(OVERFLOW_MESSAGE), "{e:?}");
     let everything = serde_json::to_string(&status).unwrap() + &error;
     assert!(!everything.contains(OVERFLOWING_CARD), "{everything}");
+}
+
+/// Writes job `job`'s certificates (valid for 127.0.0.1 too, where the tests reach the
+/// control API) into a directory, as the operator's Secret is mounted; returns it.
+fn certificates(dir: &Path, job: &str) -> PathBuf {
+    use sluice_crds::tls::{issue, CA_FILE, CERT_FILE, KEY_FILE};
+    let issued = issue(job, &["127.0.0.1".to_string()]).unwrap();
+    let at = dir.join(format!("tls-{job}"));
+    std::fs::create_dir_all(&at).unwrap();
+    std::fs::write(at.join(CA_FILE), issued.ca).unwrap();
+    std::fs::write(at.join(CERT_FILE), issued.cert).unwrap();
+    std::fs::write(at.join(KEY_FILE), issued.key).unwrap();
+    at
+}
+
+/// `GET path` over HTTPS to `api` (`https://host:port`), trusting only the CA in
+/// `certificates`; the status and the body.
+fn https_get(api: &str, path: &str, certificates: &Path) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(certificates.join("ca.crt"));
+    roots.add(ca.unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = api.trim_start_matches("https://");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, std::net::TcpStream::connect(host).unwrap());
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    // The server closes after answering (`Connection: close`), with or without a
+    // close_notify.
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// With `--tls-dir`, the coordinator, the workers and their data connections speak mutual
+/// TLS: the job's output is exactly the embedded one, and a worker of another job, a
+/// worker without certificates, a plain connection to a worker's data port and plain HTTP
+/// to the control API are all refused, without disturbing the job.
+#[test]
+fn under_mutual_tls_the_output_is_exact_and_peers_without_the_jobs_certificate_are_refused() {
+    let _serial = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let job = "nexmark-q5";
+    let out = dir.path().join("out");
+    let events = 600_000;
+    let expected = reference(job, events, dir.path());
+    // Paced, so that the job still runs while it is probed.
+    let mut config = job_config(events, &out);
+    config["generator"]["maxEventsPerSecond"] = json!(40_000);
+    let manifest = manifest(dir.path(), "q5", job, 2, &config);
+    let mine = certificates(dir.path(), "q5");
+    let theirs = certificates(dir.path(), "other");
+    let tls = ["--tls-dir", mine.to_str().unwrap()];
+    let mut cluster =
+        Cluster::start_with_worker_args(&manifest, dir.path(), &tls, &["a", "b"], 1, &tls);
+    assert!(cluster.api.starts_with("https://"), "{}", cluster.api);
+
+    // The control API answers over HTTPS, with the job's certificate...
+    wait_until("both workers registered", TIMEOUT, || {
+        let (status, body) = https_get(&cluster.api, "/v1/job", &mine);
+        assert_eq!(status, 200, "{body}");
+        let job: Value = serde_json::from_str(&body).unwrap();
+        job["workers"].as_array().is_some_and(|w| w.len() == 2)
+    });
+    // ...and plain HTTP gets no answer.
+    let (status, _) = {
+        use std::io::{Read, Write};
+        let host = cluster.api.trim_start_matches("https://");
+        let mut plain = std::net::TcpStream::connect(host).unwrap();
+        plain.set_read_timeout(Some(TIMEOUT)).unwrap();
+        plain
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        (answer.starts_with(b"HTTP/"), answer)
+    };
+    assert!(!status, "plain HTTP was answered");
+
+    // A plain connection to a worker's data port, sending a data exchange header, is
+    // refused before it is read as one.
+    let worker_log = cluster.workers["a"].log();
+    let data = worker_log
+        .split("data at ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no data address in:\n{worker_log}"))
+        .to_string();
+    {
+        use std::io::{Read, Write};
+        let mut plain = std::net::TcpStream::connect(&data).unwrap();
+        plain.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let _ = plain.write_all(&[0u8; 16]);
+        let _ = plain.write_all(b"SLX1");
+        let mut rest = Vec::new();
+        let _ = plain.read_to_end(&mut rest);
+    }
+    wait_until("the worker to refuse the plain connection", TIMEOUT, || {
+        cluster.workers["a"]
+            .log()
+            .contains("refused a data connection from")
+    });
+
+    // Workers that cannot prove they belong to the job are refused by the coordinator
+    // (and refuse it), and give up.
+    for (who, args) in [
+        (
+            "another job's worker",
+            vec!["--tls-dir", theirs.to_str().unwrap()],
+        ),
+        ("a worker without certificates", vec![]),
+    ] {
+        let mut command = sluice();
+        command
+            .arg("worker")
+            .args(["--coordinator", &cluster.address, "--name", "intruder"])
+            .args([
+                "--data-addr",
+                "127.0.0.1:0",
+                "--coordinator-loss-timeout",
+                "1s",
+            ])
+            .args(args);
+        let (status, log) = Process::spawn(command).exit();
+        assert!(!status.success(), "{who}:\n{log}");
+    }
+    let refused = cluster
+        .coordinator()
+        .log()
+        .matches("refused a connection from")
+        .count();
+    assert!(refused >= 2, "{}", cluster.coordinator().log());
+
+    let (status, log, workers) = cluster.exit();
+    assert!(status.success(), "{log}");
+    for (name, worker) in &workers {
+        assert!(
+            !worker.contains("runs 0 subtask"),
+            "worker {name} ran nothing:\n{worker}"
+        );
+    }
+    assert_same(
+        &sorted_output(&out),
+        &expected,
+        "q5 on 2 workers under mutual TLS",
+    );
 }

@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use sluice_crds::{Phase, SecretKeySelector, SecretReference, SnapshotEncryption, StreamJob};
 use sluice_e2e::jobs::{committed, faster, first_output, patch, remove, settled, start_q0};
-use sluice_e2e::{e2e_test, http_get, wait_for, E2eError, Result, TestNamespace};
+use sluice_e2e::{e2e_test, http_get, https_get, wait_for, E2eError, Result, TestNamespace};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -174,12 +174,18 @@ async fn emitted(ns: &TestNamespace, token: &str) -> Result<Vec<(String, String)
         .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
         .ok_or_else(|| E2eError::Config("no coordinator pod with an IP".into()))?;
     let control = sluice_operator::build::CONTROL_PORT;
+    let ca = job_ca(ns).await?;
     for path in ["/v1/job", "/metrics", "/v1/savepoints/no-such-id"] {
         found.push((
             format!("control API {path}"),
-            http_get(&coordinator, control, path, token)?,
+            https_get(&coordinator, control, path, token, &ca)?,
         ));
     }
+    // Plain HTTP, which would carry the token in the clear, gets no answer.
+    found.push((
+        "control API over plain HTTP".into(),
+        http_get(&coordinator, control, "/v1/job", token).unwrap_or_default(),
+    ));
     found.push((
         "the chart's job PodMonitor".into(),
         scrape_as_pod_monitor(&job_pods)?,
@@ -187,9 +193,21 @@ async fn emitted(ns: &TestNamespace, token: &str) -> Result<Vec<(String, String)
     // A refused call: the error must not echo what it was given.
     found.push((
         "control API refusing a wrong token".into(),
-        http_get(&coordinator, control, "/v1/job", &format!("{token}x"))?,
+        https_get(&coordinator, control, "/v1/job", &format!("{token}x"), &ca)?,
     ));
     Ok(found)
+}
+
+/// The CA of the job's certificates, from the Secret the operator issued them into.
+async fn job_ca(ns: &TestNamespace) -> Result<Vec<u8>> {
+    let name = sluice_crds::tls::secret_name(JOB);
+    ns.api::<Secret>()
+        .get(&name)
+        .await?
+        .data
+        .and_then(|mut d| d.remove(sluice_crds::tls::CA_FILE))
+        .map(|b| b.0)
+        .ok_or_else(|| E2eError::Config(format!("Secret {name} has no CA")))
 }
 
 e2e_test!(
@@ -296,6 +314,11 @@ e2e_test!(
             answer("control API /v1/job").is_some_and(|l| l.contains(" 200 ")),
             "{:?}",
             answer("control API /v1/job")
+        );
+        assert!(
+            answer("control API over plain HTTP").is_some_and(|l| !l.starts_with("HTTP/")),
+            "{:?}",
+            answer("control API over plain HTTP")
         );
         assert!(
             answer("control API refusing a wrong token").is_some_and(|l| l.contains(" 401 ")),

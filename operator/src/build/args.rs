@@ -2,7 +2,7 @@
 
 use super::{
     JobRef, Storage, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, METRICS_PORT,
-    STATE_DIR,
+    STATE_DIR, TLS_DIR,
 };
 use sluice_crds::command::{
     ArgDuration, ControlArgs, CoordinatorArgs, OnTerminate, RestartArgs, RestoreFrom,
@@ -41,6 +41,7 @@ pub fn coordinator_args(job: &JobRef, revision: &SpecRevision) -> CoordinatorArg
         // the operator does not know of on SIGTERM nor exit when the job ends.
         on_terminate: Some(OnTerminate::Cancel),
         wait_for_termination: true,
+        tls_dir: Some(TLS_DIR.into()),
         restart: RestartArgs {
             restart_initial_backoff: Some(millis(restart.backoff.initial.to_std())),
             restart_max_backoff: Some(millis(restart.backoff.max.to_std())),
@@ -68,6 +69,7 @@ pub fn worker_args(job: &JobRef, spec: &StreamJobSpec) -> WorkerArgs {
         state_dir: Some(STATE_DIR.into()),
         // Workers start before the coordinator more often than not.
         connect_timeout: Some(ArgDuration::from_secs(300)),
+        tls_dir: Some(TLS_DIR.into()),
         ..WorkerArgs::default()
     }
 }

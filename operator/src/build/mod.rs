@@ -49,6 +49,9 @@ pub const DATA_PORT: u16 = 6124;
 pub const TOKEN_KEY: &str = "token";
 const MANIFEST_DIR: &str = "/etc/sluice";
 const STATE_DIR: &str = "/var/lib/sluice/state";
+/// Where job pods mount their certificates (`sluice_crds::tls`); not below the manifest's
+/// read-only mount, where no mount point can be made.
+const TLS_DIR: &str = "/etc/sluice-tls";
 
 /// Names and labels of one StreamJob's children.
 #[derive(Clone, Debug)]
@@ -331,6 +334,21 @@ fn manifest(job: &JobRef, spec: &StreamJobSpec) -> Result<String, Error> {
     let value = serde_json::to_value(&manifest)
         .map_err(|e| Error::Build(format!("the job manifest: {e}")))?;
     serde_yaml::to_string(&value).map_err(|e| Error::Build(format!("the job manifest: {e}")))
+}
+
+/// The Secret holding a job's certificates, as `sluice_crds::tls` lays it out.
+pub fn tls_secret(job: &JobRef, issued: sluice_crds::tls::JobCertificates) -> Secret {
+    use sluice_crds::tls::{secret_name, CA_FILE, CERT_FILE, KEY_FILE};
+    Secret {
+        metadata: job.metadata(secret_name(&job.name), None),
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(BTreeMap::from([
+            (CA_FILE.into(), issued.ca),
+            (CERT_FILE.into(), issued.cert),
+            (KEY_FILE.into(), issued.key),
+        ])),
+        ..Secret::default()
+    }
 }
 
 /// The Secret holding a generated control API token.

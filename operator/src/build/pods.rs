@@ -4,13 +4,14 @@
 use super::args::{coordinator_args, worker_args};
 use super::{
     image, JobRef, CONTROL_PORT, COORDINATOR_PORT, DATA_PORT, MANIFEST_DIR, METRICS_PORT,
-    STATE_DIR, TOKEN_KEY,
+    STATE_DIR, TLS_DIR, TOKEN_KEY,
 };
 use crate::error::Error;
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretEnvSource, SecretKeySelector, Volume, VolumeMount,
+    ResourceRequirements, SecretEnvSource, SecretKeySelector, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -76,6 +77,8 @@ pub(super) fn coordinator(job: &JobRef, revision: &SpecRevision) -> Result<PodTe
             http_get: Some(HTTPGetAction {
                 path: Some("/healthz".into()),
                 port: IntOrString::String("control".into()),
+                // The kubelet does not check the certificate; it only needs to speak TLS.
+                scheme: Some("HTTPS".into()),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(2),
@@ -89,6 +92,7 @@ pub(super) fn coordinator(job: &JobRef, revision: &SpecRevision) -> Result<PodTe
                 ..VolumeMount::default()
             },
             state_mount(),
+            tls_mount(),
         ]),
         ..Container::default()
     };
@@ -102,6 +106,7 @@ pub(super) fn coordinator(job: &JobRef, revision: &SpecRevision) -> Result<PodTe
             ..Volume::default()
         },
         state_volume(),
+        tls_volume(job),
     ];
     template(
         job,
@@ -123,7 +128,7 @@ pub(super) fn worker(job: &JobRef, revision: &SpecRevision) -> Result<PodTemplat
         env: Some([vec![pod_name()], snapshot_key(spec)].concat()),
         env_from: Some(env_from(spec)),
         ports: Some(vec![container_port("data", DATA_PORT)]),
-        volume_mounts: Some(vec![state_mount()]),
+        volume_mounts: Some(vec![state_mount(), tls_mount()]),
         ..Container::default()
     };
     template(
@@ -132,7 +137,7 @@ pub(super) fn worker(job: &JobRef, revision: &SpecRevision) -> Result<PodTemplat
         Role::Worker,
         revision_annotations(revision),
         container,
-        vec![state_volume()],
+        vec![state_volume(), tls_volume(job)],
     )
 }
 
@@ -181,6 +186,27 @@ fn state_volume() -> Volume {
     Volume {
         name: "state".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tls".into(),
+        mount_path: TLS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The job's certificates: its pods prove to each other that they belong to it.
+fn tls_volume(job: &JobRef) -> Volume {
+    Volume {
+        name: "tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(sluice_crds::tls::secret_name(&job.name)),
+            ..SecretVolumeSource::default()
+        }),
         ..Volume::default()
     }
 }

@@ -105,6 +105,8 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             // Added with the metrics port: jobs started by an older operator restart once,
             // from their latest checkpoint, when the operator is upgraded.
             "--metrics-addr=0.0.0.0:9249",
+            // Added with mutual TLS between a job's processes: likewise.
+            "--tls-dir=/etc/sluice-tls",
         ]
     );
     assert_eq!(
@@ -115,6 +117,7 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             listen: Some("0.0.0.0:6123".into()),
             on_terminate: Some(OnTerminate::Cancel),
             wait_for_termination: true,
+            tls_dir: Some("/etc/sluice-tls".into()),
             restart: RestartArgs {
                 restart_initial_backoff: Some(ArgDuration::from_millis(10_000)),
                 restart_max_backoff: Some(ArgDuration::from_millis(300_000)),
@@ -151,6 +154,7 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             "--data-addr=0.0.0.0:6124",
             "--state-dir=/var/lib/sluice/state",
             "--connect-timeout=300s",
+            "--tls-dir=/etc/sluice-tls",
         ]
     );
     assert_eq!(
@@ -161,6 +165,7 @@ fn every_childs_command_line_parses_into_the_arguments_it_was_built_from() {
             data_addr: Some("0.0.0.0:6124".into()),
             state_dir: Some("/var/lib/sluice/state".into()),
             connect_timeout: Some(ArgDuration::from_secs(300)),
+            tls_dir: Some("/etc/sluice-tls".into()),
             ..WorkerArgs::default()
         })
     );
@@ -219,7 +224,7 @@ fn pod_template_overrides_merge_by_name_and_name_their_field_when_bad() {
     let c = children(&job(), &revision(&with_volume)).unwrap();
     let pod = c.workers.spec.unwrap().template.spec.unwrap();
     let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-    assert_eq!(volumes, ["state", "data"]);
+    assert_eq!(volumes, ["state", "tls", "data"]);
     let mounts: Vec<_> = pod.containers[0]
         .volume_mounts
         .clone()
@@ -227,7 +232,10 @@ fn pod_template_overrides_merge_by_name_and_name_their_field_when_bad() {
         .into_iter()
         .map(|m| m.mount_path)
         .collect();
-    assert_eq!(mounts, ["/var/lib/sluice/state", "/data"]);
+    assert_eq!(
+        mounts,
+        ["/var/lib/sluice/state", "/etc/sluice-tls", "/data"]
+    );
 
     let bad = format!("{BASE}  worker:\n    podTemplate:\n      spec: {{containers: 3}}\n");
     let err = children(&job(), &revision(&bad)).err().unwrap().to_string();

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use hyper::{header, Method, StatusCode};
@@ -38,16 +39,22 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// are serving; after that they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a client may take over its TLS handshake before its connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `handler` on `listener` until `shutdown` completes: then accepting stops, idle
-/// connections close, and requests in flight get [`SHUTDOWN_GRACE`] to finish.
+/// connections close, and requests in flight get [`SHUTDOWN_GRACE`] to finish. With `tls`,
+/// every connection is HTTPS.
 pub async fn serve<H, F>(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -57,27 +64,16 @@ pub async fn serve<H, F>(
             // Reap finished connections so that the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let handler = handler.clone();
-                    let mut closed = closed.clone();
+                Ok((stream, peer)) => {
+                    let (handler, closed, tls) = (handler.clone(), closed.clone(), tls.clone());
                     connections.spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let response = handler(req);
-                            async move { Ok::<_, Infallible>(response.await) }
-                        });
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .serve_connection(TokioIo::new(stream), service);
-                        tokio::pin!(connection);
-                        // A connection error (the client went away, a malformed request)
-                        // concerns that client only.
-                        tokio::select! {
-                            _ = connection.as_mut() => {}
-                            // The one change is to closing (or the server is gone).
-                            _ = closed.changed() => {
-                                connection.as_mut().graceful_shutdown();
-                                let _ = connection.await;
-                            }
+                        let Some(tls) = tls else {
+                            return serve_connection(stream, handler, closed).await;
+                        };
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, handler, closed).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     });
                 }
@@ -96,6 +92,36 @@ pub async fn serve<H, F>(
         tracing::debug!("closing connections still busy after the shutdown grace");
     }
     // Dropping the set aborts whatever is left.
+}
+
+/// Serves the requests of one connection until it ends or `closed` changes (to closing).
+async fn serve_connection<S, H, F>(
+    stream: S,
+    handler: H,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let response = handler(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    // A connection error (the client went away, a malformed request) concerns that client
+    // only.
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        // The one change is to closing (or the server is gone).
+        _ = closed.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// A response with `content_type` and `body`.
@@ -172,6 +198,7 @@ mod tests {
         let server = std::thread::spawn(move || {
             rt.block_on(serve(
                 listener,
+                None,
                 |req: Request| async move {
                     match req.uri().path() {
                         "/j" => json(StatusCode::OK, &serde_json::json!({"a": 1})),

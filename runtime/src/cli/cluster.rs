@@ -11,6 +11,7 @@ use crate::control::JobControl;
 use crate::error::Error;
 use crate::jobs::JobRegistry;
 use crate::state::{RocksConfig, StateBackend};
+use crate::tls::TlsContext;
 use sluice_crds::command::{
     ArgDuration, CoordinatorArgs, OnTerminate, WorkerArgs, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COORDINATOR_LOSS_TIMEOUT, DEFAULT_DATA_ADDR, DEFAULT_LISTEN,
@@ -18,6 +19,7 @@ use sluice_crds::command::{
     DEFAULT_RESTART_INITIAL_BACKOFF, DEFAULT_RESTART_MAX_ATTEMPTS, DEFAULT_RESTART_MAX_BACKOFF,
     DEFAULT_RESTART_RESET_AFTER, DEFAULT_SLOTS, DEFAULT_WORKER_TIMEOUT,
 };
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,7 @@ pub(super) fn worker(registry: &JobRegistry, args: WorkerArgs) -> Result<(), Err
                 &args.coordinator_loss_timeout,
                 DEFAULT_COORDINATOR_LOSS_TIMEOUT,
             ),
+            tls: tls_context(args.tls_dir.as_deref())?,
         },
     )
 }
@@ -76,7 +79,8 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             .as_deref()
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
-    let control = bind_control(&args.control, &savepoints)?;
+    let tls = tls_context(args.tls_dir.as_deref())?;
+    let control = bind_control(&args.control, &savepoints, tls.as_ref())?;
     let metrics = bind_metrics(&args.control)?;
     let coordinator = Arc::new(JobCoordinator::bind(
         CoordinatorConfig {
@@ -119,6 +123,7 @@ pub(super) fn coordinator(registry: &JobRegistry, args: CoordinatorArgs) -> Resu
             batch_size: options.batch_size,
             channel_capacity: options.channel_capacity,
             redact_keys: spec.redact_keys,
+            tls,
         },
         &graph,
     )?);
@@ -226,4 +231,9 @@ fn exit_on_terminate() {
     unsafe {
         libc::signal(libc::SIGTERM, handler);
     }
+}
+
+/// The job's certificates, when `--tls-dir` names them.
+fn tls_context(dir: Option<&Path>) -> Result<Option<TlsContext>, Error> {
+    dir.map(TlsContext::from_dir).transpose()
 }

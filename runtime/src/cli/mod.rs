@@ -10,6 +10,7 @@ use crate::jobs::JobRegistry;
 use crate::nexmark::{write_events_jsonl, NexmarkConfig};
 use crate::snapshot::{CheckpointStorage, Compatibility, SnapshotContent, SAVEPOINTS};
 use crate::state::{RocksConfig, StateBackend};
+use crate::tls::TlsContext;
 use clap::{Parser, Subcommand};
 use sluice_crds::command::{
     self, ArgDuration, ControlArgs, RestoreFrom, SavepointCommand, SnapshotArgs, StateBackendArg,
@@ -323,7 +324,7 @@ fn run(
             .unwrap_or(&format!("savepoints/{}", manifest.metadata.name)),
     )?;
     // Bound before the job starts: a bad address or a missing token fails the run early.
-    let control = bind_control(control_args, &savepoints)?;
+    let control = bind_control(control_args, &savepoints, None)?;
     let metrics = bind_metrics(control_args)?;
     let cpu_start = cpu_time();
     install_stop_handler();
@@ -379,7 +380,11 @@ fn run(
 }
 
 /// Binds the control API when `--control-addr` asks for it, printing where it listens.
-fn bind_control(args: &ControlArgs, savepoints: &str) -> Result<Option<BoundControl>, Error> {
+fn bind_control(
+    args: &ControlArgs,
+    savepoints: &str,
+    tls: Option<&TlsContext>,
+) -> Result<Option<BoundControl>, Error> {
     let Some(addr) = &args.control_addr else {
         return Ok(None);
     };
@@ -387,8 +392,10 @@ fn bind_control(args: &ControlArgs, savepoints: &str) -> Result<Option<BoundCont
         addr: addr.clone(),
         token: control::read_token(args.control_token_file.as_deref())?,
         default_savepoint_dir: Some(savepoints.to_string()),
+        tls: tls.map(TlsContext::https),
     })?;
-    eprintln!("control API listening on http://{}", bound.local_addr());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("control API listening on {scheme}://{}", bound.local_addr());
     Ok(Some(bound))
 }
 

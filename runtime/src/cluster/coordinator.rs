@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::exec::checkpoint::{CheckpointConfig, CheckpointStatus, CompletedSnapshot};
 use crate::exec::{JobGraph, Restore};
 use crate::snapshot::{CheckpointStorage, DeclaredOperator};
+use crate::tls::TlsContext;
 use attempt::{AttemptEnd, AttemptLink};
 use crossbeam_channel::Receiver;
 use status::View;
@@ -43,6 +44,9 @@ pub struct CoordinatorConfig {
     pub channel_capacity: usize,
     /// Errors show `<redacted>` for the key a keyed operator failed on (`spec.redactKeys`).
     pub redact_keys: bool,
+    /// Mutual TLS with the workers, when set: a worker without the job's certificate is
+    /// refused before it is read.
+    pub tls: Option<TlsContext>,
 }
 
 /// How a distributed job ended without failing.
@@ -90,6 +94,7 @@ impl JobCoordinator {
             current: current.clone(),
             events: events_tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            tls: config.tls.clone(),
         };
         std::thread::Builder::new()
             .name("accept-workers".into())

@@ -21,6 +21,7 @@ use crate::exec::{
 };
 use crate::snapshot::{CheckpointStorage, FileEntry, SnapshotError};
 use crate::state::{RocksConfig, StateBackend};
+use crate::tls::{Link, LinkWriter, TlsContext};
 use crossbeam_channel::RecvTimeoutError;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -48,6 +49,9 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// How long to keep trying to register with a new coordinator after losing one.
     pub coordinator_loss_timeout: Duration,
+    /// Mutual TLS with the coordinator and the other workers, when set: each side presents
+    /// the job's certificate and accepts only a peer with one.
+    pub tls: Option<TlsContext>,
 }
 
 /// Between status reports (the worker's heartbeat).
@@ -68,21 +72,19 @@ const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// coordinator gets its own: reports of a lost coordinator's attempts, sent late, go to the
 /// closed connection and never reach the next coordinator.
 struct Upstream {
-    stream: Mutex<TcpStream>,
+    stream: Mutex<LinkWriter>,
     /// Another handle of the socket, to shut it down while a writer holds `stream`.
     closer: TcpStream,
     closed: AtomicBool,
 }
 
 impl Upstream {
-    fn new(stream: TcpStream) -> Result<Self, Error> {
-        Ok(Upstream {
-            closer: stream
-                .try_clone()
-                .map_err(|e| Error::io("coordinator connection", e))?,
-            stream: Mutex::new(stream),
+    fn new(writer: LinkWriter, closer: TcpStream) -> Self {
+        Upstream {
+            closer,
+            stream: Mutex::new(writer),
             closed: AtomicBool::new(false),
-        })
+        }
     }
 
     fn send(&self, message: &ToCoordinator) {
@@ -120,10 +122,11 @@ impl Uploads {
 
 /// Inbound channels of each attempt (by its link id, `hello::link_of`), by the worker they
 /// come from, until that worker's connection arrives; and the connections being served.
-#[derive(Default)]
 struct Inbound {
     state: Mutex<InboundState>,
     published: Condvar,
+    /// Peers must present the job's certificate when set.
+    tls: Option<TlsContext>,
 }
 
 #[derive(Default)]
@@ -180,13 +183,23 @@ impl Inbound {
         drop(closing);
     }
 
-    fn accept(self: Arc<Self>, mut stream: TcpStream) {
+    fn accept(self: Arc<Self>, stream: TcpStream) {
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
+        let mut connection = match Link::accept(stream, self.tls.as_ref()) {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::warn!(%peer, "worker: refused a data connection from {peer}: {e}");
+                return;
+            }
+        };
         let mut hello_bytes = [0u8; HELLO_LEN];
-        let _ = stream.set_read_timeout(Some(INBOUND_WAIT));
-        if stream.read_exact(&mut hello_bytes).is_err() {
+        let _ = connection.closer.set_read_timeout(Some(INBOUND_WAIT));
+        if connection.reader.read_exact(&mut hello_bytes).is_err() {
             return;
         }
-        let _ = stream.set_read_timeout(None);
+        let _ = connection.closer.set_read_timeout(None);
         let Some((link, from)) = hello::parse(&hello_bytes) else {
             tracing::warn!("worker: refused a data connection that did not introduce itself");
             return;
@@ -212,7 +225,7 @@ impl Inbound {
                 .0;
         };
         drop(state);
-        match InboundConnection::serve(stream, channels) {
+        match InboundConnection::serve(connection, peer, channels) {
             Ok(conn) => lock(&self.state).serving.push((link, from, conn)),
             Err(e) => tracing::warn!("worker: {e}"),
         }
@@ -221,6 +234,7 @@ impl Inbound {
 
 /// The connections of one attempt to the other workers.
 struct Links<'a> {
+    tls: Option<&'a TlsContext>,
     link: u64,
     me: u32,
     workers: &'a [String],
@@ -245,6 +259,7 @@ impl RemoteLinks for Links<'_> {
             let conn = OutboundConnection::connect_with_hello(
                 addr.as_str(),
                 &hello::encode(self.link, self.me),
+                self.tls,
             )?;
             self.outbound.insert(worker, conn);
         }
@@ -325,7 +340,11 @@ pub fn run_worker(registry: &JobRegistry, config: WorkerConfig) -> Result<(), Er
             .ip()
             .to_string(),
     };
-    let inbound = Arc::new(Inbound::default());
+    let inbound = Arc::new(Inbound {
+        state: Mutex::default(),
+        published: Condvar::new(),
+        tls: config.tls.clone(),
+    });
     let accepting = inbound.clone();
     std::thread::Builder::new()
         .name("data-accept".into())
@@ -449,10 +468,22 @@ impl Worker<'_> {
     /// Registers on a fresh connection to the coordinator and serves it until it ends.
     fn serve(&self, stream: TcpStream, again: bool) -> Result<Session, Error> {
         let connected = Instant::now();
-        let mut reading = stream
-            .try_clone()
-            .map_err(|e| Error::io("coordinator connection", e))?;
-        let upstream = Arc::new(Upstream::new(stream)?);
+        let Link {
+            reader: mut reading,
+            writer,
+            closer,
+        } = match Link::connect(stream, self.config.tls.as_ref()) {
+            Ok(link) => link,
+            // Refused, or this side refused the coordinator: a coordinator with another
+            // certificate is not this job's, and the next one may be.
+            Err(e) => {
+                return Ok(Session::Lost {
+                    why: format!("the TLS handshake failed: {e}"),
+                    held: false,
+                })
+            }
+        };
+        let upstream = Arc::new(Upstream::new(writer, closer));
         let (name, coordinator) = (&self.config.name, &self.config.coordinator);
         upstream.send(&ToCoordinator::Register {
             protocol: PROTOCOL,
@@ -630,6 +661,7 @@ impl Worker<'_> {
         let prepared = prepare(&graph, &options, d.commit_restored)?;
         let link = hello::link_of(&d.run_id);
         let mut links = Links {
+            tls: self.config.tls.as_ref(),
             link,
             me: d.you,
             workers: &d.workers,

@@ -38,6 +38,8 @@ pub struct ControlConfig {
     pub token: Option<String>,
     /// Savepoint storage (URI) for requests that name none.
     pub default_savepoint_dir: Option<String>,
+    /// Serves HTTPS with this configuration (the job's certificate) when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A listening socket, bound before the job starts so that a bad address or a missing
@@ -77,7 +79,7 @@ impl BoundControl {
             savepoints: savepoints.clone(),
             stop: Mutex::new(()),
         });
-        let serving = Serving::spawn("control-api", self.listener, move |req| {
+        let serving = Serving::spawn("control-api", self.listener, self.config.tls, move |req| {
             let state = state.clone();
             async move { respond(&state, req).await }
         })?;
@@ -114,7 +116,7 @@ impl BoundMetrics {
     /// Serves `job`'s metrics on a thread of its own until the returned server is dropped.
     pub fn serve(self, job: Arc<dyn JobControl>) -> Result<MetricsServer, Error> {
         let registry = Arc::new(registry(&job)?);
-        let serving = Serving::spawn("metrics", self.listener, move |req: Request| {
+        let serving = Serving::spawn("metrics", self.listener, None, move |req: Request| {
             let (registry, job) = (registry.clone(), job.clone());
             async move { read_only(&registry, job.as_ref(), &req) }
         })?;
@@ -201,7 +203,12 @@ struct Serving {
 }
 
 impl Serving {
-    fn spawn<H, F>(name: &str, listener: TcpListener, handler: H) -> Result<Self, Error>
+    fn spawn<H, F>(
+        name: &str,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: H,
+    ) -> Result<Self, Error>
     where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
         F: std::future::Future<Output = Response> + Send + 'static,
@@ -222,7 +229,7 @@ impl Serving {
                                 // A dropped sender stops the server too.
                                 let _ = stopped.await;
                             };
-                            sluice_http::serve(listener, handler, stopped).await
+                            sluice_http::serve(listener, tls, handler, stopped).await
                         }
                         Err(e) => tracing::error!(error = %e, server, "cannot serve"),
                     }

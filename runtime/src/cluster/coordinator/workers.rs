@@ -7,6 +7,7 @@ use crate::cluster::protocol::{read_message, write_message, ToCoordinator, ToWor
 use crate::cluster::PROTOCOL;
 use crate::control::model::{JobError, SubtaskStatus};
 use crate::exec::checkpoint::Report;
+use crate::tls::{Link, LinkWriter, TlsContext};
 use crossbeam_channel::Sender;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +20,9 @@ pub(super) struct WorkerLink {
     pub(super) name: String,
     pub(super) slots: u32,
     pub(super) address: String,
-    pub(super) writer: Mutex<TcpStream>,
+    pub(super) writer: Mutex<LinkWriter>,
+    /// Shuts the connection down without waiting for a writer.
+    pub(super) closer: TcpStream,
     pub(super) last_seen: Mutex<Instant>,
     pub(super) alive: AtomicBool,
     /// Why the coordinator closed the connection, when it did: what the loss reports.
@@ -43,7 +46,7 @@ impl WorkerLink {
     pub(super) fn disconnect(&self, why: String) {
         self.alive.store(false, Ordering::SeqCst);
         lock(&self.closed_because).get_or_insert(why);
-        let _ = lock(&self.writer).shutdown(Shutdown::Both);
+        let _ = self.closer.shutdown(Shutdown::Both);
     }
 
     pub(super) fn describe(&self) -> String {
@@ -98,6 +101,8 @@ pub(super) struct Acceptor {
     pub(super) current: Arc<Mutex<Option<AttemptLink>>>,
     pub(super) events: Sender<Event>,
     pub(super) next_id: Arc<AtomicU64>,
+    /// Workers must present the job's certificate when set.
+    pub(super) tls: Option<TlsContext>,
 }
 
 impl Acceptor {
@@ -106,11 +111,18 @@ impl Acceptor {
             .peer_addr()
             .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string());
         let _ = stream.set_nodelay(true);
-        let mut reading = match stream.try_clone() {
-            Ok(r) => r,
-            Err(_) => return,
+        let Link {
+            reader: mut reading,
+            writer,
+            closer,
+        } = match Link::accept(stream, self.tls.as_ref()) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(%peer, "refused a connection from {peer}: {e}");
+                return;
+            }
         };
-        let _ = reading.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = closer.set_read_timeout(Some(Duration::from_secs(10)));
         let (name, slots, address) = match read_message::<ToCoordinator>(&mut reading) {
             Ok(Some(ToCoordinator::Register {
                 protocol,
@@ -133,13 +145,14 @@ impl Acceptor {
                 return;
             }
         };
-        let _ = reading.set_read_timeout(None);
+        let _ = closer.set_read_timeout(None);
         let link = Arc::new(WorkerLink {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             name,
             slots,
             address,
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer),
+            closer,
             last_seen: Mutex::new(Instant::now()),
             alive: AtomicBool::new(true),
             closed_because: Mutex::new(None),

@@ -5,6 +5,7 @@
 use super::frame::{self, Kind};
 use crate::error::{Error, FrameError};
 use crate::exec::channel::{ChannelSender, Msg};
+use crate::tls::{Link, LinkReader, LinkWriter};
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use std::io::{Read, Write};
@@ -42,7 +43,7 @@ impl InboundChannels {
 struct Conn {
     peer: SocketAddr,
     /// Credit frames from the delivery threads; one whole frame per lock.
-    writer: Mutex<TcpStream>,
+    writer: Mutex<LinkWriter>,
     closer: TcpStream,
 }
 
@@ -61,7 +62,7 @@ impl Conn {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .shutdown(Shutdown::Write);
+            .shutdown_write();
     }
 
     fn error(&self, channel: Option<u32>, message: impl Into<String>) -> Error {
@@ -192,25 +193,27 @@ pub(crate) struct InboundConnection {
 }
 
 impl InboundConnection {
-    /// Serves an accepted connection: grants each channel its initial credits and starts
-    /// delivering.
-    pub(crate) fn serve(stream: TcpStream, channels: InboundChannels) -> Result<Self, Error> {
-        let peer = stream.peer_addr().map_err(|e| Error::Exchange {
-            peer: "an unknown peer".into(),
-            channel: None,
-            message: format!("cannot serve the connection: {e}"),
-        })?;
+    /// Serves an accepted connection from `peer` (its hello already read): grants each
+    /// channel its initial credits and starts delivering.
+    pub(crate) fn serve(
+        link: Link,
+        peer: SocketAddr,
+        channels: InboundChannels,
+    ) -> Result<Self, Error> {
         let io_error = |e: std::io::Error| Error::Exchange {
             peer: peer.to_string(),
             channel: None,
             message: format!("cannot serve the connection: {e}"),
         };
-        stream.set_nodelay(true).map_err(io_error)?;
-        let reading = stream.try_clone().map_err(io_error)?;
-        let closer = stream.try_clone().map_err(io_error)?;
+        let Link {
+            reader: reading,
+            writer,
+            closer,
+        } = link;
+        closer.set_nodelay(true).map_err(io_error)?;
         let conn = Arc::new(Conn {
             peer,
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer),
             closer: closer.try_clone().map_err(io_error)?,
         });
         let mut deliver: FxHashMap<u32, Box<dyn Deliver>> = FxHashMap::default();
@@ -297,7 +300,7 @@ impl Drop for InboundConnection {
 }
 
 fn read_frames(
-    stream: TcpStream,
+    stream: LinkReader,
     conn: &Conn,
     deliver: &mut FxHashMap<u32, Box<dyn Deliver>>,
 ) -> Result<(), Error> {

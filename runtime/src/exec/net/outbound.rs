@@ -5,6 +5,7 @@ use super::frame::{self, Kind};
 use crate::error::Error;
 use crate::exec::channel::{Disconnected, Msg};
 use crate::exec::metrics::TaskMetrics;
+use crate::tls::{Link, LinkReader, LinkWriter, TlsContext};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 struct Shared {
     /// Writers take this for one whole frame, so frames of different channels never
     /// interleave.
-    writer: Mutex<TcpStream>,
+    writer: Mutex<LinkWriter>,
     /// Another handle on the socket, to shut it down while a writer may be blocked.
     closer: TcpStream,
     state: Mutex<State>,
@@ -63,22 +64,24 @@ pub(crate) struct OutboundConnection {
 impl OutboundConnection {
     #[cfg(test)]
     pub(crate) fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self, Error> {
-        Self::connect_with_hello(addr, &[])
+        Self::connect_with_hello(addr, &[], None)
     }
 
-    /// Connects and writes `hello` before the stream of frames, so that the accepting side
-    /// can tell which peer (and which run) the connection comes from.
+    /// Connects (under TLS with `tls`) and writes `hello` before the stream of frames, so
+    /// that the accepting side can tell which peer (and which run) the connection comes
+    /// from.
     pub(crate) fn connect_with_hello(
         addr: impl ToSocketAddrs + std::fmt::Debug,
         hello: &[u8],
+        tls: Option<&TlsContext>,
     ) -> Result<Self, Error> {
         let describe = format!("{addr:?}");
-        let mut stream = TcpStream::connect(&addr).map_err(|e| Error::Exchange {
+        let stream = TcpStream::connect(&addr).map_err(|e| Error::Exchange {
             peer: describe.clone(),
             channel: None,
             message: format!("cannot connect: {e}"),
         })?;
-        let started = stream.write_all(hello).and_then(|()| Self::start(stream));
+        let started = Self::start(stream, hello, tls);
         started.map_err(|e| Error::Exchange {
             peer: describe,
             channel: None,
@@ -86,16 +89,20 @@ impl OutboundConnection {
         })
     }
 
-    fn start(mut stream: TcpStream) -> std::io::Result<Self> {
+    fn start(stream: TcpStream, hello: &[u8], tls: Option<&TlsContext>) -> std::io::Result<Self> {
         // Frames are written whole; delaying small ones (credits, watermarks) only adds
         // latency.
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
-        stream.write_all(&frame::MAGIC)?;
-        let mut reading = stream.try_clone()?;
-        let closer = stream.try_clone()?;
+        let Link {
+            reader: mut reading,
+            mut writer,
+            closer,
+        } = Link::connect(stream, tls)?;
+        writer.write_all(hello)?;
+        writer.write_all(&frame::MAGIC)?;
         let shared = Arc::new(Shared {
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer),
             closer,
             state: Mutex::new(State::default()),
             credit_arrived: Condvar::new(),
@@ -150,7 +157,7 @@ impl OutboundConnection {
         // The timeout is the socket's, so it bounds the credit reader's wait.
         let _ = self.shared.closer.set_read_timeout(Some(CLOSE_TIMEOUT));
         // Under the writer's lock, so that no frame is cut short.
-        let _ = lock(&self.shared.writer).shutdown(Shutdown::Write);
+        let _ = lock(&self.shared.writer).shutdown_write();
         let _ = reader.join();
         let state = lock(&self.shared.state);
         match (&state.failed, state.closed_by_peer) {
@@ -197,7 +204,7 @@ impl Drop for OutboundConnection {
 
 /// Applies credit frames until the connection ends: `Ok` when the peer closed it between
 /// frames, otherwise why it ended.
-fn read_credits(stream: &mut TcpStream, shared: &Shared) -> Result<(), String> {
+fn read_credits(stream: &mut LinkReader, shared: &Shared) -> Result<(), String> {
     let mut payload = [0u8; 4];
     loop {
         let header = match frame::read_header(stream) {

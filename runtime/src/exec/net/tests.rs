@@ -28,6 +28,13 @@ fn connect() -> (OutboundConnection, TcpStream) {
     (out, accepted)
 }
 
+/// Serves a plain accepted stream.
+fn serve(accepted: TcpStream, channels: InboundChannels) -> Result<InboundConnection, Error> {
+    let peer = accepted.peer_addr().expect("peer");
+    let link = crate::tls::Link::accept(accepted, None).expect("link");
+    InboundConnection::serve(link, peer, channels)
+}
+
 /// The consuming task's end of a local channel.
 struct Input<T> {
     rx: ChannelReceiver<T>,
@@ -164,7 +171,7 @@ fn a_mixed_stream_arrives_exactly_and_in_order_on_every_channel() {
     channels.add(1, tx1);
     channels.add(2, tx2);
     channels.add(7, tx3);
-    let inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let inbound = serve(accepted, channels).expect("serve");
 
     std::thread::scope(|s| {
         for (channel, msgs) in [(1, copy(&numbers)), (2, copy(&numbers))] {
@@ -243,7 +250,7 @@ fn a_stopped_consumer_blocks_only_its_channel_with_a_bounded_buffer() {
     let (tx_fast, fast) = local::<u64>(LOCAL);
     channels.add(1, tx_slow);
     channels.add(2, tx_fast);
-    let _inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let _inbound = serve(accepted, channels).expect("serve");
 
     let sent = Arc::new(AtomicUsize::new(0));
     let slow_metrics = metrics("slow");
@@ -301,7 +308,7 @@ fn losing_the_receiver_makes_a_blocked_sender_disconnect_promptly() {
     let mut channels = InboundChannels::new(1);
     let (tx, _never_read) = local::<u64>(1);
     channels.add(4, tx);
-    let inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let inbound = serve(accepted, channels).expect("serve");
     let sender = out.sender::<u64>(4, metrics("send"));
     let sent = Arc::new(AtomicUsize::new(0));
     let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -329,7 +336,7 @@ fn a_peer_closing_mid_stream_is_an_error_naming_peer_and_channel() {
     let mut channels = InboundChannels::new(4);
     let (tx, input) = local::<u64>(4);
     channels.add(9, tx);
-    let inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let inbound = serve(accepted, channels).expect("serve");
     let peer = inbound.peer().to_string();
     let sender = out.sender::<u64>(9, metrics("send"));
     sender
@@ -359,7 +366,7 @@ fn error_for(frame: &[u8]) -> String {
     let mut channels = InboundChannels::new(2);
     let (tx, _input) = local::<u64>(1);
     channels.add(5, tx);
-    let inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let inbound = serve(accepted, channels).expect("serve");
     client.write_all(b"SLX1").expect("write");
     client.write_all(frame).expect("write");
     inbound.join().expect_err("a corrupt frame").to_string()
@@ -420,7 +427,7 @@ fn shuffle_throughput_over_loopback() {
         channels.add(c, tx);
         inputs.push(input);
     }
-    let _inbound = InboundConnection::serve(accepted, channels).expect("serve");
+    let _inbound = serve(accepted, channels).expect("serve");
     let started = Instant::now();
     let mut records = 0;
     std::thread::scope(|s| {
