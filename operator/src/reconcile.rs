@@ -82,7 +82,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         // Going away without ever having had a token: nothing ran that could be stopped.
         None => {
             let mut status = status;
-            let link = Endpoint {
+            let coordinator = Endpoint {
                 address: None,
                 token: String::new(),
                 tls: None,
@@ -98,14 +98,14 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
                 sj,
                 &mut status,
                 Action::ReleaseFinalizer,
-                &link,
+                &coordinator,
                 &mut writer,
             )
             .await
             .map(|()| Requeue::await_change());
         }
     };
-    let link = Endpoint {
+    let coordinator = Endpoint {
         address: control_address(&client, &job).await?,
         token,
         tls: certificates(&client, &job, !deleting).await?,
@@ -115,7 +115,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
         false => None,
     };
     let decision = crate::quota::decide(&client, sj).await?;
-    let observed = observe(ctx, &job, &status, &link).await?;
+    let observed = observe(ctx, &job, &status, &coordinator).await?;
     let plan = plan::plan(&Inputs {
         job: &job,
         spec: &sj.spec,
@@ -152,7 +152,16 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Requeue, Error
     }
     let mut status = plan.status;
     for action in plan.actions {
-        apply(ctx, &job, sj, &mut status, action, &link, &mut writer).await?;
+        apply(
+            ctx,
+            &job,
+            sj,
+            &mut status,
+            action,
+            &coordinator,
+            &mut writer,
+        )
+        .await?;
     }
     Ok(Requeue::requeue(plan.requeue))
 }
@@ -260,7 +269,7 @@ async fn observe(
     ctx: &Context,
     job: &JobRef,
     status: &StreamJobStatus,
-    link: &Endpoint,
+    coordinator: &Endpoint,
 ) -> Result<Observed, Error> {
     let client = &ctx.client;
     let mut observed = Observed::default();
@@ -291,8 +300,8 @@ async fn observe(
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
     let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
-    match (&link.address, deployed) {
-        (Some(_), true) => match ctx.control.job(link).await {
+    match (&coordinator.address, deployed) {
+        (Some(_), true) => match ctx.control.job(coordinator).await {
             Ok(view) => observed.job = Some(view),
             Err(e) => observed.unreachable = Some(e.to_string()),
         },
@@ -305,7 +314,11 @@ async fn observe(
         .and_then(|r| r.savepoint_id.as_ref())
     {
         if observed.job.is_some() {
-            observed.savepoint = ctx.control.savepoint_status(link, id).await.unwrap_or(None);
+            observed.savepoint = ctx
+                .control
+                .savepoint_status(coordinator, id)
+                .await
+                .unwrap_or(None);
         }
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
@@ -543,7 +556,7 @@ async fn apply(
     sj: &StreamJob,
     status: &mut StreamJobStatus,
     action: Action,
-    link: &Endpoint,
+    coordinator: &Endpoint,
     writer: &mut StatusWriter,
 ) -> Result<(), Error> {
     let client = &ctx.client;
@@ -589,7 +602,7 @@ async fn apply(
             ignore_missing(sets.delete(&job.worker(), &dp).await.map(drop))?;
         }
         Action::Savepoint { target, stop } => {
-            match ctx.control.savepoint(link, &target, stop).await {
+            match ctx.control.savepoint(coordinator, &target, stop).await {
                 Ok(id) => {
                     let request = status
                         .operation
@@ -606,7 +619,7 @@ async fn apply(
             }
         }
         Action::Cancel => {
-            if let Err(e) = ctx.control.cancel(link).await {
+            if let Err(e) = ctx.control.cancel(coordinator).await {
                 warn(ctx, sj, "CancelFailed", e.to_string()).await;
             }
         }

@@ -15,7 +15,7 @@
 //!
 //! | rank | layer | modules |
 //! |------|-------|---------|
-//! | 1 | vocabulary and time | `error`, `time`, `record`, `watermark`, `objects`, `source`, `sink` |
+//! | 1 | vocabulary, time and connections | `error`, `time`, `record`, `watermark`, `objects`, `source`, `sink`, `tls` |
 //! | 2 | keyed state | `state` |
 //! | 3 | snapshots | `snapshot` |
 //! | 4 | execution engine | `exec` |
@@ -30,7 +30,8 @@
 //!
 //! 1. Records, keys and the values they carry ([`record`]), event and processing time
 //!    ([`time`]), watermark strategies ([`watermark`]), the contracts the engine reads and
-//!    writes through ([`source`], [`sink`]) and every error ([`error`]).
+//!    writes through ([`source`], [`sink`]), every error ([`error`]), and the connections
+//!    between a job's processes, plain or mutual TLS ([`tls`]).
 //! 2. Keyed state: descriptors, typed access, the heap and RocksDB backends, key groups.
 //! 3. Snapshots: barriers, what a subtask hands over, checkpoint storage, restoring.
 //! 4. The engine: the job graph, tasks and their loops, channels, the checkpoint
