@@ -196,23 +196,32 @@ impl LinkWriter {
                 session,
                 out,
             } => {
-                let mut guard = lock(session);
-                guard.send_close_notify();
-                drain(&mut guard, out)?;
-                drop(guard);
-                socket.write_all(out)?;
+                send(socket, session, out, |s| {
+                    s.send_close_notify();
+                    Ok(())
+                })?;
                 socket.shutdown(Shutdown::Write)
             }
         }
     }
 }
 
-fn drain(session: &mut Connection, out: &mut Vec<u8>) -> io::Result<()> {
+/// Lets `queue` add to the session's outgoing records, encrypts them into `out` under the
+/// session's lock, then sends them with the lock released.
+fn send(
+    socket: &mut TcpStream,
+    session: &Mutex<Connection>,
+    out: &mut Vec<u8>,
+    queue: impl FnOnce(&mut Connection) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut guard = lock(session);
+    queue(&mut guard)?;
     out.clear();
-    while session.wants_write() {
-        session.write_tls(out)?;
+    while guard.wants_write() {
+        guard.write_tls(out)?;
     }
-    Ok(())
+    drop(guard);
+    socket.write_all(out)
 }
 
 impl Write for LinkWriter {
@@ -224,11 +233,7 @@ impl Write for LinkWriter {
                 session,
                 out,
             } => {
-                let mut guard = lock(session);
-                guard.writer().write_all(data)?;
-                drain(&mut guard, out)?;
-                drop(guard);
-                socket.write_all(out)?;
+                send(socket, session, out, |s| s.writer().write_all(data))?;
                 Ok(data.len())
             }
         }
