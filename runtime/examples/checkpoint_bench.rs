@@ -12,6 +12,7 @@ use sluice_runtime::exec::{
 };
 use sluice_runtime::state::{RocksConfig, StateBackend, StateDescriptor, ValueState};
 use sluice_runtime::time::EventTime;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 struct Store {
@@ -141,28 +142,26 @@ fn main() {
     }
     let changed = 2 * changed;
 
-    // Steady load with a checkpoint every 500 ms: per-batch latency on the keyed task.
-    let before: Vec<u64> = latency_buckets(&running);
-    let load = Instant::now();
+    // Steady load, first without checkpoints, then with one every 500 ms: per-batch latency
+    // on the keyed task, so that what checkpoints add shows beside what the writes cost.
     let mut sent = keys + changed;
-    let mut next = Instant::now();
-    let mut checkpoints = 0;
-    while load.elapsed() < Duration::from_secs(env("LOAD_SECONDS", 10)) {
-        for k in 0..10_000u64 {
-            input
-                .send(Record::new(EventTime(0), (sent + k) % keys))
-                .expect("send");
-        }
-        sent += 10_000;
-        wait_processed(&running, sent);
-        if Instant::now() >= next {
-            running.checkpoint().expect("checkpoint");
-            checkpoints += 1;
-            next = Instant::now() + Duration::from_millis(500);
-        }
+    for every in [None, Some(Duration::from_millis(500))] {
+        let (checkpoints, during) = load(&running, &input, keys, &mut sent, every);
+        let what = match every {
+            None => "no checkpoint".to_string(),
+            Some(_) => format!("{checkpoints} checkpoints"),
+        };
+        let rate = match env("LOAD_RATE", 20_000) {
+            0 => "as fast as it goes".to_string(),
+            rate => format!("{rate} keys/s"),
+        };
+        println!(
+            "under load ({rate}), {what}: per-batch latency p50 < {:?}, p99 < {:?}, max < {:?}",
+            latency_quantile(&during, 0.5).unwrap_or_default(),
+            latency_quantile(&during, 0.99).unwrap_or_default(),
+            latency_quantile(&during, 1.0).unwrap_or_default(),
+        );
     }
-    let after = latency_buckets(&running);
-    let during: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let sync = running
         .metrics()
         .iter()
@@ -170,11 +169,7 @@ fn main() {
         .max()
         .unwrap_or_default();
     println!(
-        "under load, {checkpoints} checkpoints: per-batch latency p50 < {:?}, p99 < {:?}, \
-         max < {:?}; longest synchronous snapshot part {:.1} ms",
-        latency_quantile(&during, 0.5).unwrap_or_default(),
-        latency_quantile(&during, 0.99).unwrap_or_default(),
-        latency_quantile(&during, 1.0).unwrap_or_default(),
+        "longest synchronous snapshot part {:.1} ms",
         sync.as_secs_f64() * 1000.0
     );
     let last = running.checkpoint().expect("checkpoint");
@@ -237,6 +232,61 @@ fn restore(dir: &std::path::Path, parallelism: usize, location: &str) -> (Durati
         std::thread::sleep(Duration::from_millis(2));
     }
     (started.elapsed(), restored)
+}
+
+/// `LOAD_SECONDS` of updates to existing keys, `LOAD_RATE` a second, while another thread takes
+/// a checkpoint `every` so often (as a job's interval does: the load does not wait for
+/// them): how many checkpoints completed, and the per-batch latency buckets meanwhile.
+fn load(
+    running: &RunningJob,
+    input: &crossbeam_channel::Sender<Record<u64>>,
+    keys: u64,
+    sent: &mut u64,
+    every: Option<Duration>,
+) -> (u32, Vec<u64>) {
+    let before = latency_buckets(running);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let checkpoints = std::thread::scope(|scope| {
+        let checkpointing = scope.spawn(|| {
+            let mut checkpoints = 0;
+            while let Some(every) = every.filter(|_| !done.load(Ordering::Relaxed)) {
+                let next = Instant::now() + every;
+                running.checkpoint().expect("checkpoint");
+                checkpoints += 1;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            checkpoints
+        });
+        // Paced in steps of 10 ms, or (rate 0) 10,000 keys whenever the last are processed.
+        let rate = env("LOAD_RATE", 20_000);
+        let step = if rate == 0 {
+            10_000
+        } else {
+            rate.div_ceil(100)
+        };
+        let started = Instant::now();
+        let mut next = started;
+        while started.elapsed() < Duration::from_secs(env("LOAD_SECONDS", 10)) {
+            for k in 0..step {
+                input
+                    .send(Record::new(EventTime(0), (*sent + k) % keys))
+                    .expect("send");
+            }
+            *sent += step;
+            if rate == 0 {
+                wait_processed(running, *sent);
+            } else {
+                next += Duration::from_millis(10);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        }
+        wait_processed(running, *sent);
+        done.store(true, Ordering::Relaxed);
+        checkpointing.join().expect("checkpointing thread")
+    });
+    let after = latency_buckets(running);
+    let during = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    (checkpoints, during)
 }
 
 /// Per-batch latency buckets of the keyed operator's subtasks, summed.

@@ -212,6 +212,9 @@ pub enum StateError {
         #[source]
         source: Box<StateError>,
     },
+    /// A RocksDB checkpoint made off the task thread failed (see `state::pin`).
+    #[error("RocksDB checkpoint {0}")]
+    Checkpoint(String),
     #[error("a RocksDB store is snapshotted by pinning it")]
     SnapshotByPin,
     #[error("malformed snapshot entries: {0}")]

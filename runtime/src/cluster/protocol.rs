@@ -298,7 +298,7 @@ mod tests {
     fn a_part_with_local_files_is_refused() {
         let mut part = TaskSnapshot::default();
         part.operator("win", 0).native = Some(Native::Pinned(crate::snapshot::PinnedNative {
-            dir: "/nowhere".into(),
+            checkpoint: crate::state::PinnedCheckpoint::made("/nowhere".into()),
             instance: "x".into(),
             pin: 1,
             groups: vec![],

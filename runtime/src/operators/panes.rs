@@ -505,7 +505,7 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             return Ok(());
         };
         let pinned = PinnedNative {
-            dir: rocks.store.pin()?,
+            checkpoint: rocks.store.pin()?,
             instance: rocks.store.instance().to_string(),
             pin: rocks.store.pins(),
             groups: self.owned.clone(),
@@ -516,10 +516,8 @@ impl<K: Key, V: StateValue> Panes<K, V> {
             return Ok(());
         }
         op.deferred.0 = Some(Box::new(move || {
-            let groups = read_database::<K, V>(&pinned.dir, &pinned.groups, &pinned.states);
-            // The pin was only needed to read it.
-            let _ = std::fs::remove_dir_all(&pinned.dir);
-            groups?
+            let dir = pinned.checkpoint.wait()?;
+            read_database::<K, V>(&dir, &pinned.groups, &pinned.states)?
                 .into_iter()
                 .map(|(kg, entries)| Ok((kg, encode(&entries)?)))
                 .collect()

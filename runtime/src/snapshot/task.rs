@@ -127,8 +127,7 @@ impl TaskSnapshot {
                     }
                     None => Err(SnapshotError::NoStorage),
                 };
-                // The pin is released whatever happened: the upload copied what it needed.
-                let _ = std::fs::remove_dir_all(&pinned.dir);
+                // The pin's directory goes with its last handle, whatever happened here.
                 match result {
                     Ok(native) => op.native = Some(native),
                     Err(_) if storage.is_none() => op.native = None,
@@ -176,9 +175,10 @@ fn upload(
         move |source| SnapshotError::Local { path, source }
     };
     let mut files = Vec::new();
-    let listing = std::fs::read_dir(&pinned.dir).map_err(local(&pinned.dir))?;
+    let dir = pinned.checkpoint.wait()?;
+    let listing = std::fs::read_dir(&dir).map_err(local(&dir))?;
     for entry in listing {
-        let path = entry.map_err(local(&pinned.dir))?.path();
+        let path = entry.map_err(local(&dir))?.path();
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())

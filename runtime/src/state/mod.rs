@@ -11,6 +11,7 @@ mod access;
 mod canonical;
 mod heap;
 mod keygroups;
+mod pin;
 mod rocks;
 mod store;
 mod timers;
@@ -20,6 +21,7 @@ pub use keygroups::{
     key_group, stable_hash, KeyGroupAssignment, StableHasher, DEFAULT_MAX_PARALLELISM,
     MAX_MAX_PARALLELISM,
 };
+pub use pin::PinnedCheckpoint;
 pub(crate) use rocks::{decode_entry, RocksStore};
 pub use rocks::{PinnedNative, RestoredNative, RocksConfig};
 pub use store::{KeyedStateStore, StateBackend};

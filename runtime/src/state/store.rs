@@ -14,7 +14,6 @@ use super::{
 };
 use crate::error::StateError;
 use crate::record::Key;
-use std::path::PathBuf;
 
 /// Decodes a key group of one state in the canonical format and writes it to RocksDB.
 type RocksRestore = fn(&mut RocksStore, u32, u16, &[u8]) -> Result<(), StateError>;
@@ -444,9 +443,8 @@ impl KeyedStateStore {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(None);
         };
-        let dir = rocks.pin()?;
         Ok(Some(super::PinnedNative {
-            dir,
+            checkpoint: rocks.pin()?,
             instance: rocks.instance().to_string(),
             pin: rocks.pins(),
             groups: self.owned.clone(),
@@ -557,7 +555,7 @@ impl KeyedStateStore {
 
 /// A pinned RocksDB snapshot waiting to be encoded.
 pub(crate) struct PinnedState {
-    checkpoint: PathBuf,
+    checkpoint: super::PinnedCheckpoint,
     groups: Vec<u32>,
     states: Vec<(String, u32, Shape)>,
 }

@@ -118,7 +118,7 @@ fn rocksdb_state_reads_like_the_heap_and_expires_in_compaction() {
 }
 
 #[test]
-fn rocksdb_writes_held_back_in_memory_read_back_and_reach_a_checkpoint() {
+fn rocksdb_writes_held_back_in_memory_read_back_and_reach_a_checkpoint_of_the_barrier_only() {
     // Past the pending-write limit twice over, with overwrites and deletions, so that
     // reads meet entries in memory, in the database, and deleted in either.
     let keys = 2 * crate::state::rocks::PENDING_LIMIT as u64 + 1_000;
@@ -153,24 +153,41 @@ fn rocksdb_writes_held_back_in_memory_read_back_and_reach_a_checkpoint() {
     assert_eq!(read(&mut store), expected);
     assert!(store.take_error().is_none());
 
-    let pinned = store.pin_native().unwrap().unwrap();
-    let restored_dir = tempfile::tempdir().unwrap();
-    let mut restored = rocks_store(restored_dir.path());
-    restored
-        .register_value::<u64, u64>(StateDescriptor::new("v"))
-        .unwrap();
-    restored
-        .restore_native(&crate::state::RestoredNative {
-            dir: pinned.dir.clone(),
-            groups: pinned.groups.clone(),
-            states: pinned.states.clone(),
-        })
-        .unwrap();
-    assert_eq!(
-        read(&mut restored),
-        expected,
-        "restored from the checkpoint"
-    );
+    // Writes after the first barrier, while its checkpoint is made off this thread; a second
+    // barrier, and the store goes at once (as a finished subtask's does): each checkpoint
+    // holds the state at its barrier.
+    let first = store.pin_native().unwrap().unwrap();
+    for key in 0..keys {
+        let g = store.group_of(&key);
+        store
+            .value(v, &key, g, 0)
+            .update(|x| *x = Some(x.unwrap_or(0) + 1));
+    }
+    let second = store.pin_native().unwrap().unwrap();
+    drop(store);
+    let plus_one: std::collections::BTreeMap<u64, u64> = (0..keys)
+        .map(|key| (key, expected.get(&key).map_or(1, |x| x + 1)))
+        .collect();
+    for (pinned, expected) in [(first, &expected), (second, &plus_one)] {
+        let restored_dir = tempfile::tempdir().unwrap();
+        let mut restored = rocks_store(restored_dir.path());
+        restored
+            .register_value::<u64, u64>(StateDescriptor::new("v"))
+            .unwrap();
+        restored
+            .restore_native(&crate::state::RestoredNative {
+                dir: pinned.checkpoint.wait().unwrap(),
+                groups: pinned.groups.clone(),
+                states: pinned.states.clone(),
+            })
+            .unwrap();
+        assert_eq!(
+            &read(&mut restored),
+            expected,
+            "restored from checkpoint {}",
+            pinned.pin
+        );
+    }
 }
 
 #[test]
