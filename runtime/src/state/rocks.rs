@@ -146,9 +146,10 @@ fn expires_at(value: &[u8]) -> i64 {
 /// Keys with pending writes at which they are written to the database.
 pub(super) const PENDING_LIMIT: usize = 32_768;
 /// Bytes of pending keys and values at which they are written to the database. Writing them
-/// out holds up the task (2–4 ms per MiB of 1 KiB values here), at a barrier too: 8 MiB made
-/// batches of 15–30 ms. Small values reach `PENDING_LIMIT` first, so where rewrites of hot
-/// keys gain most, this bound changes nothing (Nexmark q5 and q8 on RocksDB are unchanged).
+/// out holds up the task, at a barrier too: with 8 MiB, the synchronous part of a checkpoint
+/// took 14–34 ms in `bench/checkpoints.sh`, with 1 MiB 3.7–4.9 ms. Small values reach
+/// `PENDING_LIMIT` first, so where rewrites of hot keys gain most, this bound changes nothing
+/// (Nexmark q5 and q8 on RocksDB are unchanged).
 const PENDING_BYTES: usize = 1 << 20;
 /// Bytes of restored keys and values written as one table file.
 const LOAD_FILE_BYTES: usize = 64 << 20;
