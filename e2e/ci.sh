@@ -17,6 +17,8 @@ bash "$cluster/down.sh" >/dev/null 2>&1 || true
 
 started=$SECONDS
 kubeconfig=$(bash "$cluster/up.sh" | tail -n 1)
+# The bridge network plugin ignores NetworkPolicies: an enforcer beside it makes them hold.
+bash "$cluster/network-policies.sh" start
 echo "cluster up in $((SECONDS - started))s"
 # The test stage built these binaries in the dev profile already.
 export SLUICE_IMAGE_PROFILE=dev
@@ -29,6 +31,12 @@ bash "$cluster/images.sh" sessions
 # The operator as users install it: the chart, with its CRDs, from this checkout; with a
 # restart rate below the default's, which the rate-limit test measures.
 helm="$(bash "$cluster/helm.sh" | tail -n 1)"
+# The operator's namespace enforces the `restricted` Pod Security Standard, as every test's
+# namespace does: the chart's pods must meet it too.
+source "$cluster/versions.sh"
+kubectl=("$K8S_BIN/kubectl" --kubeconfig "$kubeconfig")
+"${kubectl[@]}" create namespace sluice-system
+"${kubectl[@]}" label namespace sluice-system pod-security.kubernetes.io/enforce=restricted
 KUBECONFIG="$kubeconfig" "$helm" install sluice "$cluster/../../charts/sluice" \
   --namespace sluice-system --create-namespace \
   --set image.pullPolicy=Never --set restarts.perMinute=12 --set restarts.burst=3 \

@@ -15,10 +15,11 @@ stop() {
   rm -f "$f"
 }
 
-for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+for c in network-policies kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
 # Anything a crashed run started without leaving a pid file.
 pkill -KILL -f "^$K8S_BIN/" 2>/dev/null
 pkill -KILL -f "^$ETCD_BIN/etcd" 2>/dev/null
+pkill -KILL -f "^$KUBE_ROUTER_BIN/" 2>/dev/null
 # Containers outlive the kubelet: kill their shims, then containerd.
 pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
 stop containerd
@@ -28,12 +29,20 @@ pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
 grep -o " $STATE[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
 ip link del sluicebr0 2>/dev/null
 ip addr del "$NODE_IP/32" dev "$NODE_IF" 2>/dev/null
-# kube-proxy's and the bridge plugin's chains and the rules that jump to them.
+# kube-proxy's, kube-router's and the bridge plugin's chains and the rules that jump to them.
 for tool in iptables ip6tables; do
   rules=$("$tool-save" 2>/dev/null) || continue
   if grep -q 'KUBE-\|CNI-' <<<"$rules"; then
     grep -v 'KUBE-\|CNI-' <<<"$rules" | "$tool-restore"
   fi
 done
+# kube-router leaves its ipsets behind when stopped (TMP- ones only after a crash mid-update);
+# the rules that used them are gone now, so they can be destroyed.
+if command -v ipset >/dev/null; then
+  ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-(SRC|DST)|TMP)-[A-Z2-7]{16}$' |
+    while read -r set; do ipset destroy "$set" 2>/dev/null; done
+fi
+# network-policies.sh's guard for Services without endpoints.
+command -v nft >/dev/null && nft delete table ip sluice-netpol 2>/dev/null
 rm -rf "$STATE"
 log "down"

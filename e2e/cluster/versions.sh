@@ -14,3 +14,6 @@ export GOCACHE="$SLUICE_CACHE/go-build"
 export GOMODCACHE="$SLUICE_CACHE/go-mod"
 HELM_VERSION=v3.22.0
 HELM_BIN="$SLUICE_CACHE/helm/$HELM_VERSION/bin"
+# The NetworkPolicy enforcer: kube-router, running only its firewall (network-policies.sh).
+KUBE_ROUTER_VERSION=v2.1.0
+KUBE_ROUTER_BIN="$SLUICE_CACHE/kube-router/$KUBE_ROUTER_VERSION/bin"

@@ -1,15 +1,17 @@
-//! StreamJobs for the tests: a q0 job writing to a hostPath directory the test (on the node)
-//! reads, waits on its status, and its committed output compared with an uninterrupted
-//! embedded run of the same job.
+//! StreamJobs for the tests: a q0 job writing to a directory on the node the test reads
+//! ([`shared_dir`]), waits on its status, and its committed output compared with an
+//! uninterrupted embedded run of the same job.
 
-use crate::{wait_for, E2eError, Result, TestNamespace, SLUICE_IMAGE};
+use crate::{wait_for, wait_until, E2eError, Result, TestNamespace, SLUICE_IMAGE};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::Api;
+use kube::{Api, Resource};
 use serde_json::{json, Value};
 use sluice_crds::{Phase, StreamJob};
 use sluice_runtime::connectors::JsonLinesSink;
 use sluice_runtime::exec::{start_embedded, RunOptions};
 use sluice_runtime::jobs::JobRegistry;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,19 +29,98 @@ pub fn job_config(dir: &Path, events: u64, rate: u64) -> Value {
     })
 }
 
-pub fn stream_job(
+/// The claim in a test's namespace that its jobs' pods mount [`shared_dir`] through.
+const SHARED_CLAIM: &str = "shared";
+
+/// The directory on the node that a test shares with its jobs' pods (checkpoints,
+/// savepoints, input, output), at the same path in both.
+///
+/// The namespace enforces the `restricted` Pod Security Standard, under which a pod may not
+/// mount a hostPath. So the test does what a cluster's administrator would: it makes a
+/// hostPath PersistentVolume, bound in advance to the claim `shared` in its namespace, which
+/// the pods mount ([`shared_dir_pod_template`]). The volume is owned by the namespace and
+/// goes with it. Once per namespace; later calls find both there.
+pub async fn shared_dir(ns: &TestNamespace) -> Result<PathBuf> {
+    let dir = Path::new(JOBS_DIR).join(&ns.name);
+    let io = |e: std::io::Error| E2eError::Config(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // The pods run as a user of their own, and a hostPath volume's ownership is not
+    // changed to the pod's group (`fsGroup`) as other volumes' is.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    let owner = Api::<Namespace>::all(ns.client.clone())
+        .get(&ns.name)
+        .await?
+        .owner_ref(&())
+        .ok_or_else(|| E2eError::Config(format!("namespace {} has no uid", ns.name)))?;
+    let volume: PersistentVolume = from_json(json!({
+        "metadata": {"name": ns.name, "ownerReferences": [owner]},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": dir, "type": "Directory"},
+            "claimRef": {"namespace": ns.name, "name": SHARED_CLAIM},
+        },
+    }))?;
+    let claim: PersistentVolumeClaim = from_json(json!({
+        "metadata": {"name": SHARED_CLAIM},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": ns.name,
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
+    }))?;
+    create_unless_there(&Api::all(ns.client.clone()), &volume).await?;
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    create_unless_there(&claims, &claim).await?;
+    wait_until(
+        &format!("claim {SHARED_CLAIM} to be bound"),
+        Duration::from_secs(60),
+        || async {
+            let claim = claims.get(SHARED_CLAIM).await?;
+            Ok(claim.status.and_then(|s| s.phase).as_deref() == Some("Bound"))
+        },
+    )
+    .await?;
+    Ok(dir)
+}
+
+/// The pod template overlay that mounts [`shared_dir`] `dir` at its own path.
+pub fn shared_dir_pod_template(dir: &Path) -> Value {
+    json!({"spec": {
+        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_CLAIM}}],
+        "containers": [{"name": "sluice", "volumeMounts": [{"name": "shared", "mountPath": dir}]}],
+    }})
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| E2eError::Config(e.to_string()))
+}
+
+async fn create_unless_there<K>(api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        result => result.map(drop).map_err(Into::into),
+    }
+}
+
+pub async fn stream_job(
     ns: &TestNamespace,
     name: &str,
     job: &str,
     config: Value,
 ) -> Result<(StreamJob, PathBuf)> {
-    let dir = Path::new(JOBS_DIR).join(&ns.name);
-    std::fs::create_dir_all(&dir).map_err(|e| E2eError::Config(e.to_string()))?;
+    let dir = shared_dir(ns).await?;
     let mut config = config;
     if config.get("output").is_none() {
         config["output"] = json!(dir.join("out"));
     }
-    let sj = serde_json::from_value(json!({
+    let sj = from_json(json!({
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "StreamJob",
         "metadata": {"name": name},
@@ -49,13 +130,9 @@ pub fn stream_job(
             "parallelism": 2,
             "checkpointing": {"storage": format!("file://{}/state", dir.display()), "interval": "1s"},
             "rollback": {"enabled": true, "readinessTimeout": "60s"},
-            "podTemplate": {"spec": {
-                "volumes": [{"name": "data", "hostPath": {"path": dir, "type": "DirectoryOrCreate"}}],
-                "containers": [{"name": "sluice", "volumeMounts": [{"name": "data", "mountPath": dir}]}],
-            }},
+            "podTemplate": shared_dir_pod_template(&dir),
         },
-    }))
-    .map_err(|e| E2eError::Config(e.to_string()))?;
+    }))?;
     Ok((sj, dir))
 }
 
@@ -68,7 +145,7 @@ pub async fn start_q0(
     name: &str,
     edit: impl FnOnce(&mut sluice_crds::StreamJobSpec),
 ) -> Result<(PathBuf, Value, StreamJob)> {
-    let (mut sj, dir) = stream_job(ns, name, "nexmark-q0", json!({}))?;
+    let (mut sj, dir) = stream_job(ns, name, "nexmark-q0", json!({})).await?;
     sj.spec.job.config = job_config(&dir, 600_000, 1_500);
     edit(&mut sj.spec);
     let config = sj.spec.job.config.clone();

@@ -72,8 +72,14 @@ impl TestNamespace {
             .take(40)
             .collect();
         let name = format!("{}-{suffix:08x}", stem.trim_end_matches('-'));
+        // Every pod of every test, the operator's and the test's own, must meet the
+        // `restricted` Pod Security Standard: the API server refuses any other.
         let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
+            "metadata": {"name": name, "labels": {
+                "sluice.dev/e2e": "true",
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}
         }))
         .map_err(|e| E2eError::Config(e.to_string()))?;
         Api::<Namespace>::all(client.clone())
@@ -341,6 +347,62 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The pod-level settings the `restricted` Pod Security Standard asks of a test's own pods.
+pub fn restricted_pod() -> serde_json::Value {
+    serde_json::json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// The container-level half of [`restricted_pod`].
+pub fn restricted_container() -> serde_json::Value {
+    serde_json::json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+    })
+}
+
+/// Runs a pod of one container (meeting the `restricted` standard) to its end, and deletes
+/// it: whether it succeeded, and its logs.
+pub async fn run_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    image: &str,
+    args: &[&str],
+) -> Result<(bool, String)> {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": restricted_pod(),
+            "containers": [{
+                "name": "main", "image": image, "imagePullPolicy": "Never", "args": args,
+                "securityContext": restricted_container(),
+            }]
+        }
+    }))
+    .map_err(|e| E2eError::Config(e.to_string()))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let phase = wait_for(
+        &format!("pod {name} to finish"),
+        Duration::from_secs(120),
+        || async {
+            let phase = pods
+                .get_opt(name)
+                .await?
+                .and_then(|p| p.status.and_then(|s| s.phase));
+            Ok(phase.filter(|p| p == "Succeeded" || p == "Failed"))
+        },
+    )
+    .await?;
+    let logs = pods.logs(name, &LogParams::default()).await?;
+    pods.delete(name, &DeleteParams::background()).await?;
+    Ok((phase == "Succeeded", logs))
 }
 
 /// The sluice image built by `e2e/cluster/images.sh sluice`.

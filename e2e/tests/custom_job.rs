@@ -5,8 +5,8 @@
 //! the running job carries on; a compatible version then takes over from a savepoint with
 //! nothing lost and nothing twice.
 //!
-//! The clicks are written by this test to the hostPath directory every pod of the job mounts
-//! (`/var/lib/sluice-e2e/jobs/<namespace>`), where the output is read back too.
+//! The clicks are written by this test to the directory every pod of the job mounts
+//! (`sluice_e2e::jobs::shared_dir`), where the output is read back too.
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -14,6 +14,7 @@ use kube::Api;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_crds::{Phase, SavepointTrigger, StreamJob};
+use sluice_e2e::jobs::{shared_dir, shared_dir_pod_template};
 use sluice_e2e::{e2e_test, wait_for, E2eError, Result, TestNamespace};
 use sluice_runtime::connectors::JsonLinesSink;
 use std::collections::BTreeMap;
@@ -26,7 +27,6 @@ const SESSIONS_V1: &str = "sluice.local/sessions:dev";
 const SESSIONS_V2: &str = "sluice.local/sessions:v2";
 const SESSIONS_V2_INCOMPATIBLE: &str = "sluice.local/sessions:v2-incompatible";
 
-const JOBS_DIR: &str = "/var/lib/sluice-e2e/jobs";
 const NAME: &str = "sessions";
 /// Long enough for a job's pods to start, or a stop with a savepoint to complete.
 const STEP_TIMEOUT: Duration = Duration::from_secs(240);
@@ -128,9 +128,8 @@ fn config_error(e: impl std::fmt::Display) -> E2eError {
 }
 
 /// Writes the clicks where the job's pods will read them; returns the directory.
-fn job_dir_with_clicks(ns: &TestNamespace, lines: &[String]) -> Result<PathBuf> {
-    let dir = Path::new(JOBS_DIR).join(&ns.name);
-    std::fs::create_dir_all(&dir).map_err(config_error)?;
+async fn job_dir_with_clicks(ns: &TestNamespace, lines: &[String]) -> Result<PathBuf> {
+    let dir = shared_dir(ns).await?;
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(dir.join("clicks.jsonl")).map_err(config_error)?,
     );
@@ -159,10 +158,7 @@ fn stream_job(dir: &Path) -> Result<StreamJob> {
             "checkpointing": {"storage": format!("file://{}/state", dir.display()), "interval": "1s"},
             "upgradeMode": "savepoint",
             "rollback": {"enabled": true, "readinessTimeout": "60s"},
-            "podTemplate": {"spec": {
-                "volumes": [{"name": "data", "hostPath": {"path": dir, "type": "DirectoryOrCreate"}}],
-                "containers": [{"name": "sluice", "volumeMounts": [{"name": "data", "mountPath": dir}]}],
-            }},
+            "podTemplate": shared_dir_pod_template(dir),
         },
     }))
     .map_err(config_error)
@@ -213,7 +209,7 @@ e2e_test!(
         let api: Api<StreamJob> = ns.api();
         let (clicks, lines) = clicks();
         let expected = expected_sessions(&clicks);
-        let dir = job_dir_with_clicks(&ns, &lines)?;
+        let dir = job_dir_with_clicks(&ns, &lines).await?;
         api.create(&PostParams::default(), &stream_job(&dir)?)
             .await?;
         let first = running_image(&api, SESSIONS_V1).await?;

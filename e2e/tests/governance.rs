@@ -349,7 +349,8 @@ async fn filler(
             "output": "discard",
             "sink": {"maxRecordsPerSecond": 1_000},
         }),
-    )?;
+    )
+    .await?;
     sj.spec.parallelism = parallelism;
     sj.spec.priority = Some(class.into());
     api.create(&PostParams::default(), &sj).await?;
@@ -461,7 +462,8 @@ e2e_test!(
                 name,
                 "nexmark-q0",
                 json!({"generator": {"events": 100_000_000u64}, "output": "discard"}),
-            )?;
+            )
+            .await?;
             sj.spec.parallelism = 1;
             sj.spec.rollback.enabled = false;
             sj.spec.restart_policy.backoff.initial = HumanDuration::new("1s");

@@ -2,8 +2,9 @@
 //! StreamJob's whole life, with its committed output compared to an uninterrupted embedded
 //! run of the same job.
 //!
-//! Jobs write checkpoints, savepoints and output to a hostPath directory under
-//! `/var/lib/sluice-e2e/jobs/<namespace>`, which this test (on the node) reads directly.
+//! Jobs write checkpoints, savepoints and output to a directory of the node,
+//! `/var/lib/sluice-e2e/jobs/<namespace>` (`sluice_e2e::jobs::shared_dir`), which this test
+//! reads directly.
 
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -24,8 +25,12 @@ mod health;
 mod kafka;
 #[path = "operator/malformed.rs"]
 mod malformed;
+#[path = "operator/network_policies.rs"]
+mod network_policies;
 #[path = "operator/object_storage.rs"]
 mod object_storage;
+#[path = "operator/pod_security.rs"]
+mod pod_security;
 #[path = "operator/rbac.rs"]
 mod rbac;
 #[path = "operator/secrets.rs"]
@@ -116,7 +121,7 @@ e2e_test!(
     an_upgrade_the_new_spec_cannot_restore_is_refused_and_the_old_job_runs_on,
     |ns| {
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, dir) = stream_job(&ns, "q4", "nexmark-q4", json!({}))?;
+        let (mut sj, dir) = stream_job(&ns, "q4", "nexmark-q4", json!({})).await?;
         sj.spec.job.config = json!({
             "generator": {"events": 100_000_000u64},
             "output": "discard",
@@ -165,7 +170,7 @@ e2e_test!(
 
 e2e_test!(deleting_a_stream_job_takes_a_final_savepoint, |ns| {
     let api: Api<StreamJob> = ns.api();
-    let (mut sj, dir) = stream_job(&ns, "q5", "nexmark-q5", json!({}))?;
+    let (mut sj, dir) = stream_job(&ns, "q5", "nexmark-q5", json!({})).await?;
     sj.spec.job.config = json!({
         "generator": {"events": 100_000_000u64},
         "output": "discard",
@@ -196,7 +201,7 @@ e2e_test!(
     the_api_server_rejects_an_invalid_stream_job_with_the_cel_message,
     |ns| {
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, _) = stream_job(&ns, "bad", "nexmark-q0", json!({}))?;
+        let (mut sj, _) = stream_job(&ns, "bad", "nexmark-q0", json!({})).await?;
         sj.spec.parallelism = 300;
         let err = api
             .create(&PostParams::default(), &sj)

@@ -3,56 +3,27 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use sluice_e2e::{e2e_test, wait_for, wait_until, Result, TestNamespace, ECHO_IMAGE, SLUICE_IMAGE};
+use sluice_e2e::{
+    e2e_test, restricted_container, restricted_pod, run_pod, wait_for, Result, TestNamespace,
+    ECHO_IMAGE, SLUICE_IMAGE,
+};
 use std::time::Duration;
 
 fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("a valid object")
 }
 
-async fn pod_phase(pods: &Api<Pod>, name: &str) -> Result<Option<String>> {
-    Ok(pods
-        .get_opt(name)
-        .await?
-        .and_then(|p| p.status.and_then(|s| s.phase)))
-}
-
-/// Runs a pod to completion and returns its logs.
+/// Runs a pod to completion and returns its logs; fails unless it succeeded.
 async fn run_to_completion(
     ns: &TestNamespace,
     name: &str,
     image: &str,
     args: &[&str],
 ) -> Result<String> {
-    let pods: Api<Pod> = ns.api();
-    let pod: Pod = from_json(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never", "args": args}]
-        }
-    }));
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(
-        &format!("pod {name} to finish"),
-        Duration::from_secs(120),
-        || async {
-            let phase = pod_phase(&pods, name).await?;
-            Ok(matches!(
-                phase.as_deref(),
-                Some("Succeeded") | Some("Failed")
-            ))
-        },
-    )
-    .await?;
-    let logs = pods.logs(name, &LogParams::default()).await?;
-    assert_eq!(
-        pod_phase(&pods, name).await?.as_deref(),
-        Some("Succeeded"),
-        "pod {name} failed; logs:\n{logs}"
-    );
+    let (succeeded, logs) = run_pod(&ns.api(), name, image, args).await?;
+    assert!(succeeded, "pod {name} failed; logs:\n{logs}");
     Ok(logs)
 }
 
@@ -70,9 +41,9 @@ async fn deploy_echo(ns: &TestNamespace) -> Result<()> {
             "selector": {"matchLabels": {"app": "echo"}},
             "template": {
                 "metadata": {"labels": {"app": "echo"}},
-                "spec": {"containers": [{
+                "spec": {"securityContext": restricted_pod(), "containers": [{
                     "name": "echo", "image": ECHO_IMAGE, "imagePullPolicy": "Never",
-                    "args": ["serve", "8080"],
+                    "args": ["serve", "8080"], "securityContext": restricted_container(),
                     "ports": [{"containerPort": 8080}],
                     "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
                 }]}

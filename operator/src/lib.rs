@@ -20,5 +20,6 @@ pub mod quota;
 pub mod ratelimit;
 pub mod rbac;
 pub mod reconcile;
+pub mod refusals;
 
 pub use error::Error;

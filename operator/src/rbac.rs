@@ -105,10 +105,12 @@ pub const NAMESPACED: &[Access] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
     },
+    // Read too: a pod the namespace refuses to create is told only in its controller's
+    // `FailedCreate` events (`refusals`).
     Access {
         group: "",
         resources: &["events"],
-        verbs: &["create", "patch"],
+        verbs: &["list", "create", "patch"],
     },
 ];
 

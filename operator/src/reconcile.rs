@@ -8,9 +8,10 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::plan::{self, Action, Cleanup, Inputs, Observed, PodFailure, Preflight};
 use crate::ratelimit::RestartPermit;
+use crate::refusals::{refusal, Creator, CreatorKind, FAILED_CREATE};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -299,8 +300,8 @@ async fn observe(
     observed.pod_failure = job_pods().find_map(|p| pod_failure_of(p, now));
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
-    let deployed = deployments.get_opt(&job.coordinator()).await?.is_some();
-    match (&coordinator.address, deployed) {
+    let deployment = deployments.get_opt(&job.coordinator()).await?;
+    match (&coordinator.address, deployment.is_some()) {
         (Some(_), true) => match ctx.control.job(coordinator).await {
             Ok(view) => observed.job = Some(view),
             Err(e) => observed.unreachable = Some(e.to_string()),
@@ -329,6 +330,20 @@ async fn observe(
         Some(ToolOutcome::Succeeded) => Preflight::Passed,
         Some(ToolOutcome::Failed(report)) => Preflight::Failed(report),
     };
+
+    let expected = status
+        .target
+        .as_ref()
+        .map_or(0, |t| 1 + build::worker_count(&t.spec) as usize);
+    let missing =
+        deployment.is_some() && job_pods().count() < expected && observed.pod_failure.is_none();
+    if missing || observed.preflight == Preflight::Running {
+        let made = Made {
+            deployment: deployment.as_ref(),
+            preflight: preflight.as_ref(),
+        };
+        observe_refusals(client, job, made, missing, &mut observed, now).await?;
+    }
     let cleanup = jobs.get_opt(&job.savepoint_cleanup()).await?;
     let savepoints: Vec<String> = cleanup
         .as_ref()
@@ -342,6 +357,71 @@ async fn observe(
         Some(ToolOutcome::Failed(report)) => Cleanup::Failed { savepoints, report },
     };
     Ok(observed)
+}
+
+/// The children of a job that create its pods, as observed.
+struct Made<'a> {
+    deployment: Option<&'a Deployment>,
+    preflight: Option<&'a Job>,
+}
+
+/// Pods missing, or a pre-flight without an end: maybe the namespace refuses to create
+/// them (`refusals`), which only their controllers' events tell.
+async fn observe_refusals(
+    client: &Client,
+    job: &JobRef,
+    made: Made<'_>,
+    missing: bool,
+    observed: &mut Observed,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let events: Api<Event> = Api::namespaced(client.clone(), &job.namespace);
+    let failed_create = ListParams::default().fields(&format!("reason={FAILED_CREATE}"));
+    let events = events.list(&failed_create).await?.items;
+    if missing {
+        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &job.namespace);
+        let by_name = ListParams::default().fields(&format!("metadata.name={}", job.worker()));
+        let statefulset = statefulsets.list(&by_name).await?.items;
+        let (coordinator, workers) = (job.coordinator(), job.worker());
+        let creators = [
+            (
+                CreatorKind::Deployment,
+                &coordinator,
+                made.deployment.map(|d| &d.metadata),
+            ),
+            (
+                CreatorKind::StatefulSet,
+                &workers,
+                statefulset.first().map(|s| &s.metadata),
+            ),
+        ];
+        observed.pod_failure = creators.into_iter().find_map(|(kind, name, made)| {
+            let creator = Creator {
+                kind,
+                name,
+                created: made?.creation_timestamp.as_ref(),
+            };
+            refusal(&events, &creator, now).map(|why| PodFailure {
+                pod: name.clone(),
+                message: format!("{kind:?} {name} cannot create its pods: {why}"),
+            })
+        });
+    }
+    if observed.preflight == Preflight::Running {
+        let name = job.preflight();
+        let creator = Creator {
+            kind: CreatorKind::Job,
+            name: &name,
+            created: made
+                .preflight
+                .and_then(|j| j.metadata.creation_timestamp.as_ref()),
+        };
+        if let Some(why) = refusal(&events, &creator, now) {
+            observed.preflight =
+                Preflight::Failed(format!("the pre-flight's pod cannot be created: {why}"));
+        }
+    }
+    Ok(())
 }
 
 enum ToolOutcome {

@@ -120,7 +120,7 @@ modes grant exactly the same verbs.
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "create", "patch"]
 {{- end }}
 
 {{/*

@@ -2,10 +2,16 @@
 //!
 //!   e2e-echo serve <port>      answers every request with "echo from <hostname>"
 //!   e2e-echo get <host:port>   prints the response body; exits 1 on failure
+//!   e2e-echo connect <ip:port> [seconds]
+//!                              opens a TCP connection and closes it; prints "connected", or
+//!                              exits 1 with the error (a NetworkPolicy's refusal); with
+//!                              seconds, tries again until then (a policy enforcer lets a
+//!                              new pod in moments after it starts)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 fn serve(port: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind(format!("0.0.0.0:{port}"))?;
@@ -35,13 +41,34 @@ fn get(addr: &str) -> std::io::Result<String> {
         .unwrap_or(response))
 }
 
+fn connect(addr: &str, seconds: Option<&String>) -> std::io::Result<String> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| invalid(format!("{addr}: {e}")))?;
+    let seconds: u64 = seconds
+        .map(|s| s.parse().map_err(|e| invalid(format!("{s}: {e}"))))
+        .transpose()?
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        // A policy that drops rather than rejects shows as a timeout.
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(_) => return Ok("connected".into()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("serve"), Some(port)) => serve(port).map(|()| String::new()),
         (Some("get"), Some(addr)) => get(addr),
+        (Some("connect"), Some(addr)) => connect(addr, args.get(3)),
         _ => {
-            eprintln!("usage: e2e-echo serve <port> | e2e-echo get <host:port>");
+            eprintln!(
+                "usage: e2e-echo serve <port> | e2e-echo get <host:port> | e2e-echo connect <ip:port> [seconds]"
+            );
             return ExitCode::from(2);
         }
     };

@@ -141,7 +141,7 @@ e2e_test!(
         let reconciles = "sluice_operator_reconciles_total{result=\"ok\"}";
         let upgrades = "sluice_operator_operation_seconds_count{operation=\"Upgrade\"}";
         let before = operator_metrics(&ns).await?;
-        let (sj, _dir) = stream_job(&ns, JOB, "nexmark-q0", config.clone())?;
+        let (sj, _dir) = stream_job(&ns, JOB, "nexmark-q0", config.clone()).await?;
         api.create(&PostParams::default(), &sj).await?;
         settled(&api, JOB, Phase::Running).await?;
         let running = Instant::now();
@@ -330,7 +330,7 @@ e2e_test!(
             "windows": {"tumblingMs": 36_000_000},
             "output": "discard",
         });
-        let (mut sj, _dir) = stream_job(&ns, GROWING, "nexmark-q8", config)?;
+        let (mut sj, _dir) = stream_job(&ns, GROWING, "nexmark-q8", config).await?;
         sj.spec.worker.resources = serde_json::from_value(json!({
             "limits": {"memory": format!("{LIMIT_MIB}Mi")},
         }))

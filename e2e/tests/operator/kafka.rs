@@ -49,7 +49,7 @@ e2e_test!(
             .map_err(|e| E2eError::Config(format!("producing the events: {e}")))?;
 
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, dir) = stream_job(&ns, "q0-kafka", "nexmark-q0", json!({}))?;
+        let (mut sj, dir) = stream_job(&ns, "q0-kafka", "nexmark-q0", json!({})).await?;
         sj.spec.job.config = kafka_q0(&broker, 1_000);
         api.create(&PostParams::default(), &sj).await?;
         settled(&api, "q0-kafka", Phase::Running).await?;

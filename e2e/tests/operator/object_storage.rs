@@ -73,7 +73,7 @@ e2e_test!(
             .await?;
 
         let api: Api<StreamJob> = ns.api();
-        let (mut sj, dir) = stream_job(&ns, "q0-s3", "nexmark-q0", json!({}))?;
+        let (mut sj, dir) = stream_job(&ns, "q0-s3", "nexmark-q0", json!({})).await?;
         sj.spec.job.config = q0_to_s3(1_000);
         // Nothing on the node's disk: state and output in S3, reached with the Secret.
         sj.spec.checkpointing.storage = Some(format!("s3://{BUCKET}/q0/checkpoints"));

@@ -3,8 +3,8 @@
 //! what its code uses (`sluice_operator::rbac`); a job's pods carry no API credentials; and
 //! its NetworkPolicies select exactly the pods they are written for.
 //!
-//! The local cluster's bridge network plugin does not enforce NetworkPolicies, so what they
-//! let in is checked against their rules in `sluice_operator::build`'s tests, not here.
+//! What they let in is checked against their rules in `sluice_operator::build`'s tests, and
+//! enforced for real in `network_policies.rs`.
 //!
 //! A module of the operator tests (see kafka.rs for why).
 

@@ -8,10 +8,10 @@ use super::{
 };
 use crate::error::Error;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretEnvSource, SecretKeySelector, SecretVolumeSource, Volume,
-    VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +22,11 @@ use std::collections::BTreeMap;
 
 /// The name of the container running `sluice`, which overrides merge into by name.
 pub(super) const CONTAINER: &str = "sluice";
+
+/// The user and group every job pod runs as: not root, and not a user of the node (the
+/// images hold no other user, so any number would do; this is the one distroless images
+/// call `nonroot`, and the chart runs the operator as).
+pub(super) const POD_USER: i64 = 65532;
 
 /// Whose pod a template is: the role's settings and overrides apply.
 pub(super) enum Role {
@@ -183,10 +188,46 @@ fn state_mount() -> VolumeMount {
 }
 
 fn state_volume() -> Volume {
+    empty_dir("state")
+}
+
+const TMP_VOLUME: &str = "tmp";
+
+fn empty_dir(name: &str) -> Volume {
     Volume {
-        name: "state".into(),
+        name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
+    }
+}
+
+/// The pod's half of the `restricted` standard. `fs_group` makes the volumes that support
+/// it (emptyDir, most PersistentVolumes) writable by the pod's group.
+fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(POD_USER),
+        run_as_group: Some(POD_USER),
+        fs_group: Some(POD_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The container's half: no capabilities, no way to gain privileges, nothing written to
+/// the image.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -269,6 +310,19 @@ pub(super) fn template(
     if !settings.resources.is_empty() {
         container.resources = Some(resources(&settings.resources));
     }
+    // The `restricted` Pod Security Standard: a job's pods run in a namespace that enforces
+    // it. The root filesystem is read-only, so what the process writes goes to volumes:
+    // state to `state`, temporary files (a heap job's restore) to `tmp`.
+    container.security_context = Some(restricted_container());
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        });
+    let volumes = [volumes, vec![empty_dir(TMP_VOLUME)]].concat();
     let ours = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(job.labels(Some(role.label()))),
@@ -282,6 +336,7 @@ pub(super) fn template(
             termination_grace_period_seconds: Some(30),
             // Nothing in a job's pods calls the Kubernetes API: no credentials to steal.
             automount_service_account_token: Some(false),
+            security_context: Some(restricted_pod()),
             ..PodSpec::default()
         }),
     };

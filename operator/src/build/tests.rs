@@ -224,7 +224,7 @@ fn pod_template_overrides_merge_by_name_and_name_their_field_when_bad() {
     let c = children(&job(), &revision(&with_volume)).unwrap();
     let pod = c.workers.spec.unwrap().template.spec.unwrap();
     let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-    assert_eq!(volumes, ["state", "tls", "data"]);
+    assert_eq!(volumes, ["state", "tls", "tmp", "data"]);
     let mounts: Vec<_> = pod.containers[0]
         .volume_mounts
         .clone()
@@ -234,7 +234,7 @@ fn pod_template_overrides_merge_by_name_and_name_their_field_when_bad() {
         .collect();
     assert_eq!(
         mounts,
-        ["/var/lib/sluice/state", "/etc/sluice-tls", "/data"]
+        ["/var/lib/sluice/state", "/etc/sluice-tls", "/tmp", "/data"]
     );
 
     let bad = format!("{BASE}  worker:\n    podTemplate:\n      spec: {{containers: 3}}\n");
