@@ -26,7 +26,7 @@ pub(super) const CONTAINER: &str = "sluice";
 /// The user and group every job pod runs as: not root, and not a user of the node (the
 /// images hold no other user, so any number would do; this is the one distroless images
 /// call `nonroot`, and the chart runs the operator as).
-pub(super) const POD_USER: i64 = 65532;
+const POD_USER: i64 = 65532;
 
 /// Whose pod a template is: the role's settings and overrides apply.
 pub(super) enum Role {
